@@ -1,0 +1,336 @@
+"""The one orchestration of a minute: claim -> load -> decide -> risk -> execute -> record.
+
+Each strategy's minute is one transaction. Its `strategy_state` row, locked FOR UPDATE SKIP
+LOCKED, is the exactly-once token: a worker that cannot take it answers `busy`, one that finds
+`last_run_minute >= T` answers `already_processed`. Orders are sent while the lock is held,
+with client ids derived from (strategy, symbol, T), so a crash before COMMIT is redone by the
+retry and the broker de-duplicates the order. The simulated broker's account is written in the
+same transaction, so its fills commit or vanish with the decisions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+
+from strategy_engine import calendar
+from strategy_engine.brokers.base import Broker
+from strategy_engine.brokers.simulated import SimulatedBroker
+from strategy_engine.decide import MinuteInputs, decide_minute
+from strategy_engine.errors import InputError, LiveTradingRefused, NotFound, Unavailable
+from strategy_engine.indicators import last_sma
+from strategy_engine.logs import event
+from strategy_engine.models import (
+    Account,
+    BrokerAccount,
+    Decision,
+    Features,
+    Order,
+    Outcome,
+    Position,
+    RunResult,
+    StrategyOutcome,
+    StrategyRun,
+)
+from strategy_engine.risk import RiskContext
+from strategy_engine.store import Session, journal, market
+from strategy_engine.store import accounts as acct_store
+from strategy_engine.store import strategies as strat_store
+from strategy_engine.store.strategies import StrategyRow
+from strategy_engine.strategies import StrategySpec, get_spec, parse_config
+from strategy_engine.strategies.base import StrategyConfig
+
+
+def _default_alpaca() -> Broker:
+    from strategy_engine.brokers.alpaca import AlpacaPaperBroker
+    from strategy_engine.settings import get_settings
+
+    return AlpacaPaperBroker.from_settings(get_settings())
+
+
+@dataclass
+class Deps:
+    """What the engine needs from outside, so tests and backfill can swap any of it."""
+
+    alpaca_broker: Callable[[], Broker] = _default_alpaca
+    slippage_bps: float = 0.0
+    simulated_broker: Callable[[Account, list[Position], datetime, float], Broker] = field(
+        default=lambda acct, pos, minute, slip: SimulatedBroker(acct.cash, pos, slip, now=minute)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    row: StrategyRow
+    account: BrokerAccount
+    spec: StrategySpec
+    config: StrategyConfig
+
+
+def plan(s: Session, only: str | None) -> list[_Planned]:
+    """Load and validate every definition before anything is written: bad config -> InputError."""
+    rows = strat_store.load_all(s, only)
+    if only and not rows:
+        raise NotFound(f"unknown strategy {only!r}")
+    out = []
+    for row in rows:
+        spec = get_spec(row.definition.strategy_type)
+        try:
+            cfg = parse_config(row.definition.strategy_type, row.definition.config)
+        except InputError as exc:
+            raise InputError(f"strategy {row.definition.name!r}: {exc}") from None
+        account = row.account
+        if account is None:
+            raise InputError(f"strategy {row.definition.name!r} has no account_id")
+        if not row.account_is_paper:
+            raise LiveTradingRefused(f"account {account.name!r} is not a paper account")
+        out.append(_Planned(row, account, spec, cfg))
+    return out
+
+
+def tick(
+    s: Session,
+    minute: datetime,
+    *,
+    trigger: str = "manual",
+    only: str | None = None,
+    deps: Deps | None = None,
+) -> RunResult:
+    """Run every strategy (or `only`) for decision minute T; one engine_runs row per call."""
+    deps = deps or Deps()
+    started = time.perf_counter()
+    minute = calendar.floor_minute(minute)
+    planned = plan(s, only)
+    run_id = uuid.uuid4()
+    journal.start_run(s, run_id, trigger, minute)
+    runs: list[StrategyRun] = []
+    status = "market_closed"
+    if calendar.is_open(minute):
+        for p in planned:
+            runs.append(_run_strategy(s, deps, run_id, minute, p))
+        status = "failed" if any(r.outcome is StrategyOutcome.FAILED for r in runs) else "ok"
+    ms = (time.perf_counter() - started) * 1000
+    result = RunResult(run_id, minute, trigger, status, tuple(runs), ms)
+    counts = {
+        "strategies": len(runs),
+        "decisions": sum(r.decisions for r in runs),
+        "orders": result.orders,
+        "blocked": sum(r.blocked for r in runs),
+        "failed": sum(r.failed for r in runs),
+    }
+    journal.finish_run(s, run_id, status, counts, result.as_json()["strategies"], ms)
+    level = logging.ERROR if status == "failed" else logging.INFO
+    event(
+        "tick",
+        level=level,
+        run_id=str(run_id),
+        minute=minute.isoformat(),
+        trigger=trigger,
+        outcome=status,
+        duration_ms=round(ms, 3),
+        **counts,
+    )
+    return result
+
+
+def _run_strategy(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime, p: _Planned) -> StrategyRun:
+    name = p.row.definition.name
+    try:
+        with s.transaction():
+            return _strategy_minute(s, deps, run_id, minute, p)
+    except Unavailable as exc:
+        event(
+            "strategy failed",
+            level=logging.ERROR,
+            run_id=str(run_id),
+            strategy=name,
+            minute=minute.isoformat(),
+            outcome="failed",
+            error=str(exc),
+        )
+        return StrategyRun(name, StrategyOutcome.FAILED, error=str(exc))
+
+
+def _strategy_minute(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime, p: _Planned) -> StrategyRun:
+    d, cfg, account = p.row.definition, p.config, p.account
+    claimed = strat_store.claim(s, d.id, calendar.trading_date(minute))
+    if claimed is None:
+        return StrategyRun(d.name, StrategyOutcome.BUSY)
+    day, last_run = claimed
+    if last_run is not None and last_run >= minute:
+        return StrategyRun(d.name, StrategyOutcome.ALREADY_PROCESSED)
+    broker, acct, positions = _open_account(s, deps, account, minute)
+    symbols = list(cfg.symbols)
+    features = _features(s, symbols, minute, cfg)
+    ctx = RiskContext(
+        minute=minute,
+        is_active=d.is_active,
+        market_open=True,
+        last_bar_ts=MappingProxyType({k: f.last_bar_ts for k, f in features.items() if f.last_bar_ts}),
+        max_bar_age_seconds=cfg.max_bar_age_seconds,
+        day=day,
+        positions=MappingProxyType({pos.symbol: pos.qty for pos in positions}),
+        last_trade_at=MappingProxyType(journal.last_trades(s, d.id, symbols, minute)),
+        buying_power=acct.buying_power,
+    )
+    inputs = MinuteInputs(d.id, p.spec, cfg, p.row.limits, minute, features)
+    decisions, after = decide_minute(inputs, ctx, broker.submit)
+    rows = [journal.decision_row(x, d.id, engine_run_id=run_id, backfill_run_id=None) for x in decisions]
+    journal.write_decisions(s, rows)
+    journal.record_orders(s, d.id, account.id, "strategy", minute, _orders_of(decisions))
+    traded = any(x.outcome is Outcome.ORDERED for x in decisions)
+    strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)
+    if not broker.authoritative:
+        acct_store.save_mirror(s, account.id, broker.account(), broker.positions())
+    return _summarise(run_id, d.name, minute, decisions)
+
+
+def _open_account(
+    s: Session, deps: Deps, account: BrokerAccount, minute: datetime
+) -> tuple[Broker, Account, list[Position]]:
+    """Lock the account's balance row; for Alpaca, refresh the mirror from the broker first."""
+    balance = acct_store.lock_balance(s, account.id)
+    if account.broker == "alpaca":
+        broker = deps.alpaca_broker()
+        acct, positions = broker.account(), broker.positions()
+        acct_store.save_mirror(s, account.id, acct, positions)
+        _refresh_open_orders(s, broker, account.id)
+        return broker, acct, positions
+    positions = acct_store.positions(s, account.id)
+    acct = balance or Account(0.0, 0.0, 0.0)
+    return deps.simulated_broker(acct, positions, minute, deps.slippage_bps), acct, positions
+
+
+def _refresh_open_orders(s: Session, broker: Broker, account_id: uuid.UUID) -> None:
+    """Bring orders still working at the broker up to date (one upsert whatever their number)."""
+    updated = []
+    for cid in journal.open_orders(s, account_id):
+        order = broker.get_by_client_id(cid)
+        if order is not None:
+            updated.append((order, None))
+    journal.record_orders(s, None, account_id, "strategy", None, updated)
+
+
+def _features(
+    s: Session, symbols: Sequence[str], minute: datetime, cfg: StrategyConfig
+) -> dict[str, Features]:
+    """Two statements for any number of symbols: last N bars (LATERAL) and flow sums."""
+    window = cfg.bars_needed
+    closes = market.recent_closes(s, symbols, minute, window)
+    flow = market.flow_sums(s, symbols, minute - timedelta(minutes=cfg.flow_minutes), minute)
+    out: dict[str, Features] = {}
+    for sym in symbols:
+        bars = closes.get(sym, [])
+        values = [c for _, c in bars]
+        bull, bear = flow.get(sym, (0, 0))
+        out[sym] = Features(
+            symbol=sym,
+            bars=len(values),
+            close=values[-1] if values else None,
+            sma=last_sma(values, window),
+            last_bar_ts=bars[-1][0] if bars else None,
+            bull_cents=bull,
+            bear_cents=bear,
+        )
+    return out
+
+
+def _orders_of(decisions: Sequence[Decision]) -> list[tuple[Order, str | None]]:
+    out: list[tuple[Order, str | None]] = []
+    for x in decisions:
+        if x.outcome is Outcome.ORDERED and x.order is not None:
+            out.append((x.order, None))
+        elif x.outcome is Outcome.FAILED and x.intent is not None:
+            i = x.intent
+            out.append(
+                (Order(i.client_order_id, "", i.symbol, i.side, i.qty, "rejected", 0.0, None), x.error)
+            )
+    return out
+
+
+def _summarise(run_id: uuid.UUID, name: str, minute: datetime, decisions: Sequence[Decision]) -> StrategyRun:
+    for x in decisions:
+        if x.intent is not None:
+            event(
+                "order",
+                run_id=str(run_id),
+                strategy=name,
+                minute=minute.isoformat(),
+                symbol=x.signal.symbol,
+                side=x.intent.side.value,
+                qty=x.intent.qty,
+                outcome=x.outcome.value,
+                risk_code=x.verdict.code if x.verdict else None,
+                client_order_id=x.intent.client_order_id,
+                error=x.error,
+            )
+    return StrategyRun(
+        name,
+        StrategyOutcome.PROCESSED,
+        decisions=len(decisions),
+        orders=sum(1 for x in decisions if x.outcome is Outcome.ORDERED),
+        blocked=sum(1 for x in decisions if x.outcome is Outcome.BLOCKED),
+        failed=sum(1 for x in decisions if x.outcome is Outcome.FAILED),
+    )
+
+
+def now_minute() -> datetime:
+    return calendar.floor_minute(datetime.now(UTC))
+
+
+def manual_trade(
+    s: Session, account_name: str, symbol: str, side: str, qty: float, *, deps: Deps | None = None
+) -> Order:
+    """A person's paper order, through the same broker path and journal as the tick's orders.
+
+    It is not subject to the strategy risk gate (no strategy owns it) but it is paper-only,
+    validated before anything is sent, and recorded with `source = 'manual'`.
+    """
+    from strategy_engine.models import OrderIntent, Side
+    from strategy_engine.strategies.base import StrategyConfig as _Cfg
+
+    deps = deps or Deps()
+    symbol = symbol.strip().upper()
+    try:
+        _Cfg.model_validate({"symbols": [symbol]})
+    except Exception:
+        raise InputError(f"invalid symbol {symbol!r}") from None
+    if side not in ("buy", "sell"):
+        raise InputError(f"invalid side {side!r} (buy or sell)")
+    if not qty > 0 or qty > 1_000_000:
+        raise InputError(f"invalid qty {qty!r} (must be > 0)")
+    found = acct_store.find_account(s, account_name)
+    if found is None:
+        raise NotFound(f"unknown account {account_name!r}")
+    account_id, broker_name, is_paper = found
+    if not is_paper:
+        raise LiveTradingRefused(f"account {account_name!r} is not a paper account")
+    account = BrokerAccount(account_id, account_name, broker_name)
+    minute = now_minute()
+    with s.transaction():
+        last = market.recent_closes(s, [symbol], minute + timedelta(minutes=1), 1).get(symbol, [])
+        price = last[-1][1] if last else 0.0
+        if account.broker != "alpaca" and price <= 0:
+            raise InputError(f"no price for {symbol}: the simulated broker fills at the last close")
+        broker, _, _ = _open_account(s, deps, account, minute)
+        intent = OrderIntent(symbol, Side(side), qty, price, "se-m-" + uuid.uuid4().hex[:24])
+        order = broker.submit(intent)
+        journal.record_orders(s, None, account.id, "manual", minute, [(order, None)])
+        if not broker.authoritative:
+            acct_store.save_mirror(s, account.id, broker.account(), broker.positions())
+    event(
+        "order",
+        source="manual",
+        account=account_name,
+        symbol=symbol,
+        side=side,
+        qty=qty,
+        client_order_id=order.client_order_id,
+        status=order.status,
+    )
+    return order

@@ -1,0 +1,59 @@
+"""The engine's own error hierarchy.
+
+Vendor errors (psycopg, alpaca-py, requests) are translated into these once, at the boundary
+where they happen; entry points map them to outcomes: `InputError` -> 4xx / exit 2,
+`Unavailable` -> 503 with Retry-After / exit 3, anything else -> 500 with a run id.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class InputError(EngineError):
+    """The caller's input is wrong; nothing was written."""
+
+    status = 400
+
+
+class NotFound(InputError):
+    status = 404
+
+
+class Unavailable(EngineError):
+    """A dependency (database, broker) is unreachable or failing; retry later."""
+
+    status = 503
+
+
+class DatabaseUnavailable(Unavailable):
+    pass
+
+
+class BrokerUnavailable(Unavailable):
+    pass
+
+
+class DuplicateOrder(EngineError):
+    """The broker already holds an order with this client_order_id: adopt it."""
+
+    def __init__(self, client_order_id: str) -> None:
+        super().__init__(f"duplicate client_order_id {client_order_id}")
+        self.client_order_id = client_order_id
+
+
+class OrderRejected(EngineError):
+    """The broker refused this order (4xx other than duplicate); the tick goes on."""
+
+    def __init__(self, code: str | int | None, message: str) -> None:
+        super().__init__(f"broker rejected the order ({code}): {message}")
+        self.code = code
+        self.message = message
+
+
+class LiveTradingRefused(InputError):
+    """Raised before any request when settings point at a live (non-paper) endpoint."""
+
+    status = 403

@@ -1,0 +1,241 @@
+"""Domain values shared by the pure core and the shell.
+
+Every value is frozen: the tick and the backfill pass the same values through the same pure
+functions, and nothing downstream can change what a decision was based on. Times are
+timezone-aware UTC; money in flow sums is integer cents so that sums are exact in any order
+(the tick sums in SQL, the backfill with numpy, and both must agree to the cent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class Action(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+    HOLD = "hold"
+
+
+class Outcome(StrEnum):
+    HELD = "held"
+    BLOCKED = "blocked"
+    ORDERED = "ordered"
+    FAILED = "failed"
+
+
+class StrategyOutcome(StrEnum):
+    """What happened to one (strategy, minute) in one invocation."""
+
+    PROCESSED = "processed"
+    BUSY = "busy"
+    ALREADY_PROCESSED = "already_processed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    symbol: str
+    ts: datetime  # UTC, the bar's start
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+
+
+@dataclass(frozen=True, slots=True)
+class FlowEvent:
+    ts: datetime
+    underlying: str
+    option_type: str  # 'call' | 'put'
+    side: str  # 'buy' | 'sell' | 'unknown'
+    size: int | None
+    trade_price: float | None
+    notional: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What a strategy sees of one symbol at decision minute T (bars ts < T, flow in lookback)."""
+
+    symbol: str
+    bars: int  # how many bars the window holds (capped at the window the strategy asked for)
+    close: float | None  # the last bar's close
+    sma: float | None  # mean of the last `window` closes; None when fewer bars exist
+    last_bar_ts: datetime | None
+    bull_cents: int  # bullish flow premium in the lookback, integer cents
+    bear_cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    symbol: str
+    action: Action
+    qty: float
+    reason: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    symbol: str
+    side: Side
+    qty: float
+    price: float  # the decision price (last close), used for notional and simulated fills
+    client_order_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """The broker's view of an order, in our own types (money as float, never strings)."""
+
+    client_order_id: str
+    broker_order_id: str
+    symbol: str
+    side: Side
+    qty: float
+    status: str
+    filled_qty: float
+    filled_avg_price: float | None
+    submitted_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    symbol: str
+    qty: float
+    avg_entry_price: float
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    cash: float
+    buying_power: float
+    equity: float
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A None limit means no limit for that check."""
+
+    max_daily_trades: int | None = None
+    max_position_size: float | None = None
+    max_notional_per_trade: float | None = None
+    max_notional_per_day: float | None = None
+    max_open_positions: int | None = None
+    cool_down_minutes: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DayState:
+    """Counters of one strategy's trading date; "today" is the New York date of T."""
+
+    trading_date: date
+    trades_today: int = 0
+    notional_today: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    code: str
+    observed: float | str | None
+    limit: float | str | None
+    passed: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {"code": self.code, "observed": self.observed, "limit": self.limit, "passed": self.passed}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    approved: bool
+    code: str | None  # the first failing check's code
+    checks: tuple[Check, ...]
+    reduce_only: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One symbol's decision at T: the signal, the risk verdict (orders only), and the outcome."""
+
+    minute: datetime
+    signal: Signal
+    intent: OrderIntent | None
+    verdict: Verdict | None
+    outcome: Outcome
+    order: Order | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyDef:
+    id: UUID
+    name: str
+    strategy_type: str
+    is_active: bool
+    config: dict[str, Any]
+    account_id: UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAccount:
+    id: UUID
+    name: str
+    broker: str  # 'alpaca' | 'simulated'
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyRun:
+    strategy: str
+    outcome: StrategyOutcome
+    decisions: int = 0
+    orders: int = 0
+    blocked: int = 0
+    failed: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    run_id: UUID
+    minute: datetime
+    trigger: str
+    status: str  # 'ok' | 'market_closed' | 'failed'
+    strategies: tuple[StrategyRun, ...] = field(default_factory=tuple)
+    duration_ms: float = 0.0
+
+    @property
+    def orders(self) -> int:
+        return sum(s.orders for s in self.strategies)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run_id": str(self.run_id),
+            "minute": self.minute.isoformat(),
+            "trigger": self.trigger,
+            "status": self.status,
+            "orders": self.orders,
+            "duration_ms": round(self.duration_ms, 3),
+            "strategies": [
+                {
+                    "strategy": s.strategy,
+                    "outcome": s.outcome.value,
+                    "decisions": s.decisions,
+                    "orders": s.orders,
+                    "blocked": s.blocked,
+                    "failed": s.failed,
+                    "error": s.error,
+                }
+                for s in self.strategies
+            ],
+        }

@@ -1,0 +1,34 @@
+"""Building a session from settings: the one place every entry point gets its database from.
+
+Precedence: an explicit URL (a `--database-url` flag), else `DATABASE_URL`, else the embedded
+Postgres. The embedded database is migrated on first use so that zero setup means zero setup.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from strategy_engine import embedded
+from strategy_engine.settings import get_settings
+from strategy_engine.store import Session, connect
+from strategy_engine.store.migrations import migrate
+
+
+def resolve_database_url(explicit: str | None = None) -> tuple[str, bool]:
+    """(url, is_embedded)."""
+    if explicit:
+        return explicit, False
+    settings = get_settings()
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value(), False
+    folder = settings.embedded_data_dir
+
+    return embedded.start(Path(folder) if folder else None), True
+
+
+def open_session(explicit: str | None = None) -> Session:
+    url, is_embedded = resolve_database_url(explicit)
+    session = connect(url)
+    if is_embedded:
+        migrate(session)
+    return session

@@ -1,0 +1,100 @@
+"""Broker accounts and their mirrored positions and balances.
+
+For an Alpaca account these tables mirror the broker (the broker is the truth; dashboards read
+the mirror). For a simulated account they *are* the truth. Either way one function writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from strategy_engine.models import Account, Position
+from strategy_engine.store.session import Session
+
+
+def ensure_account(s: Session, name: str, broker: str) -> UUID:
+    row = s.fetchone(
+        "insert into public.broker_accounts (name, broker, is_paper) values (%s, %s, true)"
+        " on conflict (name) do update set broker = excluded.broker returning id",
+        (name, broker),
+    )
+    if row is None:  # RETURNING always yields a row; this guards a broken driver
+        raise RuntimeError("upsert returned no row")
+    return UUID(str(row[0]))
+
+
+def find_account(s: Session, name: str) -> tuple[UUID, str, bool] | None:
+    row = s.fetchone(
+        "select id, broker, coalesce(is_paper, true) from public.broker_accounts where name = %s", (name,)
+    )
+    return None if row is None else (UUID(str(row[0])), row[1], bool(row[2]))
+
+
+def positions(s: Session, account_id: UUID) -> list[Position]:
+    rows = s.fetchall(
+        "select symbol, qty::float8, coalesce(avg_entry_price, 0)::float8 from public.broker_positions"
+        " where account_id = %s and qty <> 0 order by symbol",
+        (account_id,),
+    )
+    return [Position(r[0], r[1], r[2]) for r in rows]
+
+
+def lock_balance(s: Session, account_id: UUID) -> Account | None:
+    """The account's balance row, locked until commit: strategies sharing an account serialise."""
+    row = s.fetchone(
+        "select cash::float8, buying_power::float8, equity::float8 from public.broker_balances"
+        " where account_id = %s for update",
+        (account_id,),
+    )
+    return None if row is None else Account(row[0], row[1], row[2])
+
+
+def save_mirror(s: Session, account_id: UUID, acct: Account, pos: Sequence[Position]) -> None:
+    """Replace the account's positions and balance in three statements, whatever their number."""
+    s.execute(
+        """
+        insert into public.broker_balances (account_id, cash, buying_power, equity, updated_at)
+        values (%s, %s, %s, %s, now())
+        on conflict (account_id) do update set cash = excluded.cash,
+          buying_power = excluded.buying_power, equity = excluded.equity, updated_at = now()
+        """,
+        (account_id, acct.cash, acct.buying_power, acct.equity),
+    )
+    symbols = [p.symbol for p in pos]
+    s.execute(
+        "delete from public.broker_positions where account_id = %s and not (symbol = any(%s))",
+        (account_id, symbols),
+    )
+    s.execute(
+        """
+        insert into public.broker_positions (account_id, symbol, qty, avg_entry_price, updated_at)
+        select %s, u.symbol, u.qty, u.avg, now()
+        from unnest(%s::text[], %s::float8[], %s::float8[]) as u(symbol, qty, avg)
+        on conflict (account_id, symbol) do update set qty = excluded.qty,
+          avg_entry_price = excluded.avg_entry_price, updated_at = now()
+        """,
+        (account_id, symbols, [p.qty for p in pos], [p.avg_entry_price for p in pos]),
+    )
+
+
+def overview(s: Session) -> list[tuple[Any, ...]]:
+    """(account, broker, cash, buying_power, equity, updated_at) for status."""
+    return s.fetchall(
+        """
+        select a.name, a.broker, b.cash::float8, b.buying_power::float8, b.equity::float8, b.updated_at
+        from public.broker_accounts a left join public.broker_balances b on b.account_id = a.id
+        order by a.name
+        """
+    )
+
+
+def all_positions(s: Session) -> list[tuple[Any, ...]]:
+    return s.fetchall(
+        """
+        select a.name, p.symbol, p.qty::float8, p.avg_entry_price::float8
+        from public.broker_positions p join public.broker_accounts a on a.id = p.account_id
+        where p.qty <> 0 order by a.name, p.symbol
+        """
+    )

@@ -1,0 +1,193 @@
+"""The record of what happened: engine runs, every decision, every order.
+
+Decisions are written with COPY in one statement, by the tick and the backfill alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg.types.json import Jsonb
+
+from strategy_engine.decide import decision_payload
+from strategy_engine.models import Decision, Order
+from strategy_engine.store.session import Session
+
+LOG_COLUMNS = (
+    "engine_run_id",
+    "backfill_run_id",
+    "run_mode",
+    "strategy_id",
+    "decision_minute",
+    "symbol",
+    "action",
+    "qty",
+    "reason",
+    "risk_code",
+    "outcome",
+    "client_order_id",
+    "signal_payload",
+)
+OPEN_STATUSES = ("new", "accepted", "pending_new", "partially_filled", "accepted_for_bidding", "held")
+
+
+def decision_row(
+    d: Decision, strategy_id: UUID, *, engine_run_id: UUID | None, backfill_run_id: UUID | None
+) -> tuple[Any, ...]:
+    return (
+        engine_run_id,
+        backfill_run_id,
+        "backfill" if backfill_run_id else "live",
+        strategy_id,
+        d.minute,
+        d.signal.symbol,
+        d.signal.action.value,
+        d.signal.qty,
+        d.signal.reason,
+        d.verdict.code if d.verdict else None,
+        d.outcome.value,
+        d.intent.client_order_id if d.intent else None,
+        Jsonb(decision_payload(d)),
+    )
+
+
+def write_decisions(s: Session, rows: Sequence[tuple[Any, ...]]) -> int:
+    if not rows:
+        return 0
+    return s.copy_in("strategy_logs", LOG_COLUMNS, rows)
+
+
+def record_orders(
+    s: Session,
+    strategy_id: UUID | None,
+    account_id: UUID,
+    source: str,
+    minute: datetime | None,
+    orders: Iterable[tuple[Order, str | None]],
+) -> None:
+    """Upsert (order, error) pairs by client_order_id in one statement: a retry adopts, never doubles."""
+    items = list(orders)
+    if not items:
+        return
+    cols: dict[str, list[Any]] = {
+        k: [] for k in ("cid", "bid", "sym", "side", "qty", "st", "fq", "fp", "at", "e")
+    }
+    for o, err in items:
+        for key, val in zip(
+            cols,
+            (
+                o.client_order_id,
+                o.broker_order_id or None,
+                o.symbol,
+                o.side.value,
+                o.qty,
+                o.status,
+                o.filled_qty,
+                o.filled_avg_price,
+                o.submitted_at,
+                err,
+            ),
+            strict=True,
+        ):
+            cols[key].append(val)
+    s.execute(
+        """
+        insert into public.paper_trades (strategy_id, account_id, source, decision_minute, client_order_id,
+          broker_order_id, symbol, side, qty, status, filled_qty, filled_avg_price, submitted_at, error,
+          updated_at)
+        select %(strategy)s, %(account)s, %(source)s, %(minute)s, u.* , now()
+        from unnest(%(cid)s::text[], %(bid)s::text[], %(sym)s::text[], %(side)s::text[], %(qty)s::float8[],
+                    %(st)s::text[], %(fq)s::float8[], %(fp)s::float8[], %(at)s::timestamptz[], %(e)s::text[])
+          as u(cid, bid, sym, side, qty, st, fq, fp, at, e)
+        on conflict (client_order_id) do update set broker_order_id = excluded.broker_order_id,
+          status = excluded.status, filled_qty = excluded.filled_qty,
+          filled_avg_price = excluded.filled_avg_price, error = excluded.error, updated_at = now()
+        """,
+        {"strategy": strategy_id, "account": account_id, "source": source, "minute": minute, **cols},
+    )
+
+
+def last_trades(
+    s: Session, strategy_id: UUID, symbols: Sequence[str], before: datetime
+) -> dict[str, datetime]:
+    """The decision minute of this strategy's last accepted order per symbol (for cool-down)."""
+    rows = s.fetchall(
+        """
+        select symbol, max(decision_minute) from public.paper_trades
+        where strategy_id = %s and symbol = any(%s) and decision_minute < %s
+          and coalesce(status, '') not in ('rejected', 'failed')
+        group by symbol
+        """,
+        (strategy_id, list(symbols), before),
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+def open_orders(s: Session, account_id: UUID) -> list[str]:
+    """Client ids of this account's orders still working at the broker (status to refresh)."""
+    rows = s.fetchall(
+        "select client_order_id from public.paper_trades where account_id = %s and status = any(%s)"
+        " and client_order_id is not null order by client_order_id",
+        (account_id, list(OPEN_STATUSES)),
+    )
+    return [r[0] for r in rows]
+
+
+def start_run(s: Session, run_id: UUID, trigger: str, minute: datetime) -> None:
+    s.execute(
+        "insert into public.engine_runs (id, trigger, minute, status) values (%s, %s, %s, 'running')",
+        (run_id, trigger, minute),
+    )
+
+
+def finish_run(s: Session, run_id: UUID, status: str, counts: dict[str, int], detail: Any, ms: float) -> None:
+    s.execute(
+        """
+        update public.engine_runs set status = %s, strategies = %s, decisions = %s, orders = %s,
+          blocked = %s, failed = %s, detail = %s, finished_at = now(), duration_ms = %s
+        where id = %s
+        """,
+        (
+            status,
+            counts.get("strategies", 0),
+            counts.get("decisions", 0),
+            counts.get("orders", 0),
+            counts.get("blocked", 0),
+            counts.get("failed", 0),
+            Jsonb(detail),
+            ms,
+            run_id,
+        ),
+    )
+
+
+def recent_runs(s: Session, limit: int = 10) -> list[tuple[Any, ...]]:
+    return s.fetchall(
+        "select id, trigger, minute, status, strategies, decisions, orders, blocked, failed, duration_ms"
+        " from public.engine_runs order by started_at desc limit %s",
+        (limit,),
+    )
+
+
+def decision_counts(s: Session, strategy_id: UUID) -> list[tuple[str, str, str | None, int]]:
+    """(reason, outcome, risk_code, count) of a strategy's live decisions."""
+    rows = s.fetchall(
+        """
+        select reason, outcome, risk_code, count(*)::int from public.strategy_logs
+        where strategy_id = %s and run_mode = 'live'
+        group by reason, outcome, risk_code order by reason, outcome, risk_code
+        """,
+        (strategy_id,),
+    )
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def reset_database(s: Session, dbname: str) -> None:
+    """Drop and create a database on the same server (the demo starts clean every time)."""
+    from psycopg import sql
+
+    s.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname)))
+    s.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))

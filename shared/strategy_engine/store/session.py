@@ -1,0 +1,111 @@
+"""One database session: a psycopg connection, explicit transactions, a statement counter.
+
+The connection works through Supabase's transaction pooler as well as directly: no prepared
+statements (`prepare_threshold=None`) and no session state (no SET, LISTEN or session advisory
+locks) outlives a transaction. Every statement goes through `execute`/`copy`, which count them
+(the tick's statement count must not grow with the number of symbols) and translate driver
+errors into ours once, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.types.numeric import FloatLoader
+
+from strategy_engine.errors import DatabaseUnavailable, InputError
+
+Params = Sequence[Any] | dict[str, Any] | None
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for messages a person reads."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable database url>"
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _unavailable(exc: Exception) -> DatabaseUnavailable:
+    # psycopg messages carry host and port, never the password; keep only the first line.
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DatabaseUnavailable(f"database unavailable: {first}")
+
+
+def connect(url: str, *, connect_timeout: int = 10, application_name: str = "strategy-engine") -> Session:
+    if not url.startswith(("postgres://", "postgresql://")):
+        raise InputError("database url must start with postgresql:// or postgres://")
+    try:
+        conn = psycopg.connect(
+            url,
+            autocommit=True,
+            prepare_threshold=None,
+            connect_timeout=connect_timeout,
+            application_name=application_name,
+        )
+    except psycopg.OperationalError as exc:
+        raise _unavailable(exc) from None
+    except psycopg.ProgrammingError as exc:
+        raise InputError(f"invalid database url: {str(exc).splitlines()[0]}") from None
+    conn.adapters.register_loader("numeric", FloatLoader)
+    return Session(conn)
+
+
+class Session:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.statements = 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """BEGIN ... COMMIT; any exception rolls the whole block back."""
+        try:
+            with self.conn.transaction():
+                yield self
+        except psycopg.OperationalError as exc:
+            raise _unavailable(exc) from None
+
+    def execute(self, query: str | sql.Composed, params: Params = None) -> psycopg.Cursor[Any]:
+        self.statements += 1
+        try:
+            return self.conn.execute(query, params)
+        except psycopg.OperationalError as exc:
+            raise _unavailable(exc) from None
+
+    def fetchall(self, query: str | sql.Composed, params: Params = None) -> list[tuple[Any, ...]]:
+        return self.execute(query, params).fetchall()
+
+    def fetchone(self, query: str | sql.Composed, params: Params = None) -> tuple[Any, ...] | None:
+        return self.execute(query, params).fetchone()
+
+    def copy_in(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        """COPY rows into a table in one statement: the bulk path of the journal and backfill."""
+        self.statements += 1
+        stmt = sql.SQL("copy {} ({}) from stdin").format(
+            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+        )
+        try:
+            with self.conn.cursor() as cur, cur.copy(stmt) as cp:
+                for row in rows:
+                    cp.write_row(row)
+        except psycopg.OperationalError as exc:
+            raise _unavailable(exc) from None
+        return len(rows)

@@ -1,0 +1,161 @@
+"""Strategy definitions, limits and the day-state row that makes each minute happen once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg.types.json import Jsonb
+
+from strategy_engine.models import BrokerAccount, DayState, Limits, StrategyDef
+from strategy_engine.store.session import Session
+
+_DEF_COLS = """
+  d.id, d.name, d.strategy_type, d.is_active, d.config, d.account_id,
+  a.id, a.name, a.broker, coalesce(a.is_paper, true),
+  l.max_daily_trades, l.max_position_size, l.max_notional_per_trade, l.max_notional_per_day,
+  l.max_open_positions, l.cool_down_minutes
+"""
+_DEF_FROM = """
+  from public.strategy_definitions d
+  left join public.broker_accounts a on a.id = d.account_id
+  left join public.strategy_limits l on l.strategy_id = d.id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyRow:
+    definition: StrategyDef
+    account: BrokerAccount | None
+    account_is_paper: bool
+    limits: Limits
+
+
+def _row(r: tuple[Any, ...]) -> StrategyRow:
+    d = StrategyDef(r[0], r[1], r[2], r[3], r[4] or {}, r[5])
+    acct = None if r[6] is None else BrokerAccount(r[6], r[7], r[8])
+    lim = Limits(
+        max_daily_trades=r[10],
+        max_position_size=r[11],
+        max_notional_per_trade=r[12],
+        max_notional_per_day=r[13],
+        max_open_positions=r[14],
+        cool_down_minutes=r[15],
+    )
+    return StrategyRow(d, acct, bool(r[9]), lim)
+
+
+def load_all(s: Session, name: str | None = None) -> list[StrategyRow]:
+    """Every definition (active or not: an inactive one runs with its orders blocked)."""
+    where, params = ("where d.name = %s", (name,)) if name else ("", ())
+    rows = s.fetchall(f"select {_DEF_COLS} {_DEF_FROM} {where} order by d.name", params)
+    return [_row(r) for r in rows]
+
+
+def claim(s: Session, strategy_id: UUID, trading_date: date) -> tuple[DayState, datetime | None] | None:
+    """Lock this strategy's day row FOR UPDATE SKIP LOCKED; None when another worker holds it.
+
+    The upsert first makes sure the row exists; it waits only for a concurrent inserter of the
+    same row, never for a worker holding the lock on an existing one.
+    """
+    s.execute(
+        "insert into public.strategy_state (strategy_id, trading_date) values (%s, %s)"
+        " on conflict (strategy_id, trading_date) do nothing",
+        (strategy_id, trading_date),
+    )
+    row = s.fetchone(
+        "select trades_today, notional_today::float8, last_run_minute from public.strategy_state"
+        " where strategy_id = %s and trading_date = %s for update skip locked",
+        (strategy_id, trading_date),
+    )
+    if row is None:
+        return None
+    return DayState(trading_date, int(row[0]), float(row[1])), row[2]
+
+
+def save_state(
+    s: Session, strategy_id: UUID, day: DayState, minute: datetime, last_trade_at: datetime | None
+) -> None:
+    s.execute(
+        """
+        update public.strategy_state
+        set trades_today = %s, notional_today = %s, last_run_minute = %s,
+            last_trade_at = coalesce(%s, last_trade_at), updated_at = now()
+        where strategy_id = %s and trading_date = %s
+        """,
+        (day.trades_today, day.notional_today, minute, last_trade_at, strategy_id, day.trading_date),
+    )
+
+
+def upsert_definition(
+    s: Session,
+    name: str,
+    strategy_type: str,
+    config: dict[str, Any],
+    *,
+    is_active: bool,
+    account_id: UUID | None,
+) -> UUID:
+    row = s.fetchone(
+        """
+        insert into public.strategy_definitions (name, strategy_type, is_active, config, account_id)
+        values (%s, %s, %s, %s, %s)
+        on conflict (name) do update set strategy_type = excluded.strategy_type,
+          is_active = excluded.is_active, config = excluded.config,
+          account_id = excluded.account_id, updated_at = now()
+        returning id
+        """,
+        (name, strategy_type, is_active, Jsonb(config), account_id),
+    )
+    if row is None:  # RETURNING always yields a row; this guards a broken driver
+        raise RuntimeError("upsert returned no row")
+    return UUID(str(row[0]))
+
+
+def set_active(s: Session, name: str, is_active: bool) -> bool:
+    cur = s.execute(
+        "update public.strategy_definitions set is_active = %s, updated_at = now() where name = %s",
+        (is_active, name),
+    )
+    return cur.rowcount > 0
+
+
+def upsert_limits(s: Session, strategy_id: UUID, limits: Limits) -> None:
+    s.execute(
+        """
+        insert into public.strategy_limits (strategy_id, max_daily_trades, max_position_size,
+          max_notional_per_trade, max_notional_per_day, max_open_positions, cool_down_minutes)
+        values (%s, %s, %s, %s, %s, %s, %s)
+        on conflict (strategy_id) do update set max_daily_trades = excluded.max_daily_trades,
+          max_position_size = excluded.max_position_size,
+          max_notional_per_trade = excluded.max_notional_per_trade,
+          max_notional_per_day = excluded.max_notional_per_day,
+          max_open_positions = excluded.max_open_positions,
+          cool_down_minutes = excluded.cool_down_minutes
+        """,
+        (
+            strategy_id,
+            limits.max_daily_trades,
+            limits.max_position_size,
+            limits.max_notional_per_trade,
+            limits.max_notional_per_day,
+            limits.max_open_positions,
+            limits.cool_down_minutes,
+        ),
+    )
+
+
+def day_states(s: Session, trading_date: date) -> list[tuple[Any, ...]]:
+    """(name, is_active, trades_today, notional_today, last_trade_at, last_run_minute) for status."""
+    return s.fetchall(
+        """
+        select d.name, d.is_active, coalesce(st.trades_today, 0), coalesce(st.notional_today, 0)::float8,
+               st.last_trade_at, st.last_run_minute
+        from public.strategy_definitions d
+        left join public.strategy_state st on st.strategy_id = d.id and st.trading_date = %s
+        order by d.name
+        """,
+        (trading_date,),
+    )

@@ -1,0 +1,109 @@
+"""Test fixtures on a real PostgreSQL 16 server (pgserver) that the suite starts itself.
+
+The schema is migrated once into a template database; every test that needs a database gets
+its own copy (CREATE DATABASE ... TEMPLATE), so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from strategy_engine import embedded, synthetic
+from strategy_engine.models import Limits
+from strategy_engine.seed import save_strategy
+from strategy_engine.store import Session, connect
+from strategy_engine.store import market
+from strategy_engine.store.journal import reset_database
+from strategy_engine.store.migrations import migrate
+
+TEMPLATE = "se_template"
+
+
+@pytest.fixture(scope="session")
+def pg_base_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The test server's URL (database `postgres`), started once per test session."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return embedded.start(tmp_path_factory.mktemp("pg") / "data")
+
+
+@pytest.fixture(scope="session")
+def template_url(pg_base_url: str) -> str:
+    with connect(pg_base_url) as admin:
+        reset_database(admin, TEMPLATE)
+    url = embedded.database_url(pg_base_url, TEMPLATE)
+    with connect(url) as s:
+        migrate(s)
+    return url
+
+
+def fresh_database(pg_base_url: str, template: str | None = TEMPLATE) -> str:
+    """A new, empty (or template-cloned) database on the test server; returns its URL."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    with connect(pg_base_url) as admin:
+        tmpl = f" template {template}" if template else ""
+        admin.execute(f"create database {name}{tmpl}")
+    return embedded.database_url(pg_base_url, name)
+
+
+@pytest.fixture
+def db_url(pg_base_url: str, template_url: str) -> Iterator[str]:
+    """A migrated database of the test's own."""
+    url = fresh_database(pg_base_url)
+    yield url
+    name = url.split("?")[0].rsplit("/", 1)[1]
+    with connect(pg_base_url) as admin:
+        admin.execute(f"drop database if exists {name} with (force)")
+
+
+@pytest.fixture
+def empty_db_url(pg_base_url: str) -> Iterator[str]:
+    """An empty database (no migrations): for legacy-schema and migration tests."""
+    url = fresh_database(pg_base_url, template=None)
+    yield url
+    name = url.split("?")[0].rsplit("/", 1)[1]
+    with connect(pg_base_url) as admin:
+        admin.execute(f"drop database if exists {name} with (force)")
+
+
+@pytest.fixture
+def session(db_url: str) -> Iterator[Session]:
+    with connect(db_url) as s:
+        yield s
+
+
+def seed(
+    s: Session,
+    *,
+    name: str = "nft",
+    config: dict[str, Any] | None = None,
+    limits: Limits | None = None,
+    cash: float = 100_000.0,
+    active: bool = True,
+    account: str = "sim",
+    broker: str = "simulated",
+) -> uuid.UUID:
+    """A strategy on an account with `cash`; config defaults to DESIGN's defaults."""
+    return save_strategy(
+        s, name, "naive_flow_trend", config or {}, account=account, broker=broker, is_active=active,
+        limits=limits or Limits(), initial_cash=cash,
+    )
+
+
+def load_market(s: Session, spec: synthetic.MarketSpec) -> synthetic.MarketData:
+    data = synthetic.generate(spec)
+    with s.transaction():
+        market.insert_bars(s, data.bars)
+        market.insert_flow(s, data.flow)
+    return data
+
+
+DAY = date(2025, 6, 13)  # a plain Friday session, 09:30-16:00 New York
+REPO = Path(__file__).resolve().parents[1]
