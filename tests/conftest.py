@@ -18,8 +18,7 @@ import pytest
 from strategy_engine import embedded, synthetic
 from strategy_engine.models import Limits
 from strategy_engine.seed import save_strategy
-from strategy_engine.store import Session, connect
-from strategy_engine.store import market
+from strategy_engine.store import Session, connect, market
 from strategy_engine.store.journal import reset_database
 from strategy_engine.store.migrations import migrate
 
@@ -92,8 +91,15 @@ def seed(
 ) -> uuid.UUID:
     """A strategy on an account with `cash`; config defaults to DESIGN's defaults."""
     return save_strategy(
-        s, name, "naive_flow_trend", config or {}, account=account, broker=broker, is_active=active,
-        limits=limits or Limits(), initial_cash=cash,
+        s,
+        name,
+        "naive_flow_trend",
+        config or {},
+        account=account,
+        broker=broker,
+        is_active=active,
+        limits=limits or Limits(),
+        initial_cash=cash,
     )
 
 

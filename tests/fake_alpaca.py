@@ -43,6 +43,7 @@ class _Fault:
     times: int
     body: Json | str  # str: sent as text/html, like a proxy's error page
     delay: float = 0.0
+    after: int = 0  # requests of the route still answered normally before the fault starts
 
 
 class _Server(ThreadingHTTPServer):
@@ -80,7 +81,9 @@ class FakeAlpaca:
         self._stopping = threading.Event()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-alpaca")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-alpaca"
+        )
 
     @property
     def url(self) -> str:
@@ -96,10 +99,12 @@ class FakeAlpaca:
         self._server.server_close()
         self._thread.join()
 
-    def fail(self, route: str, status: int, times: int = 1, body: Json | str | None = None) -> None:
-        """Answer the next `times` requests of `route` with `status` (Alpaca's body by default)."""
+    def fail(
+        self, route: str, status: int, times: int = 1, body: Json | str | None = None, *, after: int = 0
+    ) -> None:
+        """Answer `times` requests of `route`, once `after` more went through, with `status`."""
         with self._lock:
-            self._faults[route].append(_Fault(status, times, body or ERRORS[status]))
+            self._faults[route].append(_Fault(status, times, body or ERRORS[status], after=after))
 
     def slow(self, route: str, seconds: float, times: int = 1) -> None:
         """Do the work of the next `times` requests of `route`, then wait before answering."""
@@ -147,6 +152,9 @@ class FakeAlpaca:
         if not queue:
             return None
         fault = queue[0]
+        if fault.after > 0:
+            fault.after -= 1
+            return None
         fault.times -= 1
         if fault.times <= 0:
             queue.pop(0)
@@ -184,6 +192,8 @@ class FakeAlpaca:
         if len(cid) > 128:
             return 422, {"code": 40010001, "message": "client_order_id must be no more than 128 characters"}
         symbol, side, qty = body["symbol"], body["side"], Decimal(str(body["qty"]))
+        if not qty > 0:
+            return 422, {"code": 40010001, "message": "qty must be > 0"}
         if side == "buy" and qty * self.prices[symbol] > self.cash:
             return 403, ERRORS[403]
         now = _iso(datetime.now(UTC))

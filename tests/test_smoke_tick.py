@@ -3,7 +3,6 @@ from __future__ import annotations
 from strategy_engine import engine, synthetic
 from strategy_engine.models import StrategyOutcome
 from strategy_engine.store import Session
-
 from tests.conftest import DAY, load_market, seed
 
 

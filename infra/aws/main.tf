@@ -8,7 +8,7 @@ data "aws_partition" "current" {}
 data "aws_region" "current" {}
 
 locals {
-  function_name = "${var.name_prefix}-engine"
+  function_name = var.name_prefix
   schedule_name = "${var.name_prefix}-tick"
   account_id    = data.aws_caller_identity.current.account_id
   # Built by hand rather than read from the schedule, which depends on the role whose trust

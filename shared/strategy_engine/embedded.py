@@ -15,6 +15,12 @@ from strategy_engine.errors import DatabaseUnavailable
 
 
 def default_data_dir() -> Path:
+    """EMBEDDED_DATA_DIR if set, else the user's data folder (never the repository)."""
+    from strategy_engine.settings import get_settings
+
+    configured = get_settings().embedded_data_dir
+    if configured:
+        return Path(configured)
     return Path(platformdirs.user_data_dir("agenttrader-strategy-engine")) / "pgdata"
 
 

@@ -6,8 +6,6 @@ Postgres. The embedded database is migrated on first use so that zero setup mean
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from strategy_engine import embedded
 from strategy_engine.settings import get_settings
 from strategy_engine.store import Session, connect
@@ -21,9 +19,7 @@ def resolve_database_url(explicit: str | None = None) -> tuple[str, bool]:
     settings = get_settings()
     if settings.database_url is not None:
         return settings.database_url.get_secret_value(), False
-    folder = settings.embedded_data_dir
-
-    return embedded.start(Path(folder) if folder else None), True
+    return embedded.start(), True
 
 
 def open_session(explicit: str | None = None) -> Session:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -150,7 +151,7 @@ class AlpacaPaperBroker:
             stop=stop_after_attempt(max_attempts)
             | stop_before_delay(max(0.0, retry_budget_seconds - timeout_seconds)),
             wait=wait_exponential_jitter(
-                initial=backoff_seconds, max=backoff_max_seconds, jitter=backoff_seconds
+                multiplier=backoff_seconds, max=backoff_max_seconds, jitter=backoff_seconds
             ),
             reraise=True,
         )
@@ -193,6 +194,8 @@ class AlpacaPaperBroker:
 
     def submit(self, intent: OrderIntent) -> Order:
         """A market day order; re-sending the same client id never places a second one."""
+        if not (math.isfinite(intent.qty) and intent.qty > 0 and intent.symbol and intent.client_order_id):
+            raise OrderRejected(None, f"invalid order {intent.symbol!r} qty {intent.qty}: nothing sent")
         try:
             request = MarketOrderRequest(
                 symbol=intent.symbol,

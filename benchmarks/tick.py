@@ -1,0 +1,93 @@
+"""Warm tick latency (p50/p95) and statements per tick for 3, 50 and 500 symbols.
+
+Runs on its own embedded Postgres (pgserver) in a temporary folder with the simulated broker:
+one strategy, one synthetic session loaded, then consecutive decision minutes ticked after a
+warm-up. Prints one line per size. Usage: python benchmarks/tick.py [--minutes 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import warnings
+from datetime import date
+from pathlib import Path
+
+from strategy_engine import embedded, engine, synthetic
+from strategy_engine.models import Limits
+from strategy_engine.seed import save_strategy
+from strategy_engine.store import connect, market
+from strategy_engine.store.journal import reset_database
+from strategy_engine.store.migrations import migrate
+
+DAY = date(2025, 6, 13)
+
+
+def bench(base_url: str, n_symbols: int, minutes: int) -> dict[str, float]:
+    db = f"bench_tick_{n_symbols}"
+    with connect(base_url) as admin:
+        reset_database(admin, db)
+    url = embedded.database_url(base_url, db)
+    syms = tuple(f"S{i:03d}" for i in range(n_symbols))
+    data = synthetic.generate(synthetic.MarketSpec(syms, DAY, DAY, seed=7))
+    with connect(url) as s:
+        migrate(s)
+        save_strategy(
+            s,
+            "bench",
+            "naive_flow_trend",
+            {"symbols": list(syms), "min_flow_premium": 20_000},
+            account="bench-sim",
+            is_active=True,
+            limits=Limits(max_daily_trades=100_000),
+            initial_cash=1e9,
+        )
+        with s.transaction():
+            market.insert_bars(s, data.bars)
+            market.insert_flow(s, data.flow)
+        s.execute("analyze")
+        warm, timed = data.minutes[20:30], data.minutes[30 : 30 + minutes]
+        for t in warm:
+            engine.tick(s, t)
+        latencies, statements, orders = [], [], 0
+        for t in timed:
+            before = s.statements
+            t0 = time.perf_counter()
+            result = engine.tick(s, t)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            statements.append(s.statements - before)
+            orders += result.orders
+    q = statistics.quantiles(latencies, n=20)
+    return {
+        "symbols": n_symbols,
+        "ticks": len(latencies),
+        "p50_ms": statistics.median(latencies),
+        "p95_ms": q[18],
+        "statements_min": min(statements),
+        "statements_max": max(statements),
+        "orders": orders,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--minutes", type=int, default=120)
+    parser.add_argument("--sizes", default="3,50,500")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = embedded.start(Path(tmp) / "pg")
+        print(f"tick benchmark: embedded PostgreSQL, simulated broker, {args.minutes} warm ticks per size")
+        for n in (int(x) for x in args.sizes.split(",")):
+            r = bench(base, n, args.minutes)
+            print(
+                f"symbols={r['symbols']:>4}  ticks={r['ticks']}  p50={r['p50_ms']:.2f} ms  "
+                f"p95={r['p95_ms']:.2f} ms  statements/tick={r['statements_min']}..{r['statements_max']}  "
+                f"orders={r['orders']}"
+            )
+
+
+if __name__ == "__main__":
+    main()

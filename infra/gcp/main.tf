@@ -1,0 +1,211 @@
+# The engine on Google Cloud: the four functions-framework targets of functions/main.py, each a
+# Cloud Functions (2nd gen) function, i.e. a Cloud Run service built from the source archive
+# that deploy.sh makes. Their secrets live in Secret Manager and reach them as environment
+# variables by reference; their runtime identity can read exactly those secrets.
+
+locals {
+  # One Cloud Run service per entry point: each gets its own limits, and the scheduler's
+  # invoker grant covers the tick service only.
+  entry_points = {
+    tick = {
+      description     = "One engine tick for the scheduled minute (Cloud Scheduler, OIDC)."
+      memory          = "1Gi"
+      timeout_seconds = 55 # a tick belongs to its minute
+      max_instances   = 3
+    }
+    backfill = {
+      description     = "Replay of a time range through the same core; answers the summary JSON."
+      memory          = "2Gi"
+      timeout_seconds = 900
+      max_instances   = 2
+    }
+    webhook = {
+      description     = "Supabase database webhook on market_data_1m inserts: ticks the bar's minute + 1."
+      memory          = "1Gi"
+      timeout_seconds = 55
+      max_instances   = 5
+    }
+    health = {
+      description     = "Liveness and database reachability."
+      memory          = "512Mi"
+      timeout_seconds = 10
+      max_instances   = 1
+    }
+  }
+
+  # Environment variable name -> value. The values are ephemeral (see variables.tf), so this
+  # map is too: it is only ever read by the write-only secret_data_wo below.
+  secret_values = {
+    DATABASE_URL       = var.database_url
+    ALPACA_API_KEY     = var.alpaca_api_key
+    ALPACA_SECRET_KEY  = var.alpaca_secret_key
+    ENGINE_HTTP_SECRET = var.engine_http_secret
+  }
+  secret_names = toset(["DATABASE_URL", "ALPACA_API_KEY", "ALPACA_SECRET_KEY", "ENGINE_HTTP_SECRET"])
+
+  services = toset([
+    "artifactregistry.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "cloudfunctions.googleapis.com",
+    "cloudscheduler.googleapis.com",
+    "run.googleapis.com",
+    "secretmanager.googleapis.com",
+    "storage.googleapis.com",
+  ])
+}
+
+resource "google_project_service" "enabled" {
+  for_each           = local.services
+  service            = each.value
+  disable_on_destroy = false # other workloads in the project may use the same APIs
+}
+
+# ---- secrets --------------------------------------------------------------------------------
+
+resource "google_secret_manager_secret" "engine" {
+  for_each  = local.secret_names
+  secret_id = "${var.name_prefix}-${lower(replace(each.value, "_", "-"))}"
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_secret_manager_secret_version" "engine" {
+  for_each = local.secret_names
+  secret   = google_secret_manager_secret.engine[each.value].id
+  # Write-only: sent to Secret Manager, never stored in the plan or the state.
+  secret_data_wo         = local.secret_values[each.value]
+  secret_data_wo_version = var.secrets_version
+}
+
+# ---- identities -----------------------------------------------------------------------------
+
+resource "google_service_account" "runtime" {
+  account_id   = "${var.name_prefix}-run"
+  display_name = "Strategy engine runtime"
+  description  = "Identity the engine functions run as: reads its four secrets, nothing else."
+}
+
+resource "google_service_account" "scheduler" {
+  account_id   = "${var.name_prefix}-sched"
+  display_name = "Strategy engine scheduler"
+  description  = "Identity Cloud Scheduler signs its OIDC token with: may invoke the tick service, nothing else."
+}
+
+resource "google_service_account" "build" {
+  account_id   = "${var.name_prefix}-build"
+  display_name = "Strategy engine build"
+  description  = "Identity Cloud Build uses to turn the source archive into the function image (instead of the broad default compute account)."
+}
+
+resource "google_project_iam_member" "build" {
+  project = var.project_id
+  role    = "roles/cloudbuild.builds.builder"
+  member  = "serviceAccount:${google_service_account.build.email}"
+}
+
+# The runtime identity may read exactly the engine's secrets: one grant per secret, none on the
+# project.
+resource "google_secret_manager_secret_iam_member" "runtime" {
+  for_each  = local.secret_names
+  secret_id = google_secret_manager_secret.engine[each.value].id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.runtime.email}"
+}
+
+# ---- source ---------------------------------------------------------------------------------
+
+resource "google_storage_bucket" "source" {
+  name                        = "${var.project_id}-${var.name_prefix}-src"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = true
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_storage_bucket_object" "source" {
+  # Content-addressed: a new build is a new object, which is what makes the functions redeploy.
+  name   = "source/${filemd5(var.source_zip)}.zip"
+  bucket = google_storage_bucket.source.name
+  source = var.source_zip
+}
+
+resource "google_storage_bucket_iam_member" "build_reads_source" {
+  bucket = google_storage_bucket.source.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.build.email}"
+}
+
+# ---- the functions --------------------------------------------------------------------------
+
+resource "google_cloudfunctions2_function" "engine" {
+  for_each    = local.entry_points
+  name        = "${var.name_prefix}-${each.key}"
+  location    = var.region
+  description = each.value.description
+
+  build_config {
+    runtime         = var.runtime
+    entry_point     = each.key
+    service_account = google_service_account.build.id
+
+    source {
+      storage_source {
+        bucket = google_storage_bucket.source.name
+        object = google_storage_bucket_object.source.name
+      }
+    }
+  }
+
+  service_config {
+    available_memory                 = each.value.memory
+    timeout_seconds                  = each.value.timeout_seconds
+    min_instance_count               = each.key == "tick" ? var.tick_min_instances : 0
+    max_instance_count               = each.value.max_instances
+    max_instance_request_concurrency = 1
+    ingress_settings                 = "ALLOW_ALL"
+    all_traffic_on_latest_revision   = true
+    service_account_email            = google_service_account.runtime.email
+
+    environment_variables = {
+      # Private services are only reachable with a Google identity token that Cloud Run has
+      # already checked (the scheduler's OIDC token); public ones must check the bearer secret.
+      ENGINE_TRUST_PLATFORM_AUTH = contains(var.public_entry_points, each.key) ? "false" : "true"
+    }
+
+    # Secrets by reference, pinned to the version Terraform wrote: a rotation (secrets_version)
+    # redeploys the functions, so no instance keeps running on a stale key.
+    dynamic "secret_environment_variables" {
+      for_each = local.secret_names
+      content {
+        key        = secret_environment_variables.value
+        project_id = var.project_id
+        secret     = google_secret_manager_secret.engine[secret_environment_variables.value].secret_id
+        version    = google_secret_manager_secret_version.engine[secret_environment_variables.value].version
+      }
+    }
+  }
+
+  depends_on = [
+    google_project_service.enabled,
+    google_project_iam_member.build,
+    google_storage_bucket_iam_member.build_reads_source,
+    google_secret_manager_secret_iam_member.runtime,
+  ]
+}
+
+# Callers that cannot mint a Google identity token (Supabase webhooks, Supabase Cron) reach only
+# the entry points listed in public_entry_points, and those check ENGINE_HTTP_SECRET.
+resource "google_cloud_run_v2_service_iam_member" "public" {
+  for_each = var.public_entry_points
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.engine[each.value].name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}

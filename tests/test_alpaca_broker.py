@@ -1,0 +1,352 @@
+"""The Alpaca adapter against the loopback server, through the real alpaca-py client.
+
+Nothing in the broker path is mocked: every test sends real HTTP to `FakeAlpaca`. Timeouts and
+backoffs are tiny so that outages, retries and slow answers take well under a second each.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import traceback
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+from pydantic import SecretStr
+
+from strategy_engine.brokers.alpaca import AlpacaPaperBroker, BrokerAuthError
+from strategy_engine.errors import BrokerUnavailable, LiveTradingRefused, OrderRejected
+from strategy_engine.models import OrderIntent, Side
+from strategy_engine.settings import PAPER_BASE_URL, Settings
+from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
+
+POST = "POST /v2/orders"
+BY_CID = "GET /v2/orders:by_client_order_id"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAlpaca]:
+    with FakeAlpaca() as server:
+        yield server
+
+
+def broker(
+    url: str,
+    *,
+    key: str = KEY,
+    secret: str = SECRET,
+    timeout: float = 0.3,
+    budget: float = 1.5,
+    attempts: int = 6,
+) -> AlpacaPaperBroker:
+    return AlpacaPaperBroker(
+        SecretStr(key),
+        SecretStr(secret),
+        url,
+        timeout_seconds=timeout,
+        retry_budget_seconds=budget,
+        max_attempts=attempts,
+        backoff_seconds=0.01,
+        backoff_max_seconds=0.05,
+    )
+
+
+def intent(cid: str = "se-000000000000000000000001", symbol: str = "SPY", qty: float = 1.0) -> OrderIntent:
+    return OrderIntent(symbol, Side.BUY, qty, 100.0, cid)
+
+
+@pytest.fixture
+def sockets(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every DNS lookup or connect attempted from now on (refused, and recorded)."""
+    seen: list[object] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        seen.append(args)
+        raise OSError("network use in a test that must make none")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return seen
+
+
+LIVE_SPELLINGS = [
+    "https://api.alpaca.markets",
+    "https://API.ALPACA.MARKETS",
+    "https://Api.Alpaca.Markets/",
+    "https://api.alpaca.markets/v2",
+    "https://api.alpaca.markets:443",
+    "https://api.alpaca.markets:8443/",
+    "http://api.alpaca.markets",
+    "https://api.alpaca.markets.",
+    "  https://api.alpaca.markets/  ",
+    "https://api.alpaca.markets\t",
+    "api.alpaca.markets",
+    "//api.alpaca.markets",
+    "https://key:secret@api.alpaca.markets",
+    "https://paper-api.alpaca.markets@api.alpaca.markets",
+    "https://api.alpaca.markets#paper-api.alpaca.markets",
+    "https://api.alpaca.markets?host=paper-api.alpaca.markets",
+    "https://paper-api.alpaca.markets.api.alpaca.markets",
+    "HTTPS://API.alpaca.markets:443/v2/account",
+]
+
+
+@pytest.mark.parametrize("url", LIVE_SPELLINGS)
+def test_live_host_when_any_spelling_then_refused_before_any_request(
+    url: str, fake: FakeAlpaca, sockets: list[object]
+) -> None:
+    with pytest.raises(LiveTradingRefused):
+        broker(url)
+    with pytest.raises(LiveTradingRefused):  # whatever else is wrong, the host is checked first
+        broker(url, key="", secret="")
+    assert sockets == []
+    assert sum(fake.requests.values()) == 0
+
+
+def test_live_host_hidden_behind_loopback_userinfo_then_refused(fake: FakeAlpaca) -> None:
+    with pytest.raises(LiveTradingRefused):
+        broker(fake.url + "@api.alpaca.markets")
+    assert sum(fake.requests.values()) == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://paper-api.alpaca.markets:8443",  # a paper host on another port is not Alpaca's
+        "http://paper-api.alpaca.markets",  # alpaca-py follows no redirect to https
+        "https://paper-api.alpaca.markets/v2",  # alpaca-py appends /v2 itself
+        "https://data.alpaca.markets",
+        "https://broker-api.alpaca.markets",
+        "https://paper-api.alpaca.markets.evil.example",
+        "http://127.1:8080",
+        "http://0x7f000001",
+        "http://10.0.0.1",
+        "ftp://127.0.0.1",
+        "",
+    ],
+)
+def test_other_hosts_then_refused(url: str, sockets: list[object]) -> None:
+    with pytest.raises(LiveTradingRefused):
+        broker(url)
+    assert sockets == []
+
+
+def test_live_host_from_settings_then_refused(sockets: list[object]) -> None:
+    settings = Settings(
+        _env_file=None,
+        alpaca_api_key=SecretStr(KEY),
+        alpaca_secret_key=SecretStr(SECRET),
+        alpaca_base_url="https://api.alpaca.markets/",
+    )
+    with pytest.raises(LiveTradingRefused, match="live host"):
+        AlpacaPaperBroker.from_settings(settings)
+    assert sockets == []
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://paper-api.alpaca.markets", PAPER_BASE_URL),
+        ("HTTPS://Paper-API.Alpaca.Markets/", PAPER_BASE_URL),
+        ("https://paper-api.alpaca.markets:443", PAPER_BASE_URL),
+        ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
+        ("http://127.9.8.7:1", "http://127.9.8.7:1"),
+        ("http://LOCALHOST:9", "http://localhost:9"),
+        ("http://[::1]:9/", "http://[::1]:9"),
+    ],
+)
+def test_paper_host_or_loopback_then_accepted(url: str, expected: str, sockets: list[object]) -> None:
+    b = broker(url)
+    assert b.base_url == expected
+    assert b.authoritative is True
+    assert sockets == []
+
+
+def test_loopback_by_name_then_requests_reach_it(fake: FakeAlpaca) -> None:
+    b = broker(fake.url.replace("127.0.0.1", "localhost") + "/")
+    assert b.account().cash == 100_000.0
+    assert fake.requests["GET /v2/account"] == 1
+
+
+def test_missing_keys_then_clear_error(fake: FakeAlpaca) -> None:
+    with pytest.raises(BrokerAuthError, match="ALPACA_API_KEY"):
+        AlpacaPaperBroker.from_settings(Settings(_env_file=None, alpaca_base_url=fake.url))
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_transient_status_then_retried_and_one_order_placed(status: int, fake: FakeAlpaca) -> None:
+    fake.fail(POST, status, times=2, body={"code": status * 100000, "message": "transient"})
+    order = broker(fake.url).submit(intent())
+    assert order.status == "filled"
+    assert fake.orders_accepted == 1
+    assert fake.requests[POST] == 3  # alpaca-py's own retries are off: one request per attempt
+
+
+def test_429_then_success_places_one_order(fake: FakeAlpaca) -> None:
+    fake.fail(POST, 429)
+    order = broker(fake.url).submit(intent())
+    assert (fake.requests[POST], fake.orders_accepted) == (2, 1)
+    assert fake.by_client_id(order.client_order_id) is not None
+
+
+def test_503_outage_then_unavailable_within_budget_and_nothing_placed(fake: FakeAlpaca) -> None:
+    fake.fail(POST, 503, times=10_000)
+    b = broker(fake.url, timeout=0.2, budget=0.8, attempts=1000)
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match="503"):
+        b.submit(intent())
+    assert time.monotonic() - started < 0.8 + 0.2
+    assert fake.requests[POST] >= 3
+    assert fake.orders_accepted == 0
+
+    fake.heal()
+    assert b.submit(intent()).status == "filled"
+    assert fake.orders_accepted == 1
+
+
+def test_outage_then_attempts_bounded_by_count(fake: FakeAlpaca) -> None:
+    fake.fail("GET /v2/account", 500, times=10_000)
+    with pytest.raises(BrokerUnavailable):
+        broker(fake.url, budget=30.0, attempts=3).account()
+    assert fake.requests["GET /v2/account"] == 3
+
+
+def test_connection_refused_then_retried_then_unavailable() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed when the block ends: nothing listens there
+    with pytest.raises(BrokerUnavailable, match="ConnectionError"):
+        broker(f"http://127.0.0.1:{port}", budget=0.5, attempts=3).clock()
+
+
+def test_slow_order_answer_then_timeout_retry_and_the_landed_order_is_adopted(fake: FakeAlpaca) -> None:
+    fake.slow(POST, 5.0)  # the order lands, the answer comes after the client gave up
+    started = time.monotonic()
+    order = broker(fake.url, timeout=0.3).submit(intent())
+    assert time.monotonic() - started < 2.0
+    assert (fake.requests[POST], fake.requests[BY_CID], fake.orders_accepted) == (2, 1, 1)
+    landed = fake.by_client_id(order.client_order_id)
+    assert landed is not None
+    assert order.broker_order_id == landed["id"]
+
+
+def test_slow_read_then_timeout_and_retried(fake: FakeAlpaca) -> None:
+    fake.slow("GET /v2/positions", 5.0)
+    assert broker(fake.url, timeout=0.3).positions() == []
+    assert fake.requests["GET /v2/positions"] == 2
+
+
+def test_duplicate_client_id_then_existing_order_adopted(fake: FakeAlpaca) -> None:
+    first = broker(fake.url).submit(intent())  # say, by a process that died before its commit
+    again = broker(fake.url).submit(intent())
+    assert again == first
+    assert (fake.requests[POST], fake.orders_accepted) == (2, 1)
+
+
+def test_duplicate_answer_but_order_not_found_then_unavailable(fake: FakeAlpaca) -> None:
+    fake.fail(POST, 422)
+    with pytest.raises(BrokerUnavailable, match="duplicate"):
+        broker(fake.url).submit(intent())
+
+
+def test_insufficient_buying_power_then_rejected_with_code_and_message(fake: FakeAlpaca) -> None:
+    with pytest.raises(OrderRejected) as caught:
+        broker(fake.url).submit(intent(qty=5_000))  # 500k at 100 > 100k cash
+    assert (caught.value.code, caught.value.message) == (40310000, "insufficient buying power")
+    assert (fake.requests[POST], fake.orders_accepted) == (1, 0)
+
+
+def test_other_422_with_the_duplicate_code_then_rejected_not_adopted(fake: FakeAlpaca) -> None:
+    fake.fail(POST, 422, body={"code": 40010001, "message": "could not find us_equity 'ZZZZ'"})
+    with pytest.raises(OrderRejected, match="ZZZZ") as caught:
+        broker(fake.url).submit(intent(symbol="ZZZZ"))
+    assert caught.value.code == 40010001
+    assert fake.requests[BY_CID] == 0
+
+
+def test_invalid_quantity_then_rejected_before_sending(fake: FakeAlpaca) -> None:
+    with pytest.raises(OrderRejected):
+        broker(fake.url).submit(intent(qty=0))
+    assert sum(fake.requests.values()) == 0
+
+
+def test_wrong_keys_then_auth_error_not_retried(fake: FakeAlpaca) -> None:
+    with pytest.raises(BrokerAuthError, match="401"):
+        broker(fake.url, secret="wrong-secret").account()
+    assert fake.requests["GET /v2/account"] == 1
+
+
+def test_401_on_submit_then_auth_error_not_rejection(fake: FakeAlpaca) -> None:
+    fake.fail(POST, 401, body="<html>401 Authorization Required</html>")
+    with pytest.raises(BrokerAuthError):
+        broker(fake.url).submit(intent())
+
+
+def test_forbidden_read_then_unavailable_with_the_brokers_words(fake: FakeAlpaca) -> None:
+    fake.fail("GET /v2/account", 403, body={"code": 40310000, "message": "account is blocked"})
+    with pytest.raises(BrokerUnavailable, match="account is blocked"):
+        broker(fake.url).account()
+
+
+def test_money_strings_then_floats(fake: FakeAlpaca) -> None:
+    fake.prices["SPY"] = Decimal("412.37")
+    b = broker(fake.url)
+    order = b.submit(intent(qty=3))
+    b.submit(OrderIntent("QQQ", Side.SELL, 2, 100.0, "se-short"))
+    account, positions = b.account(), b.positions()
+    assert order.filled_avg_price == pytest.approx(412.37)
+    assert account.cash == pytest.approx(100_000 - 3 * 412.37 + 200)
+    assert account.equity == pytest.approx(100_000)
+    assert [(p.symbol, p.qty, p.avg_entry_price) for p in positions] == [
+        ("QQQ", -2.0, 100.0),
+        ("SPY", 3.0, 412.37),
+    ]
+    assert all(
+        isinstance(v, float) for v in (account.cash, account.buying_power, order.qty, order.filled_qty)
+    )
+
+
+def test_open_order_then_status_brought_up_to_date_by_client_id(fake: FakeAlpaca) -> None:
+    fake.fill = False
+    b = broker(fake.url)
+    placed = b.submit(intent())
+    assert (placed.status, placed.filled_qty, placed.filled_avg_price) == ("accepted", 0.0, None)
+    fake.fill_open_orders()
+    later = b.get_by_client_id(placed.client_order_id)
+    assert later is not None
+    assert (later.status, later.filled_qty, later.filled_avg_price) == ("filled", 1.0, 100.0)
+    assert later.broker_order_id == placed.broker_order_id
+    assert b.get_by_client_id("se-never-sent") is None
+
+
+def test_clock_then_utc_and_open_flag(fake: FakeAlpaca) -> None:
+    fake.is_open = False
+    now, is_open = broker(fake.url).clock()
+    assert now.utcoffset() is not None
+    assert now.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    assert is_open is False
+
+
+def test_secrets_then_absent_from_repr_errors_and_logs(
+    fake: FakeAlpaca, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    b = broker(fake.url, budget=0.5)
+    errors: list[BaseException] = []
+    fake.fail("GET /v2/account", 500, times=10_000, body={"code": 1, "message": f"proxy echo {KEY} {SECRET}"})
+    fake.fail(POST, 403)
+    fake.slow("GET /v2/positions", 5.0, times=10_000)
+    for call in (b.account, lambda: b.submit(intent()), b.positions, broker(fake.url, secret="bad").clock):
+        with pytest.raises(Exception) as caught:  # noqa: PT011 - every kind of failure is the point
+            call()
+        errors.append(caught.value)
+        logging.getLogger("test").error("broker call failed", exc_info=caught.value)
+    texts = [repr(b), str(vars(b)), caplog.text]
+    texts += ["".join(traceback.format_exception(e)) for e in errors]
+    assert {type(e).__name__ for e in errors} == {"BrokerUnavailable", "OrderRejected", "BrokerAuthError"}
+    for text in texts:
+        assert KEY not in text
+        assert SECRET not in text

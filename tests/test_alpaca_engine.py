@@ -1,0 +1,230 @@
+"""The tick on an Alpaca account: real Postgres, real alpaca-py, the loopback Alpaca server.
+
+What is proved here is the exactly-once promise under the broker's failures: an outage or a
+crash leaves the minute either absent or whole, and the retry leaves one order per signal at the
+broker and one row per order in `paper_trades`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from strategy_engine import engine
+from strategy_engine.brokers.alpaca import AlpacaPaperBroker
+from strategy_engine.errors import InputError, LiveTradingRefused
+from strategy_engine.models import StrategyOutcome
+from strategy_engine.settings import get_settings
+from strategy_engine.store import Session, connect
+from tests.conftest import REPO, seed
+from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
+from tests.test_exactly_once import SYMS, T, entry_setup
+
+POST = "POST /v2/orders"
+ACCOUNT = "alpaca-paper"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAlpaca]:
+    with FakeAlpaca() as server:
+        yield server
+
+
+def deps(fake: FakeAlpaca) -> engine.Deps:
+    return engine.Deps(
+        alpaca_broker=lambda: AlpacaPaperBroker(
+            SecretStr(KEY),
+            SecretStr(SECRET),
+            fake.url,
+            timeout_seconds=0.5,
+            retry_budget_seconds=1.0,
+            backoff_seconds=0.01,
+            backoff_max_seconds=0.05,
+        )
+    )
+
+
+def setup(s: Session, symbols: tuple[str, ...] = SYMS) -> None:
+    """An active strategy on the Alpaca account whose every symbol wants to enter long at T."""
+    seed(s, account=ACCOUNT, broker="alpaca", config={"symbols": list(symbols)})
+    entry_setup(s, symbols, T)
+
+
+def trades(s: Session) -> list[tuple[Any, ...]]:
+    return s.fetchall(
+        "select symbol, client_order_id, broker_order_id, status, filled_qty::float8,"
+        " filled_avg_price::float8, source from paper_trades order by symbol"
+    )
+
+
+def assert_minute_absent(s: Session) -> None:
+    assert s.fetchone("select count(*) from strategy_logs") == (0,)
+    assert trades(s) == []
+    assert s.fetchone("select last_run_minute from strategy_state") in (None, (None,))
+    assert s.fetchone("select cash::float8 from broker_balances") == (100_000.0,)  # mirror not refreshed
+
+
+def assert_one_order_per_row(s: Session, fake: FakeAlpaca) -> None:
+    rows = trades(s)
+    assert len(rows) == len(fake.orders) == fake.orders_accepted
+    for _symbol, cid, broker_id, *_ in rows:
+        placed = fake.by_client_id(cid)
+        assert placed is not None and placed["id"] == broker_id
+
+
+def test_outage_on_submission_fails_the_minute_whole_and_the_retry_places_each_order_once(
+    session: Session, fake: FakeAlpaca
+) -> None:
+    setup(session)
+    fake.fail(POST, 503, times=10_000, after=1)  # IWM lands, then Alpaca goes down
+    failed = engine.tick(session, T, deps=deps(fake))
+    assert failed.status == "failed"
+    assert failed.strategies[0].outcome is StrategyOutcome.FAILED
+    assert "503" in (failed.strategies[0].error or "")
+    assert fake.orders_accepted == 1
+    assert_minute_absent(session)
+
+    fake.heal()
+    retry = engine.tick(session, T, deps=deps(fake))
+    again = engine.tick(session, T, deps=deps(fake))
+    assert (retry.status, retry.orders) == ("ok", 3)
+    assert again.strategies[0].outcome is StrategyOutcome.ALREADY_PROCESSED
+    assert fake.orders_accepted == 3
+    assert_one_order_per_row(session, fake)
+    assert session.fetchone("select last_run_minute from strategy_state") == (T,)
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, sys
+    from datetime import datetime
+    from pydantic import SecretStr
+    from strategy_engine import engine
+    from strategy_engine.brokers.alpaca import AlpacaPaperBroker
+    from strategy_engine.store import connect
+
+    class DiesAfterAlpacaAccepts(AlpacaPaperBroker):
+        def submit(self, intent):
+            super().submit(intent)
+            os._exit(137)  # killed between the broker's answer and the commit
+
+    db, minute, url, key, secret = sys.argv[1:]
+    broker = lambda: DiesAfterAlpacaAccepts(SecretStr(key), SecretStr(secret), url, timeout_seconds=5)
+    with connect(db) as s:
+        engine.tick(s, datetime.fromisoformat(minute), deps=engine.Deps(alpaca_broker=broker))
+    """
+)
+
+
+def test_a_process_killed_after_alpaca_accepted_leaves_one_order_and_one_row_after_the_retry(
+    db_url: str, fake: FakeAlpaca
+) -> None:
+    with connect(db_url) as s:
+        setup(s, ("SPY",))
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, db_url, T.isoformat(), fake.url, KEY, SECRET],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == 137, killed.stderr
+    assert fake.orders_accepted == 1
+    with connect(db_url) as s:
+        assert_minute_absent(s)
+        retry = engine.tick(s, T, deps=deps(fake))
+        assert retry.orders == 1
+        assert (fake.requests[POST], fake.orders_accepted) == (2, 1)  # the retry was told "duplicate"
+        assert_one_order_per_row(s, fake)
+        assert [r[3:] for r in trades(s)] == [("filled", 1.0, 100.0, "strategy")]
+
+
+def test_429_then_success_places_one_order_per_signal(session: Session, fake: FakeAlpaca) -> None:
+    setup(session)
+    fake.fail(POST, 429)
+    result = engine.tick(session, T, deps=deps(fake))
+    assert (result.status, result.orders) == ("ok", 3)
+    assert (fake.requests[POST], fake.orders_accepted) == (4, 3)
+    assert_one_order_per_row(session, fake)
+
+
+def test_a_rejected_order_is_logged_with_the_brokers_words_and_the_others_go_on(
+    session: Session, fake: FakeAlpaca
+) -> None:
+    setup(session)
+    fake.prices["IWM"] = Decimal(10**9)  # Alpaca values it above the account's buying power
+    result = engine.tick(session, T, deps=deps(fake))
+    run = result.strategies[0]
+    assert (run.outcome, run.orders, run.failed) == (StrategyOutcome.PROCESSED, 2, 1)
+    logged = session.fetchone(
+        "select outcome, signal_payload->>'error' from strategy_logs where symbol = 'IWM'"
+    )
+    assert logged is not None and logged[0] == "failed"
+    assert "40310000" in logged[1] and "insufficient buying power" in logged[1]
+    assert [(r[0], r[3]) for r in trades(session)] == [
+        ("IWM", "rejected"),
+        ("QQQ", "filled"),
+        ("SPY", "filled"),
+    ]
+    assert session.fetchone("select last_run_minute from strategy_state") == (T,)
+
+
+def test_the_mirror_is_refreshed_before_deciding_and_open_orders_later(
+    session: Session, fake: FakeAlpaca
+) -> None:
+    setup(session)
+    fake.fill = False
+    fake.cash = Decimal("54321.5")
+    fake.positions["TSLA"] = (Decimal(2), Decimal("250.5"))
+    engine.tick(session, T, deps=deps(fake))
+    assert session.fetchone("select cash::float8 from broker_balances") == (54321.5,)
+    assert session.fetchall("select symbol, qty::float8, avg_entry_price::float8 from broker_positions") == [
+        ("TSLA", 2.0, 250.5)
+    ]
+    assert {r[3:6] for r in trades(session)} == {("accepted", 0.0, None)}
+
+    fake.fill_open_orders()
+    later = engine.tick(session, T + timedelta(minutes=1), deps=deps(fake))
+    assert later.orders == 0  # now long everywhere: hold
+    assert {r[3:6] for r in trades(session)} == {("filled", 1.0, 100.0)}
+    held = session.fetchall("select symbol from broker_positions order by symbol")
+    assert [r[0] for r in held] == ["IWM", "QQQ", "SPY", "TSLA"]
+    assert fake.orders_accepted == 3
+
+
+def test_manual_trade_on_alpaca_goes_through_the_same_path(session: Session, fake: FakeAlpaca) -> None:
+    seed(session, account=ACCOUNT, broker="alpaca")
+    order = engine.manual_trade(session, ACCOUNT, "spy", "buy", 2, deps=deps(fake))
+    assert (order.symbol, order.qty, order.status) == ("SPY", 2.0, "filled")
+    assert [r[3:] for r in trades(session)] == [("filled", 2.0, 100.0, "manual")]
+    with pytest.raises(InputError):
+        engine.manual_trade(session, ACCOUNT, "SPY", "buy", 0, deps=deps(fake))
+    assert fake.requests[POST] == 1
+
+
+@pytest.fixture
+def live_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("ALPACA_BASE_URL", "https://API.alpaca.markets:443/")
+    monkeypatch.setenv("ALPACA_API_KEY", KEY)
+    monkeypatch.setenv("ALPACA_SECRET_KEY", SECRET)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("live_settings")
+def test_settings_pointing_at_the_live_host_refused_before_any_request(session: Session) -> None:
+    setup(session)
+    with pytest.raises(LiveTradingRefused):
+        engine.tick(session, T)  # the default Deps builds the broker from settings
+    assert session.fetchone("select count(*) from strategy_logs") == (0,)
+    assert trades(session) == []

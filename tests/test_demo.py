@@ -1,0 +1,43 @@
+"""The zero-config demo: embedded Postgres, a synthetic session through the real tick, twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.mark.slow
+def test_demo_runs_with_nothing_configured_and_twice_gives_the_same_summary(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
+    env["EMBEDDED_DATA_DIR"] = str(tmp_path / "pgdata")
+    env["HOME"] = str(tmp_path)  # nothing of the user's is read
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", "strategy_engine.cli", "demo", "--json"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+        for _ in range(2)
+    ]
+    for proc in runs:
+        assert proc.returncode == 0, proc.stderr
+    first, second = (json.loads(p.stdout) for p in runs)
+    assert first == second
+    assert first["minutes"] == 390 and first["decisions"] == 390 * 3
+    assert first["orders"] > 0, "the synthetic session makes the strategy trade"
+    assert first["blocked_by_risk_code"], "and the risk gate block"
+    assert sum(first["decisions_by_reason"].values()) == first["decisions"]
+    assert first["embedded_data_dir"] is not None
+    assert (tmp_path / "pgdata" / "PG_VERSION").exists()
+    assert not (REPO / "pgdata").exists()

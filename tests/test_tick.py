@@ -1,0 +1,183 @@
+"""The tick on the real server: outcomes, records, constant statements, pooler safety."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from strategy_engine import engine, synthetic
+from strategy_engine.errors import InputError, NotFound
+from strategy_engine.models import Limits, StrategyOutcome
+from strategy_engine.store import Session, connect
+from strategy_engine.store import strategies as strat_store
+from tests.conftest import DAY, load_market, seed
+
+SYMS = ("IWM", "QQQ", "SPY")
+SAT = datetime(2025, 6, 14, 15, 0, tzinfo=UTC)
+
+
+def _count(s: Session, table: str) -> int:
+    row = s.fetchone(f"select count(*) from {table}")
+    assert row is not None
+    return int(row[0])
+
+
+def _run_session(s: Session, data: synthetic.MarketData, n: int) -> None:
+    for t in data.minutes[:n]:
+        engine.tick(s, t)
+
+
+def test_market_closed_is_recorded_once_without_decisions(session: Session) -> None:
+    seed(session)
+    result = engine.tick(session, SAT)
+    assert result.status == "market_closed"
+    assert result.strategies == ()
+    assert session.fetchall("select status, strategies from engine_runs") == [("market_closed", 0)]
+    assert _count(session, "strategy_logs") == 0
+    assert _count(session, "strategy_state") == 0
+
+
+def test_a_session_trades_and_logs_every_decision(session: Session) -> None:
+    sid = seed(session, config={"symbols": list(SYMS), "min_flow_premium": 20_000, "order_qty": 5})
+    data = load_market(session, synthetic.MarketSpec(SYMS, DAY, DAY, seed=11))
+    _run_session(session, data, 200)
+    assert _count(session, "strategy_logs") == 200 * 3
+    assert _count(session, "engine_runs") == 200
+    trades = session.fetchall(
+        "select client_order_id, symbol, decision_minute, status, filled_avg_price from paper_trades"
+        " where strategy_id = %s",
+        (sid,),
+    )
+    assert trades, "the generated session makes the strategy trade"
+    for cid, symbol, minute, status, price in trades:
+        key = f"{sid}|{symbol}|{minute.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+        assert cid == "se-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+        assert status == "filled" and price > 0
+    # every ordered decision has exactly one paper trade, and the payload explains it
+    ordered = session.fetchall(
+        "select client_order_id, signal_payload from strategy_logs where outcome = 'ordered'"
+    )
+    assert sorted(r[0] for r in ordered) == sorted(t[0] for t in trades)
+    payload = ordered[0][1]
+    assert {"close", "sma", "trend", "bull", "bear", "net", "ratio", "position_qty", "bars"} <= payload.keys()
+    assert [c["code"] for c in payload["risk"]["checks"]][:3] == [
+        "strategy_inactive",
+        "market_closed",
+        "stale_data",
+    ]
+
+
+def test_simulated_account_survives_between_stateless_processes(db_url: str) -> None:
+    with connect(db_url) as s:
+        seed(s, config={"symbols": list(SYMS), "min_flow_premium": 20_000}, cash=50_000)
+        data = load_market(s, synthetic.MarketSpec(SYMS, DAY, DAY, seed=11))
+    for t in data.minutes[:150]:
+        with connect(db_url) as s:  # a new process every minute: state only in Postgres
+            engine.tick(s, t)
+    with connect(db_url) as s:
+        fills = s.fetchall("select side, qty, filled_avg_price from paper_trades order by decision_minute")
+        cash = 50_000.0 - sum((q if side == "buy" else -q) * p for side, q, p in fills)
+        row = s.fetchone("select cash from broker_balances")
+        assert row is not None and row[0] == pytest.approx(cash)
+        held = s.fetchall("select symbol, qty from broker_positions where qty <> 0 order by symbol")
+        net: dict[str, float] = {}
+        for (side, q, _), sym in zip(
+            fills,
+            [r[0] for r in s.fetchall("select symbol from paper_trades order by decision_minute")],
+            strict=True,
+        ):
+            net[sym] = net.get(sym, 0.0) + (q if side == "buy" else -q)
+        assert held == sorted((k, v) for k, v in net.items() if v != 0)
+
+
+def test_inactive_strategy_decides_and_logs_but_every_order_is_blocked(session: Session) -> None:
+    seed(session, config={"symbols": list(SYMS), "min_flow_premium": 20_000}, active=False)
+    data = load_market(session, synthetic.MarketSpec(SYMS, DAY, DAY, seed=11))
+    _run_session(session, data, 200)
+    assert _count(session, "paper_trades") == 0
+    codes = session.fetchall("select distinct risk_code from strategy_logs where outcome = 'blocked'")
+    assert codes == [("strategy_inactive",)]
+
+
+def test_stale_data_blocks_orders_after_a_feed_outage(session: Session) -> None:
+    seed(session, config={"symbols": list(SYMS), "min_flow_premium": 20_000})
+    data = load_market(session, synthetic.MarketSpec(SYMS, DAY, DAY, seed=11))
+    t = data.minutes[200]
+    session.execute("delete from market_data_1m where ts >= %s", (t - timedelta(minutes=5),))
+    session.execute(
+        "insert into options_flow (ts, underlying, option_type, side, size, trade_price)"
+        " select %s, s, 'call', 'buy', 1000, 10 from unnest(%s::text[]) s",
+        (t - timedelta(minutes=1), list(SYMS)),
+    )
+    engine.tick(session, t)
+    rows = session.fetchall("select symbol, reason, risk_code from strategy_logs where outcome = 'blocked'")
+    assert rows and all(code == "stale_data" for _, _, code in rows)
+
+
+def _statements_per_tick(s: Session, name: str, n_symbols: int, min_premium: float) -> int:
+    syms = tuple(f"{name.upper()}{i:03d}" for i in range(n_symbols))
+    seed(
+        s, name=name, account=f"acct-{name}", config={"symbols": list(syms), "min_flow_premium": min_premium}
+    )
+    data = load_market(s, synthetic.MarketSpec(syms, DAY, DAY, seed=11))
+    for t in data.minutes[:60]:
+        engine.tick(s, t, only=name)
+    before = s.statements
+    engine.tick(s, data.minutes[60], only=name)
+    return s.statements - before
+
+
+def test_statement_count_is_constant_in_the_number_of_symbols(session: Session) -> None:
+    quiet = {n: _statements_per_tick(session, f"q{n}", n, 1e12) for n in (3, 50)}
+    assert quiet[3] == quiet[50]
+    busy = {n: _statements_per_tick(session, f"b{n}", n, 20_000) for n in (3, 50)}
+    # an order adds one upsert into paper_trades, however many orders the minute placed
+    assert quiet[3] <= busy[3] <= quiet[3] + 1
+    assert quiet[50] <= busy[50] <= quiet[50] + 1
+
+
+def test_no_prepared_statement_outlives_a_tick(session: Session) -> None:
+    seed(session)
+    data = load_market(session, synthetic.MarketSpec(SYMS, DAY, DAY))
+    for t in data.minutes[20:30]:
+        engine.tick(session, t)
+    assert session.fetchone("select count(*) from pg_prepared_statements") == (0,)
+
+
+def test_unknown_strategy_and_bad_config_are_refused_before_anything_is_written(session: Session) -> None:
+    sid = seed(session)
+    with pytest.raises(NotFound, match="unknown strategy 'nope'"):
+        engine.tick(session, SAT, only="nope")
+    session.execute('update strategy_definitions set config = \'{"sma_window": "x"}\' where id = %s', (sid,))
+    with pytest.raises(InputError, match=r"config\.sma_window"):
+        engine.tick(session, SAT)
+    assert _count(session, "engine_runs") == 0
+
+
+def test_day_state_counts_orders_including_exits(session: Session) -> None:
+    sid = seed(
+        session,
+        config={"symbols": list(SYMS), "min_flow_premium": 20_000},
+        limits=Limits(max_daily_trades=1000),
+    )
+    data = load_market(session, synthetic.MarketSpec(SYMS, DAY, DAY, seed=11))
+    _run_session(session, data, 390)
+    (n_orders,) = session.fetchone("select count(*) from paper_trades") or (0,)
+    state = session.fetchone(
+        "select trades_today, notional_today, last_run_minute from strategy_state where strategy_id = %s",
+        (sid,),
+    )
+    assert state is not None
+    assert state[0] == n_orders
+    assert state[2] == data.minutes[389]
+    assert strat_store.load_all(session)[0].definition.is_active
+
+
+def test_only_runs_the_named_strategy(session: Session) -> None:
+    seed(session, name="a")
+    seed(session, name="b", account="sim-b")
+    data = load_market(session, synthetic.MarketSpec(SYMS, DAY, DAY))
+    result = engine.tick(session, data.minutes[25], only="b")
+    assert [(r.strategy, r.outcome) for r in result.strategies] == [("b", StrategyOutcome.PROCESSED)]
