@@ -77,13 +77,19 @@ def assert_one_order_per_row(s: Session, fake: FakeAlpaca) -> None:
     assert len(rows) == len(fake.orders) == fake.orders_accepted
     for _symbol, cid, broker_id, *_ in rows:
         placed = fake.by_client_id(cid)
-        assert placed is not None and placed["id"] == broker_id
+        assert placed is not None
+        assert placed["id"] == broker_id
 
 
+FILLED = pytest.mark.parametrize("fill", [True, False], ids=["filled-at-once", "left-accepted"])
+
+
+@FILLED
 def test_outage_on_submission_fails_the_minute_whole_and_the_retry_places_each_order_once(
-    session: Session, fake: FakeAlpaca
+    session: Session, fake: FakeAlpaca, fill: bool
 ) -> None:
     setup(session)
+    fake.fill = fill
     fake.fail(POST, 503, times=10_000, after=1)  # IWM lands, then Alpaca goes down
     failed = engine.tick(session, T, deps=deps(fake))
     assert failed.status == "failed"
@@ -124,11 +130,13 @@ KILLER = textwrap.dedent(
 )
 
 
+@FILLED
 def test_a_process_killed_after_alpaca_accepted_leaves_one_order_and_one_row_after_the_retry(
-    db_url: str, fake: FakeAlpaca
+    db_url: str, fake: FakeAlpaca, fill: bool
 ) -> None:
     with connect(db_url) as s:
         setup(s, ("SPY",))
+    fake.fill = fill
     killed = subprocess.run(
         [sys.executable, "-c", KILLER, db_url, T.isoformat(), fake.url, KEY, SECRET],
         capture_output=True,
@@ -145,7 +153,8 @@ def test_a_process_killed_after_alpaca_accepted_leaves_one_order_and_one_row_aft
         assert retry.orders == 1
         assert (fake.requests[POST], fake.orders_accepted) == (2, 1)  # the retry was told "duplicate"
         assert_one_order_per_row(s, fake)
-        assert [r[3:] for r in trades(s)] == [("filled", 1.0, 100.0, "strategy")]
+        status = ("filled", 1.0, 100.0) if fill else ("accepted", 0.0, None)
+        assert [r[3:] for r in trades(s)] == [(*status, "strategy")]
 
 
 def test_429_then_success_places_one_order_per_signal(session: Session, fake: FakeAlpaca) -> None:
@@ -168,8 +177,9 @@ def test_a_rejected_order_is_logged_with_the_brokers_words_and_the_others_go_on(
     logged = session.fetchone(
         "select outcome, signal_payload->>'error' from strategy_logs where symbol = 'IWM'"
     )
-    assert logged is not None and logged[0] == "failed"
-    assert "40310000" in logged[1] and "insufficient buying power" in logged[1]
+    assert logged is not None
+    assert logged[0] == "failed"
+    assert "(40310000): insufficient buying power" in logged[1]
     assert [(r[0], r[3]) for r in trades(session)] == [
         ("IWM", "rejected"),
         ("QQQ", "filled"),

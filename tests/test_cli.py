@@ -69,6 +69,7 @@ def test_kill_switch_from_the_command_line(db_url: str) -> None:
     [
         (["run", "--minute", "yesterday"], "invalid time 'yesterday'"),
         (["run", "--minute", "2025-06-13T15:00:00"], "has no UTC offset"),
+        (["run", "--minute", "2010-01-04T15:00:00Z"], "outside the NYSE calendar"),
         (["run", "--minute", T.isoformat(), "--strategy", "nope"], "unknown strategy 'nope'"),
         (
             ["strategy", "set", "--name", "x", "--account", "a", "--config", '{"sma_window": "20"}'],

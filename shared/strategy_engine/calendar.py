@@ -32,6 +32,9 @@ def session_bounds(day: date) -> tuple[datetime, datetime] | None:
     """(open, close) in UTC of the regular session on `day`, or None when NYSE is closed."""
     cal = _xnys()
     label = pd.Timestamp(day)
+    first, last = cal.first_session.date(), cal.last_session.date()
+    if not first <= day <= last:
+        raise InputError(f"{day} is outside the NYSE calendar's range ({first} to {last})")
     if not cal.is_session(label):
         return None
     return (

@@ -23,7 +23,7 @@ from strategy_engine.brokers.base import Broker
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.decide import MinuteInputs, decide_minute
 from strategy_engine.errors import InputError, LiveTradingRefused, NotFound, Unavailable
-from strategy_engine.indicators import last_sma
+from strategy_engine.indicators import last_smas
 from strategy_engine.logs import event
 from strategy_engine.models import (
     Account,
@@ -105,12 +105,13 @@ def tick(
     deps = deps or Deps()
     started = time.perf_counter()
     minute = calendar.floor_minute(minute)
+    market_open = calendar.is_open(minute)  # an out-of-range minute is refused before any write
     planned = plan(s, only)
     run_id = uuid.uuid4()
     journal.start_run(s, run_id, trigger, minute)
     runs: list[StrategyRun] = []
     status = "market_closed"
-    if calendar.is_open(minute):
+    if market_open:
         for p in planned:
             runs.append(_run_strategy(s, deps, run_id, minute, p))
         status = "failed" if any(r.outcome is StrategyOutcome.FAILED for r in runs) else "ok"
@@ -223,16 +224,17 @@ def _features(
     window = cfg.bars_needed
     closes = market.recent_closes(s, symbols, minute, window)
     flow = market.flow_sums(s, symbols, minute - timedelta(minutes=cfg.flow_minutes), minute)
+    values = [[c for _, c in closes.get(sym, [])] for sym in symbols]
+    smas = last_smas(values, window)
     out: dict[str, Features] = {}
-    for sym in symbols:
+    for sym, vals, sma in zip(symbols, values, smas, strict=True):
         bars = closes.get(sym, [])
-        values = [c for _, c in bars]
         bull, bear = flow.get(sym, (0, 0))
         out[sym] = Features(
             symbol=sym,
-            bars=len(values),
-            close=values[-1] if values else None,
-            sma=last_sma(values, window),
+            bars=len(vals),
+            close=vals[-1] if vals else None,
+            sma=sma,
             last_bar_ts=bars[-1][0] if bars else None,
             bull_cents=bull,
             bear_cents=bear,

@@ -44,6 +44,7 @@ def recent_closes(
         order by sym.symbol, b.ts
         """,
         {"symbols": list(symbols), "t": minute, "n": n},
+        binary=True,
     )
     out: dict[str, list[tuple[datetime, float]]] = {sym: [] for sym in symbols}
     for symbol, ts, close in rows:

@@ -83,15 +83,20 @@ class Session:
         except psycopg.OperationalError as exc:
             raise _unavailable(exc) from None
 
-    def execute(self, query: str | sql.Composed, params: Params = None) -> psycopg.Cursor[Any]:
+    def execute(
+        self, query: str | sql.Composed, params: Params = None, *, binary: bool = False
+    ) -> psycopg.Cursor[Any]:
+        """Run one statement; `binary` asks for binary results (no text parsing of many rows)."""
         self.statements += 1
         try:
-            return self.conn.execute(query, params)
+            return self.conn.cursor(binary=binary).execute(query, params)
         except psycopg.OperationalError as exc:
             raise _unavailable(exc) from None
 
-    def fetchall(self, query: str | sql.Composed, params: Params = None) -> list[tuple[Any, ...]]:
-        return self.execute(query, params).fetchall()
+    def fetchall(
+        self, query: str | sql.Composed, params: Params = None, *, binary: bool = False
+    ) -> list[tuple[Any, ...]]:
+        return self.execute(query, params, binary=binary).fetchall()
 
     def fetchone(self, query: str | sql.Composed, params: Params = None) -> tuple[Any, ...] | None:
         return self.execute(query, params).fetchone()
