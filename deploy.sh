@@ -16,10 +16,11 @@
 #   GCP_PROJECT         (gcp) project id; GOOGLE_CLOUD_PROJECT is accepted too
 #   GCP_REGION          (gcp, optional) default us-east4
 #   AWS_REGION          (aws, optional) default us-east-1; credentials as the aws CLI finds them
-#   PYTHON              (optional) interpreter used to build, default python3
+#   PYTHON              (optional) interpreter used to build; default .venv/bin/python, else python3
 #
-# No secret is ever printed: secrets travel only in the environment (TF_VAR_*, read by
-# Terraform) and every printed command has secret values replaced by their variable's name.
+# No secret is ever printed: secrets reach Terraform only through the environment (TF_VAR_*),
+# and every printed command shows a secret value as the variable holding it ("${SUPABASE_DB_URL}"
+# for the supabase and psql URLs, the only secrets passed as arguments).
 set -euo pipefail
 
 ROOT="${BASH_SOURCE[0]%/*}"
@@ -34,6 +35,12 @@ NO_DEPS=0
 SKIP_DB_PUSH=0
 SUPABASE_CRON=0
 BUILD_DIR="$ROOT/build"
+# pip evaluates the lock's environment markers for the interpreter that runs it (whatever
+# --python-version says), so the default is the project's venv: the Python the tests run on,
+# whose markers select exactly the tested versions.
+if [[ -z "${PYTHON:-}" && -x "$ROOT/.venv/bin/python" ]]; then
+    PYTHON="$ROOT/.venv/bin/python"
+fi
 PYTHON="${PYTHON:-python3}"
 NAME_PREFIX="${TF_VAR_name_prefix:-strategy-engine}"
 SECRET_VARS=(TF_VAR_database_url TF_VAR_alpaca_api_key TF_VAR_alpaca_secret_key TF_VAR_engine_http_secret SUPABASE_DB_URL)
@@ -48,7 +55,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 while (($#)); do

@@ -246,6 +246,14 @@ def test_duplicate_client_id_then_existing_order_adopted(fake: FakeAlpaca) -> No
     assert (fake.requests[POST], fake.orders_accepted) == (2, 1)
 
 
+def test_client_id_already_used_by_a_different_order_then_rejected_not_adopted(fake: FakeAlpaca) -> None:
+    b = broker(fake.url)
+    b.submit(intent(qty=1))
+    with pytest.raises(OrderRejected, match="another order"):
+        b.submit(intent(qty=2))
+    assert fake.orders_accepted == 1
+
+
 def test_duplicate_answer_but_order_not_found_then_unavailable(fake: FakeAlpaca) -> None:
     fake.fail(POST, 422)
     with pytest.raises(BrokerUnavailable, match="duplicate"):

@@ -81,7 +81,10 @@ def assert_one_order_per_row(s: Session, fake: FakeAlpaca) -> None:
         assert placed["id"] == broker_id
 
 
-FILLED = pytest.mark.parametrize("fill", [True, False], ids=["filled-at-once", "left-accepted"])
+FILLED = pytest.mark.parametrize(
+    "fill",
+    [pytest.param(True, id="filled-at-once"), pytest.param(False, id="left-accepted")],
+)
 
 
 @FILLED

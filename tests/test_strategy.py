@@ -258,12 +258,6 @@ def test_flow_code_when_sides_swapped_then_mirrored(bull: int, bear: int) -> Non
     assert -1.0 <= float(flow_ratio(bull, bear)) <= 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flow_code compares integer cents with the float min_premium * 100.0, which can land "
-    "one ulp above the whole cent (0.07 * 100 == 7.000000000000001), so a net exactly at a "
-    "cents-valued threshold is not bullish/bearish; fix: min_cents = round(min_premium * 100)",
-)
 @pytest.mark.parametrize("threshold_cents", [7, 110, 12_802, 1_000_003])
 def test_flow_code_when_net_exactly_a_cents_valued_threshold_then_bullish_and_bearish(
     threshold_cents: int,
@@ -442,3 +436,17 @@ def test_last_sma_when_more_bars_than_window_then_last_window_including_last_bar
 def test_window_sums_when_window_longer_than_series_then_empty() -> None:
     assert indicators.window_sums(np.array([1.0, 2.0]), 3).shape == (0,)
     assert indicators.window_sums(np.array([1.0, 2.0, 3.0]), 2).tolist() == [3.0, 5.0]
+
+
+@PURE
+@given(st.lists(series_and_window(), min_size=1, max_size=6), st.integers(1, 30))
+def test_last_smas_when_many_symbols_then_bit_identical_to_one_at_a_time(
+    cases: list[tuple[NDArray[np.float64], int]], window: int
+) -> None:
+    windows = [[float(x) for x in values] for values, _ in cases]
+    many = indicators.last_smas(windows, window)
+    one_by_one = [indicators.last_sma(w, window) for w in windows]
+    assert [x is None for x in many] == [x is None for x in one_by_one] == [len(w) < window for w in windows]
+    assert bits(np.array([x for x in many if x is not None])) == bits(
+        np.array([x for x in one_by_one if x is not None])
+    )

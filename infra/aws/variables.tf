@@ -10,8 +10,8 @@ variable "name_prefix" {
   default     = "strategy-engine"
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{2,38}$", var.name_prefix))
-    error_message = "name_prefix must be 3-39 characters of lower-case letters, digits and dashes."
+    condition     = can(regex("^[a-z][a-z0-9-]{2,19}$", var.name_prefix))
+    error_message = "name_prefix must be 3-20 characters of lower-case letters, digits and dashes (S3 bucket prefixes are short)."
   }
 }
 

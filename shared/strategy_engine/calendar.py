@@ -84,8 +84,8 @@ def parse_minute(text: str) -> datetime:
     raw = text.strip()
     try:
         ts = datetime.fromisoformat(raw.replace("z", "Z"))
-    except ValueError:
+        if ts.tzinfo is None:
+            raise InputError(f"time {text!r} has no UTC offset: add Z or +HH:MM")
+        return floor_minute(ts)
+    except (ValueError, OverflowError):
         raise InputError(f"invalid time {text!r}: expected ISO 8601, e.g. 2025-06-13T14:30:00Z") from None
-    if ts.tzinfo is None:
-        raise InputError(f"time {text!r} has no UTC offset: add Z or +HH:MM")
-    return floor_minute(ts)

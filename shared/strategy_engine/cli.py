@@ -19,6 +19,7 @@ from rich.console import Console
 from strategy_engine import calendar, engine, status_view
 from strategy_engine.errors import EngineError, InputError, Unavailable
 from strategy_engine.runtime import open_session
+from strategy_engine.schedule import schedule_app
 from strategy_engine.store import Session
 from strategy_engine.store.migrations import migrate
 
@@ -32,6 +33,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 strategy_app = typer.Typer(help="Strategy definitions and the kill switch.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(strategy_app, name="strategy")
+app.add_typer(schedule_app, name="schedule")
 
 DbUrl = Annotated[
     str | None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from strategy_engine import risk
@@ -25,7 +25,7 @@ from strategy_engine.strategies.base import StrategyConfig
 
 def minute_key(minute: datetime) -> str:
     """The canonical spelling of T inside client order ids: UTC, seconds, 'Z'."""
-    return minute.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return minute.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def client_order_id(strategy_id: object, symbol: str, minute: datetime) -> str:

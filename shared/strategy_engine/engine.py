@@ -21,7 +21,7 @@ from types import MappingProxyType
 from strategy_engine import calendar
 from strategy_engine.brokers.base import Broker
 from strategy_engine.brokers.simulated import SimulatedBroker
-from strategy_engine.decide import MinuteInputs, decide_minute
+from strategy_engine.decide import MinuteInputs, client_order_id, decide_minute
 from strategy_engine.errors import InputError, LiveTradingRefused, NotFound, Unavailable
 from strategy_engine.indicators import last_smas
 from strategy_engine.logs import event
@@ -34,6 +34,7 @@ from strategy_engine.models import (
     Outcome,
     Position,
     RunResult,
+    Side,
     StrategyOutcome,
     StrategyRun,
 )
@@ -167,6 +168,8 @@ def _strategy_minute(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime
         return StrategyRun(d.name, StrategyOutcome.ALREADY_PROCESSED)
     broker, acct, positions = _open_account(s, deps, account, minute)
     symbols = list(cfg.symbols)
+    if broker.authoritative and journal.attempted_before(s, minute, run_id):
+        acct, positions = _before_own_orders(broker, d.id, symbols, minute, acct, positions)
     features = _features(s, symbols, minute, cfg)
     ctx = RiskContext(
         minute=minute,
@@ -215,6 +218,36 @@ def _refresh_open_orders(s: Session, broker: Broker, account_id: uuid.UUID) -> N
         if order is not None:
             updated.append((order, None))
     journal.record_orders(s, None, account_id, "strategy", None, updated)
+
+
+def _before_own_orders(
+    broker: Broker,
+    strategy_id: uuid.UUID,
+    symbols: Sequence[str],
+    minute: datetime,
+    acct: Account,
+    positions: list[Position],
+) -> tuple[Account, list[Position]]:
+    """The account as it was before this minute's own orders, which a crashed attempt may have placed.
+
+    A retry must decide what the first attempt decided, so that it sends the same client ids and
+    the broker answers "duplicate" (adopted, recorded) instead of the strategy seeing its own
+    fill and holding, which would leave an order at the broker with no row in paper_trades.
+    """
+    own = [broker.get_by_client_id(client_order_id(strategy_id, sym, minute)) for sym in symbols]
+    qty = {p.symbol: p.qty for p in positions}
+    avg = {p.symbol: p.avg_entry_price for p in positions}
+    bp = acct.buying_power
+    for o in own:
+        if o is None or o.filled_qty == 0:
+            continue
+        signed = o.filled_qty if o.side is Side.BUY else -o.filled_qty
+        qty[o.symbol] = qty.get(o.symbol, 0.0) - signed
+        bp += signed * (o.filled_avg_price or 0.0)
+    if all(o is None for o in own):
+        return acct, positions
+    before = [Position(sym, q, avg.get(sym, 0.0)) for sym, q in sorted(qty.items()) if q != 0]
+    return Account(acct.cash, bp, acct.equity), before
 
 
 def _features(

@@ -249,8 +249,7 @@ def run_now(
     timeout: Timeout = 30.0,
     force: Annotated[bool, typer.Option("--force", help="Run even though the job is paused.")] = False,
 ) -> None:
-    """Fire the tick once now (the engine ticks the current minute; a repeat of a minute already
-    processed does nothing)."""
+    """Fire the tick once now; the engine's per-minute claim makes a repeated minute harmless."""
     try:
         t = _target(project, location, job, endpoint, timeout)
         with _api_errors(t):

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from strategy_engine import calendar
 
@@ -102,3 +104,89 @@ def _flow(
             ts = minutes[i] + timedelta(seconds=int(rng.integers(0, 60)))
             out.append((ts, sym, opt, side, size, price, notional))
     return out
+
+
+@dataclass(frozen=True)
+class MarketColumns:
+    """Generated bars and flow as numpy columns (times in Unix µs): millions of rows in seconds.
+
+    The same model as `generate` (regimes, random-walk closes, regime-leaning flow, missing
+    bars, outages), drawn column-wise; it is not row-for-row `generate`'s output for a seed.
+    """
+
+    symbols: tuple[str, ...]
+    minutes: NDArray[np.int64]
+    bar_symbol: NDArray[np.int64]  # index into symbols
+    bar_ts: NDArray[np.int64]
+    bar_open: NDArray[np.float64]
+    bar_high: NDArray[np.float64]
+    bar_low: NDArray[np.float64]
+    bar_close: NDArray[np.float64]
+    bar_volume: NDArray[np.int64]
+    flow_symbol: NDArray[np.int64]
+    flow_ts: NDArray[np.int64]
+    flow_call: NDArray[np.bool_]
+    flow_side: NDArray[np.int64]  # index into FLOW_SIDES
+    flow_size: NDArray[np.int64]
+    flow_price: NDArray[np.float64]
+    flow_notional: NDArray[np.float64]  # NaN: unknown (premium = size * price * 100)
+
+
+FLOW_SIDES = ("buy", "sell", "unknown")
+
+
+def generate_columns(spec: MarketSpec) -> MarketColumns:
+    """`generate`'s model, vectorised per symbol, for benchmark-sized data."""
+    from strategy_engine.replay import session_grid, to_us
+
+    minutes = session_grid(
+        calendar.session_bounds_or_day_start(spec.start),
+        calendar.session_bounds_or_day_start(spec.end + timedelta(days=1)),
+    )
+    n = minutes.shape[0]
+    outage = np.zeros(n, dtype=bool)
+    for a, b in spec.outages:
+        outage |= (minutes >= to_us(a)) & (minutes < to_us(b))
+    bars: list[list[NDArray[Any]]] = []
+    flows: list[list[NDArray[Any]]] = []
+    for k, sym in enumerate(spec.symbols):
+        rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(k,)))
+        regime = _regimes_vectorised(rng, n, spec.regime_minutes)
+        base = BASE_PRICES.get(sym, 50.0 + 10.0 * (k % 40))
+        close = np.round(base * np.exp(np.cumsum(rng.normal(0.0, spec.sigma, n) + regime * spec.drift)), 2)
+        opens = np.round(np.concatenate(([base], close[:-1])), 2)
+        spread = np.round(np.abs(rng.normal(0, spec.sigma * base, n)), 2)
+        keep = (rng.random(n) >= spec.missing_bar_prob) & ~outage
+        hi, lo = np.round(np.maximum(opens, close) + spread, 2), np.round(np.minimum(opens, close) - spread, 2)
+        volume = rng.integers(1_000, 50_000, n)
+        bars.append([np.full(n, k)[keep], minutes[keep], opens[keep], hi[keep], lo[keep], close[keep], volume[keep]])
+        flows.append(_flow_columns(rng, k, minutes, regime, spec))
+    b = [np.concatenate([x[c] for x in bars]) for c in range(7)]
+    f = [np.concatenate([x[c] for x in flows]) for c in range(7)]
+    return MarketColumns(tuple(spec.symbols), minutes, *b, *f)
+
+
+def _regimes_vectorised(rng: np.random.Generator, n: int, mean_len: float) -> NDArray[np.float64]:
+    count = int(n / max(mean_len, 5.0) * 2) + 16
+    lengths = np.maximum(5, rng.exponential(mean_len, count).astype(np.int64))
+    while lengths.sum() < n:
+        lengths = np.concatenate((lengths, np.maximum(5, rng.exponential(mean_len, count).astype(np.int64))))
+    values = rng.choice(np.array([-1.0, 0.0, 1.0]), lengths.shape[0])
+    return np.repeat(values, lengths)[:n]
+
+
+def _flow_columns(
+    rng: np.random.Generator, k: int, minutes: NDArray[np.int64], regime: NDArray[np.float64], spec: MarketSpec
+) -> list[NDArray[Any]]:
+    at = np.repeat(np.arange(minutes.shape[0]), rng.poisson(spec.flow_rate, minutes.shape[0]))
+    m = at.shape[0]
+    bullish = rng.random(m) < 0.5 + spec.flow_bias * regime[at]
+    sell_side = rng.random(m) < 0.3
+    unknown = rng.random(m) < 0.1
+    side = np.where(sell_side, 1, np.where(unknown, 2, 0))
+    size = rng.geometric(1 / 40, m).astype(np.int64)
+    price = np.round(rng.uniform(0.5, 12.0, m), 2)
+    notional = np.where(rng.random(m) < 0.2, np.nan, np.round(size * price * 100, 2))
+    ts = minutes[at] + rng.integers(0, 60, m) * 1_000_000
+    # bullish: call bought or put sold; bearish: put bought or call sold
+    return [np.full(m, k), ts, bullish != sell_side, side, size, price, notional]

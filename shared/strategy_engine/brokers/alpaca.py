@@ -204,21 +204,24 @@ class AlpacaPaperBroker:
                 time_in_force=TimeInForce.DAY,
                 client_order_id=intent.client_order_id,
             )
-        except (ValidationError, ValueError) as exc:
+        except ValueError as exc:  # pydantic's ValidationError included
             raise OrderRejected(None, f"invalid order: {exc}") from exc
         try:
             placed = self._call("POST /v2/orders", lambda: self._client.submit_order(request))
         except _ClientError as exc:
             if not _is_duplicate(exc):
                 raise OrderRejected(exc.code, exc.message) from exc
-            return self._adopt(intent.client_order_id)
+            return self._adopt(intent)
         return _to_order(cast(AlpacaOrder, placed))
 
-    def _adopt(self, client_order_id: str) -> Order:
-        log.info("Alpaca already holds order %s: adopting it", client_order_id)
-        existing = self.get_by_client_id(client_order_id)
+    def _adopt(self, intent: OrderIntent) -> Order:
+        cid = intent.client_order_id
+        log.info("Alpaca already holds order %s: adopting it", cid)
+        existing = self.get_by_client_id(cid)
         if existing is None:
-            raise BrokerUnavailable(f"Alpaca calls {client_order_id} a duplicate but cannot find it")
+            raise BrokerUnavailable(f"Alpaca calls {cid} a duplicate but cannot find it")
+        if (existing.symbol, existing.side, existing.qty) != (intent.symbol, intent.side, intent.qty):
+            raise OrderRejected(None, f"client_order_id {cid} belongs to another order at Alpaca")
         return existing
 
     def _read(self, what: str, fn: Callable[[], T]) -> T:

@@ -136,6 +136,18 @@ def open_orders(s: Session, account_id: UUID) -> list[str]:
     return [r[0] for r in rows]
 
 
+def attempted_before(s: Session, minute: datetime, run_id: UUID) -> bool:
+    """Did another invocation start on this minute? Its orders may be at the broker uncommitted.
+
+    `engine_runs` rows are written outside the strategy transactions, so they survive the crash
+    that rolled the rest back: a retry learns that it is one, and only then asks the broker.
+    """
+    row = s.fetchone(
+        "select exists (select 1 from public.engine_runs where minute = %s and id <> %s)", (minute, run_id)
+    )
+    return bool(row and row[0])
+
+
 def start_run(s: Session, run_id: UUID, trigger: str, minute: datetime) -> None:
     s.execute(
         "insert into public.engine_runs (id, trigger, minute, status) values (%s, %s, %s, 'running')",

@@ -14,7 +14,7 @@ SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,14}$"
 class StrategyConfig(BaseModel):
     """Frozen, strict, closed: unknown keys and wrong types are refused, never coerced."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     symbols: tuple[str, ...] = Field(default=("SPY", "IWM", "QQQ"), min_length=1, max_length=2000)
     max_bar_age_seconds: float = Field(default=120, gt=0)

@@ -66,7 +66,7 @@ def flow_code(
     bear = np.asarray(bear_cents, dtype=np.int64)
     net = bull - bear
     ratio = flow_ratio(bull, bear)
-    min_cents = min_premium * 100.0
+    min_cents = round(min_premium * 100.0)  # whole cents: 0.07 * 100 is 7.000000000000001
     out = np.where(
         (net >= min_cents) & (ratio >= min_ratio),
         BULLISH,

@@ -1,0 +1,144 @@
+"""AWS Lambda entry point (`functions.lambda_handler.handler`): two kinds of event, one core.
+
+- EventBridge Scheduler invokes the function asynchronously with the schedule's input,
+  `{"source": "scheduler", "minute": "<aws.scheduler.scheduled-time>"}`: the same time on every
+  retry of one scheduled invocation, so T is stable. IAM (the scheduler's role) authorised the
+  invocation; there is no bearer. A tick that ends in 5xx (a database or broker outage) RAISES
+  `ScheduledTickFailed`: Lambda then records a function error, and an asynchronous invocation is
+  retried only by raising (per the function's event-invoke config; a returned value counts as
+  success). A malformed event returns its 400 without raising: a retry cannot fix it.
+- A Function URL request (payload format 2.0): `rawPath` routes /tick, /backfill, /webhook and
+  /health; headers arrive in lower case; the body may be base64. It goes through the same
+  `http_api.handle` as the functions-framework targets, with the same status codes.
+  `platform_authenticated` is true only when the event carries an IAM authorizer (AWS_IAM auth),
+  so ENGINE_TRUST_PLATFORM_AUTH is not trusted on a URL whose auth type is NONE.
+
+Secrets: ENGINE_SECRET_ARN names one Secrets Manager secret, a JSON object of settings
+(DATABASE_URL, ALPACA_API_KEY, ALPACA_SECRET_KEY, ENGINE_HTTP_SECRET). It is fetched with boto3
+on the first invocation of a container and kept (in the environment the settings read) for the
+container's life; a failed fetch is not cached.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+from typing import Any
+
+from strategy_engine import http_api, logs
+from strategy_engine.errors import Unavailable
+from strategy_engine.settings import Settings, get_settings
+
+SECRET_ARN_ENV = "ENGINE_SECRET_ARN"  # noqa: S105 - the variable's name, not a secret
+_loaded_arn: str | None = None  # the secret whose values are in os.environ (per container)
+
+logs.configure()
+
+
+class ScheduledTickFailed(RuntimeError):
+    """Raised so that Lambda counts the scheduled tick as failed (and may retry it)."""
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    is_url = _is_function_url(event)
+    try:
+        load_secrets()
+    except (Unavailable, http_api.Misconfigured) as exc:
+        logs.event("secrets unavailable", level=logging.ERROR, error=str(exc))
+        if not is_url:
+            raise ScheduledTickFailed(str(exc)) from None
+        status = 503 if isinstance(exc, Unavailable) else 500
+        retry = {"Retry-After": str(http_api.RETRY_AFTER_SECONDS)} if status == 503 else {}
+        return _url_response(http_api.HttpResponse(status, {"error": "secrets unavailable"}, retry))
+    if is_url:
+        req = _url_request(event, getattr(context, "aws_request_id", None))
+        return _url_response(http_api.handle(req.path.strip("/"), req))
+    resp = http_api.handle_scheduled(event)
+    if resp.status >= 500:
+        raise ScheduledTickFailed(resp.json_text())
+    return resp.body
+
+
+def _is_function_url(event: Any) -> bool:
+    ctx = event.get("requestContext") if isinstance(event, dict) else None
+    return isinstance(ctx, dict) and isinstance(ctx.get("http"), dict) and "rawPath" in event
+
+
+def _url_request(event: dict[str, Any], request_id: str | None) -> http_api.HttpRequest:
+    ctx = event["requestContext"]
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    text = str(event.get("body") or "")
+    if event.get("isBase64Encoded"):
+        try:
+            body = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            body = b"\xff"  # undecodable: not UTF-8, so validation refuses it with a 400
+    else:
+        body = text.encode("utf-8", "surrogatepass")
+    authorizer = ctx.get("authorizer") or {}
+    return http_api.HttpRequest(
+        method=str(ctx["http"].get("method", "")),
+        path=str(event.get("rawPath") or "/"),
+        headers=headers,
+        body=body[: http_api.MAX_BODY_BYTES + 1],
+        platform_authenticated=isinstance(authorizer, dict) and bool(authorizer.get("iam")),
+        request_id=request_id,
+    )
+
+
+def _url_response(resp: http_api.HttpResponse) -> dict[str, Any]:
+    return {
+        "statusCode": resp.status,
+        "headers": {"content-type": "application/json", **resp.headers},
+        "body": resp.json_text(),
+        "isBase64Encoded": False,
+    }
+
+
+def load_secrets() -> None:
+    """Put the secret's settings into the environment once per container (no-op without an ARN)."""
+    global _loaded_arn  # noqa: PLW0603 - the per-container cache
+    arn = os.environ.get(SECRET_ARN_ENV)
+    if not arn or arn == _loaded_arn:
+        return
+    doc = _parse_secret(_fetch(arn))
+    known = {name.upper() for name in Settings.model_fields}
+    unknown = sorted(k for k in doc if k.upper() not in known)
+    if unknown:
+        logs.event("secret keys ignored", level=logging.WARNING, keys=unknown)
+    for key, value in doc.items():
+        if key.upper() in known:
+            os.environ[key.upper()] = value
+    get_settings.cache_clear()
+    _loaded_arn = arn
+
+
+def _fetch(arn: str) -> str:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    parts = arn.split(":")
+    region = parts[3] if arn.startswith("arn:") and len(parts) > 6 else None
+    try:
+        found = boto3.client("secretsmanager", region_name=region).get_secret_value(SecretId=arn)
+    except ClientError as exc:
+        raise Unavailable(f"secrets manager: {exc.response.get('Error', {}).get('Code', 'error')}") from None
+    except BotoCoreError as exc:
+        raise Unavailable(f"secrets manager: {type(exc).__name__}") from None
+    text = found.get("SecretString")
+    if text is None:
+        raise http_api.Misconfigured(f"{SECRET_ARN_ENV}: the secret has no SecretString")
+    return text
+
+
+def _parse_secret(text: str) -> dict[str, str]:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
+        raise http_api.Misconfigured(f"{SECRET_ARN_ENV}: the secret must be a JSON object of strings")
+    return {str(k): v for k, v in doc.items()}

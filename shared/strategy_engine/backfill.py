@@ -1,0 +1,243 @@
+"""Backfill (DESIGN §6): a range replayed through the tick's strategy and risk code, with a report.
+
+`run_backfill` validates everything before it writes anything, reads the range in a constant
+number of statements (the last `sma_window` bars before `start` per symbol, the bars of the
+range, the flow of the range and its lookback), replays it (`replay`) on a fresh simulated
+account whose day state starts empty and resets each New York trading date, then writes one
+`backfill_runs` row and every decision (`run_mode = 'backfill'`) in one transaction. It never
+reads or writes `strategy_state`, positions or balances, and never builds a real broker.
+
+The report is written after that commit: a failed upload leaves the run and its summary
+recorded, with the local path in `report_path` and the error in the summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from strategy_engine import backfill_rows, calendar, replay, report, storage
+from strategy_engine.errors import InputError, NotFound, Unavailable
+from strategy_engine.logs import event
+from strategy_engine.models import Limits
+from strategy_engine.replay import MarketArrays, Replay, ReplaySetup
+from strategy_engine.settings import Settings, get_settings
+from strategy_engine.store import Session, market
+from strategy_engine.store import backfill as store
+from strategy_engine.store import strategies as strat_store
+from strategy_engine.strategies import StrategySpec, get_spec, parse_config
+from strategy_engine.strategies.naive_flow_trend import NaiveFlowTrendConfig
+
+Progress = Callable[[str, float], None]
+
+
+class BackfillRequest(BaseModel):
+    """A backfill as asked for: the one validation of the CLI and the HTTP target.
+
+    Times must carry an offset; they are truncated to the minute in UTC like the tick's T, and
+    the replayed minutes are the session minutes T with start <= T < end.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: str = Field(min_length=1, max_length=200)
+    start: AwareDatetime
+    end: AwareDatetime
+    initial_cash: float = Field(default=100_000.0, gt=0, le=1e12)
+    slippage_bps: float = Field(default=0.0, ge=0, le=1_000)
+    config: dict[str, Any] | None = Field(default=None, description="overrides of the stored config")
+    report: bool = True
+    report_path: str | None = Field(default=None, pattern=r"\.html$", max_length=1000)
+    upload_report: bool = True
+
+    @field_validator("start", "end")
+    @classmethod
+    def _minute(cls, v: datetime) -> datetime:
+        return calendar.floor_minute(v)
+
+    @model_validator(mode="after")
+    def _range(self) -> BackfillRequest:
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end.isoformat()} must be after start {self.start.isoformat()}")
+        limit = get_settings().backfill_max_days
+        span = self.end - self.start
+        if span > timedelta(days=limit):
+            raise ValueError(f"range of {span.total_seconds() / 86_400:.1f} days exceeds the maximum of {limit}")
+        return self
+
+
+def parse_request(doc: Mapping[str, Any]) -> BackfillRequest:
+    """Validate a request; any problem becomes one readable line (InputError)."""
+    try:
+        return BackfillRequest.model_validate(doc)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        raise InputError("invalid backfill request: " + "; ".join(parts)) from None
+
+
+@dataclass(frozen=True)
+class Plan:
+    strategy_id: uuid.UUID
+    name: str
+    spec: StrategySpec
+    raw_config: dict[str, Any]  # the stored config with the request's overrides
+    config: NaiveFlowTrendConfig
+    limits: Limits
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> NaiveFlowTrendConfig:
+        return _config(self.spec.strategy_type, {**self.raw_config, **overrides})
+
+
+def _config(strategy_type: str, raw: dict[str, Any]) -> NaiveFlowTrendConfig:
+    cfg = parse_config(strategy_type, raw)
+    if not isinstance(cfg, NaiveFlowTrendConfig):
+        raise InputError(f"backfill does not support strategy_type {strategy_type!r}")
+    return cfg
+
+
+def plan(s: Session, req: BackfillRequest) -> Plan:
+    """The definition, its config with the request's overrides (validated), and its limits."""
+    rows = strat_store.load_all(s, req.strategy)
+    if not rows:
+        raise NotFound(f"unknown strategy {req.strategy!r}")
+    d = rows[0].definition
+    raw = {**d.config, **(req.config or {})}
+    return Plan(d.id, d.name, get_spec(d.strategy_type), raw, _config(d.strategy_type, raw), rows[0].limits)
+
+
+def load(s: Session, symbols: tuple[str, ...], start: datetime, end: datetime, window: int, flow_minutes: int) -> MarketArrays:
+    """Three statements whatever the range or the number of symbols."""
+    warm = market.recent_closes(s, symbols, start, window)
+    bars = store.bars_arrays(s, symbols, start, end)
+    flow = store.flow_arrays(s, symbols, start - timedelta(minutes=flow_minutes), end)
+    syms = tuple(sorted(symbols))
+    empty_i, empty_f = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    ts, close = [], []
+    for sym in syms:
+        w_ts = np.array([replay.to_us(t) for t, _ in warm[sym]], dtype=np.int64)
+        w_close = np.array([c for _, c in warm[sym]], dtype=np.float64)
+        b_ts, b_close = bars.get(sym, (empty_i, empty_f))
+        ts.append(np.concatenate((w_ts, b_ts)))
+        close.append(np.concatenate((w_close, b_close)))
+    flows = [flow.get(sym, (empty_i, empty_i, empty_i)) for sym in syms]
+    return MarketArrays(
+        syms, tuple(ts), tuple(close), *(tuple(f[k] for f in flows) for k in range(3))
+    )
+
+
+@dataclass
+class BackfillResult:
+    doc: dict[str, Any]
+    replay: Replay
+
+
+def parameters(p: Plan, req: BackfillRequest, as_active: bool) -> dict[str, Any]:
+    return {
+        "strategy": p.name,
+        "strategy_type": p.spec.strategy_type,
+        "start": req.start.isoformat(),
+        "end": req.end.isoformat(),
+        "initial_cash": req.initial_cash,
+        "slippage_bps": req.slippage_bps,
+        "config": p.config.model_dump(mode="json"),
+        "config_overrides": req.config or {},
+        "limits": {k: getattr(p.limits, k) for k in p.limits.__dataclass_fields__},
+        "as_active": as_active,
+    }
+
+
+def execute(
+    s: Session,
+    req: BackfillRequest,
+    *,
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+    as_active: bool = True,
+) -> BackfillResult:
+    """Validate, load, replay, record, report. `as_active=False` replays with the kill switch on."""
+    settings = settings or get_settings()
+    note = progress or (lambda stage, fraction: None)
+    t0 = time.perf_counter()
+    p = plan(s, req)
+    note("load", 0.0)
+    data = load(s, p.config.symbols, req.start, req.end, p.config.sma_window, p.config.flow_lookback_minutes)
+    t1 = time.perf_counter()
+    setup = ReplaySetup(p.strategy_id, p.spec, p.config, p.limits, req.initial_cash, req.slippage_bps, as_active)
+    r = replay.run(data, replay.session_grid(req.start, req.end), setup, lambda f: note("replay", f))
+    summary = report.summarise(r)
+    t2 = time.perf_counter()
+    run_id, params = uuid.uuid4(), parameters(p, req, as_active)
+    with s.transaction():
+        store.insert_run(s, run_id, p.strategy_id, p.name, req.start, req.end, params, p.config.fingerprint(), summary)
+        store.write_decision_text(s, backfill_rows.lines(r, run_id, p.strategy_id, on_progress=lambda f: note("write", f)))
+    t3 = time.perf_counter()
+    doc: dict[str, Any] = {
+        **summary,
+        "backfill_run_id": str(run_id),
+        "strategy": p.name,
+        "start": req.start.isoformat(),
+        "end": req.end.isoformat(),
+        "config_hash": p.config.fingerprint(),
+        "parameters": params,
+    }
+    if req.report:
+        note("report", 0.0)
+        doc.update(_publish(s, settings, req, run_id, r, summary, params))
+    ms = {"load": t1 - t0, "replay": t2 - t1, "write": t3 - t2, "report": time.perf_counter() - t3}
+    doc["timings_ms"] = {k: round(v * 1000, 1) for k, v in ms.items()}
+    event("backfill", run_id=str(run_id), strategy=p.name, minutes=summary["minutes"], orders=summary["orders"],
+          decisions=summary["decisions"], **{f"{k}_ms": v for k, v in doc["timings_ms"].items()})
+    return BackfillResult(doc, r)
+
+
+def run_backfill(
+    s: Session,
+    req: BackfillRequest,
+    *,
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+    as_active: bool = True,
+) -> dict[str, Any]:
+    """The backfill entry point of the CLI and the HTTP target: returns the summary document."""
+    return execute(s, req, settings=settings, progress=progress, as_active=as_active).doc
+
+
+def _publish(
+    s: Session,
+    settings: Settings,
+    req: BackfillRequest,
+    run_id: uuid.UUID,
+    r: Replay,
+    summary: dict[str, Any],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """Write the report, upload it where Supabase is configured, and record where it is."""
+    upload = req.upload_report and storage.configured(settings)
+    stem = f"backfill-{re.sub(r'[^A-Za-z0-9_.-]+', '_', params['strategy'])}-{run_id}"
+    folder = Path(tempfile.gettempdir()) / "strategy-engine-reports" if upload else Path("reports")
+    html = Path(req.report_path) if req.report_path else folder / f"{stem}.html"
+    html, png = report.write_report(html, r, summary, {**params, "backfill_run_id": str(run_id)})
+    path, note = str(html), {}
+    if upload:
+        try:
+            path = storage.upload(settings, (html, png), f"backfills/{run_id}")[0]
+        except Unavailable as exc:
+            note = {"report_upload_error": str(exc)}
+            event("report upload failed", level=logging.WARNING, run_id=str(run_id), error=str(exc))
+    store.set_report(s, run_id, path, note)
+    return {"report_path": path, "report_local_path": str(html), "report_png": str(png), **note}

@@ -1,0 +1,429 @@
+"""The HTTP entry points' one request handling, shared by every adapter.
+
+functions/main.py (functions-framework), functions/lambda_handler.py (Function URL, EventBridge
+Scheduler) and `strategy-engine serve` turn their platform's request into an `HttpRequest`, call
+`handle()` and render the `HttpResponse`; nothing else. A request goes, in this order: route
+(404) -> authentication (401/403) -> method (405) -> size (413) -> content type (415) -> strict
+validation (400) -> the core. Everything refused before the core never opens a database
+connection, so a refused request writes nothing.
+
+Authentication: with `ENGINE_TRUST_PLATFORM_AUTH` the platform has already authenticated the
+caller (Cloud Run IAM checking the scheduler's OIDC token, a Lambda URL with AWS_IAM), else
+`Authorization: Bearer <ENGINE_HTTP_SECRET>`, compared in constant time. With neither configured
+every request is refused with 403: the functions fail closed. A wrong or missing bearer is 401.
+
+Outcomes: refused input 4xx with a JSON error naming the field; a database or broker outage
+(`Unavailable`, or a tick whose status is `failed`) 503 with Retry-After, so the scheduler
+retries the same minute; anything unexpected 500 with the request id only (the stack trace goes
+to the log, never to the caller). Every request logs one `request` line.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from strategy_engine import calendar, engine, logs
+from strategy_engine.errors import InputError, Unavailable
+from strategy_engine.settings import Settings, get_settings
+from strategy_engine.store import Session, connect, journal
+
+if TYPE_CHECKING:
+    import flask
+
+    from strategy_engine.backfill import BackfillRequest
+
+MAX_BODY_BYTES = 64 * 1024
+RETRY_AFTER_SECONDS = 5  # inside the minute: Cloud Scheduler's own backoff starts at 5 s
+CLOCK_SKEW = timedelta(seconds=60)  # a minute later than now + this is refused as the future
+WEBHOOK_MAX_LAG = timedelta(minutes=2)  # an older bar (a data backfill) does not tick live
+SCHEDULE_TIME_HEADER = "x-cloudscheduler-scheduletime"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    method: str
+    path: str
+    headers: Mapping[str, str]  # names in lower case
+    body: bytes  # adapters read at most MAX_BODY_BYTES + 1 bytes; more is refused with 413
+    #: Did the platform itself authenticate this request? None: it cannot tell (Cloud Run);
+    #: False: it says not (a Lambda URL without AWS_IAM), so the setting is not trusted.
+    platform_authenticated: bool | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    body: dict[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def json_text(self) -> str:
+        return json.dumps(_finite(self.body), default=str, separators=(",", ":"), allow_nan=False)
+
+
+class HttpError(Exception):
+    """A refusal with its status; `fields` name what was wrong in the request."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        fields: list[dict[str, str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.fields, self.headers = status, message, fields, headers or {}
+
+    @classmethod
+    def field(cls, name: str, message: str) -> HttpError:
+        return cls(400, f"{name}: {message}", fields=[{"field": name, "message": message}])
+
+    def response(self) -> HttpResponse:
+        extra = {"fields": self.fields} if self.fields else {}
+        return HttpResponse(self.status, {"error": self.message, **extra}, self.headers)
+
+
+class Misconfigured(Exception):
+    """The deployment is missing a setting: a 500 for the caller, the reason in the log."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+class TickBody(_Strict):
+    minute: str | None = None  # ISO 8601 with an offset; parsed by calendar.parse_minute
+    strategy: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class WebhookPayload(_Strict):
+    """Supabase's database webhook (supabase_functions.http_request): one row event."""
+
+    type: str
+    table: str
+    schema_: str = Field(alias="schema")
+    record: dict[str, Any] | None
+    old_record: dict[str, Any] | None
+    user_id: str | None = None  # in Supabase's documented type, not sent by its trigger function
+
+
+class _BarRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)  # a table row: other columns are fine
+    ts: str
+    symbol: str
+
+
+class SchedulerEvent(_Strict):
+    """EventBridge Scheduler's input: {"source": "scheduler", "minute": <aws.scheduler.scheduled-time>}."""
+
+    source: Literal["scheduler"]
+    minute: str
+
+
+@dataclass(frozen=True)
+class Services:
+    """What a request needs from outside, built from settings; tests swap deps and clock."""
+
+    settings: Settings
+    open_session: Callable[[], Session]
+    deps: Callable[[], engine.Deps] = engine.Deps
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    @classmethod
+    def from_settings(cls, database_url: str | None = None) -> Services:
+        """`database_url`, else DATABASE_URL. Never the embedded server: a function must not trade
+        on a database of its own that starts empty on every cold start."""
+        settings = get_settings()
+        logs.redact(secret_values(settings))
+        url = database_url or (settings.database_url.get_secret_value() if settings.database_url else None)
+
+        def open_session() -> Session:
+            if not url:
+                raise Misconfigured("DATABASE_URL is not set")
+            return connect(url)
+
+        return cls(settings, open_session)
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every SecretStr setting's value, and the password inside the database URL."""
+    out = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr) and value.get_secret_value():
+            out.append(value.get_secret_value())
+    if settings.database_url is not None:
+        password = urlsplit(settings.database_url.get_secret_value()).password
+        out.extend([password, unquote(password)] if password else [])
+    return out
+
+
+# ---- the entry point ---------------------------------------------------------------------------
+
+
+def handle(route: str, req: HttpRequest, services: Services | None = None) -> HttpResponse:
+    """One HTTP request to one of ROUTES, start to finish: never raises."""
+    return _respond(route, req.method, req.path, req.request_id, lambda s: _dispatch(route, req, s), services)
+
+
+def handle_scheduled(event: Mapping[str, Any], services: Services | None = None) -> HttpResponse:
+    """An EventBridge Scheduler event: IAM already authorised the invocation; tick its minute."""
+
+    def run(s: Services) -> HttpResponse:
+        ev = _validate(SchedulerEvent, dict(event) if isinstance(event, Mapping) else {})
+        return run_tick(s, _minute(ev.minute, "minute", s), "eventbridge")
+
+    return _respond("tick", "EVENT", "scheduler", None, run, services)
+
+
+def _respond(
+    route: str,
+    method: str,
+    path: str,
+    request_id: str | None,
+    work: Callable[[Services], HttpResponse],
+    services: Services | None,
+) -> HttpResponse:
+    started = time.perf_counter()
+    rid = request_id or uuid.uuid4().hex
+    with logs.bind(request_id=rid):
+        try:
+            resp = work(services or Services.from_settings())
+        except HttpError as exc:
+            resp = exc.response()
+        except InputError as exc:
+            resp = HttpResponse(exc.status, {"error": str(exc)})
+        except Unavailable as exc:
+            logs.event("dependency unavailable", level=logging.ERROR, error=str(exc))
+            resp = _unavailable({"error": str(exc)})
+        except Exception as exc:  # the one broad catch: the caller gets an id, the log the trace
+            logs.exception("unexpected error", error=str(exc) if isinstance(exc, Misconfigured) else None)
+            resp = HttpResponse(500, {"error": "internal error"})
+        resp = HttpResponse(resp.status, {**resp.body, "request_id": rid}, resp.headers)
+        _log_request(route, method, path, resp, started)
+    return resp
+
+
+def _log_request(route: str, method: str, path: str, resp: HttpResponse, started: float) -> None:
+    level = logging.ERROR if resp.status >= 500 else logging.WARNING if resp.status >= 400 else logging.INFO
+    logs.event(
+        "request",
+        level=level,
+        route=route,
+        method=method,
+        path=path,
+        status=resp.status,
+        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        run_id=resp.body.get("run_id"),
+        outcome=resp.body.get("status"),
+        error=resp.body.get("error"),
+    )
+
+
+def _unavailable(body: dict[str, Any]) -> HttpResponse:
+    return HttpResponse(503, body, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+# ---- refusals before the core ------------------------------------------------------------------
+
+
+def _dispatch(route: str, req: HttpRequest, services: Services) -> HttpResponse:
+    spec = ROUTES.get(route)
+    if spec is None:
+        raise HttpError(404, f"no such route {req.path!r}: {', '.join('/' + r for r in ROUTES)}")
+    _authenticate(req, services.settings)
+    method, needs_body, run = spec
+    if req.method.upper() != method:
+        raise HttpError(405, f"method {req.method} not allowed: use {method}", headers={"Allow": method})
+    return run(req, _body(req, needs_body) if method == "POST" else b"", services)
+
+
+def _authenticate(req: HttpRequest, settings: Settings) -> None:
+    if settings.engine_trust_platform_auth and req.platform_authenticated is not False:
+        return
+    secret = settings.engine_http_secret.get_secret_value() if settings.engine_http_secret else ""
+    if not secret:
+        raise HttpError(403, "forbidden: no authentication configured (ENGINE_HTTP_SECRET)")
+    scheme, _, token = req.headers.get("authorization", "").partition(" ")
+    given = token.strip().encode("utf-8", "surrogatepass")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, secret.encode("utf-8")):
+        raise HttpError(401, "unauthorized", headers={"WWW-Authenticate": 'Bearer realm="strategy-engine"'})
+
+
+def _body(req: HttpRequest, required: bool) -> bytes:
+    declared = req.headers.get("content-length", "").strip()
+    if len(req.body) > MAX_BODY_BYTES or (declared.isdigit() and int(declared) > MAX_BODY_BYTES):
+        raise HttpError(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    if not req.body.strip():
+        if required:
+            raise HttpError.field("body", "a JSON body is required")
+        return b""
+    media, _, params = req.headers.get("content-type", "").partition(";")
+    charset = params.partition("charset=")[2].strip().strip('"').lower()
+    encoding = req.headers.get("content-encoding", "identity").strip().lower()
+    if media.strip().lower() != "application/json" or charset not in ("", "utf-8", "utf8"):
+        raise HttpError(415, "content type must be application/json (UTF-8)")
+    if encoding not in ("", "identity"):
+        raise HttpError(415, f"content encoding {encoding!r} not supported")
+    return req.body
+
+
+def _validate(model: type[M], data: bytes | dict[str, Any], prefix: str = "") -> M:
+    try:
+        if isinstance(data, bytes):
+            return model.model_validate_json(data)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields = [
+            {"field": ".".join([prefix, *map(str, e["loc"])]).strip(".") or "body", "message": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        first = fields[0]
+        raise HttpError(400, f"{first['field']}: {first['message']}", fields=fields) from None
+    except OverflowError:  # a validator's date arithmetic (year 1 at +14:00 has no UTC minute)
+        raise HttpError.field(prefix or "body", "a time is out of range") from None
+
+
+def _minute(text: str, field_name: str, services: Services, later: timedelta = timedelta(0)) -> datetime:
+    """T (the time's minute + `later`) from an ISO 8601 time with an offset; a T in the future
+    is refused."""
+    try:
+        t = calendar.parse_minute(text) + later
+    except (InputError, OverflowError, ValueError) as exc:
+        message = str(exc) if isinstance(exc, InputError) else f"time {text!r} out of range"
+        raise HttpError.field(field_name, message) from None
+    if t > services.clock() + CLOCK_SKEW:
+        raise HttpError.field(field_name, f"{t.isoformat()} is in the future")
+    return t
+
+
+# ---- the handlers ------------------------------------------------------------------------------
+
+
+def run_tick(services: Services, minute: datetime, trigger: str, only: str | None = None) -> HttpResponse:
+    """One engine tick; a failed strategy (an outage) is 503 so the scheduler retries minute T."""
+    with services.open_session() as s:
+        result = engine.tick(s, minute, trigger=trigger, only=only, deps=services.deps())
+    doc = result.as_json()
+    return _unavailable(doc) if result.status == "failed" else HttpResponse(200, doc)
+
+
+def _tick(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
+    """T from X-CloudScheduler-ScheduleTime (constant across the job's retries), else the body's
+    `minute`, else the current minute."""
+    parsed = _validate(TickBody, body) if body else TickBody()
+    header = req.headers.get(SCHEDULE_TIME_HEADER)
+    if header is not None:
+        minute, trigger = _minute(header, "X-CloudScheduler-ScheduleTime", services), "cloud_scheduler"
+    elif parsed.minute is not None:
+        minute, trigger = _minute(parsed.minute, "minute", services), "http"
+    else:
+        minute, trigger = calendar.floor_minute(services.clock()), "http"
+    return run_tick(services, minute, trigger, parsed.strategy)
+
+
+def _webhook(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
+    """An INSERT into market_data_1m ticks the bar's minute + 1 (a bar's ts is its start)."""
+    p = _validate(WebhookPayload, body)
+    if (p.type, p.schema_, p.table) != ("INSERT", "public", "market_data_1m"):
+        return HttpResponse(200, {"status": "ignored", "reason": f"{p.type} on {p.schema_}.{p.table}"})
+    if p.record is None:
+        raise HttpError.field("record", "required for an INSERT")
+    bar = _validate(_BarRecord, p.record, prefix="record")
+    t = _minute(bar.ts, "record.ts", services, later=timedelta(minutes=1))
+    if services.clock() - t > WEBHOOK_MAX_LAG:
+        return HttpResponse(200, {"status": "ignored", "reason": f"stale bar {bar.symbol} {bar.ts}"})
+    return run_tick(services, t, "webhook")
+
+
+def _backfill(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
+    from strategy_engine import backfill
+
+    request = _validate(_backfill_model(), body)
+    with services.open_session() as s:
+        summary = backfill.run_backfill(s, request)
+    return HttpResponse(200, dict(summary))
+
+
+@cache
+def _backfill_model() -> type[BackfillRequest]:
+    """The backfill's own request model, held to the HTTP boundary's rules (no unknown field, no
+    coercion, no NaN); imported on first use so a tick's cold start does not pay for it."""
+    from strategy_engine.backfill import BackfillRequest
+
+    class HttpBackfillRequest(BackfillRequest):
+        model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+        @field_validator("report_path")
+        @classmethod
+        def _no_server_path(cls, v: str | None) -> str | None:
+            if v is not None:
+                raise ValueError("not accepted over HTTP: the server decides where its files go")
+            return v
+
+    return HttpBackfillRequest
+
+
+def _health(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
+    """Liveness and database reachability, with the last run for a glance at the schedule."""
+    with services.open_session() as s:
+        runs = journal.recent_runs(s, 1)
+    last = {"minute": runs[0][2].isoformat(), "status": runs[0][3], "trigger": runs[0][1]} if runs else None
+    return HttpResponse(200, {"status": "ok", "database": "ok", "last_run": last})
+
+
+Handler = Callable[[HttpRequest, bytes, Services], HttpResponse]
+#: route -> (method, body required, handler)
+ROUTES: dict[str, tuple[str, bool, Handler]] = {
+    "tick": ("POST", False, _tick),
+    "backfill": ("POST", True, _backfill),
+    "webhook": ("POST", True, _webhook),
+    "health": ("GET", False, _health),
+}
+
+
+# ---- rendering -------------------------------------------------------------------------------
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become null: the response stays valid JSON whatever a summary holds."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def from_flask(request: flask.Request) -> HttpRequest:
+    """A Flask (functions-framework, `serve`) request, its body read up to the limit + 1 byte."""
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return HttpRequest(request.method, request.path, headers, request.stream.read(MAX_BODY_BYTES + 1))
+
+
+def to_flask(resp: HttpResponse) -> flask.Response:
+    import flask
+
+    return flask.Response(
+        resp.json_text(), status=resp.status, headers=dict(resp.headers), mimetype="application/json"
+    )

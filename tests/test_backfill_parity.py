@@ -1,0 +1,173 @@
+"""Parity: the backfill gives exactly the decisions and fills of the live tick replayed minute by minute.
+
+Generated data spans 2025-07-02 (full day), 2025-07-03 (half day, 13:00 close), 2025-07-04
+(holiday) and 2025-07-07, with missing bars (3%) and a 12-minute feed outage. Three strategies,
+each on its own simulated account, with 2 bps of slippage:
+
+- `tight`: limits that make every active-strategy code fire over the range (stale_data,
+  max_daily_trades, max_notional_per_trade, max_notional_per_day, max_open_positions,
+  cool_down, buying_power), shorts allowed, and a range starting mid-session (warm-up bars).
+- `capped`: max_position_size below order_qty, so every entry is blocked by it (an entry's
+  position size is always order_qty, so this code cannot share a strategy with later checks);
+  its segment starts at the first bar of the data (insufficient_bars).
+- `off`: inactive (the kill switch): the tick blocks every order with strategy_inactive; the
+  backfill reproduces it with `as_active=False` (a normal backfill replays as if active).
+
+market_closed cannot fire in either path: the tick records a closed minute as a
+`market_closed` run with no decisions, and the backfill replays session minutes only. The test
+checks both halves of that here; the gate's market_closed check itself is exercised by
+`test_backfill.py::test_minute_outside_session_then_market_closed`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from strategy_engine import backfill, engine, synthetic
+from strategy_engine.models import Limits
+from strategy_engine.replay import stored
+from strategy_engine.risk import RiskCode
+from strategy_engine.store import Session, connect
+
+from tests.conftest import load_market, seed
+
+SYMBOLS = ("IWM", "QQQ", "SPY", "XLF")
+CONFIG: dict[str, Any] = {"symbols": list(SYMBOLS), "min_flow_premium": 20_000, "order_qty": 10, "allow_short": True}
+TIGHT = Limits(
+    max_daily_trades=20,
+    max_notional_per_trade=5_000,
+    max_notional_per_day=50_000,
+    max_open_positions=2,
+    cool_down_minutes=10,
+)
+OUTAGE = (datetime(2025, 7, 7, 15, 0, tzinfo=UTC), datetime(2025, 7, 7, 15, 12, tzinfo=UTC))
+SLIPPAGE = 2.0
+RANGES = {
+    "tight": (datetime(2025, 7, 2, 17, 0, tzinfo=UTC), datetime(2025, 7, 7, 20, 0, tzinfo=UTC)),
+    "capped": (datetime(2025, 7, 2, 13, 30, tzinfo=UTC), datetime(2025, 7, 2, 15, 0, tzinfo=UTC)),
+    "off": (datetime(2025, 7, 2, 13, 30, tzinfo=UTC), datetime(2025, 7, 2, 15, 0, tzinfo=UTC)),
+}
+CLOSED = (
+    datetime(2025, 7, 3, 17, 30, tzinfo=UTC),  # after the half day's 13:00 New York close
+    datetime(2025, 7, 4, 15, 0, tzinfo=UTC),  # Independence Day
+)
+LOG = """
+    select decision_minute, symbol, action, qty, reason, risk_code, outcome, client_order_id, signal_payload
+    from public.strategy_logs where {} order by decision_minute, symbol
+"""
+
+
+def _first_difference(live: list[Any], back: list[Any]) -> str:
+    for k, (a, b) in enumerate(zip(live, back, strict=False)):
+        if a != b:
+            return f"row {k}:\n live     {a}\n backfill {b}"
+    return f"lengths differ: live {len(live)}, backfill {len(back)}"
+
+
+def _live_and_backfill(s: Session) -> dict[str, tuple[backfill.BackfillResult, list[Any], list[Any]]]:
+    ids = {
+        "tight": seed(s, name="tight", config=CONFIG, limits=TIGHT, cash=5_000, account="a-tight"),
+        "capped": seed(s, name="capped", config=CONFIG, limits=Limits(max_position_size=5), account="a-capped"),
+        "off": seed(s, name="off", config=CONFIG, active=False, account="a-off"),
+    }
+    data = load_market(
+        s,
+        synthetic.MarketSpec(SYMBOLS, date(2025, 7, 2), date(2025, 7, 7), missing_bar_prob=0.03, outages=(OUTAGE,)),
+    )
+    deps = engine.Deps(slippage_bps=SLIPPAGE)
+    for minute in data.minutes:
+        for name, (start, end) in RANGES.items():
+            if start <= minute < end:
+                engine.tick(s, minute, only=name, deps=deps)
+    for minute in CLOSED:
+        assert engine.tick(s, minute, deps=deps).status == "market_closed"
+    out = {}
+    for name, (start, end) in RANGES.items():
+        req = backfill.BackfillRequest(
+            strategy=name,
+            start=start,
+            end=end,
+            initial_cash=5_000 if name == "tight" else 100_000,
+            slippage_bps=SLIPPAGE,
+            report=False,
+        )
+        result = backfill.execute(s, req, as_active=name != "off")
+        run_id = UUID(result.doc["backfill_run_id"])
+        live = s.fetchall(LOG.format("strategy_id = %s and run_mode = 'live'"), (ids[name],))
+        back = s.fetchall(LOG.format("backfill_run_id = %s and run_mode = 'backfill'"), (run_id,))
+        out[name] = (result, live, back)
+    return out
+
+
+@pytest.fixture(scope="module")
+def parity(pg_base_url: str, template_url: str) -> Any:
+    """One replay of the range through the tick and the backfill, shared by the tests below."""
+    from tests.conftest import fresh_database
+
+    url = fresh_database(pg_base_url)
+    with connect(url) as s:
+        yield s, _live_and_backfill(s)
+
+
+@pytest.mark.parametrize("name", ["tight", "capped", "off"])
+def test_backfill_decisions_equal_live_tick_row_for_row(parity: Any, name: str) -> None:
+    _, runs = parity
+    _, live, back = runs[name]
+    assert len(live) == len(back) > 0
+    assert live == back, _first_difference(live, back)
+
+
+def test_backfill_fills_and_final_account_equal_live_tick(parity: Any) -> None:
+    s, runs = parity
+    result = runs["tight"][0]
+    r = result.replay
+    live = s.fetchall(
+        """
+        select t.decision_minute, t.symbol, t.side, t.qty::float8, t.filled_qty::float8,
+               t.filled_avg_price::float8, t.client_order_id, t.status
+        from public.paper_trades t join public.strategy_definitions d on d.id = t.strategy_id
+        where d.name = 'tight' order by t.decision_minute, t.symbol
+        """
+    )
+    back = [
+        (o.submitted_at, o.symbol, o.side.value, o.qty, o.filled_qty, stored(o.filled_avg_price or 0.0),
+         o.client_order_id, o.status)
+        for _, _, o in r.fills
+    ]
+    assert len(live) == result.doc["orders"] > 20
+    assert live == back, _first_difference(live, back)
+    cash, positions = s.fetchone(
+        """
+        select b.cash::float8, coalesce((select jsonb_object_agg(p.symbol, p.qty::float8)
+          from public.broker_positions p where p.account_id = b.account_id and p.qty <> 0), '{}')
+        from public.broker_balances b join public.broker_accounts a on a.id = b.account_id
+        where a.name = 'a-tight'
+        """
+    ) or (None, None)
+    assert cash == r.cash_after[-1]
+    assert positions == {sym: q for sym, q in zip(r.symbols, r.position_after[:, -1].tolist(), strict=True) if q}
+
+
+def test_every_risk_code_but_market_closed_fires_and_every_reason_appears(parity: Any) -> None:
+    _, runs = parity
+    codes = {row[5] for _, live, _ in runs.values() for row in live if row[5]}
+    reasons = {row[4] for _, live, _ in runs.values() for row in live}
+    assert codes == {c.value for c in RiskCode} - {RiskCode.MARKET_CLOSED.value}
+    assert reasons == {
+        "insufficient_bars", "no_entry", "hold_position", "entry_long", "exit_long", "entry_short", "exit_short"
+    }
+
+
+def test_closed_minutes_have_no_decisions_in_either_path(parity: Any) -> None:
+    s, runs = parity
+    closed = s.fetchall(
+        "select count(*) from public.strategy_logs where decision_minute = any(%s)", (list(CLOSED),)
+    )
+    assert closed == [(0,)]
+    minutes = {row[0] for row in runs["tight"][2]}
+    assert minutes.isdisjoint(CLOSED)
+    assert {m.date() for m in minutes} == {date(2025, 7, 2), date(2025, 7, 3), date(2025, 7, 7)}

@@ -1,0 +1,348 @@
+"""One strategy minute (decide.py): client order ids, symbol order, context threading, failures.
+
+Pure code only: orders go to a `SimulatedBroker` (told the minute, so it never reads the clock)
+or to a recording stub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from strategy_engine import calendar, decide
+from strategy_engine.brokers.simulated import SimulatedBroker
+from strategy_engine.decide import MinuteInputs, decide_minute, decision_payload
+from strategy_engine.errors import OrderRejected
+from strategy_engine.models import Action, DayState, Features, Limits, Order, OrderIntent, Outcome, Side
+from strategy_engine.risk import RiskContext
+from strategy_engine.strategies import REGISTRY, parse_config
+
+PURE = settings(max_examples=200, derandomize=True, database=None, deadline=None)
+
+T = datetime(2025, 6, 13, 14, 30, tzinfo=UTC)
+STRATEGY_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
+DESIGN_ORDER = [
+    "strategy_inactive",
+    "market_closed",
+    "stale_data",
+    "max_daily_trades",
+    "max_notional_per_trade",
+    "max_notional_per_day",
+    "max_position_size",
+    "max_open_positions",
+    "cool_down",
+    "buying_power",
+]
+SIGNAL_KEYS = {"close", "sma", "trend", "bull", "bear", "net", "ratio", "position_qty", "bars"}
+
+
+def expected_id(strategy_id: object, symbol: str, minute: datetime) -> str:
+    key = f"{strategy_id}|{symbol}|{minute.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    return "se-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+# --- client_order_id ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("strategy_id", "symbol", "minute"),
+    [
+        (STRATEGY_ID, "SPY", T),
+        ("b3c1f7e2-0000-4000-8000-00000000abcd", "BRK.B", datetime(2025, 12, 24, 17, 59, tzinfo=UTC)),
+        (42, "QQQ", datetime(2020, 3, 9, 13, 30, tzinfo=UTC)),
+    ],
+    ids=["uuid", "str_id", "int_id"],
+)
+def test_client_order_id_when_computed_then_se_and_24_hex_of_sha256(
+    strategy_id: object, symbol: str, minute: datetime
+) -> None:
+    cid = decide.client_order_id(strategy_id, symbol, minute)
+    assert cid == expected_id(strategy_id, symbol, minute)
+    assert cid == decide.client_order_id(strategy_id, symbol, minute)
+    assert re.fullmatch(r"se-[0-9a-f]{24}", cid)
+    assert len(cid) <= 48
+
+
+def test_client_order_id_when_known_input_then_known_id() -> None:
+    digest = hashlib.sha256(b"00000000-0000-4000-8000-000000000001|SPY|2025-06-13T14:30:00Z").hexdigest()
+    assert decide.client_order_id(STRATEGY_ID, "SPY", T) == "se-" + digest[:24]
+    assert decide.minute_key(T) == "2025-06-13T14:30:00Z"
+
+
+def test_client_order_id_when_strategy_symbol_or_minute_differs_then_ids_differ() -> None:
+    other = uuid.UUID("00000000-0000-4000-8000-000000000002")
+    ids = {
+        decide.client_order_id(s, sym, m)
+        for s in (STRATEGY_ID, other)
+        for sym in ("SPY", "IWM", "QQQ")
+        for m in (T, T + timedelta(minutes=1), T + timedelta(days=1))
+    }
+    assert len(ids) == 2 * 3 * 3
+
+
+@PURE
+@given(
+    st.uuids(),
+    st.from_regex(r"[A-Z][A-Z0-9.\-]{0,14}", fullmatch=True),
+    st.datetimes(min_value=datetime(2015, 1, 1), max_value=datetime(2099, 1, 1), timezones=st.just(UTC)),  # noqa: DTZ001
+)
+def test_client_order_id_when_any_input_then_stable_short_and_matching_the_formula(
+    strategy_id: uuid.UUID, symbol: str, ts: datetime
+) -> None:
+    minute = calendar.floor_minute(ts)
+    cid = decide.client_order_id(strategy_id, symbol, minute)
+    assert cid == expected_id(strategy_id, symbol, minute)
+    assert len(cid) == 27
+    assert decide.client_order_id(strategy_id, symbol, minute + timedelta(minutes=1)) != cid
+
+
+def test_client_order_id_when_same_instant_in_another_offset_then_same_id() -> None:
+    new_york = T.astimezone(timezone(timedelta(hours=-4)))
+    assert new_york == T
+    assert decide.client_order_id(STRATEGY_ID, "SPY", new_york) == decide.client_order_id(
+        STRATEGY_ID, "SPY", T
+    )
+
+
+# --- decide_minute -------------------------------------------------------------------------------
+
+ENTRY = (101.0, 100.0, 10_000_000, 0)  # close, sma, bull cents, bear cents: up + bullish
+EXIT = (99.0, 100.0, 0, 0)  # down, neutral: exits a long
+QUIET = (100.0, 100.0, 0, 0)  # flat, neutral
+
+
+def feats(symbol: str, shape: tuple[float, float, int, int] = ENTRY, *, bars: int = 20) -> Features:
+    close, sma, bull, bear = shape
+    return Features(symbol, bars, close, sma, T - timedelta(minutes=1), bull, bear)
+
+
+def inputs(
+    symbols: list[str],
+    features: dict[str, Features],
+    limits: Limits | None = None,
+    **config: object,
+) -> MinuteInputs:
+    cfg = parse_config("naive_flow_trend", {"symbols": symbols, **config})
+    return MinuteInputs(STRATEGY_ID, REGISTRY["naive_flow_trend"], cfg, limits or Limits(), T, features)
+
+
+def context(
+    features: dict[str, Features],
+    positions: dict[str, float] | None = None,
+    *,
+    buying_power: float = 100_000.0,
+    is_active: bool = True,
+) -> RiskContext:
+    return RiskContext(
+        minute=T,
+        is_active=is_active,
+        market_open=True,
+        last_bar_ts={s: f.last_bar_ts for s, f in features.items() if f.last_bar_ts is not None},
+        max_bar_age_seconds=120.0,
+        day=DayState(calendar.trading_date(T)),
+        positions=dict(positions or {}),
+        last_trade_at={},
+        buying_power=buying_power,
+    )
+
+
+class Recorder:
+    """A submit stub that fills at the decision price and remembers the order of calls."""
+
+    def __init__(self, reject: Callable[[OrderIntent], bool] = lambda _: False) -> None:
+        self.calls: list[str] = []
+        self.reject = reject
+
+    def __call__(self, intent: OrderIntent) -> Order:
+        self.calls.append(intent.symbol)
+        if self.reject(intent):
+            raise OrderRejected(403, f"{intent.symbol} is not tradable")
+        return Order(
+            intent.client_order_id,
+            "b-" + intent.client_order_id,
+            intent.symbol,
+            intent.side,
+            intent.qty,
+            "filled",
+            intent.qty,
+            intent.price,
+            T,
+        )
+
+
+def test_decide_minute_when_symbols_unsorted_then_walks_them_in_ascending_order() -> None:
+    symbols = ["SPY", "QQQ", "IWM", "DIA"]
+    f = {s: feats(s) for s in symbols}
+    submit = Recorder()
+    decisions, after = decide_minute(inputs(symbols, f), context(f), submit)
+    assert [d.signal.symbol for d in decisions] == ["DIA", "IWM", "QQQ", "SPY"]
+    assert submit.calls == ["DIA", "IWM", "QQQ", "SPY"]
+    assert all(d.outcome is Outcome.ORDERED for d in decisions)
+    assert after.day.trades_today == 4
+    assert dict(after.positions) == dict.fromkeys(symbols, 1.0)
+
+
+def test_decide_minute_when_daily_limit_one_and_two_entries_then_first_alphabetically_ordered() -> None:
+    f = {"SPY": feats("SPY"), "IWM": feats("IWM"), "QQQ": feats("QQQ")}
+    submit = Recorder()
+    decisions, after = decide_minute(
+        inputs(["SPY", "QQQ", "IWM"], f, Limits(max_daily_trades=1)), context(f), submit
+    )
+    assert [(d.signal.symbol, d.outcome) for d in decisions] == [
+        ("IWM", Outcome.ORDERED),
+        ("QQQ", Outcome.BLOCKED),
+        ("SPY", Outcome.BLOCKED),
+    ]
+    assert [d.verdict.code if d.verdict else None for d in decisions] == [
+        None,
+        "max_daily_trades",
+        "max_daily_trades",
+    ]
+    assert submit.calls == ["IWM"]
+    assert after.day.trades_today == 1
+    assert dict(after.positions) == {"IWM": 1.0}
+    blocked = decisions[1]
+    assert blocked.intent is not None
+    assert blocked.order is None
+    assert blocked.verdict is not None
+    assert {c.code: c.observed for c in blocked.verdict.checks}["max_daily_trades"] == 2
+
+
+def test_decide_minute_when_first_order_spends_buying_power_then_next_symbol_sees_it() -> None:
+    f = {"IWM": feats("IWM"), "SPY": feats("SPY")}
+    decisions, after = decide_minute(inputs(["SPY", "IWM"], f), context(f, buying_power=150.0), Recorder())
+    assert [(d.signal.symbol, d.outcome) for d in decisions] == [
+        ("IWM", Outcome.ORDERED),
+        ("SPY", Outcome.BLOCKED),
+    ]
+    assert decisions[1].verdict is not None
+    assert decisions[1].verdict.code == "buying_power"
+    assert after.buying_power == 49.0
+
+
+def test_decide_minute_when_exit_at_daily_limit_then_still_ordered_and_counted() -> None:
+    f = {"IWM": feats("IWM"), "SPY": feats("SPY", EXIT)}
+    limits = Limits(max_daily_trades=1)
+    decisions, after = decide_minute(inputs(["SPY", "IWM"], f, limits), context(f, {"SPY": 3.0}), Recorder())
+    assert [(d.signal.symbol, d.signal.reason, d.outcome) for d in decisions] == [
+        ("IWM", "entry_long", Outcome.ORDERED),
+        ("SPY", "exit_long", Outcome.ORDERED),
+    ]
+    spy = decisions[1]
+    assert spy.intent is not None
+    assert spy.verdict is not None
+    assert (spy.intent.side, spy.intent.qty, spy.verdict.reduce_only) == (Side.SELL, 3.0, True)
+    assert after.day.trades_today == 2
+    assert after.positions["SPY"] == 0.0
+
+
+def test_decide_minute_when_submit_rejects_then_that_decision_failed_and_the_loop_goes_on() -> None:
+    f = {s: feats(s) for s in ("IWM", "QQQ", "SPY")}
+    submit = Recorder(reject=lambda i: i.symbol == "IWM")
+    decisions, after = decide_minute(
+        inputs(["IWM", "QQQ", "SPY"], f, Limits(max_daily_trades=1)), context(f), submit
+    )
+    assert [(d.signal.symbol, d.outcome) for d in decisions] == [
+        ("IWM", Outcome.FAILED),
+        ("QQQ", Outcome.ORDERED),
+        ("SPY", Outcome.BLOCKED),
+    ]
+    failed = decisions[0]
+    assert failed.order is None
+    assert failed.error is not None
+    assert "IWM is not tradable" in failed.error
+    assert failed.intent is not None
+    assert failed.verdict is not None
+    assert failed.verdict.approved
+    assert submit.calls == ["IWM", "QQQ"]
+    assert after.day.trades_today == 1  # a rejected order does not count
+    assert dict(after.positions) == {"QQQ": 1.0}
+    assert decision_payload(failed)["error"] == failed.error
+
+
+def test_decide_minute_when_hold_or_no_data_then_held_without_intent_or_verdict() -> None:
+    f = {"IWM": feats("IWM", QUIET), "QQQ": feats("QQQ", bars=5)}  # SPY has no features at all
+    submit = Recorder()
+    decisions, after = decide_minute(inputs(["SPY", "QQQ", "IWM"], f), context(f), submit)
+    assert [(d.signal.symbol, d.signal.reason, d.outcome) for d in decisions] == [
+        ("IWM", "no_entry", Outcome.HELD),
+        ("QQQ", "insufficient_bars", Outcome.HELD),
+        ("SPY", "insufficient_bars", Outcome.HELD),
+    ]
+    assert all(d.intent is None and d.verdict is None and d.order is None for d in decisions)
+    assert submit.calls == []
+    assert after == context(f)
+    payload = decision_payload(decisions[0])
+    assert set(payload) >= SIGNAL_KEYS
+    assert "risk" not in payload
+
+
+def test_decide_minute_when_inactive_then_orders_blocked_but_decisions_logged() -> None:
+    f = {"IWM": feats("IWM"), "SPY": feats("SPY", EXIT)}
+    submit = Recorder()
+    decisions, _ = decide_minute(inputs(["SPY", "IWM"], f), context(f, {"SPY": 2.0}, is_active=False), submit)
+    assert [(d.signal.action, d.outcome) for d in decisions] == [
+        (Action.BUY, Outcome.BLOCKED),
+        (Action.SELL, Outcome.BLOCKED),
+    ]
+    assert {d.verdict.code for d in decisions if d.verdict} == {"strategy_inactive"}
+    assert submit.calls == []
+
+
+def test_decide_minute_when_ordered_then_intent_carries_price_and_client_order_id() -> None:
+    f = {"SPY": feats("SPY")}
+    broker = SimulatedBroker(10_000.0, now=T)
+    decisions, after = decide_minute(inputs(["SPY"], f, order_qty=2), context(f), broker.submit)
+    (d,) = decisions
+    assert d.intent == OrderIntent("SPY", Side.BUY, 2, 101.0, expected_id(STRATEGY_ID, "SPY", T))
+    assert d.order is not None
+    assert (d.order.client_order_id, d.order.filled_qty, d.order.filled_avg_price) == (
+        d.intent.client_order_id,
+        2,
+        101.0,
+    )
+    assert broker.cash == 10_000.0 - 202.0
+    assert after.buying_power == 100_000.0 - 202.0
+
+
+@pytest.mark.parametrize(
+    ("positions", "shape", "limits", "outcome"),
+    [
+        ({}, ENTRY, Limits(max_daily_trades=5, cool_down_minutes=1), Outcome.ORDERED),
+        ({}, ENTRY, Limits(max_notional_per_trade=100), Outcome.BLOCKED),
+        ({"SPY": 4.0}, EXIT, Limits(max_notional_per_trade=1), Outcome.ORDERED),
+    ],
+    ids=["ordered_entry", "blocked_entry", "reduce_only_exit"],
+)
+def test_decision_payload_when_order_then_holds_signal_and_every_risk_check(
+    positions: dict[str, float], shape: tuple[float, float, int, int], limits: Limits, outcome: Outcome
+) -> None:
+    f = {"SPY": feats("SPY", shape)}
+    (d,), _ = decide_minute(inputs(["SPY"], f, limits), context(f, positions), Recorder())
+    assert d.outcome is outcome
+    assert d.verdict is not None
+    payload = decision_payload(d)
+    assert set(payload) >= SIGNAL_KEYS | {"risk"}
+    assert {k: payload[k] for k in SIGNAL_KEYS} == {k: d.signal.payload[k] for k in SIGNAL_KEYS}
+    checks = payload["risk"]["checks"]
+    assert [c["code"] for c in checks] == DESIGN_ORDER
+    assert all(set(c) == {"code", "observed", "limit", "passed"} for c in checks)
+    assert checks == [c.as_json() for c in d.verdict.checks]
+    assert payload["risk"]["reduce_only"] is d.verdict.reduce_only
+    by_code = {c["code"]: c for c in checks}
+    if not d.verdict.reduce_only:
+        assert by_code["max_notional_per_trade"]["observed"] == 101.0
+        assert by_code["max_notional_per_trade"]["limit"] == limits.max_notional_per_trade
+        assert by_code["buying_power"]["limit"] == 100_000.0
+    assert by_code["stale_data"]["observed"] == 60.0
+    assert by_code["stale_data"]["limit"] == 120.0
+    assert json.loads(json.dumps(payload, allow_nan=False)) == payload
+    assert "risk" not in d.signal.payload  # decision_payload copies, never writes into the signal

@@ -1,0 +1,557 @@
+"""Deploy as code, checked without a cloud account.
+
+- `terraform fmt -check` on every stack, and `terraform validate` of the AWS stack against the
+  hashicorp/aws provider in the machine's local filesystem mirror (skipped, with the reason,
+  where Terraform or the mirror is missing; the Google stack is validated only if a google
+  provider is mirrored too).
+- The HCL, parsed with python-hcl2: the resources exist; the schedule fires every trading
+  minute in America/New_York with a retry policy; the scheduler's identity can invoke the tick
+  and nothing else; the runtime identity can read its secrets and nothing else; secrets reach
+  the functions by reference only; no secret value is written anywhere in infra/.
+- Supabase: config.toml in the CLI layout, and cron.sql run against stand-ins for pg_cron,
+  pg_net and Vault on the test Postgres: it refuses without the Vault secrets, schedules once
+  however often it runs, and its job posts to the Vault URL with the Vault bearer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import psycopg
+import pytest
+from hcl2 import SerializationOptions
+
+REPO = Path(__file__).resolve().parents[1]
+INFRA = REPO / "infra"
+MIRROR = Path(os.environ.get("TF_PLUGIN_MIRROR", "/opt/tf-plugins"))
+SECRET_ENV = {"DATABASE_URL", "ALPACA_API_KEY", "ALPACA_SECRET_KEY", "ENGINE_HTTP_SECRET"}
+SECRET_VARIABLES = {"database_url", "alpaca_api_key", "alpaca_secret_key", "engine_http_secret"}
+TERRAFORM = shutil.which("terraform")
+needs_terraform = pytest.mark.skipif(TERRAFORM is None, reason="terraform is not installed on this machine")
+
+
+# ---- loading --------------------------------------------------------------------------------
+
+
+class Stack:
+    """Every block of one Terraform directory, merged across its files."""
+
+    def __init__(self, folder: Path) -> None:
+        options = SerializationOptions(with_comments=False, explicit_blocks=False, strip_string_quotes=True)
+        self.blocks: dict[str, list[Any]] = {}
+        for path in sorted(folder.glob("*.tf")):
+            with path.open() as fh:
+                for kind, items in hcl2.load(fh, serialization_options=options).items():
+                    self.blocks.setdefault(kind, []).extend(items)
+
+    def _typed(self, kind: str) -> dict[str, dict[str, dict[str, Any]]]:
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for item in self.blocks.get(kind, []):
+            for rtype, named in item.items():
+                out.setdefault(rtype, {}).update(named)
+        return out
+
+    @property
+    def resources(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return self._typed("resource")
+
+    @property
+    def data(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return self._typed("data")
+
+    def resource(self, rtype: str, name: str) -> dict[str, Any]:
+        assert name in self.resources.get(rtype, {}), f"missing resource {rtype}.{name}"
+        return self.resources[rtype][name]
+
+    @property
+    def variables(self) -> dict[str, dict[str, Any]]:
+        return {k: v for item in self.blocks.get("variable", []) for k, v in item.items()}
+
+    @property
+    def outputs(self) -> dict[str, dict[str, Any]]:
+        return {k: v for item in self.blocks.get("output", []) for k, v in item.items()}
+
+    @property
+    def locals(self) -> dict[str, Any]:
+        return {k: v for item in self.blocks.get("locals", []) for k, v in item.items()}
+
+    def providers(self) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for block in self.blocks.get("terraform", []):
+            for req in block.get("required_providers", []):
+                found.update(req)
+        return found
+
+
+@pytest.fixture(scope="module")
+def gcp() -> Stack:
+    return Stack(INFRA / "gcp")
+
+
+@pytest.fixture(scope="module")
+def aws() -> Stack:
+    return Stack(INFRA / "aws")
+
+
+def first(block: list[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:
+    """A nested block parses as a one-element list."""
+    return block[0] if isinstance(block, list) else block
+
+
+def walk(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from walk(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from walk(value, f"{path}[{i}]")
+    else:
+        yield path, node
+
+
+# ---- both stacks ----------------------------------------------------------------------------
+
+
+@needs_terraform
+def test_terraform_fmt_is_clean(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(TERRAFORM), "fmt", "-check", "-recursive", "-diff", str(INFRA)],
+        capture_output=True,
+        text=True,
+        env=_tf_env(tmp_path, mirror=False),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("stack", "provider", "constraint"),
+    [("gcp", "google", "~> 7.0"), ("aws", "aws", "~> 5.100")],
+)
+def test_providers_are_pinned(stack: str, provider: str, constraint: str) -> None:
+    s = Stack(INFRA / stack)
+    req = s.providers()[provider]
+    assert req["source"] == f"hashicorp/{provider}"
+    assert req["version"] == constraint
+    assert any(b.get("required_version", "").startswith(">= 1.11") for b in s.blocks["terraform"])
+
+
+@pytest.mark.parametrize("stack", ["gcp", "aws"])
+def test_every_variable_and_output_is_described(stack: str) -> None:
+    s = Stack(INFRA / stack)
+    assert s.variables and s.outputs
+    for name, body in {**s.variables, **s.outputs}.items():
+        assert len(body.get("description", "")) > 10, f"{name} has no description"
+
+
+@pytest.mark.parametrize("stack", ["gcp", "aws"])
+def test_secret_variables_are_ephemeral_sensitive_and_have_no_default(stack: str) -> None:
+    variables = Stack(INFRA / stack).variables
+    for name in SECRET_VARIABLES:
+        body = variables[name]
+        assert body["sensitive"] is True, name
+        assert body["ephemeral"] is True, name  # never in a plan file or the state
+        assert "default" not in body, name
+
+
+# Values that look like credentials: cloud keys, private keys, JWTs (Supabase keys), Alpaca key
+# ids, Postgres URLs with a password, a literal bearer token.
+SECRET_PATTERNS = [
+    re.compile(r"AKIA[0-9A-Z]{16}"),
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
+    re.compile(r"\b[PA]K[A-Z0-9]{16,}\b"),
+    re.compile(r"sb_secret_[A-Za-z0-9]+"),
+    re.compile(r"postgres(?:ql)?://[^\s:/@$]+:[^\s@$<]+@"),
+    re.compile(r"Bearer [A-Za-z0-9._~+/-]{8,}"),
+]
+
+
+def _infra_files() -> list[Path]:
+    return sorted(p for p in INFRA.rglob("*") if p.is_file() and ".terraform" not in p.parts)
+
+
+@pytest.mark.parametrize("path", _infra_files(), ids=lambda p: str(p.relative_to(INFRA)))
+def test_no_secret_literal_in_infra(path: Path) -> None:
+    text = path.read_text()
+    for pattern in SECRET_PATTERNS:
+        assert not pattern.search(text), f"{path}: looks like a secret: {pattern.pattern}"
+
+
+@pytest.mark.parametrize("stack", ["gcp", "aws"])
+def test_secret_attributes_hold_references_not_literals(stack: str) -> None:
+    """Any attribute named like a secret value is an expression, never a literal string."""
+    s = Stack(INFRA / stack)
+    secretish = re.compile(r"(?:^|_)(secret_data|secret_string|password|token|api_key|secret_key)(?:_wo)?$")
+    for path, value in walk(s.resources):
+        leaf = path.rsplit(".", 1)[-1]
+        if secretish.search(leaf) and isinstance(value, str):
+            assert value.startswith("${"), f"{stack}{path} = {value!r} is a literal"
+    # The stored-in-state forms are not used at all: only the write-only ones.
+    text = "\n".join(p.read_text() for p in (INFRA / stack).glob("*.tf"))
+    assert not re.search(r"^\s*(secret_data|secret_string)\s*=", text, re.M)
+
+
+# ---- Google Cloud ---------------------------------------------------------------------------
+
+
+def test_gcp_functions_cover_the_four_entry_points(gcp: Stack) -> None:
+    fn = gcp.resource("google_cloudfunctions2_function", "engine")
+    assert fn["for_each"] == "${local.entry_points}"
+    assert set(gcp.locals["entry_points"]) == {"tick", "backfill", "webhook", "health"}
+    build = first(fn["build_config"])
+    assert build["entry_point"] == "${each.key}"
+    assert build["runtime"] == "${var.runtime}"
+    assert gcp.variables["runtime"]["default"] in {"python311", "python312"}
+    source = first(first(build["source"])["storage_source"])
+    assert source["object"] == "${google_storage_bucket_object.source.name}"
+    assert "var.source_zip" in gcp.resource("google_storage_bucket_object", "source")["source"]
+    assert gcp.locals["entry_points"]["tick"]["timeout_seconds"] < 60
+
+
+def test_gcp_secrets_reach_the_functions_as_references(gcp: Stack) -> None:
+    names = set(re.findall(r'\\?"([A-Z_]+)\\?"', gcp.locals["secret_names"]))
+    assert names == SECRET_ENV
+    assert set(gcp.locals["secret_values"]) == SECRET_ENV
+    assert gcp.resource("google_secret_manager_secret", "engine")["for_each"] == "${local.secret_names}"
+    version = gcp.resource("google_secret_manager_secret_version", "engine")
+    assert version["secret_data_wo"] == "${local.secret_values[each.value]}"
+    assert version["secret_data_wo_version"] == "${var.secrets_version}"
+
+    service = first(gcp.resource("google_cloudfunctions2_function", "engine")["service_config"])
+    dynamic = first(service["dynamic"])["secret_environment_variables"]
+    assert dynamic["for_each"] == "${local.secret_names}"
+    content = first(dynamic["content"])
+    assert content["key"] == "${secret_environment_variables.value}"
+    assert content["secret"].startswith("${google_secret_manager_secret.engine[")
+    assert content["version"].startswith("${google_secret_manager_secret_version.engine[")
+    # Plain environment carries no secret.
+    assert not set(service["environment_variables"]) & SECRET_ENV
+
+
+def test_gcp_runtime_identity_reads_exactly_its_secrets(gcp: Stack) -> None:
+    fn = gcp.resource("google_cloudfunctions2_function", "engine")
+    assert first(fn["service_config"])["service_account_email"] == "${google_service_account.runtime.email}"
+    grant = gcp.resource("google_secret_manager_secret_iam_member", "runtime")
+    assert grant["for_each"] == "${local.secret_names}"
+    assert grant["secret_id"] == "${google_secret_manager_secret.engine[each.value].id}"
+    assert grant["role"] == "roles/secretmanager.secretAccessor"
+    assert grant["member"] == "serviceAccount:${google_service_account.runtime.email}"
+    # No project-wide role for the runtime or the scheduler identity.
+    for name, body in gcp.resources.get("google_project_iam_member", {}).items():
+        assert "google_service_account.runtime" not in body["member"], name
+        assert "google_service_account.scheduler" not in body["member"], name
+
+
+def test_gcp_scheduler_identity_may_only_invoke_the_tick(gcp: Stack) -> None:
+    grants = [
+        (rtype, name, body)
+        for rtype, named in gcp.resources.items()
+        if rtype.endswith("_iam_member") or rtype.endswith("_iam_binding")
+        for name, body in named.items()
+        if "google_service_account.scheduler" in json.dumps(body)
+    ]
+    assert len(grants) == 1, grants
+    rtype, _, body = grants[0]
+    assert rtype == "google_cloud_run_v2_service_iam_member"
+    assert body["name"] == '${google_cloudfunctions2_function.engine["tick"].name}'
+    assert body["role"] == "roles/run.invoker"
+    assert body["member"] == "serviceAccount:${google_service_account.scheduler.email}"
+
+
+def test_gcp_only_listed_entry_points_are_public(gcp: Stack) -> None:
+    public = gcp.resource("google_cloud_run_v2_service_iam_member", "public")
+    assert public["for_each"] == "${var.public_entry_points}"
+    assert public["member"] == "allUsers"
+    assert gcp.variables["public_entry_points"]["default"] == ["webhook"]
+    env = first(gcp.resource("google_cloudfunctions2_function", "engine")["service_config"])
+    trust = env["environment_variables"]["ENGINE_TRUST_PLATFORM_AUTH"]
+    assert "contains(var.public_entry_points, each.key)" in trust  # public ones check the bearer
+
+
+def test_gcp_schedule_every_trading_minute_in_new_york_with_oidc_and_retries(gcp: Stack) -> None:
+    job = gcp.resource("google_cloud_scheduler_job", "tick")
+    assert job["time_zone"] == "America/New_York"
+    assert job["schedule"] == "${var.tick_schedule}"
+    assert gcp.variables["tick_schedule"]["default"] == "* 9-15 * * 1-5"
+    retry = first(job["retry_config"])
+    assert retry["retry_count"] == "${var.tick_retry_count}"
+    assert gcp.variables["tick_retry_count"]["default"] > 0
+    assert retry["max_retry_duration"] == "50s"  # retries stay inside the minute
+    assert job["attempt_deadline"] == "60s"
+
+    target = first(job["http_target"])
+    assert target["http_method"] == "POST"
+    assert gcp.locals["tick_url"] == '${google_cloudfunctions2_function.engine["tick"].service_config[0].uri}'
+    assert target["uri"] == "${local.tick_url}"
+    oidc = first(target["oidc_token"])
+    assert oidc["service_account_email"] == "${google_service_account.scheduler.email}"
+    assert oidc["audience"] == target["uri"]
+    # The operator's pause survives the next apply.
+    assert first(job["lifecycle"])["ignore_changes"] == ["paused"]
+
+
+def test_gcp_outputs_name_the_job_for_the_cli(gcp: Stack) -> None:
+    env = gcp.outputs["schedule_cli_env"]["value"]
+    assert set(env) == {"SCHEDULER_PROJECT", "SCHEDULER_LOCATION", "SCHEDULER_JOB"}
+    assert {"function_urls", "tick_url", "scheduler_job"} <= set(gcp.outputs)
+
+
+# ---- AWS ------------------------------------------------------------------------------------
+
+
+def test_aws_lambda_from_the_deploy_zip(aws: Stack) -> None:
+    fn = aws.resource("aws_lambda_function", "engine")
+    assert fn["handler"] == "functions.lambda_handler.handler"
+    assert fn["runtime"] == "${var.lambda_runtime}"
+    assert aws.variables["lambda_runtime"]["default"] in {"python3.11", "python3.12"}
+    assert fn["source_code_hash"] == "${filebase64sha256(var.lambda_zip)}"
+    assert aws.variables["lambda_zip"]["default"].endswith("build/aws/lambda.zip")
+    assert "var.lambda_zip" in aws.resource("aws_s3_object", "lambda_zip")["source"]
+    env = first(fn["environment"])["variables"]
+    assert env == {
+        "ENGINE_SECRET_ARN": "${aws_secretsmanager_secret.engine.arn}",
+        "ENGINE_TRUST_PLATFORM_AUTH": "true",
+    }
+
+
+def test_aws_secret_written_write_only(aws: Stack) -> None:
+    version = aws.resource("aws_secretsmanager_secret_version", "engine")
+    assert version["secret_id"] == "${aws_secretsmanager_secret.engine.id}"
+    for name in SECRET_ENV:
+        assert f"{name} = var." in version["secret_string_wo"]
+    assert version["secret_string_wo_version"] == "${var.secrets_version}"
+
+
+def test_aws_schedule_passes_its_scheduled_time_and_retries_inside_the_minute(aws: Stack) -> None:
+    schedule = aws.resource("aws_scheduler_schedule", "tick")
+    assert schedule["schedule_expression_timezone"] == "America/New_York"
+    assert schedule["schedule_expression"] == "${var.tick_schedule}"
+    assert aws.variables["tick_schedule"]["default"] == "cron(* 9-15 ? * MON-FRI *)"
+    assert first(schedule["flexible_time_window"])["mode"] == "OFF"
+    target = first(schedule["target"])
+    assert target["arn"] == "${aws_lambda_function.engine.arn}"
+    assert target["role_arn"] == "${aws_iam_role.scheduler.arn}"
+    assert target["input"].startswith("${jsonencode(")
+    assert 'source = "scheduler"' in target["input"].replace('\\"', '"')
+    assert 'minute = "<aws.scheduler.scheduled-time>"' in target["input"].replace('\\"', '"')
+    retry = first(target["retry_policy"])
+    assert retry["maximum_event_age_in_seconds"] == 60
+    assert retry["maximum_retry_attempts"] >= 1
+    invoke = aws.resource("aws_lambda_function_event_invoke_config", "engine")
+    assert invoke["maximum_retry_attempts"] == 0  # no late replays one and two minutes later
+
+
+def _statements(aws: Stack, name: str) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = aws.data["aws_iam_policy_document"][name]["statement"]
+    return statements
+
+
+def test_aws_scheduler_role_may_only_invoke_this_function(aws: Stack) -> None:
+    assert aws.resource("aws_iam_role_policy", "scheduler")["role"] == "${aws_iam_role.scheduler.id}"
+    (statement,) = _statements(aws, "scheduler")
+    assert statement["actions"] == ["lambda:InvokeFunction"]
+    assert statement["resources"] == ["${aws_lambda_function.engine.arn}"]
+    (trust,) = _statements(aws, "scheduler_trust")
+    assert first(trust["principals"])["identifiers"] == ["scheduler.amazonaws.com"]
+    assert {c["variable"] for c in trust["condition"]} == {"aws:SourceAccount", "aws:SourceArn"}
+    # Nothing else is attached to the role.
+    attached = [
+        body
+        for rtype in ("aws_iam_role_policy", "aws_iam_role_policy_attachment")
+        for body in aws.resources.get(rtype, {}).values()
+        if body["role"].startswith("${aws_iam_role.scheduler.")
+    ]
+    assert len(attached) == 1
+
+
+def test_aws_lambda_role_reads_its_secret_and_writes_its_logs_only(aws: Stack) -> None:
+    statements = {s["sid"]: s for s in _statements(aws, "lambda")}
+    assert set(statements) == {"ReadOwnSecret", "WriteOwnLogs"}
+    assert statements["ReadOwnSecret"]["actions"] == ["secretsmanager:GetSecretValue"]
+    assert statements["ReadOwnSecret"]["resources"] == ["${aws_secretsmanager_secret.engine.arn}"]
+    assert set(statements["WriteOwnLogs"]["actions"]) == {"logs:CreateLogStream", "logs:PutLogEvents"}
+    assert statements["WriteOwnLogs"]["resources"] == ["${aws_cloudwatch_log_group.engine.arn}:*"]
+    assert aws.resource("aws_lambda_function", "engine")["role"] == "${aws_iam_role.lambda.arn}"
+    # No wildcard resource in any policy of the stack.
+    for _, value in walk(aws.data["aws_iam_policy_document"]):
+        assert value != "*"
+    assert "aws_iam_role_policy_attachment" not in aws.resources  # no broad managed policy
+
+
+def test_aws_function_url_requires_iam_and_logs_are_retained(aws: Stack) -> None:
+    url = aws.resource("aws_lambda_function_url", "engine")
+    assert url["authorization_type"] == "AWS_IAM"
+    logs = aws.resource("aws_cloudwatch_log_group", "engine")
+    assert logs["name"] == "/aws/lambda/${local.function_name}"
+    assert logs["retention_in_days"] == "${var.log_retention_days}"
+    assert aws.variables["log_retention_days"]["default"] > 0
+    for permission in aws.resources.get("aws_lambda_permission", {}).values():
+        assert permission["principal"] != "*"
+
+
+def _tf_env(tmp_path: Path, *, mirror: bool) -> dict[str, str]:
+    """Terraform with a CLI config of our own: the filesystem mirror only, never the network."""
+    config = tmp_path / "terraformrc"
+    block = (
+        f'provider_installation {{\n  filesystem_mirror {{\n    path = "{MIRROR}"\n  }}\n}}\n'
+        if mirror
+        else ""
+    )
+    config.write_text(block)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+    env.update(TF_CLI_CONFIG_FILE=str(config), TF_IN_AUTOMATION="1", CHECKPOINT_DISABLE="1")
+    return env
+
+
+def _validate(stack: str, tmp_path: Path) -> dict[str, Any]:
+    work = tmp_path / stack
+    shutil.copytree(INFRA / stack, work, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*"))
+    env = _tf_env(tmp_path, mirror=True)
+    init = subprocess.run(
+        [str(TERRAFORM), f"-chdir={work}", "init", "-backend=false", "-input=false", "-no-color"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    assert init.returncode == 0, init.stdout + init.stderr
+    result = subprocess.run(
+        [str(TERRAFORM), f"-chdir={work}", "validate", "-json", "-no-color"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+@needs_terraform
+@pytest.mark.skipif(
+    not (MIRROR / "registry.terraform.io/hashicorp/aws").is_dir(),
+    reason=f"no hashicorp/aws provider in the local mirror {MIRROR} (validate runs offline only)",
+)
+def test_aws_stack_validates_against_the_mirrored_provider(tmp_path: Path) -> None:
+    report = _validate("aws", tmp_path)
+    assert report["valid"] is True, report["diagnostics"]
+    assert report["warning_count"] == 0, report["diagnostics"]
+
+
+@needs_terraform
+@pytest.mark.skipif(
+    not (MIRROR / "registry.terraform.io/hashicorp/google").is_dir(),
+    reason=f"no hashicorp/google provider in the local mirror {MIRROR}; the Google stack is checked by "
+    "fmt and the HCL tests only",
+)
+def test_gcp_stack_validates_against_the_mirrored_provider(tmp_path: Path) -> None:
+    report = _validate("gcp", tmp_path)
+    assert report["valid"] is True, report["diagnostics"]
+
+
+# ---- Supabase -------------------------------------------------------------------------------
+
+
+def test_supabase_config_is_in_the_cli_layout() -> None:
+    config = tomllib.loads((INFRA / "supabase" / "config.toml").read_text())
+    assert config["project_id"]
+    assert config["db"]["migrations"]["enabled"] is True
+    assert config["db"]["seed"]["enabled"] is False
+    migrations = sorted((INFRA / "supabase" / "migrations").glob("*.sql"))
+    assert migrations, "the CLI applies infra/supabase/migrations; it is empty"
+    for path in migrations:
+        assert re.fullmatch(r"\d{14}_.+\.sql", path.name), path.name
+
+
+CRON_SQL = INFRA / "supabase" / "cron.sql"
+
+# The SQL interface of pg_cron, pg_net and Supabase Vault, as far as cron.sql uses it. The test
+# server has none of these extensions; the stand-ins let the real file run and record what its
+# job would send.
+STANDINS = """
+create schema cron;
+create table cron.job (jobid bigserial primary key, jobname text unique, schedule text, command text,
+                       active boolean not null default true);
+create table cron.job_run_details (jobid bigint, end_time timestamptz);
+create function cron.schedule(job_name text, schedule text, command text) returns bigint
+language sql as $$
+  insert into cron.job (jobname, schedule, command) values (job_name, schedule, command)
+  on conflict (jobname) do update set schedule = excluded.schedule, command = excluded.command
+  returning jobid $$;
+create schema net;
+create table net.calls (url text, headers jsonb, body jsonb, timeout_milliseconds int);
+create function net.http_post(url text, body jsonb default '{}', params jsonb default '{}',
+  headers jsonb default '{"Content-Type": "application/json"}', timeout_milliseconds int default 2000)
+returns bigint language sql as $$
+  insert into net.calls values (url, headers, body, timeout_milliseconds); select 1::bigint $$;
+create schema vault;
+create table vault.secrets (id bigserial, name text unique, secret text);
+create view vault.decrypted_secrets as select id, name, secret as decrypted_secret from vault.secrets;
+"""
+
+
+def _cron_sql_without_extensions() -> str:
+    text = CRON_SQL.read_text()
+    assert re.search(r"^create extension if not exists pg_cron", text, re.M)
+    assert re.search(r"^create extension if not exists pg_net", text, re.M)
+    return re.sub(r"^create extension .*$", "", text, flags=re.M)
+
+
+@pytest.fixture
+def cron_db(empty_db_url: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(STANDINS)
+        yield conn
+
+
+def test_cron_sql_refuses_without_the_vault_secrets(cron_db: psycopg.Connection[tuple[Any, ...]]) -> None:
+    with pytest.raises(psycopg.errors.RaiseException, match="engine_tick_url, engine_http_secret"):
+        cron_db.execute(_cron_sql_without_extensions())
+    assert cron_db.execute("select count(*) from cron.job").fetchone() == (0,)
+
+
+def test_cron_sql_schedules_once_and_posts_with_the_vault_bearer(
+    cron_db: psycopg.Connection[tuple[Any, ...]],
+) -> None:
+    url, bearer = "https://tick.example.test/tick", "vault-held-value-123"
+    cron_db.execute(
+        "insert into vault.secrets (name, secret) values ('engine_tick_url', %s), ('engine_http_secret', %s)",
+        (url, bearer),
+    )
+    sql = _cron_sql_without_extensions()
+    cron_db.execute(sql)
+    cron_db.execute(sql)  # re-runnable: cron.schedule with an existing name replaces the job
+
+    jobs = dict(cron_db.execute("select jobname, schedule from cron.job").fetchall())
+    assert jobs == {"strategy-engine-tick": "* 13-20 * * 1-5", "strategy-engine-cron-cleanup": "17 3 * * *"}
+    row = cron_db.execute("select command from cron.job where jobname = 'strategy-engine-tick'").fetchone()
+    assert row is not None
+    command = row[0]
+    assert url not in command and bearer not in command  # read from Vault at each run
+
+    cron_db.execute(command)  # what pg_cron runs every minute
+    calls = cron_db.execute("select url, headers, body, timeout_milliseconds from net.calls").fetchall()
+    assert len(calls) == 1
+    sent_url, headers, body, timeout_ms = calls[0]
+    assert sent_url == url
+    assert headers == {"Content-Type": "application/json", "Authorization": f"Bearer {bearer}"}
+    assert set(body) == {"minute"}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:00Z", body["minute"])
+    assert timeout_ms == 55000
+
+    cleanup = cron_db.execute("select command from cron.job where jobname = 'strategy-engine-cron-cleanup'")
+    cleanup_row = cleanup.fetchone()
+    assert cleanup_row is not None
+    cron_db.execute(cleanup_row[0])
