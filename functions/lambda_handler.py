@@ -4,9 +4,13 @@
   `{"source": "scheduler", "minute": "<aws.scheduler.scheduled-time>"}`: the same time on every
   retry of one scheduled invocation, so T is stable. IAM (the scheduler's role) authorised the
   invocation; there is no bearer. A tick that ends in 5xx (a database or broker outage) RAISES
-  `ScheduledTickFailed`: Lambda then records a function error, and an asynchronous invocation is
-  retried only by raising (per the function's event-invoke config; a returned value counts as
-  success). A malformed event returns its 400 without raising: a retry cannot fix it.
+  `ScheduledTickFailed`, because only a raised error is a failed invocation: Lambda records it
+  (Errors metric, on-failure destination) and retries the event per the function's event-invoke
+  config (maximum_retry_attempts, maximum_event_age_in_seconds; Lambda's retries come 1 and 2
+  minutes later). The schedule's own retry_policy covers delivery only: the invocation is
+  asynchronous, so Scheduler has succeeded once Lambda queued the event. A retry carries the same
+  minute, so the engine redoes only what the outage left undone. A malformed event returns its
+  400 without raising: a retry cannot fix it.
 - A Function URL request (payload format 2.0): `rawPath` routes /tick, /backfill, /webhook and
   /health; headers arrive in lower case; the body may be base64. It goes through the same
   `http_api.handle` as the functions-framework targets, with the same status codes.
@@ -53,10 +57,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         status = 503 if isinstance(exc, Unavailable) else 500
         retry = {"Retry-After": str(http_api.RETRY_AFTER_SECONDS)} if status == 503 else {}
         return _url_response(http_api.HttpResponse(status, {"error": "secrets unavailable"}, retry))
+    request_id = getattr(context, "aws_request_id", None)
     if is_url:
-        req = _url_request(event, getattr(context, "aws_request_id", None))
+        req = _url_request(event, request_id)
         return _url_response(http_api.handle(req.path.strip("/"), req))
-    resp = http_api.handle_scheduled(event)
+    resp = http_api.handle_scheduled(event, request_id)
     if resp.status >= 500:
         raise ScheduledTickFailed(resp.json_text())
     return resp.body

@@ -54,8 +54,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # silence the default stderr log
         return
 
-    def _answer(self, status: int, doc: dict[str, Any] | None = None, body: bytes | None = None,
-                content_type: str = "application/json") -> None:
+    def _answer(
+        self,
+        status: int,
+        doc: dict[str, Any] | None = None,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         data = body if body is not None else json.dumps(doc or {}).encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -122,8 +127,8 @@ class _Handler(BaseHTTPRequestHandler):
         file = parts["file"]
         cache = parts.get("cacheControl")
         objects[target] = StoredObject(
-            file.get_content_type(),
-            file.get_payload(decode=True) or b"",
+            file.get_content_type() + (f"; charset={cs}" if (cs := file.get_content_charset()) else ""),
+            bytes(file.get_payload(decode=True) or b""),
             None if cache is None else str(cache.get_payload()),
         )
         self._answer(200, {"Key": f"{target[0]}/{target[1]}", "Id": f"id-{len(objects)}"})

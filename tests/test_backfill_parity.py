@@ -32,11 +32,15 @@ from strategy_engine.models import Limits
 from strategy_engine.replay import stored
 from strategy_engine.risk import RiskCode
 from strategy_engine.store import Session, connect
-
 from tests.conftest import load_market, seed
 
 SYMBOLS = ("IWM", "QQQ", "SPY", "XLF")
-CONFIG: dict[str, Any] = {"symbols": list(SYMBOLS), "min_flow_premium": 20_000, "order_qty": 10, "allow_short": True}
+CONFIG: dict[str, Any] = {
+    "symbols": list(SYMBOLS),
+    "min_flow_premium": 20_000,
+    "order_qty": 10,
+    "allow_short": True,
+}
 TIGHT = Limits(
     max_daily_trades=20,
     max_notional_per_trade=5_000,
@@ -71,12 +75,16 @@ def _first_difference(live: list[Any], back: list[Any]) -> str:
 def _live_and_backfill(s: Session) -> dict[str, tuple[backfill.BackfillResult, list[Any], list[Any]]]:
     ids = {
         "tight": seed(s, name="tight", config=CONFIG, limits=TIGHT, cash=5_000, account="a-tight"),
-        "capped": seed(s, name="capped", config=CONFIG, limits=Limits(max_position_size=5), account="a-capped"),
+        "capped": seed(
+            s, name="capped", config=CONFIG, limits=Limits(max_position_size=5), account="a-capped"
+        ),
         "off": seed(s, name="off", config=CONFIG, active=False, account="a-off"),
     }
     data = load_market(
         s,
-        synthetic.MarketSpec(SYMBOLS, date(2025, 7, 2), date(2025, 7, 7), missing_bar_prob=0.03, outages=(OUTAGE,)),
+        synthetic.MarketSpec(
+            SYMBOLS, date(2025, 7, 2), date(2025, 7, 7), missing_bar_prob=0.03, outages=(OUTAGE,)
+        ),
     )
     deps = engine.Deps(slippage_bps=SLIPPAGE)
     for minute in data.minutes:
@@ -134,8 +142,16 @@ def test_backfill_fills_and_final_account_equal_live_tick(parity: Any) -> None:
         """
     )
     back = [
-        (o.submitted_at, o.symbol, o.side.value, o.qty, o.filled_qty, stored(o.filled_avg_price or 0.0),
-         o.client_order_id, o.status)
+        (
+            o.submitted_at,
+            o.symbol,
+            o.side.value,
+            o.qty,
+            o.filled_qty,
+            stored(o.filled_avg_price or 0.0),
+            o.client_order_id,
+            o.status,
+        )
         for _, _, o in r.fills
     ]
     assert len(live) == result.doc["orders"] > 20
@@ -149,7 +165,9 @@ def test_backfill_fills_and_final_account_equal_live_tick(parity: Any) -> None:
         """
     ) or (None, None)
     assert cash == r.cash_after[-1]
-    assert positions == {sym: q for sym, q in zip(r.symbols, r.position_after[:, -1].tolist(), strict=True) if q}
+    assert positions == {
+        sym: q for sym, q in zip(r.symbols, r.position_after[:, -1].tolist(), strict=True) if q
+    }
 
 
 def test_every_risk_code_but_market_closed_fires_and_every_reason_appears(parity: Any) -> None:
@@ -158,7 +176,13 @@ def test_every_risk_code_but_market_closed_fires_and_every_reason_appears(parity
     reasons = {row[4] for _, live, _ in runs.values() for row in live}
     assert codes == {c.value for c in RiskCode} - {RiskCode.MARKET_CLOSED.value}
     assert reasons == {
-        "insufficient_bars", "no_entry", "hold_position", "entry_long", "exit_long", "entry_short", "exit_short"
+        "insufficient_bars",
+        "no_entry",
+        "hold_position",
+        "entry_long",
+        "exit_long",
+        "entry_short",
+        "exit_short",
     }
 
 

@@ -116,8 +116,16 @@ def test_nothing_configured_then_fails_closed_403(
     configure(monkeypatch, db_url, secret=None, trust=False)
     before = counts(db_url)
     r = client.post("/", headers={**AUTH, SCHEDULE: T_NEW_YORK})
-    assert r.status_code == 403 and "no authentication configured" in r.get_json()["error"]
+    assert r.status_code == 403 and "no ENGINE_HTTP_SECRET" in r.get_json()["error"]
     assert counts(db_url) == before
+
+
+def test_short_secret_then_fails_closed_403(
+    client: FlaskClient, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch, db_url, secret="short-secret")
+    r = client.post("/", headers={"Authorization": "Bearer short-secret", SCHEDULE: T_NEW_YORK})
+    assert r.status_code == 403 and "16+ characters" in r.get_json()["error"]
 
 
 def test_platform_auth_trusted_then_no_bearer_needed(
@@ -221,12 +229,17 @@ def test_database_down_then_503_with_retry_after(
     assert "database unavailable" in r.get_json()["error"]
 
 
-def test_database_url_missing_then_500_without_detail(
-    client: FlaskClient, db_url: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "url", [None, "mysql://engine:hunter2-pw@db.example/x", "postgresql://engine:hunter2-pw@[db/x"]
+)
+def test_database_url_missing_or_invalid_then_500_without_detail(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch, url: str | None
 ) -> None:
-    configure(monkeypatch, None)
+    """The server's misconfiguration, not the caller's input: no 4xx, no detail, no URL."""
+    configure(monkeypatch, url)
     r = client.post("/", headers={**AUTH, SCHEDULE: T_NEW_YORK})
-    assert r.status_code == 500 and set(r.get_json()) == {"error", "request_id"}
+    assert r.status_code == 500 and r.get_json()["error"] == "internal error"
+    assert set(r.get_json()) == {"error", "request_id"} and "hunter2" not in r.get_data(as_text=True)
 
 
 def test_broker_down_then_503_nothing_for_the_minute_and_the_retry_trades(
@@ -266,8 +279,10 @@ def test_every_response_is_json_with_a_request_id(client: FlaskClient) -> None:
         assert r.mimetype == "application/json" and len(r.get_json()["request_id"]) == 32
 
 
-def test_future_tolerance_is_one_minute_of_clock_skew(db_url: str, client: FlaskClient) -> None:
-    now = datetime(2025, 6, 13, 14, 59, 5, tzinfo=UTC)
+def test_future_tolerance_is_a_few_seconds_of_clock_skew(db_url: str, client: FlaskClient) -> None:
+    """A forced scheduler run carrying the next minute must not take that minute's place."""
+    now = datetime(2025, 6, 13, 14, 59, 56, tzinfo=UTC)
     app = serve_app(db_url, clock=fixed_clock(now)).test_client()
     assert app.post("/tick", headers={**AUTH, SCHEDULE: T_NEW_YORK}).status_code == 200
-    assert app.post("/tick", headers={**AUTH, SCHEDULE: "2025-06-13T15:01:00Z"}).status_code == 400
+    later = app.post("/tick", headers={**AUTH, SCHEDULE: "2025-06-13T15:01:00Z"})
+    assert later.status_code == 400 and "in the future" in later.get_json()["error"]

@@ -350,6 +350,9 @@ def test_aws_schedule_passes_its_scheduled_time_and_retries_inside_the_minute(aw
     assert retry["maximum_retry_attempts"] >= 1
     invoke = aws.resource("aws_lambda_function_event_invoke_config", "engine")
     assert invoke["maximum_retry_attempts"] == 0  # no late replays one and two minutes later
+    alarm = aws.resource("aws_cloudwatch_metric_alarm", "tick_errors")  # failures are surfaced instead
+    assert alarm["metric_name"] == "Errors"
+    assert alarm["dimensions"]["FunctionName"] == "${aws_lambda_function.engine.function_name}"
 
 
 def _statements(aws: Stack, name: str) -> list[dict[str, Any]]:

@@ -82,6 +82,7 @@ def db(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def test_scheduled_event_ticks_its_minute_and_a_redelivery_does_no_second_work(db: str) -> None:
     first = lambda_handler.handler(EVENT, Context())
     assert first["minute"] == T.isoformat() and first["trigger"] == "eventbridge" and first["orders"] == 3
+    assert first["request_id"] == Context.aws_request_id  # ties the engine's lines to Lambda's
     again = lambda_handler.handler(dict(EVENT), Context())
     assert again["strategies"][0]["outcome"] == "already_processed"
     assert counts(db)["paper_trades"] == 3 and counts(db)["strategy_logs"] == 3

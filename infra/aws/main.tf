@@ -146,13 +146,29 @@ resource "aws_lambda_function" "engine" {
   ]
 }
 
-# Lambda's own asynchronous retries come 1 and 2 minutes later: by then the next tick owns the
-# market, so a failed tick is not replayed late. Re-delivery inside the minute is the
-# schedule's retry_policy; the engine's (strategy, minute) claim makes any duplicate harmless.
+# The scheduler invokes asynchronously, so its retry_policy covers delivery only; a tick that
+# fails (an outage raises, and Lambda records an error) would be retried by Lambda itself 1 and
+# 2 minutes later. By then the next tick owns the market and a late order on old data is worse
+# than none, so those retries are off and the failure is surfaced by the alarm below instead.
 resource "aws_lambda_function_event_invoke_config" "engine" {
   function_name                = aws_lambda_function.engine.function_name
   maximum_event_age_in_seconds = 60
   maximum_retry_attempts       = 0
+}
+
+resource "aws_cloudwatch_metric_alarm" "tick_errors" {
+  alarm_name          = "${var.name_prefix}-tick-errors"
+  alarm_description   = "Ticks failed (database or broker outage): minutes were skipped, nothing half-written."
+  namespace           = "AWS/Lambda"
+  metric_name         = "Errors"
+  dimensions          = { FunctionName = aws_lambda_function.engine.function_name }
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 3
+  datapoints_to_alarm = 2
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
 }
 
 # ---- backfills: a Function URL that only signed (SigV4) IAM callers can use -----------------

@@ -25,13 +25,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from strategy_engine import backfill_rows, calendar, replay, report, storage
 from strategy_engine.errors import InputError, NotFound, Unavailable
 from strategy_engine.logs import event
+from strategy_engine.market_arrays import MarketArrays, session_grid, to_us
 from strategy_engine.models import Limits
-from strategy_engine.replay import MarketArrays, Replay, ReplaySetup
+from strategy_engine.replay import Replay, ReplaySetup
 from strategy_engine.settings import Settings, get_settings
 from strategy_engine.store import Session, market
 from strategy_engine.store import backfill as store
@@ -73,7 +82,9 @@ class BackfillRequest(BaseModel):
         limit = get_settings().backfill_max_days
         span = self.end - self.start
         if span > timedelta(days=limit):
-            raise ValueError(f"range of {span.total_seconds() / 86_400:.1f} days exceeds the maximum of {limit}")
+            raise ValueError(
+                f"range of {span.total_seconds() / 86_400:.1f} days exceeds the maximum of {limit}"
+            )
         return self
 
 
@@ -120,7 +131,9 @@ def plan(s: Session, req: BackfillRequest) -> Plan:
     return Plan(d.id, d.name, get_spec(d.strategy_type), raw, _config(d.strategy_type, raw), rows[0].limits)
 
 
-def load(s: Session, symbols: tuple[str, ...], start: datetime, end: datetime, window: int, flow_minutes: int) -> MarketArrays:
+def load(
+    s: Session, symbols: tuple[str, ...], start: datetime, end: datetime, window: int, flow_minutes: int
+) -> MarketArrays:
     """Three statements whatever the range or the number of symbols."""
     warm = market.recent_closes(s, symbols, start, window)
     bars = store.bars_arrays(s, symbols, start, end)
@@ -129,15 +142,13 @@ def load(s: Session, symbols: tuple[str, ...], start: datetime, end: datetime, w
     empty_i, empty_f = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
     ts, close = [], []
     for sym in syms:
-        w_ts = np.array([replay.to_us(t) for t, _ in warm[sym]], dtype=np.int64)
+        w_ts = np.array([to_us(t) for t, _ in warm[sym]], dtype=np.int64)
         w_close = np.array([c for _, c in warm[sym]], dtype=np.float64)
         b_ts, b_close = bars.get(sym, (empty_i, empty_f))
         ts.append(np.concatenate((w_ts, b_ts)))
         close.append(np.concatenate((w_close, b_close)))
     flows = [flow.get(sym, (empty_i, empty_i, empty_i)) for sym in syms]
-    return MarketArrays(
-        syms, tuple(ts), tuple(close), *(tuple(f[k] for f in flows) for k in range(3))
-    )
+    return MarketArrays(syms, tuple(ts), tuple(close), *(tuple(f[k] for f in flows) for k in range(3)))
 
 
 @dataclass
@@ -170,23 +181,57 @@ def execute(
     as_active: bool = True,
 ) -> BackfillResult:
     """Validate, load, replay, record, report. `as_active=False` replays with the kill switch on."""
-    settings = settings or get_settings()
     note = progress or (lambda stage, fraction: None)
-    t0 = time.perf_counter()
+    clock = [time.perf_counter()]
     p = plan(s, req)
     note("load", 0.0)
     data = load(s, p.config.symbols, req.start, req.end, p.config.sma_window, p.config.flow_lookback_minutes)
-    t1 = time.perf_counter()
-    setup = ReplaySetup(p.strategy_id, p.spec, p.config, p.limits, req.initial_cash, req.slippage_bps, as_active)
-    r = replay.run(data, replay.session_grid(req.start, req.end), setup, lambda f: note("replay", f))
+    clock.append(time.perf_counter())
+    setup = ReplaySetup(
+        p.strategy_id, p.spec, p.config, p.limits, req.initial_cash, req.slippage_bps, as_active
+    )
+    r = replay.run(data, session_grid(req.start, req.end), setup, lambda f: note("replay", f))
     summary = report.summarise(r)
-    t2 = time.perf_counter()
+    clock.append(time.perf_counter())
+    doc = _record(s, p, req, r, summary, as_active, lambda f: note("write", f))
+    clock.append(time.perf_counter())
+    if req.report:
+        note("report", 0.0)
+        doc.update(_publish(s, settings or get_settings(), req, r, summary, doc))
+    clock.append(time.perf_counter())
+    stages = ("load", "replay", "write", "report")
+    doc["timings_ms"] = {
+        k: round((b - a) * 1000, 1) for k, a, b in zip(stages, clock[:-1], clock[1:], strict=True)
+    }
+    event(
+        "backfill",
+        run_id=doc["backfill_run_id"],
+        strategy=p.name,
+        minutes=summary["minutes"],
+        orders=summary["orders"],
+        decisions=summary["decisions"],
+        timings_ms=doc["timings_ms"],
+    )
+    return BackfillResult(doc, r)
+
+
+def _record(
+    s: Session,
+    p: Plan,
+    req: BackfillRequest,
+    r: Replay,
+    summary: dict[str, Any],
+    as_active: bool,
+    on_progress: Callable[[float], None],
+) -> dict[str, Any]:
+    """One transaction: the backfill_runs row, then every decision by COPY; the summary document."""
     run_id, params = uuid.uuid4(), parameters(p, req, as_active)
     with s.transaction():
-        store.insert_run(s, run_id, p.strategy_id, p.name, req.start, req.end, params, p.config.fingerprint(), summary)
-        store.write_decision_text(s, backfill_rows.lines(r, run_id, p.strategy_id, on_progress=lambda f: note("write", f)))
-    t3 = time.perf_counter()
-    doc: dict[str, Any] = {
+        store.insert_run(
+            s, run_id, p.strategy_id, p.name, req.start, req.end, params, p.config.fingerprint(), summary
+        )
+        store.write_decision_text(s, backfill_rows.lines(r, run_id, p.strategy_id, on_progress=on_progress))
+    return {
         **summary,
         "backfill_run_id": str(run_id),
         "strategy": p.name,
@@ -195,14 +240,6 @@ def execute(
         "config_hash": p.config.fingerprint(),
         "parameters": params,
     }
-    if req.report:
-        note("report", 0.0)
-        doc.update(_publish(s, settings, req, run_id, r, summary, params))
-    ms = {"load": t1 - t0, "replay": t2 - t1, "write": t3 - t2, "report": time.perf_counter() - t3}
-    doc["timings_ms"] = {k: round(v * 1000, 1) for k, v in ms.items()}
-    event("backfill", run_id=str(run_id), strategy=p.name, minutes=summary["minutes"], orders=summary["orders"],
-          decisions=summary["decisions"], **{f"{k}_ms": v for k, v in doc["timings_ms"].items()})
-    return BackfillResult(doc, r)
 
 
 def run_backfill(
@@ -221,23 +258,34 @@ def _publish(
     s: Session,
     settings: Settings,
     req: BackfillRequest,
-    run_id: uuid.UUID,
     r: Replay,
     summary: dict[str, Any],
-    params: dict[str, Any],
+    doc: dict[str, Any],
 ) -> dict[str, Any]:
-    """Write the report, upload it where Supabase is configured, and record where it is."""
+    """Write the report, upload it where Supabase is configured, and record where it is.
+
+    The run is already committed: a report that cannot be written or uploaded is noted in the
+    summary (`report_error`, `report_upload_error`), never a failed backfill.
+    """
+    run_id = doc["backfill_run_id"]
     upload = req.upload_report and storage.configured(settings)
-    stem = f"backfill-{re.sub(r'[^A-Za-z0-9_.-]+', '_', params['strategy'])}-{run_id}"
+    stem = f"backfill-{re.sub(r'[^A-Za-z0-9_.-]+', '_', doc['strategy'])}-{run_id}"
     folder = Path(tempfile.gettempdir()) / "strategy-engine-reports" if upload else Path("reports")
-    html = Path(req.report_path) if req.report_path else folder / f"{stem}.html"
-    html, png = report.write_report(html, r, summary, {**params, "backfill_run_id": str(run_id)})
-    path, note = str(html), {}
+    meta = {**doc["parameters"], "backfill_run_id": run_id, "config_hash": doc["config_hash"]}
+    try:
+        html, png = report.write_report(
+            Path(req.report_path) if req.report_path else folder / f"{stem}.html", r, summary, meta
+        )
+    except OSError as exc:
+        note = {"report_error": f"report not written: {exc}"}
+        store.set_report(s, uuid.UUID(run_id), None, note)
+        return {"report_path": None, **note}
+    path, out = str(html), {"report_local_path": str(html), "report_png": str(png)}
     if upload:
         try:
             path = storage.upload(settings, (html, png), f"backfills/{run_id}")[0]
         except Unavailable as exc:
-            note = {"report_upload_error": str(exc)}
-            event("report upload failed", level=logging.WARNING, run_id=str(run_id), error=str(exc))
-    store.set_report(s, run_id, path, note)
-    return {"report_path": path, "report_local_path": str(html), "report_png": str(png), **note}
+            out["report_upload_error"] = str(exc)
+            event("report upload failed", level=logging.WARNING, run_id=run_id, error=str(exc))
+    store.set_report(s, uuid.UUID(run_id), path, {k: v for k, v in out.items() if k == "report_upload_error"})
+    return {"report_path": path, **out}

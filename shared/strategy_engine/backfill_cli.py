@@ -30,8 +30,20 @@ DbUrl = Annotated[
     typer.Option("--database-url", help="Postgres URL (else DATABASE_URL, else the embedded server)."),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-SUMMARY_ROWS = ("total_pnl", "realized_pnl", "unrealized_pnl", "max_drawdown", "orders", "round_trips",
-                "win_rate", "profit_factor", "sharpe", "exposure", "decisions", "minutes")
+SUMMARY_ROWS = (
+    "total_pnl",
+    "realized_pnl",
+    "unrealized_pnl",
+    "max_drawdown",
+    "orders",
+    "round_trips",
+    "win_rate",
+    "profit_factor",
+    "sharpe",
+    "exposure",
+    "decisions",
+    "minutes",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -40,13 +52,19 @@ def register(app: typer.Typer) -> None:
 
 def backfill(
     strategy: Annotated[str, typer.Option(help="Strategy name (its stored config and limits are used).")],
-    start: Annotated[str, typer.Option(help="First decision minute, ISO 8601 with offset, e.g. 2025-07-01T13:30Z.")],
+    start: Annotated[
+        str, typer.Option(help="First decision minute, ISO 8601 with offset, e.g. 2025-07-01T13:30Z.")
+    ],
     end: Annotated[str, typer.Option(help="End of the range (exclusive), ISO 8601 with offset.")],
-    report: Annotated[str | None, typer.Option("--report", help="Write the HTML report here (.html; PNG beside it).")] = None,
+    report: Annotated[
+        str | None, typer.Option("--report", help="Write the HTML report here (.html; PNG beside it).")
+    ] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip the HTML/PNG report.")] = False,
     initial_cash: Annotated[float, typer.Option(help="Cash of the simulated account.")] = 100_000.0,
     slippage_bps: Annotated[float, typer.Option(help="Fill at the last close +/- this many bps.")] = 0.0,
-    sweep: Annotated[list[str] | None, typer.Option("--sweep", help="key=v1,v2 (repeatable): run the grid.")] = None,
+    sweep: Annotated[
+        list[str] | None, typer.Option("--sweep", help="key=v1,v2 (repeatable): run the grid.")
+    ] = None,
     database_url: DbUrl = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -54,8 +72,13 @@ def backfill(
     from strategy_engine.cli import emit, fail, session_for
 
     doc: dict[str, Any] = {
-        "strategy": strategy, "start": start, "end": end, "initial_cash": initial_cash,
-        "slippage_bps": slippage_bps, "report": not no_report and not sweep, "report_path": report,
+        "strategy": strategy,
+        "start": start,
+        "end": end,
+        "initial_cash": initial_cash,
+        "slippage_bps": slippage_bps,
+        "report": not no_report and not sweep,
+        "report_path": report,
     }
     try:
         req = parse_request(doc)
@@ -76,7 +99,7 @@ def backfill(
 
 @contextmanager
 def _progress(disabled: bool) -> Iterator[ProgressFn]:
-    """One bar per stage (load, replay, write, report or sweep), on stderr."""
+    """One bar per stage (load, replay, write, report or sweep) on stderr, shown from the first stage on."""
     bar = Progress(
         TextColumn("[bold]{task.description:<7}"),
         BarColumn(),
@@ -88,16 +111,21 @@ def _progress(disabled: bool) -> Iterator[ProgressFn]:
     tasks: dict[str, TaskID] = {}
 
     def update(stage: str, fraction: float) -> None:
+        if not tasks:
+            bar.start()
         if stage not in tasks:
             for task in tasks.values():
                 bar.update(task, completed=100)
             tasks[stage] = bar.add_task(stage, total=100)
         bar.update(tasks[stage], completed=round(fraction * 100, 1))
 
-    with bar:
+    try:
         yield update
         for task in tasks.values():
             bar.update(task, completed=100)
+    finally:
+        if tasks:
+            bar.stop()
 
 
 def _print_summary(doc: dict[str, Any]) -> None:
@@ -118,8 +146,10 @@ def _print_summary(doc: dict[str, Any]) -> None:
 
 
 def _print_sweep(doc: dict[str, Any], keys: list[str]) -> None:
-    table = Table(title=f"sweep {doc['strategy']} {doc['start']} -> {doc['end']} (best total P&L first)",
-                  title_justify="left")
+    table = Table(
+        title=f"sweep {doc['strategy']} {doc['start']} -> {doc['end']} (best total P&L first)",
+        title_justify="left",
+    )
     for col in ("rank", *keys, *RESULT_KEYS):
         table.add_column(col, justify="right")
     for row in doc["results"]:

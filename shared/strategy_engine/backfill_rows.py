@@ -1,4 +1,4 @@
-"""A replay's decisions as `strategy_logs` COPY text: holds column-wise, order candidates as the tick writes them.
+"""A replay's decisions as `strategy_logs` COPY text: holds column-wise, order candidates as the tick does.
 
 Why a second spelling of a decision row: a year of holds is hundreds of thousands of rows, and
 building each through `Decision` and `json.dumps` costs more than the database takes to store
@@ -17,8 +17,9 @@ from uuid import UUID
 import numpy as np
 
 from strategy_engine.decide import decision_payload
+from strategy_engine.market_arrays import FloatArray
 from strategy_engine.models import Decision
-from strategy_engine.replay import FloatArray, Replay
+from strategy_engine.replay import Replay
 from strategy_engine.store.backfill import copy_escape
 from strategy_engine.strategies.naive_flow_trend import FLOW_NAMES, TREND_NAMES, flow_ratio
 
@@ -89,7 +90,7 @@ def lines(
     run_id: UUID,
     strategy_id: UUID,
     *,
-    chunk_minutes: int = 2_000,
+    chunk_rows: int = 20_000,
     on_progress: Callable[[float], None] | None = None,
 ) -> Iterator[str]:
     """Every (minute, symbol) decision of the replay, minute by minute, in chunks of COPY text."""
@@ -99,6 +100,7 @@ def lines(
         for sym in r.symbols
     ]
     minutes, m = minute_texts(r), r.grid.shape[0]
+    chunk_minutes = max(1, chunk_rows // max(1, len(r.symbols)))
     decided = sorted(r.decided.items())
     k = 0
     for a in range(0, m, chunk_minutes):

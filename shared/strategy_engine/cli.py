@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from strategy_engine import calendar, engine, status_view
+from strategy_engine import calendar, engine, serve, status_view
 from strategy_engine.errors import EngineError, InputError, Unavailable
 from strategy_engine.runtime import open_session
 from strategy_engine.schedule import schedule_app
@@ -34,6 +34,7 @@ strategy_app = typer.Typer(help="Strategy definitions and the kill switch.", no_
 app.add_typer(db_app, name="db")
 app.add_typer(strategy_app, name="strategy")
 app.add_typer(schedule_app, name="schedule")
+serve.register(app)
 
 DbUrl = Annotated[
     str | None,

@@ -10,7 +10,8 @@ connection, so a refused request writes nothing.
 Authentication: with `ENGINE_TRUST_PLATFORM_AUTH` the platform has already authenticated the
 caller (Cloud Run IAM checking the scheduler's OIDC token, a Lambda URL with AWS_IAM), else
 `Authorization: Bearer <ENGINE_HTTP_SECRET>`, compared in constant time. With neither configured
-every request is refused with 403: the functions fail closed. A wrong or missing bearer is 401.
+(or a secret shorter than 16 characters) every request is refused with 403: the functions fail
+closed. A wrong or missing bearer is 401.
 
 Outcomes: refused input 4xx with a JSON error naming the field; a database or broker outage
 (`Unavailable`, or a tick whose status is `failed`) 503 with Retry-After, so the scheduler
@@ -20,6 +21,7 @@ to the log, never to the caller). Every request logs one `request` line.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -46,8 +48,12 @@ if TYPE_CHECKING:
     from strategy_engine.backfill import BackfillRequest
 
 MAX_BODY_BYTES = 64 * 1024
+MIN_SECRET_LENGTH = 16  # e.g. `openssl rand -hex 32`, as deploy.sh suggests
 RETRY_AFTER_SECONDS = 5  # inside the minute: Cloud Scheduler's own backoff starts at 5 s
-CLOCK_SKEW = timedelta(seconds=60)  # a minute later than now + this is refused as the future
+# A T later than now + this is refused (400) as the future: deciding a minute before its bars
+# exist would mark it processed and shut out the real run (a forced Cloud Scheduler run can carry
+# the *next* scheduled time; a feed can insert a bar before its minute ends).
+CLOCK_SKEW = timedelta(seconds=5)
 WEBHOOK_MAX_LAG = timedelta(minutes=2)  # an older bar (a data backfill) does not tick live
 SCHEDULE_TIME_HEADER = "x-cloudscheduler-scheduletime"
 
@@ -91,7 +97,8 @@ class HttpError(Exception):
         self.status, self.message, self.fields, self.headers = status, message, fields, headers or {}
 
     @classmethod
-    def field(cls, name: str, message: str) -> HttpError:
+    def invalid(cls, name: str, message: str) -> HttpError:
+        """400 naming the field."""
         return cls(400, f"{name}: {message}", fields=[{"field": name, "message": message}])
 
     def response(self) -> HttpResponse:
@@ -156,7 +163,10 @@ class Services:
         def open_session() -> Session:
             if not url:
                 raise Misconfigured("DATABASE_URL is not set")
-            return connect(url)
+            try:
+                return connect(url)
+            except InputError:  # the server's URL, not the caller's input: no detail to anyone
+                raise Misconfigured("DATABASE_URL is not a valid postgresql:// URL") from None
 
         return cls(settings, open_session)
 
@@ -169,7 +179,10 @@ def secret_values(settings: Settings) -> list[str]:
         if isinstance(value, SecretStr) and value.get_secret_value():
             out.append(value.get_secret_value())
     if settings.database_url is not None:
-        password = urlsplit(settings.database_url.get_secret_value()).password
+        try:
+            password = urlsplit(settings.database_url.get_secret_value()).password
+        except ValueError:  # unparseable: open_session refuses it without quoting it
+            password = None
         out.extend([password, unquote(password)] if password else [])
     return out
 
@@ -182,14 +195,16 @@ def handle(route: str, req: HttpRequest, services: Services | None = None) -> Ht
     return _respond(route, req.method, req.path, req.request_id, lambda s: _dispatch(route, req, s), services)
 
 
-def handle_scheduled(event: Mapping[str, Any], services: Services | None = None) -> HttpResponse:
+def handle_scheduled(
+    event: Mapping[str, Any], request_id: str | None = None, services: Services | None = None
+) -> HttpResponse:
     """An EventBridge Scheduler event: IAM already authorised the invocation; tick its minute."""
 
     def run(s: Services) -> HttpResponse:
         ev = _validate(SchedulerEvent, dict(event) if isinstance(event, Mapping) else {})
         return run_tick(s, _minute(ev.minute, "minute", s), "eventbridge")
 
-    return _respond("tick", "EVENT", "scheduler", None, run, services)
+    return _respond("tick", "EVENT", "scheduler", request_id, run, services)
 
 
 def _respond(
@@ -258,11 +273,14 @@ def _authenticate(req: HttpRequest, settings: Settings) -> None:
     if settings.engine_trust_platform_auth and req.platform_authenticated is not False:
         return
     secret = settings.engine_http_secret.get_secret_value() if settings.engine_http_secret else ""
-    if not secret:
-        raise HttpError(403, "forbidden: no authentication configured (ENGINE_HTTP_SECRET)")
+    if len(secret) < MIN_SECRET_LENGTH:  # unset, or guessable: either way the function stays shut
+        raise HttpError(
+            403, f"forbidden: no ENGINE_HTTP_SECRET of {MIN_SECRET_LENGTH}+ characters configured"
+        )
     scheme, _, token = req.headers.get("authorization", "").partition(" ")
-    given = token.strip().encode("utf-8", "surrogatepass")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given, secret.encode("utf-8")):
+    # Digests of equal length: the comparison's time tells nothing, not even the secret's length.
+    given = hashlib.sha256(token.strip().encode("utf-8", "surrogatepass")).digest()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, hashlib.sha256(secret.encode()).digest()):
         raise HttpError(401, "unauthorized", headers={"WWW-Authenticate": 'Bearer realm="strategy-engine"'})
 
 
@@ -272,7 +290,7 @@ def _body(req: HttpRequest, required: bool) -> bytes:
         raise HttpError(413, f"body larger than {MAX_BODY_BYTES} bytes")
     if not req.body.strip():
         if required:
-            raise HttpError.field("body", "a JSON body is required")
+            raise HttpError.invalid("body", "a JSON body is required")
         return b""
     media, _, params = req.headers.get("content-type", "").partition(";")
     charset = params.partition("charset=")[2].strip().strip('"').lower()
@@ -297,19 +315,21 @@ def _validate(model: type[M], data: bytes | dict[str, Any], prefix: str = "") ->
         first = fields[0]
         raise HttpError(400, f"{first['field']}: {first['message']}", fields=fields) from None
     except OverflowError:  # a validator's date arithmetic (year 1 at +14:00 has no UTC minute)
-        raise HttpError.field(prefix or "body", "a time is out of range") from None
+        raise HttpError.invalid(prefix or "body", "a time is out of range") from None
 
 
-def _minute(text: str, field_name: str, services: Services, later: timedelta = timedelta(0)) -> datetime:
-    """T (the time's minute + `later`) from an ISO 8601 time with an offset; a T in the future
-    is refused."""
+def _minute(
+    text: str, field_name: str, services: Services | None, later: timedelta = timedelta(0)
+) -> datetime:
+    """T (the time's minute + `later`) from an ISO 8601 time with an offset; with `services`, a T
+    in the future is refused."""
     try:
         t = calendar.parse_minute(text) + later
     except (InputError, OverflowError, ValueError) as exc:
         message = str(exc) if isinstance(exc, InputError) else f"time {text!r} out of range"
-        raise HttpError.field(field_name, message) from None
-    if t > services.clock() + CLOCK_SKEW:
-        raise HttpError.field(field_name, f"{t.isoformat()} is in the future")
+        raise HttpError.invalid(field_name, message) from None
+    if services is not None and t > services.clock() + CLOCK_SKEW:
+        raise HttpError.invalid(field_name, f"{t.isoformat()} is in the future")
     return t
 
 
@@ -344,10 +364,12 @@ def _webhook(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
     if (p.type, p.schema_, p.table) != ("INSERT", "public", "market_data_1m"):
         return HttpResponse(200, {"status": "ignored", "reason": f"{p.type} on {p.schema_}.{p.table}"})
     if p.record is None:
-        raise HttpError.field("record", "required for an INSERT")
+        raise HttpError.invalid("record", "required for an INSERT")
     bar = _validate(_BarRecord, p.record, prefix="record")
-    t = _minute(bar.ts, "record.ts", services, later=timedelta(minutes=1))
-    if services.clock() - t > WEBHOOK_MAX_LAG:
+    t, now = _minute(bar.ts, "record.ts", None, later=timedelta(minutes=1)), services.clock()
+    if t > now + CLOCK_SKEW:  # a bar inserted before its minute ended: the scheduler ticks T
+        return HttpResponse(200, {"status": "ignored", "reason": f"bar {bar.symbol} {bar.ts} still forming"})
+    if now - t > WEBHOOK_MAX_LAG:
         return HttpResponse(200, {"status": "ignored", "reason": f"stale bar {bar.symbol} {bar.ts}"})
     return run_tick(services, t, "webhook")
 

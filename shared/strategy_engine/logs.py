@@ -26,6 +26,7 @@ from typing import IO, Any
 
 LOGGER = logging.getLogger("strategy_engine")
 MASK = "***"
+MIN_REDACTED = 4  # shorter values are no secret worth the name, and masking them mangles every line
 
 _context: ContextVar[Mapping[str, Any] | None] = ContextVar("strategy_engine_log_context", default=None)
 _redacted: tuple[str, ...] = ()
@@ -80,10 +81,11 @@ def configure(level: int = logging.INFO, stream: IO[str] | None = None) -> None:
 
 
 def redact(secrets: Iterable[str]) -> None:
-    """Mask these values in every line from now on (replaces the previous set)."""
+    """Mask these values (of MIN_REDACTED characters or more) in every line from now on; the set
+    replaces the previous one."""
     spellings: set[str] = set()
     for value in secrets:
-        if value:
+        if len(value) >= MIN_REDACTED:
             spellings.add(value)
             spellings.add(json.dumps(value)[1:-1])
     global _redacted  # noqa: PLW0603 - one process-wide set, swapped atomically

@@ -1,13 +1,11 @@
-"""The backfill's replay of a range: vectorised features, the tick's own code at order candidates.
+"""The backfill's replay of a range: the tick's own decision code, run only where it can order.
 
-A symbol's features at T (its last close, SMA, flow sums, and so its trend and flow classes)
-do not depend on the account, so they are computed for every minute at once, with the
-strategy's own numpy classifiers and the indicator arithmetic the tick uses (bit-identical).
-Whether a minute can produce an order depends on one thing more, the symbol's position, and a
-position changes only at a fill. So the loop jumps from one order candidate to the next and
-runs `decide_minute` there: the strategy, the risk gate, the simulated broker and the payloads
-are the tick's own, in the tick's symbol order. Every other minute is a hold whose row is built
-in bulk (`backfill_rows`).
+The features of every minute come vectorised from `market_arrays`. Whether a minute can
+produce an order depends on one thing more, the symbol's position, and a position changes only
+at a fill. So the loop jumps from one order candidate to the next and runs `decide_minute`
+there, over the candidate symbols: the strategy, the risk gate, the simulated broker and the
+payloads are the tick's own, in the tick's symbol order. Every other minute is a hold, which
+touches no account state; its row is built in bulk (`backfill_rows`).
 
 The simulated account is rebuilt at each candidate minute the way the tick rebuilds it from
 its tables: cash, positions and the day's notional pass through `numeric` columns there, so
@@ -17,46 +15,31 @@ they pass through `stored` here.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from types import MappingProxyType
 
 import numpy as np
-from numpy.typing import NDArray
 
 from strategy_engine import calendar
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.decide import MinuteInputs, decide_minute
-from strategy_engine.indicators import sma
+from strategy_engine.market_arrays import (
+    BoolArray,
+    FeatureGrid,
+    FloatArray,
+    IntArray,
+    MarketArrays,
+    candidates,
+    features,
+    to_datetime,
+)
 from strategy_engine.models import Action, DayState, Decision, Features, Limits, Order, Outcome, Position
 from strategy_engine.risk import RiskContext
 from strategy_engine.strategies import StrategySpec
-from strategy_engine.strategies.naive_flow_trend import (
-    BEARISH,
-    BULLISH,
-    DOWN,
-    FLAT,
-    UP,
-    NaiveFlowTrendConfig,
-    flow_code,
-    trend_code,
-)
-
-IntArray = NDArray[np.int64]
-FloatArray = NDArray[np.float64]
-BoolArray = NDArray[np.bool_]
-MINUTE_US = 60_000_000
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def to_datetime(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
-
-
-def to_us(t: datetime) -> int:
-    d = t - EPOCH
-    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+from strategy_engine.strategies.naive_flow_trend import NaiveFlowTrendConfig
 
 
 def stored(x: float) -> float:
@@ -66,95 +49,6 @@ def stored(x: float) -> float:
     cash, positions and the day's notional rounded that way each minute.
     """
     return float(f"{x:.15g}")
-
-
-def session_grid(start: datetime, end: datetime) -> IntArray:
-    """`calendar.session_minutes(start, end)` as Unix microseconds, one arange per session."""
-    parts = [np.empty(0, dtype=np.int64)]
-    lo, hi = to_us(start), to_us(end)
-    day, last = calendar.trading_date(start), calendar.trading_date(end)
-    while day <= last:
-        bounds = calendar.session_bounds(day)
-        if bounds is not None:
-            a, z = max(to_us(bounds[0]), lo), min(to_us(bounds[1]), hi)
-            parts.append(np.arange(a, max(a, z), MINUTE_US, dtype=np.int64))
-        day += timedelta(days=1)
-    return np.concatenate(parts)
-
-
-@dataclass(frozen=True)
-class MarketArrays:
-    """Bars (warm-up included) and flow per symbol, ascending symbols, times in Unix µs."""
-
-    symbols: tuple[str, ...]
-    bar_ts: tuple[IntArray, ...]
-    bar_close: tuple[FloatArray, ...]
-    flow_ts: tuple[IntArray, ...]
-    flow_bull: tuple[IntArray, ...]  # cents per distinct flow ts
-    flow_bear: tuple[IntArray, ...]
-
-    def select(self, symbols: Sequence[str]) -> MarketArrays:
-        idx = [self.symbols.index(s) for s in sorted(symbols)]
-        return MarketArrays(
-            tuple(self.symbols[i] for i in idx),
-            *(tuple(col[i] for i in idx) for col in (self.bar_ts, self.bar_close)),
-            *(tuple(col[i] for i in idx) for col in (self.flow_ts, self.flow_bull, self.flow_bear)),
-        )
-
-
-@dataclass(frozen=True)
-class FeatureGrid:
-    """What the strategy sees of every (symbol, minute), as [symbols, minutes] arrays."""
-
-    bars: IntArray  # bars the tick would load: min(bars before T, sma_window)
-    close: FloatArray  # NaN where no bar yet
-    sma: FloatArray  # NaN where fewer than sma_window bars
-    last_ts: IntArray  # -1 where no bar yet
-    bull: IntArray
-    bear: IntArray
-    enough: BoolArray
-    trend: NDArray[np.int8]
-    flow: NDArray[np.int8]
-
-
-def features(market: MarketArrays, grid: IntArray, cfg: NaiveFlowTrendConfig) -> FeatureGrid:
-    """Every minute's features: bars with ts < T, flow with ts in [T - lookback, T)."""
-    shape = (len(market.symbols), grid.shape[0])
-    w, lookback = cfg.sma_window, cfg.flow_lookback_minutes * MINUTE_US
-    close, avg = np.full(shape, np.nan), np.full(shape, np.nan)
-    last_ts, bars = np.full(shape, -1, dtype=np.int64), np.zeros(shape, dtype=np.int64)
-    bull, bear = np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
-    for j in range(shape[0]):
-        ts, c = market.bar_ts[j], market.bar_close[j]
-        k = np.searchsorted(ts, grid, "left")
-        bars[j] = np.minimum(k, w)
-        if ts.size:
-            last = np.maximum(k - 1, 0)
-            close[j] = np.where(k > 0, c[last], np.nan)
-            last_ts[j] = np.where(k > 0, ts[last], -1)
-        if ts.size >= w:
-            avg[j] = np.where(k >= w, sma(c, w)[np.maximum(k - w, 0)], np.nan)
-        fts = market.flow_ts[j]
-        lo, hi = np.searchsorted(fts, grid - lookback, "left"), np.searchsorted(fts, grid, "left")
-        for out, cents in ((bull, market.flow_bull[j]), (bear, market.flow_bear[j])):
-            cum = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(cents, dtype=np.int64)))
-            out[j] = cum[hi] - cum[lo]
-    enough = bars >= w
-    trend = np.where(enough, trend_code(close, avg, cfg.trend_band_bps), FLAT).astype(np.int8)
-    flow = flow_code(bull, bear, cfg.min_flow_premium, cfg.min_flow_ratio)
-    return FeatureGrid(bars, close, avg, last_ts, bull, bear, enough, trend, flow)
-
-
-def candidates(f: FeatureGrid, allow_short: bool) -> list[tuple[IntArray, IntArray, IntArray]]:
-    """Per symbol, the minutes where the strategy orders when (flat, long, short): DESIGN §3."""
-    up, down = f.trend == UP, f.trend == DOWN
-    bull, bear = f.flow == BULLISH, f.flow == BEARISH
-    entry = f.enough & ((up & bull) | (allow_short & down & bear))
-    exit_long, exit_short = f.enough & (down | bear), f.enough & (up | bull)
-    return [
-        (np.flatnonzero(entry[j]), np.flatnonzero(exit_long[j]), np.flatnonzero(exit_short[j]))
-        for j in range(f.bars.shape[0])
-    ]
 
 
 @dataclass(frozen=True)
@@ -184,8 +78,11 @@ class Replay:
     @property
     def equity(self) -> FloatArray:
         """Cash plus positions at each minute's last close, after that minute's orders."""
-        held = self.position_after != 0
-        return self.cash_after + np.where(held, self.position_after * np.nan_to_num(self.features.close), 0).sum(0)
+        held = np.where(
+            self.position_after != 0, self.position_after * np.nan_to_num(self.features.close), 0.0
+        )
+        out: FloatArray = self.cash_after + held.sum(axis=0)
+        return out
 
 
 @dataclass
@@ -215,32 +112,44 @@ class _Loop:
 
     def next_candidate(self, j: int, after: int) -> int:
         arr = self.cands[j][self.acct.state(self.out.symbols[j])]
-        p = int(np.searchsorted(arr, after, "left"))
-        return int(arr[p]) if p < arr.shape[0] else self.grid.shape[0]
+        p = int(arr.searchsorted(after))
+        return arr.item(p) if p < arr.shape[0] else self.grid.shape[0]
 
     def feature(self, j: int, i: int) -> Features:
-        f, ts = self.f, int(self.f.last_ts[j, i])
-        close, avg = float(f.close[j, i]), float(f.sma[j, i])
+        f, ts = self.f, self.f.last_ts.item(j, i)
+        close, avg = f.close.item(j, i), f.sma.item(j, i)
         return Features(
             self.out.symbols[j],
-            int(f.bars[j, i]),
-            None if np.isnan(close) else close,
-            None if np.isnan(avg) else avg,
+            f.bars.item(j, i),
+            None if math.isnan(close) else close,
+            None if math.isnan(avg) else avg,
             None if ts < 0 else to_datetime(ts),
-            int(f.bull[j, i]),
-            int(f.bear[j, i]),
+            f.bull.item(j, i),
+            f.bear.item(j, i),
         )
 
     def step(self, i: int, js: list[int]) -> None:
         """One candidate minute: decide_minute over the candidate symbols, as the tick would."""
-        s, acct, minute = self.setup, self.acct, to_datetime(int(self.grid[i]))
+        s, minute = self.setup, to_datetime(self.grid.item(i))
+        feats = {self.out.symbols[j]: self.feature(j, i) for j in js}
+        cfg = self.configs.get(syms := tuple(feats))
+        if cfg is None:
+            cfg = self.configs[syms] = s.config.model_copy(update={"symbols": syms})
+        ctx = self.context(i, minute, feats)
+        broker = SimulatedBroker(self.acct.cash, self.acct.positions.values(), s.slippage_bps, now=minute)
+        inputs = MinuteInputs(s.strategy_id, s.spec, cfg, s.limits, minute, feats)
+        decisions, after = decide_minute(inputs, ctx, broker.submit)
+        if after is not ctx:  # an order went through
+            self.settle(broker, after)
+        self.record(i, js, decisions)
+
+    def context(self, i: int, minute: datetime, feats: dict[str, Features]) -> RiskContext:
+        """What the tick's gate would see at T: the day state of T's New York date, the account."""
+        s, acct = self.setup, self.acct
         today = calendar.trading_date(minute)
         if acct.day is None or acct.day.trading_date != today:
             acct.day = DayState(today)
-        feats = {self.out.symbols[j]: self.feature(j, i) for j in js}
-        syms = tuple(feats)
-        cfg = self.configs.setdefault(syms, s.config.model_copy(update={"symbols": syms}))
-        ctx = RiskContext(
+        return RiskContext(
             minute=minute,
             is_active=s.is_active,
             market_open=True if s.market_open is None else bool(s.market_open[i]),
@@ -248,26 +157,32 @@ class _Loop:
             max_bar_age_seconds=s.config.max_bar_age_seconds,
             day=acct.day,
             positions=MappingProxyType({k: p.qty for k, p in acct.positions.items()}),
-            last_trade_at=MappingProxyType(dict(acct.last_trade)),
+            last_trade_at=MappingProxyType(acct.last_trade),
             buying_power=max(acct.cash, 0.0),
         )
-        broker = SimulatedBroker(acct.cash, acct.positions.values(), s.slippage_bps, now=minute)
-        decisions, after = decide_minute(MinuteInputs(s.strategy_id, s.spec, cfg, s.limits, minute, feats), ctx, broker.submit)
+
+    def settle(self, broker: SimulatedBroker, after: RiskContext) -> None:
+        """The account after the minute's fills, as the tick writes it and reads it back."""
+        acct = self.acct
         acct.cash = stored(broker.cash)
         acct.positions = {
             p.symbol: Position(p.symbol, stored(p.qty), stored(p.avg_entry_price)) for p in broker.positions()
         }
         acct.day = replace(after.day, notional_today=stored(after.day.notional_today))
         acct.last_trade = dict(after.last_trade_at)
+
+    def record(self, i: int, js: list[int], decisions: list[Decision]) -> None:
         for j, d in zip(js, decisions, strict=True):
-            if d.signal.action is Action.HOLD:
-                raise RuntimeError(f"replay: candidate {d.signal.symbol} at {minute} held ({d.signal.reason})")
+            if d.signal.action is Action.HOLD:  # the vectorised classes and the strategy disagree
+                raise RuntimeError(
+                    f"replay: candidate {d.signal.symbol} at {d.minute} held ({d.signal.reason})"
+                )
             self.out.decided[(i, j)] = d
             if d.outcome is Outcome.ORDERED and d.order is not None:
                 self.out.fills.append((i, j, d.order))
-                p = acct.positions.get(d.signal.symbol)
+                p = self.acct.positions.get(d.signal.symbol)
                 self.moves[j].append((i, 0.0 if p is None else p.qty))
-                self.cash_moves.append((i, acct.cash))
+                self.cash_moves.append((i, self.acct.cash))
 
     def run(self, on_progress: Callable[[float], None] | None) -> Replay:
         m = self.grid.shape[0]
@@ -288,7 +203,9 @@ class _Loop:
 
     def finish(self) -> Replay:
         out, m = self.out, self.grid.shape[0]
-        out.position_after = np.stack([_steps(mv, m, 0.0) for mv in self.moves]) if self.moves else np.zeros((0, m))
+        out.position_after = (
+            np.stack([_steps(mv, m, 0.0) for mv in self.moves]) if self.moves else np.zeros((0, m))
+        )
         out.position_before = np.zeros_like(out.position_after)
         out.position_before[:, 1:] = out.position_after[:, :-1]
         out.cash_after = _steps(self.cash_moves, m, stored(out.initial_cash))

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from strategy_engine.market_arrays import FloatArray
 from strategy_engine.models import Outcome, Side
-from strategy_engine.replay import FloatArray, Replay
+from strategy_engine.replay import Replay
 
 ANNUAL_MINUTES = 252 * 390
 MAX_SYMBOL_CHARTS = 12
@@ -72,7 +73,9 @@ def summarise(r: Replay) -> dict[str, Any]:
     unrealized = sum(q * (float(marks[j]) - a) for j, (q, a) in open_.items())
     gains, losses = sum(p for p in trips if p > 0), -sum(p for p in trips if p < 0)
     outcomes = Counter(d.outcome for d in r.decided.values())
-    blocked = Counter(d.verdict.code for d in r.decided.values() if d.outcome is Outcome.BLOCKED and d.verdict)
+    blocked = Counter(
+        d.verdict.code for d in r.decided.values() if d.outcome is Outcome.BLOCKED and d.verdict
+    )
     return {
         "orders": outcomes[Outcome.ORDERED],
         "realized_pnl": _round(realized),
@@ -81,7 +84,9 @@ def summarise(r: Replay) -> dict[str, Any]:
         "max_drawdown": _round(float(drawdown.max())),
         "max_drawdown_pct": _round(float((drawdown / peak).max()), 6),
         "win_rate": _round(sum(1 for p in trips if p > 0) / len(trips), 4) if trips else None,
-        "exposure": _round(float(np.any(r.position_after != 0, axis=0).mean()) if r.grid.shape[0] else 0.0, 4),
+        "exposure": _round(
+            float(np.any(r.position_after != 0, axis=0).mean()) if r.grid.shape[0] else 0.0, 4
+        ),
         "blocked": dict(sorted((str(k), v) for k, v in blocked.items())),
         "decisions": len(r.symbols) * int(r.grid.shape[0]),
         "profit_factor": _round(gains / losses, 4) if losses > 0 else None,
@@ -102,7 +107,9 @@ def _axis(ax: Any, r: Replay) -> None:
     step = max(1, math.ceil(starts.shape[0] / 8))
     ticks = starts[::step]
     ax.set_xticks(ticks)
-    ax.set_xticklabels([str(np.datetime64(int(r.grid[i]), "us").astype("datetime64[D]")) for i in ticks], fontsize=7)
+    ax.set_xticklabels(
+        [str(np.datetime64(int(r.grid[i]), "us").astype("datetime64[D]")) for i in ticks], fontsize=7
+    )
     ax.grid(alpha=0.3)
 
 
@@ -145,9 +152,16 @@ def overview_png(r: Replay, symbols: int = 3) -> bytes:
     axes = fig.subplots(2 + len(shown), 1, gridspec_kw={"height_ratios": [2.2, 1.0] + [1.6] * len(shown)})
     equity = r.equity
     _line(axes[0], equity, color="#0969da")
-    axes[0].set_title("Equity ($)", fontsize=9, loc="left")
+    pnl = float(equity[-1]) - r.initial_cash if equity.shape[0] else 0.0
+    axes[0].set_title(
+        f"Equity ($): P&L {pnl:+,.2f} on {r.initial_cash:,.0f}, {len(r.fills)} fills", fontsize=9, loc="left"
+    )
     _axis(axes[0], r)
-    _line(axes[1], np.maximum.accumulate(np.concatenate(([r.initial_cash], equity)))[1:] - equity, color="#cf222e")
+    _line(
+        axes[1],
+        np.maximum.accumulate(np.concatenate(([r.initial_cash], equity)))[1:] - equity,
+        color="#cf222e",
+    )
     axes[1].set_title("Drawdown from peak ($)", fontsize=9, loc="left")
     _axis(axes[1], r)
     for ax, j in zip(axes[2:], shown, strict=True):
@@ -181,7 +195,9 @@ CSS = (
 )
 
 
-def write_report(html_path: Path, r: Replay, summary: dict[str, Any], meta: dict[str, Any]) -> tuple[Path, Path]:
+def write_report(
+    html_path: Path, r: Replay, summary: dict[str, Any], meta: dict[str, Any]
+) -> tuple[Path, Path]:
     """Write the HTML page (images inline) and the overview PNG beside it; return both paths."""
     overview = overview_png(r)
     png_path = html_path.with_suffix(".png")
@@ -200,7 +216,7 @@ def write_report(html_path: Path, r: Replay, summary: dict[str, Any], meta: dict
         "<h2>Equity, drawdown and trades</h2>",
         _img(overview, "equity, drawdown and trades"),
         "<h2>Orders blocked by risk</h2>",
-        _table(blocked, ("risk code", "orders blocked")),
+        _table(blocked, ("risk code", "orders refused (decisions)")),
         "<h2>Each symbol's price with entries and exits</h2>",
         *(_img(symbol_png(r, j), r.symbols[j]) for j in shown),
         f"<p>Not charted (fewest trades): {html.escape(', '.join(omitted))}</p>" if omitted else "",

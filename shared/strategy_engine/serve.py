@@ -68,7 +68,12 @@ def register(app: typer.Typer) -> None:
         logs.configure()
         services = services_for(database_url)
         settings = services.settings
-        if not settings.engine_trust_platform_auth and settings.engine_http_secret is None:
-            typer.echo("note: ENGINE_HTTP_SECRET is not set, so every request is refused (403)", err=True)
+        secret = settings.engine_http_secret.get_secret_value() if settings.engine_http_secret else ""
+        if not settings.engine_trust_platform_auth and len(secret) < http_api.MIN_SECRET_LENGTH:
+            typer.echo(
+                f"note: no ENGINE_HTTP_SECRET of {http_api.MIN_SECRET_LENGTH}+ characters is set,"
+                " so every request is refused (403)",
+                err=True,
+            )
         typer.echo(f"serving /tick /backfill /webhook /health on http://{host}:{port}", err=True)
         _run(build_app(services), host, port)

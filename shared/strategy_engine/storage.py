@@ -37,9 +37,14 @@ def upload(settings: Settings, files: Sequence[Path], prefix: str) -> list[str]:
             bucket = client.storage.from_(settings.supabase_report_bucket)
             keys = []
             for path in files:
-                options = {"content-type": CONTENT_TYPES.get(path.suffix, "application/octet-stream"), "upsert": "true"}
+                options = {
+                    "content-type": CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
+                    "upsert": "true",
+                }
                 keys.append(bucket.upload(f"{prefix}/{path.name}", path.read_bytes(), options).full_path)  # type: ignore[arg-type]
             return keys
     except (StorageException, SupabaseException, httpx.HTTPError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Unavailable(f"report upload to bucket {settings.supabase_report_bucket!r} failed: {first}") from None
+        raise Unavailable(
+            f"report upload to bucket {settings.supabase_report_bucket!r} failed: {first}"
+        ) from None

@@ -25,13 +25,14 @@ from typing import Any
 from strategy_engine import replay, report
 from strategy_engine.backfill import BackfillRequest, Progress, load, parameters, plan
 from strategy_engine.errors import InputError
-from strategy_engine.replay import IntArray, MarketArrays, ReplaySetup
+from strategy_engine.market_arrays import IntArray, MarketArrays, session_grid
+from strategy_engine.replay import ReplaySetup
 from strategy_engine.store import Session
 from strategy_engine.store import backfill as store
 from strategy_engine.strategies.naive_flow_trend import NaiveFlowTrendConfig
 
 MAX_POINTS = 500
-_worker: tuple[MarketArrays, IntArray, ReplaySetup] | None = None
+_WORKER: dict[str, tuple[MarketArrays, IntArray, ReplaySetup]] = {}  # what a worker process holds
 
 
 def parse_axes(specs: Sequence[str]) -> dict[str, list[Any]]:
@@ -56,14 +57,11 @@ def _value(text: str) -> Any:
 
 
 def _init(market: MarketArrays, grid: IntArray, setup: ReplaySetup) -> None:
-    global _worker
-    _worker = (market, grid, setup)
+    _WORKER["data"] = (market, grid, setup)
 
 
 def _point(config: NaiveFlowTrendConfig) -> dict[str, Any]:
-    if _worker is None:
-        raise RuntimeError("sweep worker not initialised")
-    market, grid, setup = _worker
+    market, grid, setup = _WORKER["data"]
     return report.summarise(replay.run(market, grid, replace(setup, config=config)))
 
 
@@ -83,14 +81,20 @@ def run_sweep(
     configs = [p.with_overrides(pt) for pt in points]  # every point is validated before any work
     symbols = tuple(sorted({sym for c in configs for sym in c.symbols}))
     data = load(
-        s, symbols, req.start, req.end,
-        max(c.sma_window for c in configs), max(c.flow_lookback_minutes for c in configs),
+        s,
+        symbols,
+        req.start,
+        req.end,
+        max(c.sma_window for c in configs),
+        max(c.flow_lookback_minutes for c in configs),
     )
-    grid = replay.session_grid(req.start, req.end)
+    grid = session_grid(req.start, req.end)
     setup = ReplaySetup(p.strategy_id, p.spec, p.config, p.limits, req.initial_cash, req.slippage_bps)
     summaries: list[dict[str, Any]] = [{} for _ in points]
     ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(data, grid, setup)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init, initargs=(data, grid, setup)
+    ) as pool:
         futures = {pool.submit(_point, cfg): k for k, cfg in enumerate(configs)}
         for done, fut in enumerate(as_completed(futures), 1):
             summaries[futures[fut]] = fut.result()
@@ -100,14 +104,48 @@ def run_sweep(
     with s.transaction():
         for pt, cfg, summary in zip(points, configs, summaries, strict=True):
             run_id = uuid.uuid4()
-            params = {**parameters(replace(p, config=cfg), req, True), "sweep": {"id": str(sweep_id), "point": pt}}
-            store.insert_run(s, run_id, p.strategy_id, p.name, req.start, req.end, params, cfg.fingerprint(),
-                             summary, status="sweep")
-            rows.append({**pt, **{k: summary[k] for k in RESULT_KEYS}, "config_hash": cfg.fingerprint(),
-                         "backfill_run_id": str(run_id)})
+            params = {
+                **parameters(replace(p, config=cfg), req, True),
+                "sweep": {"id": str(sweep_id), "point": pt},
+            }
+            store.insert_run(
+                s,
+                run_id,
+                p.strategy_id,
+                p.name,
+                req.start,
+                req.end,
+                params,
+                cfg.fingerprint(),
+                summary,
+                status="sweep",
+            )
+            rows.append(
+                {
+                    **pt,
+                    **{k: summary[k] for k in RESULT_KEYS},
+                    "config_hash": cfg.fingerprint(),
+                    "backfill_run_id": str(run_id),
+                }
+            )
     rows.sort(key=lambda row: -(row["total_pnl"] or 0.0))
-    return {"sweep_id": str(sweep_id), "strategy": p.name, "start": req.start.isoformat(),
-            "end": req.end.isoformat(), "axes": axes, "results": [{"rank": k, **row} for k, row in enumerate(rows, 1)]}
+    return {
+        "sweep_id": str(sweep_id),
+        "strategy": p.name,
+        "start": req.start.isoformat(),
+        "end": req.end.isoformat(),
+        "axes": axes,
+        "results": [{"rank": k, **row} for k, row in enumerate(rows, 1)],
+    }
 
 
-RESULT_KEYS = ("total_pnl", "max_drawdown", "orders", "round_trips", "win_rate", "profit_factor", "sharpe", "exposure")
+RESULT_KEYS = (
+    "total_pnl",
+    "max_drawdown",
+    "orders",
+    "round_trips",
+    "win_rate",
+    "profit_factor",
+    "sharpe",
+    "exposure",
+)

@@ -135,9 +135,13 @@ class MarketColumns:
 FLOW_SIDES = ("buy", "sell", "unknown")
 
 
-def generate_columns(spec: MarketSpec) -> MarketColumns:
-    """`generate`'s model, vectorised per symbol, for benchmark-sized data."""
-    from strategy_engine.replay import session_grid, to_us
+def generate_columns(spec: MarketSpec, *, flow_size_mean: float = 40.0) -> MarketColumns:
+    """`generate`'s model, vectorised per symbol, for benchmark-sized data.
+
+    `flow_size_mean` (contracts per flow event; `generate` uses 40) sets how often the flow
+    premium crosses a strategy's threshold, and so how many orders a strategy places.
+    """
+    from strategy_engine.market_arrays import session_grid, to_us
 
     minutes = session_grid(
         calendar.session_bounds_or_day_start(spec.start),
@@ -145,8 +149,8 @@ def generate_columns(spec: MarketSpec) -> MarketColumns:
     )
     n = minutes.shape[0]
     outage = np.zeros(n, dtype=bool)
-    for a, b in spec.outages:
-        outage |= (minutes >= to_us(a)) & (minutes < to_us(b))
+    for first, stop in spec.outages:
+        outage |= (minutes >= to_us(first)) & (minutes < to_us(stop))
     bars: list[list[NDArray[Any]]] = []
     flows: list[list[NDArray[Any]]] = []
     for k, sym in enumerate(spec.symbols):
@@ -157,13 +161,18 @@ def generate_columns(spec: MarketSpec) -> MarketColumns:
         opens = np.round(np.concatenate(([base], close[:-1])), 2)
         spread = np.round(np.abs(rng.normal(0, spec.sigma * base, n)), 2)
         keep = (rng.random(n) >= spec.missing_bar_prob) & ~outage
-        hi, lo = np.round(np.maximum(opens, close) + spread, 2), np.round(np.minimum(opens, close) - spread, 2)
-        volume = rng.integers(1_000, 50_000, n)
-        bars.append([np.full(n, k)[keep], minutes[keep], opens[keep], hi[keep], lo[keep], close[keep], volume[keep]])
-        flows.append(_flow_columns(rng, k, minutes, regime, spec))
-    b = [np.concatenate([x[c] for x in bars]) for c in range(7)]
-    f = [np.concatenate([x[c] for x in flows]) for c in range(7)]
-    return MarketColumns(tuple(spec.symbols), minutes, *b, *f)
+        hi, lo = (
+            np.round(np.maximum(opens, close) + spread, 2),
+            np.round(np.minimum(opens, close) - spread, 2),
+        )
+        volume = np.asarray(rng.integers(1_000, 50_000, n), dtype=np.int64)
+        bars.append(
+            [np.full(n, k)[keep], minutes[keep], opens[keep], hi[keep], lo[keep], close[keep], volume[keep]]
+        )
+        flows.append(_flow_columns(rng, k, minutes, regime, spec, flow_size_mean))
+    bar_cols = [np.concatenate([one[col] for one in bars]) for col in range(7)]
+    flow_cols = [np.concatenate([one[col] for one in flows]) for col in range(7)]
+    return MarketColumns(tuple(spec.symbols), minutes, *bar_cols, *flow_cols)
 
 
 def _regimes_vectorised(rng: np.random.Generator, n: int, mean_len: float) -> NDArray[np.float64]:
@@ -176,7 +185,12 @@ def _regimes_vectorised(rng: np.random.Generator, n: int, mean_len: float) -> ND
 
 
 def _flow_columns(
-    rng: np.random.Generator, k: int, minutes: NDArray[np.int64], regime: NDArray[np.float64], spec: MarketSpec
+    rng: np.random.Generator,
+    k: int,
+    minutes: NDArray[np.int64],
+    regime: NDArray[np.float64],
+    spec: MarketSpec,
+    size_mean: float,
 ) -> list[NDArray[Any]]:
     at = np.repeat(np.arange(minutes.shape[0]), rng.poisson(spec.flow_rate, minutes.shape[0]))
     m = at.shape[0]
@@ -184,7 +198,7 @@ def _flow_columns(
     sell_side = rng.random(m) < 0.3
     unknown = rng.random(m) < 0.1
     side = np.where(sell_side, 1, np.where(unknown, 2, 0))
-    size = rng.geometric(1 / 40, m).astype(np.int64)
+    size = rng.geometric(1 / size_mean, m).astype(np.int64)
     price = np.round(rng.uniform(0.5, 12.0, m), 2)
     notional = np.where(rng.random(m) < 0.2, np.nan, np.round(size * price * 100, 2))
     ts = minutes[at] + rng.integers(0, 60, m) * 1_000_000

@@ -20,6 +20,7 @@ import numpy as np
 import psycopg
 from numpy.typing import NDArray
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Jsonb
 
 from strategy_engine.store.journal import LOG_COLUMNS
@@ -106,7 +107,17 @@ def insert_run(
           parameters, config_hash, summary, status, finished_at)
         values (%s, %s, %s, %s, %s, %s, %s, %s, %s, now())
         """,
-        (run_id, strategy_id, strategy_name, start, end, Jsonb(parameters), config_hash, Jsonb(summary), status),
+        (
+            run_id,
+            strategy_id,
+            strategy_name,
+            start,
+            end,
+            Jsonb(parameters),
+            config_hash,
+            Jsonb(summary),
+            status,
+        ),
     )
 
 
@@ -126,8 +137,9 @@ def copy_escape(text: str) -> str:
 def copy_text(s: Session, table: str, columns: Sequence[str], chunks: Iterable[str | bytes]) -> int:
     """COPY pre-formatted text lines into a table in one statement; returns the bytes sent.
 
-    The bulk writer of the backfill: building lines in batches and streaming them lets the
-    server parse one batch while the next is formatted, with no per-row driver call.
+    The bulk writer of the backfill: lines are built in batches and handed to a writer thread
+    (`QueuedLibpqWriter`), so the server parses one batch while the next is formatted, with no
+    per-row driver call.
     """
     s.statements += 1
     stmt = sql.SQL("copy {} ({}) from stdin").format(
@@ -135,7 +147,7 @@ def copy_text(s: Session, table: str, columns: Sequence[str], chunks: Iterable[s
     )
     sent = 0
     try:
-        with s.conn.cursor() as cur, cur.copy(stmt) as cp:
+        with s.conn.cursor() as cur, cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as cp:
             for chunk in chunks:
                 cp.write(chunk)
                 sent += len(chunk)
@@ -149,7 +161,9 @@ def write_decision_text(s: Session, chunks: Iterable[str]) -> int:
     return copy_text(s, "strategy_logs", LOG_COLUMNS, chunks)
 
 
-def copy_out_range(s: Session, symbols: Sequence[str], start: datetime, end: datetime, flow_start: datetime) -> int:
+def copy_out_range(
+    s: Session, symbols: Sequence[str], start: datetime, end: datetime, flow_start: datetime
+) -> int:
     """COPY OUT (binary) the bars and flow events a backfill of the range reads; returns bytes.
 
     No engine path uses this: it is the plain-COPY floor the backfill benchmark compares with.
@@ -160,7 +174,10 @@ def copy_out_range(s: Session, symbols: Sequence[str], start: datetime, end: dat
             " and ts >= {a} and ts < {b} and close is not null order by symbol, ts) to stdout (format binary)"
         ),
         sql.SQL(
-            "copy (select f.underlying, f.ts, " + FLOW_CENTS + ", " + FLOW_DIRECTION.replace("\n", " ")
+            "copy (select f.underlying, f.ts, "
+            + FLOW_CENTS
+            + ", "
+            + FLOW_DIRECTION.replace("\n", " ")
             + " from public.options_flow f where f.underlying = any({s}) and f.ts >= {fa} and f.ts < {b}"
             " order by f.underlying, f.ts) to stdout (format binary)"
         ),
@@ -171,7 +188,10 @@ def copy_out_range(s: Session, symbols: Sequence[str], start: datetime, end: dat
             for q in queries:
                 s.statements += 1
                 stmt = q.format(
-                    s=sql.Literal(list(symbols)), a=sql.Literal(start), b=sql.Literal(end), fa=sql.Literal(flow_start)
+                    s=sql.Literal(list(symbols)),
+                    a=sql.Literal(start),
+                    b=sql.Literal(end),
+                    fa=sql.Literal(flow_start),
                 )
                 with cur.copy(stmt) as cp:
                     for block in cp:

@@ -1,0 +1,159 @@
+"""Report: the summary's arithmetic on a hand-made replay, and a self-contained HTML page with its PNG."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from strategy_engine import backfill, report, synthetic
+from strategy_engine.market_arrays import MINUTE_US, FeatureGrid, to_us
+from strategy_engine.models import Action, Decision, Order, Outcome, Side, Signal
+from strategy_engine.replay import Replay
+from strategy_engine.store import Session
+from tests.conftest import DAY, load_market, seed
+
+T0 = to_us(datetime(2025, 6, 13, 13, 30, tzinfo=UTC))
+
+
+def _fill(
+    i: int, side: Side, price: float, reason: str
+) -> tuple[tuple[int, int], Decision, tuple[int, int, Order]]:
+    order = Order(f"c{i}", f"b{i}", "AAA", side, 1.0, "filled", 1.0, price)
+    signal = Signal("AAA", Action(side.value), 1.0, reason, {})
+    return (i, 0), Decision(datetime.now(UTC), signal, None, None, Outcome.ORDERED, order), (i, 0, order)
+
+
+def _replay(closes: list[float], fills: list[tuple[int, Side, float, str]], blocked: int = 0) -> Replay:
+    """One symbol; position and cash follow the fills, as the replay loop records them."""
+    m = len(closes)
+    close = np.array([closes], dtype=np.float64)
+    zeros = np.zeros((1, m), dtype=np.int64)
+    grid = T0 + MINUTE_US * np.arange(m, dtype=np.int64)
+    features = FeatureGrid(
+        zeros + 20,
+        close,
+        close,
+        zeros,
+        zeros,
+        zeros,
+        zeros == 0,
+        zeros.astype(np.int8),
+        zeros.astype(np.int8),
+    )
+    r = Replay(("AAA",), grid, features, 100.0)
+    pos, cash = np.zeros((1, m)), np.full(m, 100.0)
+    for i, side, price, reason in fills:
+        key, decision, fill = _fill(i, side, price, reason)
+        r.decided[key] = decision
+        r.fills.append(fill)
+        sign = 1.0 if side is Side.BUY else -1.0
+        pos[0, i:] += sign
+        cash[i:] -= sign * price
+    for k in range(blocked):
+        signal = Signal("AAA", Action.BUY, 1.0, "entry_long", {})
+        from strategy_engine.models import Verdict
+
+        r.decided[(m - 1 - k, 0)] = Decision(
+            datetime.now(UTC), signal, None, Verdict(False, "cool_down", (), False), Outcome.BLOCKED
+        )
+    r.position_after, r.cash_after = pos, cash
+    r.position_before = np.concatenate((np.zeros((1, 1)), pos[:, :-1]), axis=1)
+    return r
+
+
+def test_summary_of_a_winning_and_a_losing_round_trip_and_an_open_short() -> None:
+    closes = [10.0, 11.0, 12.0, 12.0, 11.0, 10.0, 10.0, 9.0]
+    r = _replay(
+        closes,
+        [
+            (0, Side.BUY, 10.0, "entry_long"),
+            (2, Side.SELL, 12.0, "exit_long"),  # +2
+            (3, Side.BUY, 12.0, "entry_long"),
+            (5, Side.SELL, 10.0, "exit_long"),  # -2
+            (6, Side.SELL, 10.0, "entry_short"),  # open: marked at 9 -> +1
+        ],
+        blocked=1,
+    )
+    s = report.summarise(r)
+    equity = [100.0, 101.0, 102.0, 102.0, 101.0, 100.0, 100.0, 101.0]
+    assert r.equity.tolist() == equity
+    rets = np.diff([100.0, *equity]) / np.array([100.0, *equity[:-1]])
+    sharpe = float(np.mean(rets) / np.std(rets, ddof=1) * math.sqrt(252 * 390))
+    assert s | {"sharpe": pytest.approx(sharpe, abs=1e-3)} == {
+        "orders": 5,
+        "realized_pnl": 0.0,
+        "unrealized_pnl": 1.0,
+        "total_pnl": 1.0,
+        "max_drawdown": 2.0,
+        "max_drawdown_pct": round(2 / 102, 6),
+        "win_rate": 0.5,
+        "exposure": 0.75,
+        "blocked": {"cool_down": 1},
+        "decisions": 8,
+        "profit_factor": 1.0,
+        "sharpe": s["sharpe"],
+        "round_trips": 2,
+        "failed": 0,
+        "initial_cash": 100.0,
+        "final_equity": 101.0,
+        "minutes": 8,
+        "symbols": ["AAA"],
+    }
+
+
+def test_summary_without_trades_then_undefined_ratios_are_null() -> None:
+    s = report.summarise(_replay([10.0, 10.0, 10.0], []))
+    assert (s["win_rate"], s["profit_factor"], s["sharpe"], s["round_trips"], s["total_pnl"]) == (
+        None,
+        None,
+        None,
+        0,
+        0.0,
+    )
+
+
+def test_flip_closes_a_round_trip_and_opens_the_next() -> None:
+    realized, trips, open_ = report.round_trips(_replay([10.0] * 3, [(0, Side.BUY, 10.0, "entry_long")]))
+    assert (realized, trips, open_) == (0.0, [], {0: (1.0, 10.0)})
+
+
+def _report(session: Session, tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    seed(session, config={"symbols": ["SPY", "IWM", "QQQ"], "min_flow_premium": 20_000, "order_qty": 10})
+    load_market(session, synthetic.MarketSpec(("SPY", "IWM", "QQQ"), DAY, DAY))
+    html = tmp_path / "out" / "report.html"
+    req = backfill.parse_request(
+        {
+            "strategy": "nft",
+            "start": "2025-06-13T13:30:00Z",
+            "end": "2025-06-13T20:00:00Z",
+            "report_path": str(html),
+        }
+    )
+    return backfill.run_backfill(session, req), html
+
+
+def test_report_is_one_self_contained_html_with_a_png_beside_it(session: Session, tmp_path: Path) -> None:
+    doc, html = _report(session, tmp_path)
+    page = html.read_text(encoding="utf-8")
+    assert doc["report_path"] == str(html) and doc["report_png"] == str(html.with_suffix(".png"))
+    assert html.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for section in (
+        "Summary",
+        "Equity, drawdown and trades",
+        "Orders blocked by risk",
+        "price with entries and exits",
+        "Parameters",
+    ):
+        assert section in page
+    images = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,', page)
+    assert images == ["equity, drawdown and trades", "IWM", "QQQ", "SPY"]
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|/)""", page)  # no external asset
+    assert "<script" not in page and doc["config_hash"] in page
+    stored = session.fetchone("select report_path from public.backfill_runs")
+    assert stored == (str(html),)
