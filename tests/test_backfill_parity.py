@@ -29,7 +29,6 @@ import pytest
 
 from strategy_engine import backfill, engine, synthetic
 from strategy_engine.models import Limits
-from strategy_engine.replay import stored
 from strategy_engine.risk import RiskCode
 from strategy_engine.store import Session, connect
 from tests.conftest import load_market, seed
@@ -148,7 +147,7 @@ def test_backfill_fills_and_final_account_equal_live_tick(parity: Any) -> None:
             o.side.value,
             o.qty,
             o.filled_qty,
-            stored(o.filled_avg_price or 0.0),
+            o.filled_avg_price or 0.0,
             o.client_order_id,
             o.status,
         )

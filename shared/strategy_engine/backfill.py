@@ -73,7 +73,10 @@ class BackfillRequest(BaseModel):
     @field_validator("start", "end")
     @classmethod
     def _minute(cls, v: datetime) -> datetime:
-        return calendar.floor_minute(v)
+        try:
+            return calendar.floor_minute(v)
+        except OverflowError:  # pydantic reports ValueError as a field error, not OverflowError
+            raise ValueError("time out of range") from None
 
     @model_validator(mode="after")
     def _range(self) -> BackfillRequest:

@@ -23,13 +23,14 @@ from rich.table import Table
 from strategy_engine.backfill import Progress as ProgressFn
 from strategy_engine.backfill import parse_request, run_backfill
 from strategy_engine.errors import InputError
-from strategy_engine.sweep import RESULT_KEYS, parse_axes, run_sweep
+from strategy_engine.sweep import parse_axes, run_sweep
 
 DbUrl = Annotated[
     str | None,
     typer.Option("--database-url", help="Postgres URL (else DATABASE_URL, else the embedded server)."),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+SWEEP_COLUMNS = ("total_pnl", "max_drawdown", "orders", "round_trips", "win_rate", "profit_factor", "sharpe")
 SUMMARY_ROWS = (
     "total_pnl",
     "realized_pnl",
@@ -146,12 +147,17 @@ def _print_summary(doc: dict[str, Any]) -> None:
 
 
 def _print_sweep(doc: dict[str, Any], keys: list[str]) -> None:
-    table = Table(
-        title=f"sweep {doc['strategy']} {doc['start']} -> {doc['end']} (best total P&L first)",
-        title_justify="left",
-    )
-    for col in ("rank", *keys, *RESULT_KEYS):
-        table.add_column(col, justify="right")
+    title = f"sweep {doc['strategy']} {doc['start']} -> {doc['end']}, best total P&L first"
+    table = Table(title=title, title_justify="left")
+    columns = ("rank", *keys, *SWEEP_COLUMNS)
+    for col in columns:
+        table.add_column(col, justify="right", min_width=len(col))
     for row in doc["results"]:
-        table.add_row(*(str(row[c]) for c in ("rank", *keys, *RESULT_KEYS)))
-    Console().print(table)
+        table.add_row(*(_cell(row[c]) for c in columns))
+    console = Console()
+    console.width = max(console.width, 120)  # a piped stdout is 80 columns: keep the grid readable
+    console.print(table)
+
+
+def _cell(v: Any) -> str:
+    return f"{v:,.2f}" if isinstance(v, float) else str(v)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from strategy_engine import calendar, engine, serve, status_view
+from strategy_engine import backfill_cli, calendar, engine, serve, status_view
 from strategy_engine.errors import EngineError, InputError, Unavailable
 from strategy_engine.runtime import open_session
 from strategy_engine.schedule import schedule_app
@@ -35,6 +35,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(strategy_app, name="strategy")
 app.add_typer(schedule_app, name="schedule")
 serve.register(app)
+backfill_cli.register(app)
 
 DbUrl = Annotated[
     str | None,

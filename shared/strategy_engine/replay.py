@@ -8,12 +8,13 @@ payloads are the tick's own, in the tick's symbol order. Every other minute is a
 touches no account state; its row is built in bulk (`backfill_rows`).
 
 The simulated account is rebuilt at each candidate minute the way the tick rebuilds it from
-its tables: cash, positions and the day's notional pass through `numeric` columns there, so
-they pass through `stored` here.
+its tables; the store writes exact decimals (`store.session.exact`), so the numbers the tick
+reads back are the numbers this loop keeps in memory.
 """
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 from collections.abc import Callable
@@ -40,15 +41,6 @@ from strategy_engine.models import Action, DayState, Decision, Features, Limits,
 from strategy_engine.risk import RiskContext
 from strategy_engine.strategies import StrategySpec
 from strategy_engine.strategies.naive_flow_trend import NaiveFlowTrendConfig
-
-
-def stored(x: float) -> float:
-    """`x` after a round trip through a `numeric` column, as the tick's account makes it.
-
-    PostgreSQL casts float8 to numeric with 15 significant digits, so the tick reads back
-    cash, positions and the day's notional rounded that way each minute.
-    """
-    return float(f"{x:.15g}")
 
 
 @dataclass(frozen=True)
@@ -105,7 +97,7 @@ class _Loop:
         self.f = features(market, grid, setup.config)
         self.cands = candidates(self.f, setup.config.allow_short)
         self.out = Replay(market.symbols, grid, self.f, setup.initial_cash)
-        self.acct = _Account(stored(setup.initial_cash))
+        self.acct = _Account(setup.initial_cash)
         self.configs: dict[tuple[str, ...], NaiveFlowTrendConfig] = {}
         self.moves: list[list[tuple[int, float]]] = [[] for _ in market.symbols]
         self.cash_moves: list[tuple[int, float]] = []
@@ -164,11 +156,9 @@ class _Loop:
     def settle(self, broker: SimulatedBroker, after: RiskContext) -> None:
         """The account after the minute's fills, as the tick writes it and reads it back."""
         acct = self.acct
-        acct.cash = stored(broker.cash)
-        acct.positions = {
-            p.symbol: Position(p.symbol, stored(p.qty), stored(p.avg_entry_price)) for p in broker.positions()
-        }
-        acct.day = replace(after.day, notional_today=stored(after.day.notional_today))
+        acct.cash = broker.cash
+        acct.positions = {p.symbol: Position(p.symbol, p.qty, p.avg_entry_price) for p in broker.positions()}
+        acct.day = replace(after.day, notional_today=after.day.notional_today)
         acct.last_trade = dict(after.last_trade_at)
 
     def record(self, i: int, js: list[int], decisions: list[Decision]) -> None:
@@ -208,7 +198,7 @@ class _Loop:
         )
         out.position_before = np.zeros_like(out.position_after)
         out.position_before[:, 1:] = out.position_after[:, :-1]
-        out.cash_after = _steps(self.cash_moves, m, stored(out.initial_cash))
+        out.cash_after = _steps(self.cash_moves, m, out.initial_cash)
         return out
 
 
@@ -228,5 +218,16 @@ def run(
     setup: ReplaySetup,
     on_progress: Callable[[float], None] | None = None,
 ) -> Replay:
-    """Replay every grid minute of the strategy's symbols on a fresh simulated account."""
-    return _Loop(market.select(setup.config.symbols), grid, setup).run(on_progress)
+    """Replay every grid minute of the strategy's symbols on a fresh simulated account.
+
+    The cyclic garbage collector is paused meanwhile: the loop keeps every decision it makes (a
+    few dozen small objects each) and makes no cycles, so the collector would only rescan them,
+    again and again, for about a sixth of the loop's time.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _Loop(market.select(setup.config.symbols), grid, setup).run(on_progress)
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -4,7 +4,9 @@ The data is loaded once for the widest point (the most symbols, the longest SMA 
 flow lookback; a narrower point reads the tail of the same arrays, exactly what it would have
 loaded itself) and handed to two worker processes once each, as numpy arrays. Workers start
 from a fresh interpreter (`forkserver`), never a fork of a process holding a database
-connection and a progress thread.
+connection and a progress thread. Like any spawned worker they import the caller's main
+module, so a script calling `run_sweep` needs the `if __name__ == "__main__":` guard (the
+`strategy-engine` console script has it).
 
 A sweep writes no per-decision rows (N points would write N journals nobody reads); it
 records one `backfill_runs` row per point, `status = 'sweep'`, with the point and the sweep id
@@ -65,6 +67,18 @@ def _point(config: NaiveFlowTrendConfig) -> dict[str, Any]:
     return report.summarise(replay.run(market, grid, replace(setup, config=config)))
 
 
+RESULT_KEYS = (
+    "total_pnl",
+    "max_drawdown",
+    "orders",
+    "round_trips",
+    "win_rate",
+    "profit_factor",
+    "sharpe",
+    "exposure",
+)
+
+
 def run_sweep(
     s: Session,
     req: BackfillRequest,
@@ -80,26 +94,10 @@ def run_sweep(
         raise InputError(f"a sweep has 1 to {MAX_POINTS} points, this one {len(points)}")
     configs = [p.with_overrides(pt) for pt in points]  # every point is validated before any work
     symbols = tuple(sorted({sym for c in configs for sym in c.symbols}))
-    data = load(
-        s,
-        symbols,
-        req.start,
-        req.end,
-        max(c.sma_window for c in configs),
-        max(c.flow_lookback_minutes for c in configs),
-    )
-    grid = session_grid(req.start, req.end)
+    window, lookback = max(c.sma_window for c in configs), max(c.flow_lookback_minutes for c in configs)
+    data = load(s, symbols, req.start, req.end, window, lookback)
     setup = ReplaySetup(p.strategy_id, p.spec, p.config, p.limits, req.initial_cash, req.slippage_bps)
-    summaries: list[dict[str, Any]] = [{} for _ in points]
-    ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init, initargs=(data, grid, setup)
-    ) as pool:
-        futures = {pool.submit(_point, cfg): k for k, cfg in enumerate(configs)}
-        for done, fut in enumerate(as_completed(futures), 1):
-            summaries[futures[fut]] = fut.result()
-            if progress is not None:
-                progress("sweep", done / len(points))
+    summaries = _replay_all(data, session_grid(req.start, req.end), setup, configs, workers, progress)
     sweep_id, rows = uuid.uuid4(), []
     with s.transaction():
         for pt, cfg, summary in zip(points, configs, summaries, strict=True):
@@ -118,17 +116,11 @@ def run_sweep(
                 params,
                 cfg.fingerprint(),
                 summary,
-                status="sweep",
+                "sweep",
             )
-            rows.append(
-                {
-                    **pt,
-                    **{k: summary[k] for k in RESULT_KEYS},
-                    "config_hash": cfg.fingerprint(),
-                    "backfill_run_id": str(run_id),
-                }
-            )
-    rows.sort(key=lambda row: -(row["total_pnl"] or 0.0))
+            result = {k: summary[k] for k in RESULT_KEYS}
+            rows.append({**pt, **result, "config_hash": cfg.fingerprint(), "backfill_run_id": str(run_id)})
+    rows.sort(key=lambda row: -row["total_pnl"])
     return {
         "sweep_id": str(sweep_id),
         "strategy": p.name,
@@ -139,13 +131,23 @@ def run_sweep(
     }
 
 
-RESULT_KEYS = (
-    "total_pnl",
-    "max_drawdown",
-    "orders",
-    "round_trips",
-    "win_rate",
-    "profit_factor",
-    "sharpe",
-    "exposure",
-)
+def _replay_all(
+    data: MarketArrays,
+    grid: IntArray,
+    setup: ReplaySetup,
+    configs: list[NaiveFlowTrendConfig],
+    workers: int,
+    progress: Progress | None,
+) -> list[dict[str, Any]]:
+    """Each config's summary, computed by `workers` processes that each receive the data once."""
+    summaries: list[dict[str, Any]] = [{} for _ in configs]
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init, initargs=(data, grid, setup)
+    ) as pool:
+        futures = {pool.submit(_point, cfg): k for k, cfg in enumerate(configs)}
+        for done, fut in enumerate(as_completed(futures), 1):
+            summaries[futures[fut]] = fut.result()
+            if progress is not None:
+                progress("sweep", done / len(configs))
+    return summaries

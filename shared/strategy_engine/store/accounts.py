@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from strategy_engine.models import Account, Position
-from strategy_engine.store.session import Session
+from strategy_engine.store.session import Session, exact
 
 
 def ensure_account(s: Session, name: str, broker: str) -> UUID:
@@ -60,7 +60,7 @@ def save_mirror(s: Session, account_id: UUID, acct: Account, pos: Sequence[Posit
         on conflict (account_id) do update set cash = excluded.cash,
           buying_power = excluded.buying_power, equity = excluded.equity, updated_at = now()
         """,
-        (account_id, acct.cash, acct.buying_power, acct.equity),
+        (account_id, exact(acct.cash), exact(acct.buying_power), exact(acct.equity)),
     )
     symbols = [p.symbol for p in pos]
     s.execute(
@@ -71,11 +71,11 @@ def save_mirror(s: Session, account_id: UUID, acct: Account, pos: Sequence[Posit
         """
         insert into public.broker_positions (account_id, symbol, qty, avg_entry_price, updated_at)
         select %s, u.symbol, u.qty, u.avg, now()
-        from unnest(%s::text[], %s::float8[], %s::float8[]) as u(symbol, qty, avg)
+        from unnest(%s::text[], %s::numeric[], %s::numeric[]) as u(symbol, qty, avg)
         on conflict (account_id, symbol) do update set qty = excluded.qty,
           avg_entry_price = excluded.avg_entry_price, updated_at = now()
         """,
-        (account_id, symbols, [p.qty for p in pos], [p.avg_entry_price for p in pos]),
+        (account_id, symbols, [exact(p.qty) for p in pos], [exact(p.avg_entry_price) for p in pos]),
     )
 
 

@@ -25,7 +25,7 @@ from psycopg.types.json import Jsonb
 
 from strategy_engine.store.journal import LOG_COLUMNS
 from strategy_engine.store.market import FLOW_CENTS, FLOW_DIRECTION
-from strategy_engine.store.session import Session, _unavailable
+from strategy_engine.store.session import Session, unavailable
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -152,7 +152,7 @@ def copy_text(s: Session, table: str, columns: Sequence[str], chunks: Iterable[s
                 cp.write(chunk)
                 sent += len(chunk)
     except psycopg.OperationalError as exc:
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
     return sent
 
 
@@ -197,5 +197,5 @@ def copy_out_range(
                     for block in cp:
                         got += len(block)
     except psycopg.OperationalError as exc:
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
     return got

@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 
 from strategy_engine.decide import decision_payload
 from strategy_engine.models import Decision, Order
-from strategy_engine.store.session import Session
+from strategy_engine.store.session import Session, exact
 
 LOG_COLUMNS = (
     "engine_run_id",
@@ -83,10 +83,10 @@ def record_orders(
                 o.broker_order_id or None,
                 o.symbol,
                 o.side.value,
-                o.qty,
+                exact(o.qty),
                 o.status,
-                o.filled_qty,
-                o.filled_avg_price,
+                exact(o.filled_qty),
+                exact(o.filled_avg_price),
                 o.submitted_at,
                 err,
             ),
@@ -99,8 +99,9 @@ def record_orders(
           broker_order_id, symbol, side, qty, status, filled_qty, filled_avg_price, submitted_at, error,
           updated_at)
         select %(strategy)s, %(account)s, %(source)s, %(minute)s, u.* , now()
-        from unnest(%(cid)s::text[], %(bid)s::text[], %(sym)s::text[], %(side)s::text[], %(qty)s::float8[],
-                    %(st)s::text[], %(fq)s::float8[], %(fp)s::float8[], %(at)s::timestamptz[], %(e)s::text[])
+        from unnest(%(cid)s::text[], %(bid)s::text[], %(sym)s::text[], %(side)s::text[],
+                    %(qty)s::numeric[], %(st)s::text[], %(fq)s::numeric[], %(fp)s::numeric[],
+                    %(at)s::timestamptz[], %(e)s::text[])
           as u(cid, bid, sym, side, qty, st, fq, fp, at, e)
         on conflict (client_order_id) do update set broker_order_id = excluded.broker_order_id,
           status = excluded.status, filled_qty = excluded.filled_qty,

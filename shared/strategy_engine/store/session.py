@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,7 +36,17 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _unavailable(exc: Exception) -> DatabaseUnavailable:
+def exact(x: float | None) -> Decimal | None:
+    """A float as the decimal that reads back as the same float.
+
+    PostgreSQL casts float8 to numeric with 15 significant digits; money and quantities that the
+    next stateless minute reads back must survive the round trip bit for bit (the backfill, which
+    never leaves memory, must see the same numbers as the tick).
+    """
+    return None if x is None else Decimal(repr(float(x)))
+
+
+def unavailable(exc: Exception) -> DatabaseUnavailable:
     # psycopg messages carry host and port, never the password; keep only the first line.
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return DatabaseUnavailable(f"database unavailable: {first}")
@@ -53,7 +64,7 @@ def connect(url: str, *, connect_timeout: int = 10, application_name: str = "str
             application_name=application_name,
         )
     except psycopg.OperationalError as exc:
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
     except psycopg.ProgrammingError as exc:
         raise InputError(f"invalid database url: {str(exc).splitlines()[0]}") from None
     conn.adapters.register_loader("numeric", FloatLoader)
@@ -81,7 +92,7 @@ class Session:
             with self.conn.transaction():
                 yield self
         except psycopg.OperationalError as exc:
-            raise _unavailable(exc) from None
+            raise unavailable(exc) from None
 
     def execute(
         self, query: str | sql.Composed, params: Params = None, *, binary: bool = False
@@ -91,7 +102,7 @@ class Session:
         try:
             return self.conn.cursor(binary=binary).execute(query, params)
         except psycopg.OperationalError as exc:
-            raise _unavailable(exc) from None
+            raise unavailable(exc) from None
 
     def fetchall(
         self, query: str | sql.Composed, params: Params = None, *, binary: bool = False
@@ -112,5 +123,5 @@ class Session:
                 for row in rows:
                     cp.write_row(row)
         except psycopg.OperationalError as exc:
-            raise _unavailable(exc) from None
+            raise unavailable(exc) from None
         return len(rows)

@@ -10,7 +10,7 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 
 from strategy_engine.models import BrokerAccount, DayState, Limits, StrategyDef
-from strategy_engine.store.session import Session
+from strategy_engine.store.session import Session, exact
 
 _DEF_COLS = """
   d.id, d.name, d.strategy_type, d.is_active, d.config, d.account_id,
@@ -85,7 +85,7 @@ def save_state(
             last_trade_at = coalesce(%s, last_trade_at), updated_at = now()
         where strategy_id = %s and trading_date = %s
         """,
-        (day.trades_today, day.notional_today, minute, last_trade_at, strategy_id, day.trading_date),
+        (day.trades_today, exact(day.notional_today), minute, last_trade_at, strategy_id, day.trading_date),
     )
 
 
