@@ -31,9 +31,12 @@ from strategy_engine.strategies.naive_flow_trend import (
     NaiveFlowTrendConfig,
     decide_position,
     flow_code,
+    flow_of,
     flow_ratio,
     naive_flow_trend,
+    ratio_of,
     trend_code,
+    trend_of,
 )
 
 PURE = settings(max_examples=200, derandomize=True, database=None, deadline=None)
@@ -450,3 +453,22 @@ def test_last_smas_when_many_symbols_then_bit_identical_to_one_at_a_time(
     assert bits(np.array([x for x in many if x is not None])) == bits(
         np.array([x for x in one_by_one if x is not None])
     )
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(
+    st.floats(0.01, 1e5, allow_nan=False),
+    st.floats(0.01, 1e5, allow_nan=False),
+    st.floats(0, 500, allow_nan=False),
+    st.integers(0, 10**12),
+    st.integers(0, 10**12),
+    st.floats(0, 1e7, allow_nan=False),
+    st.floats(0, 1, allow_nan=False),
+)
+def test_scalar_and_array_classifiers_agree_bit_for_bit(
+    close: float, sma: float, band: float, bull: int, bear: int, premium: float, ratio: float
+) -> None:
+    assert trend_of(close, sma, band) == int(trend_code(close, sma, band))
+    assert trend_of(sma, sma, band) == int(trend_code(sma, sma, band))
+    assert flow_of(bull, bear, premium, ratio) == int(flow_code(bull, bear, premium, ratio))
+    assert ratio_of(bull, bear) == float(flow_ratio(bull, bear))

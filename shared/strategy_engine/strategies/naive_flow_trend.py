@@ -75,6 +75,29 @@ def flow_code(
     return out.astype(np.int8)
 
 
+# One minute of one symbol, in plain Python floats: the same IEEE operations as the array
+# forms above (ints below 2**53 convert exactly, so int/int division rounds alike), a tenth of
+# their cost on a scalar. tests/test_strategy.py holds the two forms equal under hypothesis.
+def ratio_of(bull_cents: int, bear_cents: int) -> float:
+    total = bull_cents + bear_cents
+    return (bull_cents - bear_cents) / total if total > 0 else 0.0
+
+
+def trend_of(close: float, sma: float, band_bps: float) -> int:
+    band = band_bps / 10_000.0
+    if close > sma * (1.0 + band):
+        return UP
+    return DOWN if close < sma * (1.0 - band) else FLAT
+
+
+def flow_of(bull_cents: int, bear_cents: int, min_premium: float, min_ratio: float) -> int:
+    net, ratio = bull_cents - bear_cents, ratio_of(bull_cents, bear_cents)
+    min_cents = round(min_premium * 100.0)
+    if net >= min_cents and ratio >= min_ratio:
+        return BULLISH
+    return BEARISH if net <= -min_cents and ratio <= -min_ratio else NEUTRAL
+
+
 def decide_position(
     trend: int, flow: int, position_qty: float, enough_bars: bool, cfg: NaiveFlowTrendConfig
 ) -> tuple[Action, float, str]:
@@ -102,8 +125,8 @@ def naive_flow_trend(features: Features, position_qty: float, cfg: NaiveFlowTren
     enough = close is not None and sma is not None and features.bars >= cfg.sma_window
     trend = FLAT
     if close is not None and sma is not None and enough:
-        trend = int(trend_code(close, sma, cfg.trend_band_bps))
-    flow = int(flow_code(features.bull_cents, features.bear_cents, cfg.min_flow_premium, cfg.min_flow_ratio))
+        trend = trend_of(close, sma, cfg.trend_band_bps)
+    flow = flow_of(features.bull_cents, features.bear_cents, cfg.min_flow_premium, cfg.min_flow_ratio)
     action, qty, reason = decide_position(trend, flow, position_qty, enough, cfg)
     payload: dict[str, Any] = {
         "close": features.close,
@@ -113,7 +136,7 @@ def naive_flow_trend(features: Features, position_qty: float, cfg: NaiveFlowTren
         "bull": features.bull_cents / 100,
         "bear": features.bear_cents / 100,
         "net": (features.bull_cents - features.bear_cents) / 100,
-        "ratio": float(flow_ratio(features.bull_cents, features.bear_cents)),
+        "ratio": ratio_of(features.bull_cents, features.bear_cents),
         "position_qty": position_qty,
         "bars": features.bars,
     }
