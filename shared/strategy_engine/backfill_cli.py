@@ -4,9 +4,6 @@
 `BackfillRequest` (the model the HTTP target uses) before any database is opened, so a bad
 range is one line on stderr, exit 2, and nothing written. `--sweep key=v1,v2` (repeatable) runs
 the grid instead, on data loaded once, and prints it ranked by total P&L.
-
-`strategy_engine.cli` is imported inside the command, not at module level, so cli.py can call
-`register` wherever it likes without an import cycle.
 """
 
 from __future__ import annotations
@@ -22,14 +19,10 @@ from rich.table import Table
 
 from strategy_engine.backfill import Progress as ProgressFn
 from strategy_engine.backfill import parse_request, run_backfill
+from strategy_engine.cli_support import DbUrl, JsonFlag, emit, fail, session_for
 from strategy_engine.errors import InputError
 from strategy_engine.sweep import parse_axes, run_sweep
 
-DbUrl = Annotated[
-    str | None,
-    typer.Option("--database-url", help="Postgres URL (else DATABASE_URL, else the embedded server)."),
-]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 SWEEP_COLUMNS = ("total_pnl", "max_drawdown", "orders", "round_trips", "win_rate", "profit_factor", "sharpe")
 SUMMARY_ROWS = (
     "total_pnl",
@@ -70,7 +63,6 @@ def backfill(
     as_json: JsonFlag = False,
 ) -> None:
     """Replay a range through the strategy and risk code of the tick; print the summary."""
-    from strategy_engine.cli import emit, fail, session_for
 
     doc: dict[str, Any] = {
         "strategy": strategy,
@@ -86,7 +78,6 @@ def backfill(
         axes = parse_axes(sweep) if sweep else None
     except InputError as exc:
         fail(str(exc), 2)
-        return
     with _progress(as_json) as progress, session_for(database_url) as s:
         if axes is not None:
             result = run_sweep(s, req, axes, progress=progress)

@@ -1,26 +1,20 @@
 """The `strategy-engine` command line: parse, open a session, call the core, render.
 
-Every failure the engine knows about becomes one readable line on stderr and an exit code:
-2 bad input, 3 a dependency unavailable (retry), 1 anything else. `--json` prints exactly one
-JSON document on stdout.
+Exit codes and output conventions live in `cli_support`, shared with the commands that other
+modules register (backfill, serve, schedule).
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from strategy_engine import backfill_cli, calendar, engine, serve, status_view
-from strategy_engine.errors import EngineError, InputError, Unavailable
-from strategy_engine.runtime import open_session
+from strategy_engine.cli_support import DbUrl, JsonFlag, emit, fail, session_for
+from strategy_engine.errors import InputError, Unavailable
 from strategy_engine.schedule import schedule_app
-from strategy_engine.store import Session
 from strategy_engine.store.migrations import migrate
 
 app = typer.Typer(
@@ -37,40 +31,6 @@ app.add_typer(schedule_app, name="schedule")
 serve.register(app)
 backfill_cli.register(app)
 
-DbUrl = Annotated[
-    str | None,
-    typer.Option("--database-url", help="Postgres URL (else DATABASE_URL, else the embedded server)."),
-]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-T = TypeVar("T")
-err_console = Console(stderr=True)
-
-
-def fail(message: str, code: int) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def session_for(url: str | None) -> Iterator[Session]:
-    """Open a session and turn engine errors into one line and an exit code."""
-    try:
-        with open_session(url) as s:
-            yield s
-    except InputError as exc:
-        fail(str(exc), 2)
-    except Unavailable as exc:
-        fail(str(exc), 3)
-    except EngineError as exc:
-        fail(str(exc), 1)
-
-
-def emit(doc: Any, as_json: bool, render: Callable[[], None]) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(doc, default=str) + "\n")
-    else:
-        render()
-
 
 @app.command()
 def run(
@@ -84,7 +44,6 @@ def run(
         t = calendar.parse_minute(minute) if minute else engine.now_minute()
     except InputError as exc:
         fail(str(exc), 2)
-        return
     with session_for(database_url) as s:
         result = engine.tick(s, t, trigger="cli", only=strategy)
     emit(result.as_json(), as_json, lambda: status_view.print_run(result))
@@ -172,7 +131,6 @@ def strategy_set(
         raw = json.loads(config)
     except json.JSONDecodeError as exc:
         fail(f"config is not valid JSON: {exc.msg} at position {exc.pos}", 2)
-        return
     with session_for(database_url) as s:
         sid = save_strategy(s, name, strategy_type, raw, account=account, broker=broker, is_active=active)
     print(f"saved {name} ({sid})")
@@ -190,10 +148,8 @@ def demo(
         summary = demo_mod.run_demo(database_url, quiet=as_json)
     except InputError as exc:
         fail(str(exc), 2)
-        return
     except Unavailable as exc:
         fail(str(exc), 3)
-        return
     emit(summary, as_json, lambda: demo_mod.print_summary(summary))
 
 
