@@ -41,3 +41,23 @@ def test_demo_runs_with_nothing_configured_and_twice_gives_the_same_summary(tmp_
     assert first["embedded_data_dir"] is not None
     assert (tmp_path / "pgdata" / "PG_VERSION").exists()
     assert not (REPO / "pgdata").exists()
+    # the URL the demo prints works afterwards, though the embedded server stopped with the demo
+    status = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "strategy_engine.cli",
+            "status",
+            "--json",
+            "--database-url",
+            first["database_url"],
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    assert [s["name"] for s in json.loads(status.stdout)["strategies"]] == ["demo-naive-flow-trend"]

@@ -44,3 +44,15 @@ def database_url(base_url: str, dbname: str) -> str:
     head, sep, query = base_url.partition("?")
     root = head.rsplit("/", 1)[0]
     return f"{root}/{dbname}{sep}{query}"
+
+
+def is_embedded_url(url: str) -> bool:
+    """True for a URL on the embedded server's socket (e.g. the demo database the demo prints)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    try:
+        hosts = parse_qs(urlsplit(url).query).get("host", [])
+    except ValueError:
+        return False
+    folder = str(default_data_dir().expanduser().resolve())
+    return any(h.rstrip("/") == folder for h in hosts)

@@ -15,6 +15,8 @@ from strategy_engine.store.migrations import migrate
 def resolve_database_url(explicit: str | None = None) -> tuple[str, bool]:
     """(url, is_embedded)."""
     if explicit:
+        if embedded.is_embedded_url(explicit):
+            embedded.start()  # the server stops with its last client: start it again for this URL
         return explicit, False
     settings = get_settings()
     if settings.database_url is not None:
