@@ -206,6 +206,18 @@ def _fail(exc: ScheduleError) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _toggle(
+    paused: bool, project: str | None, location: str, job: str, endpoint: str | None, timeout: float
+) -> None:
+    try:
+        t = _target(project, location, job, endpoint, timeout)
+        state, changed = _set_state(t, paused=paused)
+    except ScheduleError as exc:
+        raise _fail(exc) from None
+    done, already = ("paused", "already paused") if paused else ("resumed", "already enabled")
+    typer.echo(f"{done if changed else already}: {t.name} (state {state})")
+
+
 @schedule_app.command()
 def pause(
     project: Project = None,
@@ -215,12 +227,7 @@ def pause(
     timeout: Timeout = 30.0,
 ) -> None:
     """Pause the tick schedule: the engine receives no more ticks (the kill switch)."""
-    try:
-        t = _target(project, location, job, endpoint, timeout)
-        state, changed = _set_state(t, paused=True)
-    except ScheduleError as exc:
-        raise _fail(exc) from None
-    typer.echo(f"{'paused' if changed else 'already paused'}: {t.name} (state {state})")
+    _toggle(True, project, location, job, endpoint, timeout)
 
 
 @schedule_app.command()
@@ -232,12 +239,7 @@ def resume(
     timeout: Timeout = 30.0,
 ) -> None:
     """Resume the tick schedule after a pause."""
-    try:
-        t = _target(project, location, job, endpoint, timeout)
-        state, changed = _set_state(t, paused=False)
-    except ScheduleError as exc:
-        raise _fail(exc) from None
-    typer.echo(f"{'resumed' if changed else 'already enabled'}: {t.name} (state {state})")
+    _toggle(False, project, location, job, endpoint, timeout)
 
 
 @schedule_app.command("run-now")
