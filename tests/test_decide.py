@@ -24,23 +24,12 @@ from strategy_engine.errors import OrderRejected
 from strategy_engine.models import Action, DayState, Features, Limits, Order, OrderIntent, Outcome, Side
 from strategy_engine.risk import RiskContext
 from strategy_engine.strategies import REGISTRY, parse_config
+from tests.test_risk import DESIGN_ORDER
 
 PURE = settings(max_examples=200, derandomize=True, database=None, deadline=None)
 
 T = datetime(2025, 6, 13, 14, 30, tzinfo=UTC)
 STRATEGY_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
-DESIGN_ORDER = [
-    "strategy_inactive",
-    "market_closed",
-    "stale_data",
-    "max_daily_trades",
-    "max_notional_per_trade",
-    "max_notional_per_day",
-    "max_position_size",
-    "max_open_positions",
-    "cool_down",
-    "buying_power",
-]
 SIGNAL_KEYS = {"close", "sma", "trend", "bull", "bear", "net", "ratio", "position_qty", "bars"}
 
 

@@ -49,20 +49,32 @@ def is_open(minute: datetime) -> bool:
     return bounds is not None and bounds[0] <= minute < bounds[1]
 
 
-def session_minutes(start: datetime, end: datetime) -> list[datetime]:
-    """Every regular-session minute T with start <= T < end, in order (UTC)."""
-    out: list[datetime] = []
-    day = trading_date(start)
-    last = trading_date(end)
+def session_windows(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """Each regular session's [open, close) clipped to [start, end), in order (UTC).
+
+    The one walk over sessions: `session_minutes` and the backfill's vectorised grid both
+    expand these windows, so they cannot disagree on a half day or a holiday.
+    """
+    out: list[tuple[datetime, datetime]] = []
+    day, last = trading_date(start), trading_date(end)
     while day <= last:
         bounds = session_bounds(day)
         if bounds is not None:
-            t = max(bounds[0], start)
-            stop = min(bounds[1], end)
-            while t < stop:
-                out.append(t)
-                t += timedelta(minutes=1)
+            a, z = max(bounds[0], start), min(bounds[1], end)
+            if a < z:
+                out.append((a, z))
         day += timedelta(days=1)
+    return out
+
+
+def session_minutes(start: datetime, end: datetime) -> list[datetime]:
+    """Every regular-session minute T with start <= T < end, in order (UTC)."""
+    out: list[datetime] = []
+    for a, z in session_windows(start, end):
+        t = a
+        while t < z:
+            out.append(t)
+            t += timedelta(minutes=1)
     return out
 
 

@@ -31,6 +31,7 @@ from strategy_engine.models import (
     Decision,
     Features,
     Order,
+    OrderIntent,
     Outcome,
     Position,
     RunResult,
@@ -44,7 +45,7 @@ from strategy_engine.store import accounts as acct_store
 from strategy_engine.store import strategies as strat_store
 from strategy_engine.store.strategies import StrategyRow
 from strategy_engine.strategies import StrategySpec, get_spec, parse_config
-from strategy_engine.strategies.base import StrategyConfig
+from strategy_engine.strategies.base import StrategyConfig, check_symbol
 
 
 def _default_alpaca() -> Broker:
@@ -326,15 +327,12 @@ def manual_trade(
     It is not subject to the strategy risk gate (no strategy owns it) but it is paper-only,
     validated before anything is sent, and recorded with `source = 'manual'`.
     """
-    from strategy_engine.models import OrderIntent, Side
-    from strategy_engine.strategies.base import StrategyConfig as _Cfg
-
     deps = deps or Deps()
     symbol = symbol.strip().upper()
     try:
-        _Cfg.model_validate({"symbols": [symbol]})
-    except Exception:
-        raise InputError(f"invalid symbol {symbol!r}") from None
+        check_symbol(symbol)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     if side not in ("buy", "sell"):
         raise InputError(f"invalid side {side!r} (buy or sell)")
     if not qty > 0 or qty > 1_000_000:

@@ -49,14 +49,8 @@ def to_us(t: datetime) -> int:
 def session_grid(start: datetime, end: datetime) -> IntArray:
     """`calendar.session_minutes(start, end)` as Unix microseconds, one arange per session."""
     parts = [np.empty(0, dtype=np.int64)]
-    lo, hi = to_us(start), to_us(end)
-    day, last = calendar.trading_date(start), calendar.trading_date(end)
-    while day <= last:
-        bounds = calendar.session_bounds(day)
-        if bounds is not None:
-            a, z = max(to_us(bounds[0]), lo), min(to_us(bounds[1]), hi)
-            parts.append(np.arange(a, max(a, z), MINUTE_US, dtype=np.int64))
-        day += timedelta(days=1)
+    for a, z in calendar.session_windows(start, end):
+        parts.append(np.arange(to_us(a), to_us(z), MINUTE_US, dtype=np.int64))
     return np.concatenate(parts)
 
 

@@ -11,6 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,14}$"
 
 
+def check_symbol(symbol: object) -> str:
+    """The one spelling rule for tickers, for configs and manual orders alike."""
+    if not isinstance(symbol, str) or not re.match(SYMBOL_PATTERN, symbol):
+        raise ValueError(f"invalid symbol {symbol!r} (upper-case ticker expected)")
+    return symbol
+
+
 class StrategyConfig(BaseModel):
     """Frozen, strict, closed: unknown keys and wrong types are refused, never coerced."""
 
@@ -27,8 +34,7 @@ class StrategyConfig(BaseModel):
             v = tuple(v)
         if isinstance(v, tuple):
             for s in v:
-                if not isinstance(s, str) or not re.match(SYMBOL_PATTERN, s):
-                    raise ValueError(f"invalid symbol {s!r} (upper-case ticker expected)")
+                check_symbol(s)
             if len(set(v)) != len(v):
                 raise ValueError("duplicate symbols")
         return v
