@@ -20,8 +20,8 @@ from pydantic import SecretStr
 
 from strategy_engine import engine
 from strategy_engine.brokers.alpaca import AlpacaPaperBroker
-from strategy_engine.errors import InputError, LiveTradingRefused
-from strategy_engine.models import StrategyOutcome
+from strategy_engine.core.errors import InputError, LiveTradingRefused
+from strategy_engine.core.models import StrategyOutcome
 from strategy_engine.settings import get_settings
 from strategy_engine.store import Session, connect
 from tests.conftest import REPO, seed

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from strategy_engine.schedule import _is_loopback, schedule_app
+from strategy_engine.cloud.scheduler import _is_loopback, schedule_app
 from tests.fake_cloud_scheduler import FakeCloudScheduler
 
 PROJECT = "demo-project"

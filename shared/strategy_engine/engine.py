@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
-from strategy_engine import calendar
 from strategy_engine.brokers.base import Broker
 from strategy_engine.brokers.simulated import SimulatedBroker
-from strategy_engine.decide import MinuteInputs, client_order_id, decide_minute
-from strategy_engine.errors import InputError, LiveTradingRefused, NotFound, Unavailable
-from strategy_engine.indicators import last_smas
-from strategy_engine.logs import event
-from strategy_engine.models import (
+from strategy_engine.core import calendar
+from strategy_engine.core.decide import MinuteInputs, client_order_id, decide_minute
+from strategy_engine.core.errors import InputError, LiveTradingRefused, NotFound, Unavailable
+from strategy_engine.core.indicators import last_smas
+from strategy_engine.core.models import (
     Account,
     BrokerAccount,
     Decision,
@@ -39,13 +38,14 @@ from strategy_engine.models import (
     StrategyOutcome,
     StrategyRun,
 )
-from strategy_engine.risk import RiskContext
+from strategy_engine.core.risk import RiskContext
+from strategy_engine.core.strategies import StrategySpec, get_spec, parse_config
+from strategy_engine.core.strategies.base import StrategyConfig, check_symbol
+from strategy_engine.logs import event
 from strategy_engine.store import Session, journal, market
 from strategy_engine.store import accounts as acct_store
 from strategy_engine.store import strategies as strat_store
 from strategy_engine.store.strategies import StrategyRow
-from strategy_engine.strategies import StrategySpec, get_spec, parse_config
-from strategy_engine.strategies.base import StrategyConfig, check_symbol
 
 
 def _default_alpaca() -> Broker:

@@ -43,8 +43,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from strategy_engine.errors import BrokerUnavailable, LiveTradingRefused, OrderRejected
-from strategy_engine.models import Account, Order, OrderIntent, Position, Side
+from strategy_engine.core.errors import BrokerUnavailable, LiveTradingRefused, OrderRejected
+from strategy_engine.core.models import Account, Order, OrderIntent, Position, Side
 from strategy_engine.settings import PAPER_BASE_URL, Settings
 
 log = logging.getLogger(__name__)

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from strategy_engine import risk
-from strategy_engine.errors import OrderRejected
-from strategy_engine.models import Action, Decision, Features, Limits, Order, OrderIntent, Outcome, Side
-from strategy_engine.risk import RiskContext
-from strategy_engine.strategies import StrategySpec
-from strategy_engine.strategies.base import StrategyConfig
+from strategy_engine.core import risk
+from strategy_engine.core.errors import OrderRejected
+from strategy_engine.core.models import Action, Decision, Features, Limits, Order, OrderIntent, Outcome, Side
+from strategy_engine.core.risk import RiskContext
+from strategy_engine.core.strategies import StrategySpec
+from strategy_engine.core.strategies.base import StrategyConfig
 
 
 def minute_key(minute: datetime) -> str:

@@ -37,15 +37,16 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from strategy_engine import calendar, engine, logs
-from strategy_engine.errors import InputError, Unavailable
+from strategy_engine import engine, logs
+from strategy_engine.core import calendar
+from strategy_engine.core.errors import InputError, Unavailable
 from strategy_engine.settings import Settings, get_settings
 from strategy_engine.store import Session, connect, journal
 
 if TYPE_CHECKING:
     import flask
 
-    from strategy_engine.backfill import BackfillRequest
+    from strategy_engine.backtest.backfill import BackfillRequest
 
 MAX_BODY_BYTES = 64 * 1024
 MIN_SECRET_LENGTH = 16  # e.g. `openssl rand -hex 32`, as deploy.sh suggests
@@ -375,7 +376,7 @@ def _webhook(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
 
 
 def _backfill(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
-    from strategy_engine import backfill
+    from strategy_engine.backtest import backfill
 
     request = _validate(_backfill_model(), body)
     with services.open_session() as s:
@@ -387,7 +388,7 @@ def _backfill(req: HttpRequest, body: bytes, services: Services) -> HttpResponse
 def _backfill_model() -> type[BackfillRequest]:
     """The backfill's own request model, held to the HTTP boundary's rules (no unknown field, no
     coercion, no NaN); imported on first use so a tick's cold start does not pay for it."""
-    from strategy_engine.backfill import BackfillRequest
+    from strategy_engine.backtest.backfill import BackfillRequest
 
     class HttpBackfillRequest(BackfillRequest):
         model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
