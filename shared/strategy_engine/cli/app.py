@@ -11,10 +11,10 @@ from typing import Annotated
 
 import typer
 
-from strategy_engine import engine
+from strategy_engine import engine, manual_trade
 from strategy_engine.cli import backfill, views
 from strategy_engine.cli.options import DbUrl, JsonFlag, emit, fail, session_for
-from strategy_engine.cloud.scheduler import schedule_app
+from strategy_engine.cli.schedule import schedule_app
 from strategy_engine.core import calendar
 from strategy_engine.core.errors import InputError, Unavailable
 from strategy_engine.http import serve
@@ -65,7 +65,7 @@ def trade(
 ) -> None:
     """Place a manual paper order on the named account; recorded with source 'manual'."""
     with session_for(database_url) as s:
-        order = engine.manual_trade(s, account, symbol, side, qty)
+        order = manual_trade.manual_trade(s, account, symbol, side, qty)
     doc = {
         "client_order_id": order.client_order_id,
         "broker_order_id": order.broker_order_id,
