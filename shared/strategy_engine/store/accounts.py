@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from strategy_engine.models import Account, Position
+from strategy_engine.core.models import Account, Position
 from strategy_engine.store.session import Session, exact
 
 

@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.numeric import FloatLoader
 
-from strategy_engine.errors import DatabaseUnavailable, InputError
+from strategy_engine.core.errors import DatabaseUnavailable, InputError
 
 Params = Sequence[Any] | dict[str, Any] | None
 

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
-from strategy_engine.models import BrokerAccount, DayState, Limits, StrategyDef
+from strategy_engine.core.models import BrokerAccount, DayState, Limits, StrategyDef
 from strategy_engine.store.session import Session, exact
 
 _DEF_COLS = """

@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from numpy.typing import NDArray
 
-from strategy_engine import calendar
-from strategy_engine.indicators import sma
-from strategy_engine.strategies.naive_flow_trend import (
+from strategy_engine.core import calendar
+from strategy_engine.core.indicators import sma
+from strategy_engine.core.strategies.naive_flow_trend import (
     BEARISH,
     BULLISH,
     DOWN,

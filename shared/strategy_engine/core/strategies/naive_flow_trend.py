@@ -12,8 +12,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import Field
 
-from strategy_engine.models import Action, Features, Signal
-from strategy_engine.strategies.base import StrategyConfig
+from strategy_engine.core.models import Action, Features, Signal
+from strategy_engine.core.strategies.base import StrategyConfig
 
 UP, FLAT, DOWN = 1, 0, -1
 BULLISH, NEUTRAL, BEARISH = 1, 0, -1

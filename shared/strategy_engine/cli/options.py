@@ -15,7 +15,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from strategy_engine.errors import EngineError, InputError, Unavailable
+from strategy_engine.core.errors import EngineError, InputError, Unavailable
 from strategy_engine.runtime import open_session
 from strategy_engine.store import Session
 

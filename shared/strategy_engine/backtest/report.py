@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from strategy_engine.market_arrays import FloatArray
-from strategy_engine.models import Outcome, Side
-from strategy_engine.replay import Replay
+from strategy_engine.backtest.market_arrays import FloatArray
+from strategy_engine.backtest.replay import Replay
+from strategy_engine.core.models import Outcome, Side
 
 ANNUAL_MINUTES = 252 * 390
 MAX_SYMBOL_CHARTS = 12

@@ -24,10 +24,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from strategy_engine import calendar
-from strategy_engine.brokers.simulated import SimulatedBroker
-from strategy_engine.decide import MinuteInputs, decide_minute
-from strategy_engine.market_arrays import (
+from strategy_engine.backtest.market_arrays import (
     BoolArray,
     FeatureGrid,
     FloatArray,
@@ -37,10 +34,13 @@ from strategy_engine.market_arrays import (
     features,
     to_datetime,
 )
-from strategy_engine.models import Action, DayState, Decision, Features, Limits, Order, Outcome, Position
-from strategy_engine.risk import RiskContext
-from strategy_engine.strategies import StrategySpec
-from strategy_engine.strategies.naive_flow_trend import NaiveFlowTrendConfig
+from strategy_engine.brokers.simulated import SimulatedBroker
+from strategy_engine.core import calendar
+from strategy_engine.core.decide import MinuteInputs, decide_minute
+from strategy_engine.core.models import Action, DayState, Decision, Features, Limits, Order, Outcome, Position
+from strategy_engine.core.risk import RiskContext
+from strategy_engine.core.strategies import StrategySpec
+from strategy_engine.core.strategies.naive_flow_trend import NaiveFlowTrendConfig
 
 
 @dataclass(frozen=True)

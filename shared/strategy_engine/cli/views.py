@@ -8,8 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from strategy_engine import calendar
-from strategy_engine.models import RunResult
+from strategy_engine.core import calendar
+from strategy_engine.core.models import RunResult
 from strategy_engine.store import Session, journal
 from strategy_engine.store import accounts as acct_store
 from strategy_engine.store import strategies as strat_store

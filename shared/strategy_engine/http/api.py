@@ -23,31 +23,56 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import ConfigDict, field_validator
 
-from strategy_engine import calendar, engine, logs
-from strategy_engine.errors import InputError, Unavailable
-from strategy_engine.settings import Settings, get_settings
-from strategy_engine.store import Session, connect, journal
+from strategy_engine import engine, logs
+from strategy_engine.core import calendar
+from strategy_engine.core.errors import InputError, Unavailable
+from strategy_engine.http.messages import (
+    MAX_BODY_BYTES,
+    BarRecord,
+    HttpError,
+    HttpRequest,
+    HttpResponse,
+    Misconfigured,
+    SchedulerEvent,
+    TickBody,
+    WebhookPayload,
+    from_flask,
+    to_flask,
+    validate,
+)
+from strategy_engine.http.services import Services, secret_values
+from strategy_engine.settings import Settings
+from strategy_engine.store import journal
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "ROUTES",
+    "HttpError",
+    "HttpRequest",
+    "HttpResponse",
+    "Misconfigured",
+    "Services",
+    "from_flask",
+    "handle",
+    "handle_scheduled",
+    "run_tick",
+    "secret_values",
+    "to_flask",
+]
 
 if TYPE_CHECKING:
-    import flask
+    from strategy_engine.backtest.backfill import BackfillRequest
 
-    from strategy_engine.backfill import BackfillRequest
-
-MAX_BODY_BYTES = 64 * 1024
 MIN_SECRET_LENGTH = 16  # e.g. `openssl rand -hex 32`, as deploy.sh suggests
 RETRY_AFTER_SECONDS = 5  # inside the minute: Cloud Scheduler's own backoff starts at 5 s
 # A T later than now + this is refused (400) as the future: deciding a minute before its bars
@@ -56,135 +81,6 @@ RETRY_AFTER_SECONDS = 5  # inside the minute: Cloud Scheduler's own backoff star
 CLOCK_SKEW = timedelta(seconds=5)
 WEBHOOK_MAX_LAG = timedelta(minutes=2)  # an older bar (a data backfill) does not tick live
 SCHEDULE_TIME_HEADER = "x-cloudscheduler-scheduletime"
-
-M = TypeVar("M", bound=BaseModel)
-
-
-@dataclass(frozen=True, slots=True)
-class HttpRequest:
-    method: str
-    path: str
-    headers: Mapping[str, str]  # names in lower case
-    body: bytes  # adapters read at most MAX_BODY_BYTES + 1 bytes; more is refused with 413
-    #: Did the platform itself authenticate this request? None: it cannot tell (Cloud Run);
-    #: False: it says not (a Lambda URL without AWS_IAM), so the setting is not trusted.
-    platform_authenticated: bool | None = None
-    request_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HttpResponse:
-    status: int
-    body: dict[str, Any]
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    def json_text(self) -> str:
-        return json.dumps(_finite(self.body), default=str, separators=(",", ":"), allow_nan=False)
-
-
-class HttpError(Exception):
-    """A refusal with its status; `fields` name what was wrong in the request."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        fields: list[dict[str, str]] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.fields, self.headers = status, message, fields, headers or {}
-
-    @classmethod
-    def invalid(cls, name: str, message: str) -> HttpError:
-        """400 naming the field."""
-        return cls(400, f"{name}: {message}", fields=[{"field": name, "message": message}])
-
-    def response(self) -> HttpResponse:
-        extra = {"fields": self.fields} if self.fields else {}
-        return HttpResponse(self.status, {"error": self.message, **extra}, self.headers)
-
-
-class Misconfigured(Exception):
-    """The deployment is missing a setting: a 500 for the caller, the reason in the log."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
-
-
-class TickBody(_Strict):
-    minute: str | None = None  # ISO 8601 with an offset; parsed by calendar.parse_minute
-    strategy: str | None = Field(default=None, min_length=1, max_length=200)
-
-
-class WebhookPayload(_Strict):
-    """Supabase's database webhook (supabase_functions.http_request): one row event."""
-
-    type: str
-    table: str
-    schema_: str = Field(alias="schema")
-    record: dict[str, Any] | None
-    old_record: dict[str, Any] | None
-    user_id: str | None = None  # in Supabase's documented type, not sent by its trigger function
-
-
-class _BarRecord(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)  # a table row: other columns are fine
-    ts: str
-    symbol: str
-
-
-class SchedulerEvent(_Strict):
-    """EventBridge Scheduler's input: {"source": "scheduler", "minute": <aws.scheduler.scheduled-time>}."""
-
-    source: Literal["scheduler"]
-    minute: str
-
-
-@dataclass(frozen=True)
-class Services:
-    """What a request needs from outside, built from settings; tests swap deps and clock."""
-
-    settings: Settings
-    open_session: Callable[[], Session]
-    deps: Callable[[], engine.Deps] = engine.Deps
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-
-    @classmethod
-    def from_settings(cls, database_url: str | None = None) -> Services:
-        """`database_url`, else DATABASE_URL. Never the embedded server: a function must not trade
-        on a database of its own that starts empty on every cold start."""
-        settings = get_settings()
-        logs.redact(secret_values(settings))
-        url = database_url or (settings.database_url.get_secret_value() if settings.database_url else None)
-
-        def open_session() -> Session:
-            if not url:
-                raise Misconfigured("DATABASE_URL is not set")
-            try:
-                return connect(url)
-            except InputError:  # the server's URL, not the caller's input: no detail to anyone
-                raise Misconfigured("DATABASE_URL is not a valid postgresql:// URL") from None
-
-        return cls(settings, open_session)
-
-
-def secret_values(settings: Settings) -> list[str]:
-    """Every SecretStr setting's value, and the password inside the database URL."""
-    out = []
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if isinstance(value, SecretStr) and value.get_secret_value():
-            out.append(value.get_secret_value())
-    if settings.database_url is not None:
-        try:
-            password = urlsplit(settings.database_url.get_secret_value()).password
-        except ValueError:  # unparseable: open_session refuses it without quoting it
-            password = None
-        out.extend([password, unquote(password)] if password else [])
-    return out
 
 
 # ---- the entry point ---------------------------------------------------------------------------
@@ -201,7 +97,7 @@ def handle_scheduled(
     """An EventBridge Scheduler event: IAM already authorised the invocation; tick its minute."""
 
     def run(s: Services) -> HttpResponse:
-        ev = _validate(SchedulerEvent, dict(event) if isinstance(event, Mapping) else {})
+        ev = validate(SchedulerEvent, dict(event) if isinstance(event, Mapping) else {})
         return run_tick(s, _minute(ev.minute, "minute", s), "eventbridge")
 
     return _respond("tick", "EVENT", "scheduler", request_id, run, services)
@@ -302,22 +198,6 @@ def _body(req: HttpRequest, required: bool) -> bytes:
     return req.body
 
 
-def _validate(model: type[M], data: bytes | dict[str, Any], prefix: str = "") -> M:
-    try:
-        if isinstance(data, bytes):
-            return model.model_validate_json(data)
-        return model.model_validate(data)
-    except ValidationError as exc:
-        fields = [
-            {"field": ".".join([prefix, *map(str, e["loc"])]).strip(".") or "body", "message": e["msg"]}
-            for e in exc.errors(include_url=False, include_input=False)
-        ]
-        first = fields[0]
-        raise HttpError(400, f"{first['field']}: {first['message']}", fields=fields) from None
-    except OverflowError:  # a validator's date arithmetic (year 1 at +14:00 has no UTC minute)
-        raise HttpError.invalid(prefix or "body", "a time is out of range") from None
-
-
 def _minute(
     text: str, field_name: str, services: Services | None, later: timedelta = timedelta(0)
 ) -> datetime:
@@ -347,7 +227,7 @@ def run_tick(services: Services, minute: datetime, trigger: str, only: str | Non
 def _tick(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
     """T from X-CloudScheduler-ScheduleTime (constant across the job's retries), else the body's
     `minute`, else the current minute."""
-    parsed = _validate(TickBody, body) if body else TickBody()
+    parsed = validate(TickBody, body) if body else TickBody()
     header = req.headers.get(SCHEDULE_TIME_HEADER)
     if header is not None:
         minute, trigger = _minute(header, "X-CloudScheduler-ScheduleTime", services), "cloud_scheduler"
@@ -360,12 +240,12 @@ def _tick(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
 
 def _webhook(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
     """An INSERT into market_data_1m ticks the bar's minute + 1 (a bar's ts is its start)."""
-    p = _validate(WebhookPayload, body)
+    p = validate(WebhookPayload, body)
     if (p.type, p.schema_, p.table) != ("INSERT", "public", "market_data_1m"):
         return HttpResponse(200, {"status": "ignored", "reason": f"{p.type} on {p.schema_}.{p.table}"})
     if p.record is None:
         raise HttpError.invalid("record", "required for an INSERT")
-    bar = _validate(_BarRecord, p.record, prefix="record")
+    bar = validate(BarRecord, p.record, prefix="record")
     t, now = _minute(bar.ts, "record.ts", None, later=timedelta(minutes=1)), services.clock()
     if t > now + CLOCK_SKEW:  # a bar inserted before its minute ended: the scheduler ticks T
         return HttpResponse(200, {"status": "ignored", "reason": f"bar {bar.symbol} {bar.ts} still forming"})
@@ -375,9 +255,9 @@ def _webhook(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
 
 
 def _backfill(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
-    from strategy_engine import backfill
+    from strategy_engine.backtest import backfill
 
-    request = _validate(_backfill_model(), body)
+    request = validate(_backfill_model(), body)
     with services.open_session() as s:
         summary = backfill.run_backfill(s, request)
     return HttpResponse(200, dict(summary))
@@ -387,7 +267,7 @@ def _backfill(req: HttpRequest, body: bytes, services: Services) -> HttpResponse
 def _backfill_model() -> type[BackfillRequest]:
     """The backfill's own request model, held to the HTTP boundary's rules (no unknown field, no
     coercion, no NaN); imported on first use so a tick's cold start does not pay for it."""
-    from strategy_engine.backfill import BackfillRequest
+    from strategy_engine.backtest.backfill import BackfillRequest
 
     class HttpBackfillRequest(BackfillRequest):
         model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
@@ -418,34 +298,3 @@ ROUTES: dict[str, tuple[str, bool, Handler]] = {
     "webhook": ("POST", True, _webhook),
     "health": ("GET", False, _health),
 }
-
-
-# ---- rendering -------------------------------------------------------------------------------
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities become null: the response stays valid JSON whatever a summary holds."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def from_flask(request: flask.Request) -> HttpRequest:
-    """A Flask (functions-framework, `serve`) request, its body read up to the limit + 1 byte."""
-    headers: dict[str, str] = {}
-    for name, value in request.headers.items():
-        key = name.lower()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return HttpRequest(request.method, request.path, headers, request.stream.read(MAX_BODY_BYTES + 1))
-
-
-def to_flask(resp: HttpResponse) -> flask.Response:
-    import flask
-
-    return flask.Response(
-        resp.json_text(), status=resp.status, headers=dict(resp.headers), mimetype="application/json"
-    )

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import exchange_calendars as xcals
 import pandas as pd
 
-from strategy_engine.errors import InputError
+from strategy_engine.core.errors import InputError
 
 NEW_YORK = ZoneInfo("America/New_York")
 

@@ -17,11 +17,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from strategy_engine.backfill import Progress as ProgressFn
-from strategy_engine.backfill import parse_request, run_backfill
-from strategy_engine.cli_support import DbUrl, JsonFlag, emit, fail, session_for
-from strategy_engine.errors import InputError
-from strategy_engine.sweep import parse_axes, run_sweep
+from strategy_engine.backtest.backfill import Progress as ProgressFn
+from strategy_engine.backtest.backfill import parse_request, run_backfill
+from strategy_engine.backtest.sweep import parse_axes, run_sweep
+from strategy_engine.cli.options import DbUrl, JsonFlag, emit, fail, session_for
+from strategy_engine.core.errors import InputError
 
 SWEEP_COLUMNS = ("total_pnl", "max_drawdown", "orders", "round_trips", "win_rate", "profit_factor", "sharpe")
 SUMMARY_ROWS = (

@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from strategy_engine.errors import InputError
-from strategy_engine.models import Features, Signal
-from strategy_engine.strategies.base import StrategyConfig
-from strategy_engine.strategies.naive_flow_trend import NaiveFlowTrendConfig, naive_flow_trend
+from strategy_engine.core.errors import InputError
+from strategy_engine.core.models import Features, Signal
+from strategy_engine.core.strategies.base import StrategyConfig
+from strategy_engine.core.strategies.naive_flow_trend import NaiveFlowTrendConfig, naive_flow_trend
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import platformdirs
 
-from strategy_engine.errors import DatabaseUnavailable
+from strategy_engine.core.errors import DatabaseUnavailable
 
 
 def default_data_dir() -> Path:

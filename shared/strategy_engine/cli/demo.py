@@ -16,12 +16,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from strategy_engine import embedded, engine, synthetic
-from strategy_engine.models import Limits
+from strategy_engine import engine
+from strategy_engine.backtest import synthetic
+from strategy_engine.core.models import Limits
 from strategy_engine.runtime import resolve_database_url
 from strategy_engine.seed import save_strategy
 from strategy_engine.store import accounts as acct_store
-from strategy_engine.store import connect, journal, market, redact_url
+from strategy_engine.store import connect, embedded, journal, market, redact_url
 from strategy_engine.store.migrations import migrate
 
 DEMO_DB = "strategy_engine_demo"

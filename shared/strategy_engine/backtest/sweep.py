@@ -24,14 +24,14 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from typing import Any
 
-from strategy_engine import replay, report
-from strategy_engine.backfill import BackfillRequest, Progress, load, parameters, plan
-from strategy_engine.errors import InputError
-from strategy_engine.market_arrays import IntArray, MarketArrays, session_grid
-from strategy_engine.replay import ReplaySetup
+from strategy_engine.backtest import replay, report
+from strategy_engine.backtest.backfill import BackfillRequest, Progress, load, parameters, plan
+from strategy_engine.backtest.market_arrays import IntArray, MarketArrays, session_grid
+from strategy_engine.backtest.replay import ReplaySetup
+from strategy_engine.core.errors import InputError
+from strategy_engine.core.strategies.naive_flow_trend import NaiveFlowTrendConfig
 from strategy_engine.store import Session
 from strategy_engine.store import backfill as store
-from strategy_engine.strategies.naive_flow_trend import NaiveFlowTrendConfig
 
 MAX_POINTS = 500
 _WORKER: dict[str, tuple[MarketArrays, IntArray, ReplaySetup]] = {}  # what a worker process holds

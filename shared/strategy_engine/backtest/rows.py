@@ -16,12 +16,12 @@ from uuid import UUID
 
 import numpy as np
 
-from strategy_engine.decide import decision_payload
-from strategy_engine.market_arrays import FloatArray
-from strategy_engine.models import Decision
-from strategy_engine.replay import Replay
+from strategy_engine.backtest.market_arrays import FloatArray
+from strategy_engine.backtest.replay import Replay
+from strategy_engine.core.decide import decision_payload
+from strategy_engine.core.models import Decision
+from strategy_engine.core.strategies.naive_flow_trend import FLOW_NAMES, TREND_NAMES, flow_ratio
 from strategy_engine.store.backfill import copy_escape
-from strategy_engine.strategies.naive_flow_trend import FLOW_NAMES, TREND_NAMES, flow_ratio
 
 NULL = "\\N"
 PAYLOAD = (

@@ -11,10 +11,13 @@ from typing import Annotated
 
 import typer
 
-from strategy_engine import backfill_cli, calendar, engine, serve, status_view
-from strategy_engine.cli_support import DbUrl, JsonFlag, emit, fail, session_for
-from strategy_engine.errors import InputError, Unavailable
-from strategy_engine.schedule import schedule_app
+from strategy_engine import engine, manual_trade
+from strategy_engine.cli import backfill, views
+from strategy_engine.cli.options import DbUrl, JsonFlag, emit, fail, session_for
+from strategy_engine.cli.schedule import schedule_app
+from strategy_engine.core import calendar
+from strategy_engine.core.errors import InputError, Unavailable
+from strategy_engine.http import serve
 from strategy_engine.store.migrations import migrate
 
 app = typer.Typer(
@@ -29,7 +32,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(strategy_app, name="strategy")
 app.add_typer(schedule_app, name="schedule")
 serve.register(app)
-backfill_cli.register(app)
+backfill.register(app)
 
 
 @app.command()
@@ -46,7 +49,7 @@ def run(
         fail(str(exc), 2)
     with session_for(database_url) as s:
         result = engine.tick(s, t, trigger="cli", only=strategy)
-    emit(result.as_json(), as_json, lambda: status_view.print_run(result))
+    emit(result.as_json(), as_json, lambda: views.print_run(result))
     if result.status == "failed":
         raise typer.Exit(3)
 
@@ -62,7 +65,7 @@ def trade(
 ) -> None:
     """Place a manual paper order on the named account; recorded with source 'manual'."""
     with session_for(database_url) as s:
-        order = engine.manual_trade(s, account, symbol, side, qty)
+        order = manual_trade.manual_trade(s, account, symbol, side, qty)
     doc = {
         "client_order_id": order.client_order_id,
         "broker_order_id": order.broker_order_id,
@@ -88,8 +91,8 @@ def db_migrate(database_url: DbUrl = None, as_json: JsonFlag = False) -> None:
 def status(database_url: DbUrl = None, as_json: JsonFlag = False, runs: int = 10) -> None:
     """Last runs, day counters, positions, balances and kill-switch state."""
     with session_for(database_url) as s:
-        doc = status_view.collect(s, engine.now_minute(), runs)
-    emit(doc, as_json, lambda: status_view.print_status(doc))
+        doc = views.collect(s, engine.now_minute(), runs)
+    emit(doc, as_json, lambda: views.print_status(doc))
 
 
 @strategy_app.command("enable")
@@ -105,7 +108,7 @@ def strategy_disable(name: str, database_url: DbUrl = None) -> None:
 
 
 def _set_active(name: str, active: bool, database_url: str | None) -> None:
-    from strategy_engine.errors import NotFound
+    from strategy_engine.core.errors import NotFound
     from strategy_engine.store import strategies as strat_store
 
     with session_for(database_url) as s:
@@ -142,7 +145,7 @@ def demo(
     as_json: JsonFlag = False,
 ) -> None:
     """Zero-config demo: embedded Postgres, a synthetic session, simulated fills, a summary."""
-    from strategy_engine import demo as demo_mod
+    from strategy_engine.cli import demo as demo_mod
 
     try:
         summary = demo_mod.run_demo(database_url, quiet=as_json)

@@ -35,18 +35,19 @@ from pydantic import (
     model_validator,
 )
 
-from strategy_engine import backfill_rows, calendar, replay, report, storage
-from strategy_engine.errors import InputError, NotFound, Unavailable
+from strategy_engine.backtest import replay, report, rows, upload
+from strategy_engine.backtest.market_arrays import MarketArrays, session_grid, to_us
+from strategy_engine.backtest.replay import Replay, ReplaySetup
+from strategy_engine.core import calendar
+from strategy_engine.core.errors import InputError, NotFound, Unavailable
+from strategy_engine.core.models import Limits
+from strategy_engine.core.strategies import StrategySpec, get_spec, parse_config
+from strategy_engine.core.strategies.naive_flow_trend import NaiveFlowTrendConfig
 from strategy_engine.logs import event
-from strategy_engine.market_arrays import MarketArrays, session_grid, to_us
-from strategy_engine.models import Limits
-from strategy_engine.replay import Replay, ReplaySetup
 from strategy_engine.settings import Settings, get_settings
 from strategy_engine.store import Session, market
 from strategy_engine.store import backfill as store
 from strategy_engine.store import strategies as strat_store
-from strategy_engine.strategies import StrategySpec, get_spec, parse_config
-from strategy_engine.strategies.naive_flow_trend import NaiveFlowTrendConfig
 
 Progress = Callable[[str, float], None]
 
@@ -233,7 +234,7 @@ def _record(
         store.insert_run(
             s, run_id, p.strategy_id, p.name, req.start, req.end, params, p.config.fingerprint(), summary
         )
-        store.write_decision_text(s, backfill_rows.lines(r, run_id, p.strategy_id, on_progress=on_progress))
+        store.write_decision_text(s, rows.lines(r, run_id, p.strategy_id, on_progress=on_progress))
     return {
         **summary,
         "backfill_run_id": str(run_id),
@@ -271,9 +272,9 @@ def _publish(
     summary (`report_error`, `report_upload_error`), never a failed backfill.
     """
     run_id = doc["backfill_run_id"]
-    upload = req.upload_report and storage.configured(settings)
+    uploading = req.upload_report and upload.configured(settings)
     stem = f"backfill-{re.sub(r'[^A-Za-z0-9_.-]+', '_', doc['strategy'])}-{run_id}"
-    folder = Path(tempfile.gettempdir()) / "strategy-engine-reports" if upload else Path("reports")
+    folder = Path(tempfile.gettempdir()) / "strategy-engine-reports" if uploading else Path("reports")
     meta = {**doc["parameters"], "backfill_run_id": run_id, "config_hash": doc["config_hash"]}
     try:
         html, png = report.write_report(
@@ -284,9 +285,9 @@ def _publish(
         store.set_report(s, uuid.UUID(run_id), None, note)
         return {"report_path": None, **note}
     path, out = str(html), {"report_local_path": str(html), "report_png": str(png)}
-    if upload:
+    if uploading:
         try:
-            path = storage.upload(settings, (html, png), f"backfills/{run_id}")[0]
+            path = upload.upload(settings, (html, png), f"backfills/{run_id}")[0]
         except Unavailable as exc:
             out["report_upload_error"] = str(exc)
             event("report upload failed", level=logging.WARNING, run_id=run_id, error=str(exc))

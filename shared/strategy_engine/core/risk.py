@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
 
-from strategy_engine.models import Check, DayState, Limits, OrderIntent, Side, Verdict
+from strategy_engine.core.models import Check, DayState, Limits, OrderIntent, Side, Verdict
 
 
 class RiskCode(StrEnum):

@@ -1,6 +1,6 @@
 """`strategy-engine serve`: the four HTTP functions on one local server, for development.
 
-One Flask app answers /tick, /backfill, /webhook and /health through the very `http_api.handle`
+One Flask app answers /tick, /backfill, /webhook and /health through the very `api.handle`
 the deployed functions use, so curl against it behaves as the cloud does (same authentication,
 same status codes). Unlike the deployed functions it may use the embedded Postgres: with no
 --database-url and no DATABASE_URL it starts (and migrates) the embedded server once.
@@ -17,25 +17,26 @@ from typing import Annotated
 import flask
 import typer
 
-from strategy_engine import http_api, logs
+from strategy_engine import logs
+from strategy_engine.http import api
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
-def build_app(services: http_api.Services | None = None) -> flask.Flask:
-    """Every path goes to `http_api.handle` (unknown routes and wrong methods answer there)."""
-    app = flask.Flask("strategy_engine.serve")
+def build_app(services: api.Services | None = None) -> flask.Flask:
+    """Every path goes to `api.handle` (unknown routes and wrong methods answer there)."""
+    app = flask.Flask("strategy_engine.http.serve")
 
     def view(path: str = "") -> flask.Response:
         route = path.strip("/")
-        return http_api.to_flask(http_api.handle(route, http_api.from_flask(flask.request), services))
+        return api.to_flask(api.handle(route, api.from_flask(flask.request), services))
 
     for rule in ("/", "/<path:path>"):
         app.add_url_rule(rule, "handle", view, methods=METHODS, provide_automatic_options=False)
     return app
 
 
-def services_for(database_url: str | None) -> http_api.Services:
+def services_for(database_url: str | None) -> api.Services:
     """The explicit URL, else DATABASE_URL, else the embedded server (started and migrated once)."""
     from strategy_engine.runtime import resolve_database_url
     from strategy_engine.store import connect
@@ -45,7 +46,7 @@ def services_for(database_url: str | None) -> http_api.Services:
     if is_embedded:
         with connect(url) as s:
             migrate(s)
-    return http_api.Services.from_settings(url)
+    return api.Services.from_settings(url)
 
 
 def _run(app: flask.Flask, host: str, port: int) -> None:
@@ -69,9 +70,9 @@ def register(app: typer.Typer) -> None:
         services = services_for(database_url)
         settings = services.settings
         secret = settings.engine_http_secret.get_secret_value() if settings.engine_http_secret else ""
-        if not settings.engine_trust_platform_auth and len(secret) < http_api.MIN_SECRET_LENGTH:
+        if not settings.engine_trust_platform_auth and len(secret) < api.MIN_SECRET_LENGTH:
             typer.echo(
-                f"note: no ENGINE_HTTP_SECRET of {http_api.MIN_SECRET_LENGTH}+ characters is set,"
+                f"note: no ENGINE_HTTP_SECRET of {api.MIN_SECRET_LENGTH}+ characters is set,"
                 " so every request is refused (403)",
                 err=True,
             )

@@ -10,17 +10,28 @@ runs exactly the code the tick runs.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from strategy_engine import risk
-from strategy_engine.errors import OrderRejected
-from strategy_engine.models import Action, Decision, Features, Limits, Order, OrderIntent, Outcome, Side
-from strategy_engine.risk import RiskContext
-from strategy_engine.strategies import StrategySpec
-from strategy_engine.strategies.base import StrategyConfig
+from strategy_engine.core import risk
+from strategy_engine.core.errors import OrderRejected
+from strategy_engine.core.models import (
+    Action,
+    Decision,
+    Features,
+    Limits,
+    Order,
+    OrderIntent,
+    Outcome,
+    Side,
+    StrategyOutcome,
+    StrategyRun,
+)
+from strategy_engine.core.risk import RiskContext
+from strategy_engine.core.strategies import StrategySpec
+from strategy_engine.core.strategies.base import StrategyConfig
 
 
 def minute_key(minute: datetime) -> str:
@@ -94,3 +105,29 @@ def decide_minute(
         ctx = risk.apply(ctx, intent)
         decisions.append(Decision(inputs.minute, signal, intent, verdict, Outcome.ORDERED, order=order))
     return decisions, ctx
+
+
+def journal_orders(decisions: Sequence[Decision]) -> list[tuple[Order, str | None]]:
+    """The orders a minute's decisions put in `paper_trades`: sent ones, and refused ones with their error."""
+    out: list[tuple[Order, str | None]] = []
+    for x in decisions:
+        if x.outcome is Outcome.ORDERED and x.order is not None:
+            out.append((x.order, None))
+        elif x.outcome is Outcome.FAILED and x.intent is not None:
+            i = x.intent
+            out.append(
+                (Order(i.client_order_id, "", i.symbol, i.side, i.qty, "rejected", 0.0, None), x.error)
+            )
+    return out
+
+
+def processed_run(name: str, decisions: Sequence[Decision]) -> StrategyRun:
+    """A processed strategy-minute's counts, by outcome."""
+    return StrategyRun(
+        name,
+        StrategyOutcome.PROCESSED,
+        decisions=len(decisions),
+        orders=sum(1 for x in decisions if x.outcome is Outcome.ORDERED),
+        blocked=sum(1 for x in decisions if x.outcome is Outcome.BLOCKED),
+        failed=sum(1 for x in decisions if x.outcome is Outcome.FAILED),
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from strategy_engine.errors import Unavailable
+from strategy_engine.core.errors import Unavailable
 from strategy_engine.settings import Settings
 
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png"}

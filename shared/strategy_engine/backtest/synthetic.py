@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from strategy_engine import calendar
+from strategy_engine.core import calendar
 
 BASE_PRICES = {"SPY": 520.0, "QQQ": 440.0, "IWM": 205.0}
 
@@ -141,7 +141,7 @@ def generate_columns(spec: MarketSpec, *, flow_size_mean: float = 40.0) -> Marke
     `flow_size_mean` (contracts per flow event; `generate` uses 40) sets how often the flow
     premium crosses a strategy's threshold, and so how many orders a strategy places.
     """
-    from strategy_engine.market_arrays import session_grid, to_us
+    from strategy_engine.backtest.market_arrays import session_grid, to_us
 
     minutes = session_grid(
         calendar.session_bounds_or_day_start(spec.start),
