@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from strategy_engine import calendar
+from strategy_engine.core import calendar
 from strategy_engine.settings import get_settings
 from strategy_engine.store import connect
 from tests.conftest import seed
