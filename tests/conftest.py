@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from strategy_engine import embedded, synthetic
-from strategy_engine.models import Limits
+from strategy_engine.models import Limits, RowId
 from strategy_engine.seed import save_strategy
 from strategy_engine.store import Session, connect, market
 from strategy_engine.store.journal import reset_database
@@ -88,7 +88,7 @@ def seed(
     active: bool = True,
     account: str = "sim",
     broker: str = "simulated",
-) -> uuid.UUID:
+) -> RowId:
     """A strategy on an account with `cash`; config defaults to DESIGN's defaults."""
     return save_strategy(
         s,

@@ -39,7 +39,7 @@ from strategy_engine import backfill_rows, calendar, replay, report, storage
 from strategy_engine.errors import InputError, NotFound, Unavailable
 from strategy_engine.logs import event
 from strategy_engine.market_arrays import MarketArrays, session_grid, to_us
-from strategy_engine.models import Limits
+from strategy_engine.models import Limits, RowId
 from strategy_engine.replay import Replay, ReplaySetup
 from strategy_engine.settings import Settings, get_settings
 from strategy_engine.store import Session, market
@@ -106,7 +106,7 @@ def parse_request(doc: Mapping[str, Any]) -> BackfillRequest:
 
 @dataclass(frozen=True)
 class Plan:
-    strategy_id: uuid.UUID
+    strategy_id: RowId
     name: str
     spec: StrategySpec
     raw_config: dict[str, Any]  # the stored config with the request's overrides
