@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from strategy_engine import backfill, backfill_rows, embedded, market_arrays, replay, report, synthetic
+from strategy_engine.backtest import backfill, market_arrays, replay, report, rows, synthetic
 from strategy_engine.seed import save_strategy
-from strategy_engine.store import Session, connect
+from strategy_engine.store import Session, connect, embedded
 from strategy_engine.store import backfill as store
 from strategy_engine.store.journal import reset_database
 from strategy_engine.store.migrations import migrate
@@ -155,7 +155,7 @@ def workload(base_url: str, n: int, repeat: int, size_mean: float) -> None:
         r = last[0]
         run_id = uuid.uuid4()
         t = time.perf_counter()
-        encoded = list(backfill_rows.lines(r, run_id, sid))
+        encoded = list(rows.lines(r, run_id, sid))
         encode_s = time.perf_counter() - t
         fills = len(r.fills)
         print(

@@ -36,10 +36,10 @@ SYMBOLS = ("SPY", "QQQ", "IWM")
 
 def prepare(folder: Path) -> tuple[str, list[str]]:
     """An embedded server with one strategy and one synthetic session; (url, session minutes)."""
-    from strategy_engine import embedded, synthetic
-    from strategy_engine.models import Limits
+    from strategy_engine.backtest import synthetic
+    from strategy_engine.core.models import Limits
     from strategy_engine.seed import save_strategy
-    from strategy_engine.store import connect, market
+    from strategy_engine.store import connect, embedded, market
     from strategy_engine.store.journal import reset_database
     from strategy_engine.store.migrations import migrate
 

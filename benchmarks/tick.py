@@ -15,10 +15,11 @@ import warnings
 from datetime import date
 from pathlib import Path
 
-from strategy_engine import embedded, engine, synthetic
-from strategy_engine.models import Limits
+from strategy_engine import engine
+from strategy_engine.backtest import synthetic
+from strategy_engine.core.models import Limits
 from strategy_engine.seed import save_strategy
-from strategy_engine.store import connect, market
+from strategy_engine.store import connect, embedded, market
 from strategy_engine.store.journal import reset_database
 from strategy_engine.store.migrations import migrate
 

@@ -13,7 +13,7 @@
   400 without raising: a retry cannot fix it.
 - A Function URL request (payload format 2.0): `rawPath` routes /tick, /backfill, /webhook and
   /health; headers arrive in lower case; the body may be base64. It goes through the same
-  `http_api.handle` as the functions-framework targets, with the same status codes.
+  `api.handle` as the functions-framework targets, with the same status codes.
   `platform_authenticated` is true only when the event carries an IAM authorizer (AWS_IAM auth),
   so ENGINE_TRUST_PLATFORM_AUTH is not trusted on a URL whose auth type is NONE.
 
@@ -32,8 +32,9 @@ import logging
 import os
 from typing import Any
 
-from strategy_engine import http_api, logs
-from strategy_engine.errors import Unavailable
+from strategy_engine import logs
+from strategy_engine.core.errors import Unavailable
+from strategy_engine.http import api
 from strategy_engine.settings import Settings, get_settings
 
 SECRET_ARN_ENV = "ENGINE_SECRET_ARN"  # noqa: S105 - the variable's name, not a secret
@@ -50,18 +51,18 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     is_url = _is_function_url(event)
     try:
         load_secrets()
-    except (Unavailable, http_api.Misconfigured) as exc:
+    except (Unavailable, api.Misconfigured) as exc:
         logs.event("secrets unavailable", level=logging.ERROR, error=str(exc))
         if not is_url:
             raise ScheduledTickFailed(str(exc)) from None
         status = 503 if isinstance(exc, Unavailable) else 500
-        retry = {"Retry-After": str(http_api.RETRY_AFTER_SECONDS)} if status == 503 else {}
-        return _url_response(http_api.HttpResponse(status, {"error": "secrets unavailable"}, retry))
+        retry = {"Retry-After": str(api.RETRY_AFTER_SECONDS)} if status == 503 else {}
+        return _url_response(api.HttpResponse(status, {"error": "secrets unavailable"}, retry))
     request_id = getattr(context, "aws_request_id", None)
     if is_url:
         req = _url_request(event, request_id)
-        return _url_response(http_api.handle(req.path.strip("/"), req))
-    resp = http_api.handle_scheduled(event, request_id)
+        return _url_response(api.handle(req.path.strip("/"), req))
+    resp = api.handle_scheduled(event, request_id)
     if resp.status >= 500:
         raise ScheduledTickFailed(resp.json_text())
     return resp.body
@@ -72,7 +73,7 @@ def _is_function_url(event: Any) -> bool:
     return isinstance(ctx, dict) and isinstance(ctx.get("http"), dict) and "rawPath" in event
 
 
-def _url_request(event: dict[str, Any], request_id: str | None) -> http_api.HttpRequest:
+def _url_request(event: dict[str, Any], request_id: str | None) -> api.HttpRequest:
     ctx = event["requestContext"]
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
     text = str(event.get("body") or "")
@@ -84,17 +85,17 @@ def _url_request(event: dict[str, Any], request_id: str | None) -> http_api.Http
     else:
         body = text.encode("utf-8", "surrogatepass")
     authorizer = ctx.get("authorizer") or {}
-    return http_api.HttpRequest(
+    return api.HttpRequest(
         method=str(ctx["http"].get("method", "")),
         path=str(event.get("rawPath") or "/"),
         headers=headers,
-        body=body[: http_api.MAX_BODY_BYTES + 1],
+        body=body[: api.MAX_BODY_BYTES + 1],
         platform_authenticated=isinstance(authorizer, dict) and bool(authorizer.get("iam")),
         request_id=request_id,
     )
 
 
-def _url_response(resp: http_api.HttpResponse) -> dict[str, Any]:
+def _url_response(resp: api.HttpResponse) -> dict[str, Any]:
     return {
         "statusCode": resp.status,
         "headers": {"content-type": "application/json", **resp.headers},
@@ -135,7 +136,7 @@ def _fetch(arn: str) -> str:
         raise Unavailable(f"secrets manager: {type(exc).__name__}") from None
     text = found.get("SecretString")
     if text is None:
-        raise http_api.Misconfigured(f"{SECRET_ARN_ENV}: the secret has no SecretString")
+        raise api.Misconfigured(f"{SECRET_ARN_ENV}: the secret has no SecretString")
     return text
 
 
@@ -145,5 +146,5 @@ def _parse_secret(text: str) -> dict[str, str]:
     except ValueError:
         doc = None
     if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
-        raise http_api.Misconfigured(f"{SECRET_ARN_ENV}: the secret must be a JSON object of strings")
+        raise api.Misconfigured(f"{SECRET_ARN_ENV}: the secret must be a JSON object of strings")
     return {str(k): v for k, v in doc.items()}

@@ -15,13 +15,14 @@ from __future__ import annotations
 import flask
 import functions_framework
 
-from strategy_engine import http_api, logs
+from strategy_engine import logs
+from strategy_engine.http import api
 
 logs.configure()
 
 
 def _serve(route: str, request: flask.Request) -> flask.Response:
-    return http_api.to_flask(http_api.handle(route, http_api.from_flask(request)))
+    return api.to_flask(api.handle(route, api.from_flask(request)))
 
 
 @functions_framework.http

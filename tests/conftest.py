@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from strategy_engine import embedded, synthetic
-from strategy_engine.models import Limits, RowId
+from strategy_engine.backtest import synthetic
+from strategy_engine.core.models import Limits, RowId
 from strategy_engine.seed import save_strategy
-from strategy_engine.store import Session, connect, market
+from strategy_engine.store import Session, connect, embedded, market
 from strategy_engine.store.journal import reset_database
 from strategy_engine.store.migrations import migrate
 from tests import pg15

@@ -14,11 +14,11 @@ import flask
 import functions_framework
 import pytest
 
-from strategy_engine import http_api, serve
 from strategy_engine.brokers.base import Broker
+from strategy_engine.core.errors import BrokerUnavailable
+from strategy_engine.core.models import Account, Position
 from strategy_engine.engine import Deps
-from strategy_engine.errors import BrokerUnavailable
-from strategy_engine.models import Account, Position
+from strategy_engine.http import api, serve
 from strategy_engine.settings import get_settings
 from strategy_engine.store import connect
 from tests.conftest import REPO
@@ -66,7 +66,7 @@ def ff_app(target: str) -> flask.Flask:
 
 def serve_app(database_url: str, **changes: Any) -> flask.Flask:
     """The `serve` app with the services of these settings, some swapped (deps, clock)."""
-    return serve.build_app(dataclasses.replace(http_api.Services.from_settings(database_url), **changes))
+    return serve.build_app(dataclasses.replace(api.Services.from_settings(database_url), **changes))
 
 
 def fixed_clock(t: datetime) -> Callable[[], datetime]:

@@ -17,8 +17,8 @@ import pytest
 from pydantic import SecretStr
 
 from strategy_engine.brokers.alpaca import AlpacaPaperBroker, BrokerAuthError
-from strategy_engine.errors import BrokerUnavailable, LiveTradingRefused, OrderRejected
-from strategy_engine.models import OrderIntent, Side
+from strategy_engine.core.errors import BrokerUnavailable, LiveTradingRefused, OrderRejected
+from strategy_engine.core.models import OrderIntent, Side
 from strategy_engine.settings import PAPER_BASE_URL, Settings
 from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
 

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from strategy_engine import engine
+from strategy_engine import engine, manual_trade
 from strategy_engine.brokers.alpaca import AlpacaPaperBroker
-from strategy_engine.errors import InputError, LiveTradingRefused
-from strategy_engine.models import StrategyOutcome
+from strategy_engine.core.errors import InputError, LiveTradingRefused
+from strategy_engine.core.models import StrategyOutcome
 from strategy_engine.settings import get_settings
 from strategy_engine.store import Session, connect
 from tests.conftest import REPO, seed
@@ -216,11 +216,11 @@ def test_the_mirror_is_refreshed_before_deciding_and_open_orders_later(
 
 def test_manual_trade_on_alpaca_goes_through_the_same_path(session: Session, fake: FakeAlpaca) -> None:
     seed(session, account=ACCOUNT, broker="alpaca")
-    order = engine.manual_trade(session, ACCOUNT, "spy", "buy", 2, deps=deps(fake))
+    order = manual_trade.manual_trade(session, ACCOUNT, "spy", "buy", 2, deps=deps(fake))
     assert (order.symbol, order.qty, order.status) == ("SPY", 2.0, "filled")
     assert [r[3:] for r in trades(session)] == [("filled", 2.0, 100.0, "manual")]
     with pytest.raises(InputError):
-        engine.manual_trade(session, ACCOUNT, "SPY", "buy", 0, deps=deps(fake))
+        manual_trade.manual_trade(session, ACCOUNT, "SPY", "buy", 0, deps=deps(fake))
     assert fake.requests[POST] == 1
 
 

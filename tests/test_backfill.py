@@ -9,15 +9,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from strategy_engine import backfill, calendar, replay, synthetic
-from strategy_engine.errors import InputError, NotFound
-from strategy_engine.market_arrays import MINUTE_US, MarketArrays, session_grid, to_datetime, to_us
-from strategy_engine.models import Limits, Outcome
-from strategy_engine.replay import ReplaySetup
+from strategy_engine.backtest import backfill, replay, synthetic
+from strategy_engine.backtest.market_arrays import MINUTE_US, MarketArrays, session_grid, to_datetime, to_us
+from strategy_engine.backtest.replay import ReplaySetup
+from strategy_engine.backtest.sweep import parse_axes, run_sweep
+from strategy_engine.core import calendar
+from strategy_engine.core.errors import InputError, NotFound
+from strategy_engine.core.models import Limits, Outcome
+from strategy_engine.core.strategies import get_spec, parse_config
+from strategy_engine.core.strategies.naive_flow_trend import NaiveFlowTrendConfig
 from strategy_engine.store import Session
-from strategy_engine.strategies import get_spec, parse_config
-from strategy_engine.strategies.naive_flow_trend import NaiveFlowTrendConfig
-from strategy_engine.sweep import parse_axes, run_sweep
 from tests.conftest import DAY, load_market, seed
 
 CONFIG: dict[str, Any] = {"symbols": ["SPY", "IWM", "QQQ"], "min_flow_premium": 20_000, "order_qty": 10}

@@ -9,7 +9,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from strategy_engine import backfill_cli, synthetic
+from strategy_engine.backtest import synthetic
+from strategy_engine.cli import backfill
 from strategy_engine.store import Session, connect
 from tests.conftest import DAY, load_market, seed
 
@@ -24,7 +25,7 @@ def app() -> typer.Typer:
     def main() -> None:
         """Group mode, like the real CLI."""
 
-    backfill_cli.register(out)
+    backfill.register(out)
     return out
 
 

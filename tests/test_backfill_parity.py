@@ -27,9 +27,10 @@ from uuid import UUID
 
 import pytest
 
-from strategy_engine import backfill, engine, synthetic
-from strategy_engine.models import Limits
-from strategy_engine.risk import RiskCode
+from strategy_engine import engine
+from strategy_engine.backtest import backfill, synthetic
+from strategy_engine.core.models import Limits
+from strategy_engine.core.risk import RiskCode
 from strategy_engine.store import Session, connect
 from tests.conftest import load_market, seed
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from strategy_engine import backfill, storage, synthetic
-from strategy_engine.errors import Unavailable
+from strategy_engine.backtest import backfill, synthetic, upload
+from strategy_engine.core.errors import Unavailable
 from strategy_engine.settings import Settings
 from strategy_engine.store import Session
 from tests.conftest import DAY, load_market, seed
@@ -68,7 +68,7 @@ def test_uploaded_twice_then_replaced_not_refused(fake: FakeSupabaseStorage, tmp
     page = tmp_path / "r.html"
     for text in ("first", "second"):
         page.write_text(text)
-        assert storage.upload(settings_for(fake.url), [page], "x") == [f"{BUCKET}/x/r.html"]
+        assert upload.upload(settings_for(fake.url), [page], "x") == [f"{BUCKET}/x/r.html"]
     assert fake.state.objects[(BUCKET, "x/r.html")].body == b"second"
 
 
@@ -104,7 +104,7 @@ def test_server_unreachable_then_unavailable_in_one_line(tmp_path: Path) -> None
     page = tmp_path / "r.html"
     page.write_text("x")
     with pytest.raises(Unavailable, match="report upload to bucket 'backfill-reports' failed") as exc:
-        storage.upload(settings_for("http://127.0.0.1:9"), [page], "x")
+        upload.upload(settings_for("http://127.0.0.1:9"), [page], "x")
     assert "\n" not in str(exc.value)
 
 
@@ -113,7 +113,7 @@ def test_not_configured_then_report_stays_local(session: Session, tmp_path: Path
     doc = _run(session, settings_for(None, key=None), report_path=str(html))
     assert doc["report_path"] == str(html) and html.is_file() and "report_upload_error" not in doc
     assert _recorded(session)[0] == str(html)
-    assert not storage.configured(settings_for("http://127.0.0.1:9", key=None))
+    assert not upload.configured(settings_for("http://127.0.0.1:9", key=None))
 
 
 def test_report_cannot_be_written_then_noted_and_run_kept(session: Session, tmp_path: Path) -> None:

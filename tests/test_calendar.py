@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strategy_engine import calendar
-from strategy_engine.errors import InputError
+from strategy_engine.core import calendar
+from strategy_engine.core.errors import InputError
 
 PURE = settings(max_examples=200, derandomize=True, database=None, deadline=None)
 

@@ -17,13 +17,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strategy_engine import calendar, decide
 from strategy_engine.brokers.simulated import SimulatedBroker
-from strategy_engine.decide import MinuteInputs, decide_minute, decision_payload
-from strategy_engine.errors import OrderRejected
-from strategy_engine.models import Action, DayState, Features, Limits, Order, OrderIntent, Outcome, Side
-from strategy_engine.risk import RiskContext
-from strategy_engine.strategies import REGISTRY, parse_config
+from strategy_engine.core import calendar, decide
+from strategy_engine.core.decide import MinuteInputs, decide_minute, decision_payload
+from strategy_engine.core.errors import OrderRejected
+from strategy_engine.core.models import Action, DayState, Features, Limits, Order, OrderIntent, Outcome, Side
+from strategy_engine.core.risk import RiskContext
+from strategy_engine.core.strategies import REGISTRY, parse_config
 from tests.test_risk import DESIGN_ORDER
 
 PURE = settings(max_examples=200, derandomize=True, database=None, deadline=None)

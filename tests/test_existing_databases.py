@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from strategy_engine import backfill, engine, synthetic
-from strategy_engine.errors import MigrationRefused
+from strategy_engine import engine
+from strategy_engine.backtest import backfill, synthetic
+from strategy_engine.core.errors import MigrationRefused
 from strategy_engine.store import Session, connect, market
 from strategy_engine.store.migrations import applied_versions, default_dir, discover, migrate
 from tests.conftest import DAY, REPO, load_market, seed

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from strategy_engine import synthetic
+from strategy_engine.backtest import synthetic
 from strategy_engine.settings import get_settings
 from strategy_engine.store import connect
 from tests.conftest import DAY, load_market, seed
 from tests.http_support import AUTH, JSON_AUTH, closed_port_url, configure, counts, ff_app
 
-pytest.importorskip("strategy_engine.backfill")
+pytest.importorskip("strategy_engine.backtest.backfill")
 
 SUMMARY_KEYS = {"orders", "realized_pnl", "unrealized_pnl", "total_pnl", "max_drawdown", "win_rate"}
 SUMMARY_KEYS |= {"exposure", "blocked", "decisions"}

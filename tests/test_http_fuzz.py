@@ -132,5 +132,5 @@ def test_tick_fuzz_never_5xx_and_refusals_write_nothing(
 def test_backfill_fuzz_never_5xx_and_refusals_write_nothing(
     db: str, method: str, hdrs: dict[str, str], body: str | bytes
 ) -> None:
-    pytest.importorskip("strategy_engine.backfill")
+    pytest.importorskip("strategy_engine.backtest.backfill")
     _check(ff_app("backfill").test_client(), db, method, hdrs, body)

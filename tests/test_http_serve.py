@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from strategy_engine import serve
+from strategy_engine.http import serve
 from strategy_engine.settings import get_settings
 from tests.http_support import AUTH, JSON_AUTH, configure, serve_app
 

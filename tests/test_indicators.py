@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strategy_engine.indicators import last_sma, last_smas, sma
+from strategy_engine.core.indicators import last_sma, last_smas, sma
 
 prices = st.lists(st.floats(0.01, 10_000, allow_nan=False, allow_infinity=False), max_size=45)
 

@@ -14,7 +14,7 @@ import pytest
 from moto import mock_aws
 
 from functions import lambda_handler
-from strategy_engine import http_api
+from strategy_engine.http import api
 from strategy_engine.settings import get_settings
 from strategy_engine.store import connect
 from tests.conftest import seed
@@ -102,12 +102,12 @@ def test_scheduled_tick_database_down_raises_for_a_retry(db: str, monkeypatch: p
 def test_scheduled_tick_broker_down_raises_and_writes_nothing_for_the_minute(
     db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = http_api.Services.from_settings
+    real = api.Services.from_settings
 
-    def with_broker_down(database_url: str | None = None) -> http_api.Services:
+    def with_broker_down(database_url: str | None = None) -> api.Services:
         return dataclasses.replace(real(database_url), deps=lambda: BROKER_DOWN)
 
-    monkeypatch.setattr(http_api.Services, "from_settings", with_broker_down)
+    monkeypatch.setattr(api.Services, "from_settings", with_broker_down)
     before = counts(db)
     with pytest.raises(lambda_handler.ScheduledTickFailed, match='"status":"failed"'):
         lambda_handler.handler(EVENT, Context())

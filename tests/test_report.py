@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from strategy_engine import backfill, report, synthetic
-from strategy_engine.market_arrays import MINUTE_US, FeatureGrid, to_us
-from strategy_engine.models import Action, Decision, Order, Outcome, Side, Signal
-from strategy_engine.replay import Replay
+from strategy_engine.backtest import backfill, report, synthetic
+from strategy_engine.backtest.market_arrays import MINUTE_US, FeatureGrid, to_us
+from strategy_engine.backtest.replay import Replay
+from strategy_engine.core.models import Action, Decision, Order, Outcome, Side, Signal
 from strategy_engine.store import Session
 from tests.conftest import DAY, load_market, seed
 
@@ -57,7 +57,7 @@ def _replay(closes: list[float], fills: list[tuple[int, Side, float, str]], bloc
         cash[i:] -= sign * price
     for k in range(blocked):
         signal = Signal("AAA", Action.BUY, 1.0, "entry_long", {})
-        from strategy_engine.models import Verdict
+        from strategy_engine.core.models import Verdict
 
         r.decided[(m - 1 - k, 0)] = Decision(
             datetime.now(UTC), signal, None, Verdict(False, "cool_down", (), False), Outcome.BLOCKED

@@ -16,12 +16,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strategy_engine import calendar, risk
 from strategy_engine.brokers.simulated import SimulatedBroker
-from strategy_engine.decide import MinuteInputs, decide_minute
-from strategy_engine.models import Check, DayState, Features, Limits, OrderIntent, Position, Side, Verdict
-from strategy_engine.risk import CHECKS, REDUCE_ONLY_SKIPS, RiskContext, is_reduce_only
-from strategy_engine.strategies import REGISTRY, parse_config
+from strategy_engine.core import calendar, risk
+from strategy_engine.core.decide import MinuteInputs, decide_minute
+from strategy_engine.core.models import (
+    Check,
+    DayState,
+    Features,
+    Limits,
+    OrderIntent,
+    Position,
+    Side,
+    Verdict,
+)
+from strategy_engine.core.risk import CHECKS, REDUCE_ONLY_SKIPS, RiskContext, is_reduce_only
+from strategy_engine.core.strategies import REGISTRY, parse_config
 
 PURE = settings(max_examples=200, derandomize=True, database=None, deadline=None)
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from strategy_engine.schedule import _is_loopback, schedule_app
+from strategy_engine.cli.schedule import schedule_app
+from strategy_engine.cloud.scheduler import is_loopback
 from tests.fake_cloud_scheduler import FakeCloudScheduler
 
 PROJECT = "demo-project"
@@ -211,4 +212,4 @@ def test_missing_credentials_for_a_real_endpoint_is_one_readable_line(
     ],
 )
 def test_only_loopback_endpoints_are_anonymous(endpoint: str, loopback: bool) -> None:
-    assert _is_loopback(endpoint) is loopback
+    assert is_loopback(endpoint) is loopback

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from strategy_engine import engine, synthetic
-from strategy_engine.models import StrategyOutcome
+from strategy_engine import engine
+from strategy_engine.backtest import synthetic
+from strategy_engine.core.models import StrategyOutcome
 from strategy_engine.store import Session
 from tests.conftest import DAY, load_market, seed
 

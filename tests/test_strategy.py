@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
 
-from strategy_engine import indicators
-from strategy_engine.errors import InputError
-from strategy_engine.models import Action, Features
-from strategy_engine.strategies import REGISTRY, config_dump, parse_config
-from strategy_engine.strategies.naive_flow_trend import (
+from strategy_engine.core import indicators
+from strategy_engine.core.errors import InputError
+from strategy_engine.core.models import Action, Features
+from strategy_engine.core.strategies import REGISTRY, config_dump, parse_config
+from strategy_engine.core.strategies.naive_flow_trend import (
     BEARISH,
     BULLISH,
     DOWN,

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from strategy_engine import engine, synthetic
-from strategy_engine.errors import InputError, NotFound
-from strategy_engine.models import Limits, StrategyOutcome
+from strategy_engine import engine
+from strategy_engine.backtest import synthetic
+from strategy_engine.core.errors import InputError, NotFound
+from strategy_engine.core.models import Limits, StrategyOutcome
 from strategy_engine.store import Session, connect
 from strategy_engine.store import strategies as strat_store
 from tests.conftest import DAY, load_market, seed

@@ -18,20 +18,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
-from strategy_engine import calendar
 from strategy_engine.brokers.base import Broker
 from strategy_engine.brokers.simulated import SimulatedBroker
-from strategy_engine.decide import MinuteInputs, client_order_id, decide_minute
-from strategy_engine.errors import InputError, LiveTradingRefused, NotFound, Unavailable
-from strategy_engine.indicators import last_smas
-from strategy_engine.logs import event
-from strategy_engine.models import (
+from strategy_engine.core import calendar
+from strategy_engine.core.decide import (
+    MinuteInputs,
+    client_order_id,
+    decide_minute,
+    journal_orders,
+    processed_run,
+)
+from strategy_engine.core.errors import InputError, LiveTradingRefused, NotFound, Unavailable
+from strategy_engine.core.indicators import last_smas
+from strategy_engine.core.models import (
     Account,
     BrokerAccount,
     Decision,
     Features,
-    Order,
-    OrderIntent,
     Outcome,
     Position,
     RowId,
@@ -40,13 +43,14 @@ from strategy_engine.models import (
     StrategyOutcome,
     StrategyRun,
 )
-from strategy_engine.risk import RiskContext
+from strategy_engine.core.risk import RiskContext
+from strategy_engine.core.strategies import StrategySpec, get_spec, parse_config
+from strategy_engine.core.strategies.base import StrategyConfig
+from strategy_engine.logs import event
 from strategy_engine.store import Session, journal, market
 from strategy_engine.store import accounts as acct_store
 from strategy_engine.store import strategies as strat_store
 from strategy_engine.store.strategies import StrategyRow
-from strategy_engine.strategies import StrategySpec, get_spec, parse_config
-from strategy_engine.strategies.base import StrategyConfig, check_symbol
 
 
 def _default_alpaca() -> Broker:
@@ -168,7 +172,7 @@ def _strategy_minute(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime
     day, last_run = claimed
     if last_run is not None and last_run >= minute:
         return StrategyRun(d.name, StrategyOutcome.ALREADY_PROCESSED)
-    broker, acct, positions = _open_account(s, deps, account, minute)
+    broker, acct, positions = open_account(s, deps, account, minute)
     symbols = list(cfg.symbols)
     if broker.authoritative and journal.attempted_before(s, minute, run_id):
         acct, positions = _before_own_orders(broker, d.id, symbols, minute, acct, positions)
@@ -188,7 +192,7 @@ def _strategy_minute(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime
     decisions, after = decide_minute(inputs, ctx, broker.submit)
     rows = [journal.decision_row(x, d.id, engine_run_id=run_id, backfill_run_id=None) for x in decisions]
     journal.write_decisions(s, rows)
-    journal.record_orders(s, d.id, account.id, "strategy", minute, _orders_of(decisions))
+    journal.record_orders(s, d.id, account.id, "strategy", minute, journal_orders(decisions))
     traded = any(x.outcome is Outcome.ORDERED for x in decisions)
     strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)
     if not broker.authoritative:
@@ -196,7 +200,7 @@ def _strategy_minute(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime
     return _summarise(run_id, d.name, minute, decisions)
 
 
-def _open_account(
+def open_account(
     s: Session, deps: Deps, account: BrokerAccount, minute: datetime
 ) -> tuple[Broker, Account, list[Position]]:
     """Lock the account's balance row; for Alpaca, refresh the mirror from the broker first."""
@@ -277,19 +281,6 @@ def _features(
     return out
 
 
-def _orders_of(decisions: Sequence[Decision]) -> list[tuple[Order, str | None]]:
-    out: list[tuple[Order, str | None]] = []
-    for x in decisions:
-        if x.outcome is Outcome.ORDERED and x.order is not None:
-            out.append((x.order, None))
-        elif x.outcome is Outcome.FAILED and x.intent is not None:
-            i = x.intent
-            out.append(
-                (Order(i.client_order_id, "", i.symbol, i.side, i.qty, "rejected", 0.0, None), x.error)
-            )
-    return out
-
-
 def _summarise(run_id: uuid.UUID, name: str, minute: datetime, decisions: Sequence[Decision]) -> StrategyRun:
     for x in decisions:
         if x.intent is not None:
@@ -306,65 +297,8 @@ def _summarise(run_id: uuid.UUID, name: str, minute: datetime, decisions: Sequen
                 client_order_id=x.intent.client_order_id,
                 error=x.error,
             )
-    return StrategyRun(
-        name,
-        StrategyOutcome.PROCESSED,
-        decisions=len(decisions),
-        orders=sum(1 for x in decisions if x.outcome is Outcome.ORDERED),
-        blocked=sum(1 for x in decisions if x.outcome is Outcome.BLOCKED),
-        failed=sum(1 for x in decisions if x.outcome is Outcome.FAILED),
-    )
+    return processed_run(name, decisions)
 
 
 def now_minute() -> datetime:
     return calendar.floor_minute(datetime.now(UTC))
-
-
-def manual_trade(
-    s: Session, account_name: str, symbol: str, side: str, qty: float, *, deps: Deps | None = None
-) -> Order:
-    """A person's paper order, through the same broker path and journal as the tick's orders.
-
-    It is not subject to the strategy risk gate (no strategy owns it) but it is paper-only,
-    validated before anything is sent, and recorded with `source = 'manual'`.
-    """
-    deps = deps or Deps()
-    symbol = symbol.strip().upper()
-    try:
-        check_symbol(symbol)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    if side not in ("buy", "sell"):
-        raise InputError(f"invalid side {side!r} (buy or sell)")
-    if not qty > 0 or qty > 1_000_000:
-        raise InputError(f"invalid qty {qty!r} (must be > 0)")
-    found = acct_store.find_account(s, account_name)
-    if found is None:
-        raise NotFound(f"unknown account {account_name!r}")
-    account_id, broker_name, is_paper = found
-    if not is_paper:
-        raise LiveTradingRefused(f"account {account_name!r} is not a paper account")
-    account = BrokerAccount(account_id, account_name, broker_name)
-    minute = now_minute()
-    with s.transaction():
-        last = market.recent_closes(s, [symbol], minute + timedelta(minutes=1), 1).get(symbol, [])
-        price = last[-1][1] if last else 0.0
-        if account.broker != "alpaca" and price <= 0:
-            raise InputError(f"no price for {symbol}: the simulated broker fills at the last close")
-        broker, _, _ = _open_account(s, deps, account, minute)
-        intent = OrderIntent(symbol, Side(side), qty, price, "se-m-" + uuid.uuid4().hex[:24])
-        order = broker.submit(intent)
-        journal.record_orders(s, None, account.id, "manual", minute, [(order, None)])
-        if not broker.authoritative:
-            acct_store.save_mirror(s, account.id, broker.account(), broker.positions())
-    event(
-        "order",
-        source="manual",
-        account=account_name,
-        symbol=symbol,
-        side=side,
-        qty=qty,
-        client_order_id=order.client_order_id,
-        status=order.status,
-    )
-    return order

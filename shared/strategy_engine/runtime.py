@@ -6,9 +6,8 @@ Postgres. The embedded database is migrated on first use so that zero setup mean
 
 from __future__ import annotations
 
-from strategy_engine import embedded
 from strategy_engine.settings import get_settings
-from strategy_engine.store import Session, connect
+from strategy_engine.store import Session, connect, embedded
 from strategy_engine.store.migrations import migrate
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from strategy_engine.errors import InputError
-from strategy_engine.models import Account, Limits, RowId
+from strategy_engine.core.errors import InputError
+from strategy_engine.core.models import Account, Limits, RowId
+from strategy_engine.core.strategies import parse_config
 from strategy_engine.store import Session
 from strategy_engine.store import accounts as acct_store
 from strategy_engine.store import strategies as strat_store
-from strategy_engine.strategies import parse_config
 
 
 def save_strategy(

@@ -1,7 +1,7 @@
 """Alpaca paper trading through alpaca-py, made safe for a stateless once-a-minute tick.
 
 alpaca-py sends requests without a timeout and re-sends 429/504 by itself, 3 s apart, POST
-included (reference/alpaca.md §3): a stalled socket would hang the tick, and its invisible
+included (alpacahq/alpaca-py, rest.py `_retry`): a stalled socket would hang the tick, and its invisible
 retries would eat the minute. So the client's own retries are switched off (`_retry = 0`), its
 session gets a transport with a default timeout, and one tenacity loop bounded in attempts and in
 total time wraps every call. Re-sending an order is safe because it carries the tick's
@@ -20,9 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from ipaddress import ip_address
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit
 
 import requests
 from alpaca.common.exceptions import APIError
@@ -43,15 +41,14 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from strategy_engine.errors import BrokerUnavailable, LiveTradingRefused, OrderRejected
-from strategy_engine.models import Account, Order, OrderIntent, Position, Side
+from strategy_engine.brokers.paper_url import checked_base_url
+from strategy_engine.core.errors import BrokerUnavailable, OrderRejected
+from strategy_engine.core.models import Account, Order, OrderIntent, Position, Side
 from strategy_engine.settings import PAPER_BASE_URL, Settings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PAPER_HOST = "paper-api.alpaca.markets"
-LIVE_HOST = "api.alpaca.markets"
 _TRANSIENT_IO = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
 
 
@@ -69,39 +66,6 @@ class _ClientError(Exception):
     def __init__(self, status: int, code: int | str | None, message: str) -> None:
         super().__init__(f"HTTP {status} ({code}): {message}")
         self.status, self.code, self.message = status, code, message
-
-
-def checked_base_url(url: str) -> str | None:
-    """The `url_override` for alpaca-py (None: its own paper host), or `LiveTradingRefused`.
-
-    An allow-list, not a deny-list: only the paper host or a loopback address passes, so no
-    spelling of the live host (case, trailing dot or slash, a path, a port, userinfo) slips
-    through. The URL handed on is rebuilt from the checked parts, so what was checked is what is
-    used. Messages name the host only: a URL may carry credentials.
-    """
-    try:
-        parts = urlsplit(url.strip())
-        host = (parts.hostname or "").rstrip(".")
-        port = parts.port
-    except ValueError as exc:
-        raise LiveTradingRefused("ALPACA_BASE_URL is not a valid URL") from exc
-    paper = host == PAPER_HOST and parts.scheme == "https" and port in (None, 443)
-    if not paper and not (parts.scheme in ("http", "https") and _is_loopback(host)):
-        what = "Alpaca's live host" if host == LIVE_HOST else f"host {host!r}"
-        raise LiveTradingRefused(f"refusing {what}: only https://{PAPER_HOST} or loopback is allowed")
-    if parts.username is not None or parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise LiveTradingRefused("ALPACA_BASE_URL must be scheme://host[:port] only (alpaca-py adds /v2)")
-    if paper:
-        return None
-    netloc = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{netloc}" + ("" if port is None else f":{port}")
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _TimeoutAdapter(HTTPAdapter):

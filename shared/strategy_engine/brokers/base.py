@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from strategy_engine.models import Account, Order, OrderIntent, Position
+from strategy_engine.core.models import Account, Order, OrderIntent, Position
 
 
 class Broker(Protocol):

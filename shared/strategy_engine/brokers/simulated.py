@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from strategy_engine import calendar
-from strategy_engine.models import Account, Order, OrderIntent, Position, Side
+from strategy_engine.core import calendar
+from strategy_engine.core.models import Account, Order, OrderIntent, Position, Side
 
 
 class SimulatedBroker:

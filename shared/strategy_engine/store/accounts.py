@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from strategy_engine.models import Account, Position, RowId
+from strategy_engine.core.models import Account, Position, RowId
 from strategy_engine.store.session import Session, exact, row_id
 
 

@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Jsonb
 
-from strategy_engine.models import RowId
+from strategy_engine.core.models import RowId
 from strategy_engine.store.journal import LOG_COLUMNS
 from strategy_engine.store.market import FLOW_CENTS, FLOW_DIRECTION
 from strategy_engine.store.session import Session, unavailable

@@ -12,8 +12,8 @@ from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
-from strategy_engine.decide import decision_payload
-from strategy_engine.models import Decision, Order, RowId
+from strategy_engine.core.decide import decision_payload
+from strategy_engine.core.models import Decision, Order, RowId
 from strategy_engine.store.session import Session, exact
 
 LOG_COLUMNS = (

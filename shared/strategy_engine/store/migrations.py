@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from strategy_engine.errors import MigrationRefused
+from strategy_engine.core.errors import MigrationRefused
 from strategy_engine.store.session import Session
 
 MIGRATION_NAME = re.compile(r"^(\d{14})_(.+)\.sql$")

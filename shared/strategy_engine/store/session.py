@@ -20,8 +20,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.numeric import FloatLoader
 
-from strategy_engine.errors import DatabaseUnavailable, InputError
-from strategy_engine.models import RowId
+from strategy_engine.core.errors import DatabaseUnavailable, InputError
+from strategy_engine.core.models import RowId
 
 Params = Sequence[Any] | dict[str, Any] | None
 

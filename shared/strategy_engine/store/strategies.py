@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from strategy_engine.models import BrokerAccount, DayState, Limits, RowId, StrategyDef
+from strategy_engine.core.models import BrokerAccount, DayState, Limits, RowId, StrategyDef
 from strategy_engine.store.session import Session, exact, row_id
 
 _DEF_COLS = """

@@ -1,0 +1,154 @@
+"""`strategy-engine backfill`: a range through the tick's core, with a progress bar and a report.
+
+`register(app)` adds the command to the main Typer app. The request is validated by
+`BackfillRequest` (the model the HTTP target uses) before any database is opened, so a bad
+range is one line on stderr, exit 2, and nothing written. `--sweep key=v1,v2` (repeatable) runs
+the grid instead, on data loaded once, and prints it ranked by total P&L.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from strategy_engine.backtest.backfill import Progress as ProgressFn
+from strategy_engine.backtest.backfill import parse_request, run_backfill
+from strategy_engine.backtest.sweep import parse_axes, run_sweep
+from strategy_engine.cli.options import DbUrl, JsonFlag, emit, fail, session_for
+from strategy_engine.core.errors import InputError
+
+SWEEP_COLUMNS = ("total_pnl", "max_drawdown", "orders", "round_trips", "win_rate", "profit_factor", "sharpe")
+SUMMARY_ROWS = (
+    "total_pnl",
+    "realized_pnl",
+    "unrealized_pnl",
+    "max_drawdown",
+    "orders",
+    "round_trips",
+    "win_rate",
+    "profit_factor",
+    "sharpe",
+    "exposure",
+    "decisions",
+    "minutes",
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("backfill")(backfill)
+
+
+def backfill(
+    strategy: Annotated[str, typer.Option(help="Strategy name (its stored config and limits are used).")],
+    start: Annotated[
+        str, typer.Option(help="First decision minute, ISO 8601 with offset, e.g. 2025-07-01T13:30Z.")
+    ],
+    end: Annotated[str, typer.Option(help="End of the range (exclusive), ISO 8601 with offset.")],
+    report: Annotated[
+        str | None, typer.Option("--report", help="Write the HTML report here (.html; PNG beside it).")
+    ] = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Skip the HTML/PNG report.")] = False,
+    initial_cash: Annotated[float, typer.Option(help="Cash of the simulated account.")] = 100_000.0,
+    slippage_bps: Annotated[float, typer.Option(help="Fill at the last close +/- this many bps.")] = 0.0,
+    sweep: Annotated[
+        list[str] | None, typer.Option("--sweep", help="key=v1,v2 (repeatable): run the grid.")
+    ] = None,
+    database_url: DbUrl = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Replay a range through the strategy and risk code of the tick; print the summary."""
+
+    doc: dict[str, Any] = {
+        "strategy": strategy,
+        "start": start,
+        "end": end,
+        "initial_cash": initial_cash,
+        "slippage_bps": slippage_bps,
+        "report": not no_report and not sweep,
+        "report_path": report,
+    }
+    try:
+        req = parse_request(doc)
+        axes = parse_axes(sweep) if sweep else None
+    except InputError as exc:
+        fail(str(exc), 2)
+    with _progress(as_json) as progress, session_for(database_url) as s:
+        if axes is not None:
+            result = run_sweep(s, req, axes, progress=progress)
+        else:
+            result = run_backfill(s, req, progress=progress)
+    if axes is not None:
+        emit(result, as_json, lambda: _print_sweep(result, list(axes)))
+    else:
+        emit(result, as_json, lambda: _print_summary(result))
+
+
+@contextmanager
+def _progress(disabled: bool) -> Iterator[ProgressFn]:
+    """One bar per stage (load, replay, write, report or sweep) on stderr, shown from the first stage on."""
+    bar = Progress(
+        TextColumn("[bold]{task.description:<7}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=disabled,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def update(stage: str, fraction: float) -> None:
+        if not tasks:
+            bar.start()
+        if stage not in tasks:
+            for task in tasks.values():
+                bar.update(task, completed=100)
+            tasks[stage] = bar.add_task(stage, total=100)
+        bar.update(tasks[stage], completed=round(fraction * 100, 1))
+
+    try:
+        yield update
+        for task in tasks.values():
+            bar.update(task, completed=100)
+    finally:
+        if tasks:
+            bar.stop()
+
+
+def _print_summary(doc: dict[str, Any]) -> None:
+    console = Console()
+    table = Table(title=f"backfill {doc['strategy']} {doc['start']} -> {doc['end']}", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in SUMMARY_ROWS:
+        table.add_row(key, str(doc[key]))
+    for code, n in doc["blocked"].items():
+        table.add_row(f"blocked: {code}", str(n))
+    console.print(table)
+    console.print(f"backfill_run_id {doc['backfill_run_id']}  config_hash {doc['config_hash']}")
+    if doc.get("report_path"):
+        console.print(f"report: {doc['report_path']}")
+    if doc.get("report_upload_error"):
+        console.print(f"[yellow]report upload failed, kept locally: {doc['report_upload_error']}")
+
+
+def _print_sweep(doc: dict[str, Any], keys: list[str]) -> None:
+    title = f"sweep {doc['strategy']} {doc['start']} -> {doc['end']}, best total P&L first"
+    table = Table(title=title, title_justify="left")
+    columns = ("rank", *keys, *SWEEP_COLUMNS)
+    for col in columns:
+        table.add_column(col, justify="right", min_width=len(col))
+    for row in doc["results"]:
+        table.add_row(*(_cell(row[c]) for c in columns))
+    console = Console()
+    console.width = max(console.width, 120)  # a piped stdout is 80 columns: keep the grid readable
+    console.print(table)
+
+
+def _cell(v: Any) -> str:
+    return f"{v:,.2f}" if isinstance(v, float) else str(v)

@@ -1,0 +1,80 @@
+"""`strategy-engine serve`: the four HTTP functions on one local server, for development.
+
+One Flask app answers /tick, /backfill, /webhook and /health through the very `api.handle`
+the deployed functions use, so curl against it behaves as the cloud does (same authentication,
+same status codes). Unlike the deployed functions it may use the embedded Postgres: with no
+--database-url and no DATABASE_URL it starts (and migrates) the embedded server once.
+
+    ENGINE_HTTP_SECRET=dev strategy-engine serve --port 8080
+    curl -s -XPOST localhost:8080/tick -H 'Authorization: Bearer dev' \\
+         -H 'Content-Type: application/json' -d '{"minute": "2025-06-13T14:31:00Z"}'
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import flask
+import typer
+
+from strategy_engine import logs
+from strategy_engine.http import api
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+def build_app(services: api.Services | None = None) -> flask.Flask:
+    """Every path goes to `api.handle` (unknown routes and wrong methods answer there)."""
+    app = flask.Flask("strategy_engine.http.serve")
+
+    def view(path: str = "") -> flask.Response:
+        route = path.strip("/")
+        return api.to_flask(api.handle(route, api.from_flask(flask.request), services))
+
+    for rule in ("/", "/<path:path>"):
+        app.add_url_rule(rule, "handle", view, methods=METHODS, provide_automatic_options=False)
+    return app
+
+
+def services_for(database_url: str | None) -> api.Services:
+    """The explicit URL, else DATABASE_URL, else the embedded server (started and migrated once)."""
+    from strategy_engine.runtime import resolve_database_url
+    from strategy_engine.store import connect
+    from strategy_engine.store.migrations import migrate
+
+    url, is_embedded = resolve_database_url(database_url)
+    if is_embedded:
+        with connect(url) as s:
+            migrate(s)
+    return api.Services.from_settings(url)
+
+
+def _run(app: flask.Flask, host: str, port: int) -> None:
+    app.run(host=host, port=port, debug=False, use_reloader=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `serve` command to the CLI."""
+
+    @app.command()
+    def serve(
+        host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+        database_url: Annotated[
+            str | None,
+            typer.Option("--database-url", help="Postgres URL (else DATABASE_URL, else embedded)."),
+        ] = None,
+    ) -> None:
+        """Serve /tick, /backfill, /webhook and /health locally (the deployed functions' handlers)."""
+        logs.configure()
+        services = services_for(database_url)
+        settings = services.settings
+        secret = settings.engine_http_secret.get_secret_value() if settings.engine_http_secret else ""
+        if not settings.engine_trust_platform_auth and len(secret) < api.MIN_SECRET_LENGTH:
+            typer.echo(
+                f"note: no ENGINE_HTTP_SECRET of {api.MIN_SECRET_LENGTH}+ characters is set,"
+                " so every request is refused (403)",
+                err=True,
+            )
+        typer.echo(f"serving /tick /backfill /webhook /health on http://{host}:{port}", err=True)
+        _run(build_app(services), host, port)

@@ -1,0 +1,58 @@
+"""The zero-config database: PostgreSQL 16 from the `pgserver` pip package.
+
+It lives in a data folder of the user's (never the repository), starts in about a second, and
+stops when the last process using it exits. Nothing to install, nothing to configure.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import platformdirs
+
+from strategy_engine.core.errors import DatabaseUnavailable
+
+
+def default_data_dir() -> Path:
+    """EMBEDDED_DATA_DIR if set, else the user's data folder (never the repository)."""
+    from strategy_engine.settings import get_settings
+
+    configured = get_settings().embedded_data_dir
+    if configured:
+        return Path(configured)
+    return Path(platformdirs.user_data_dir("agenttrader-strategy-engine")) / "pgdata"
+
+
+def start(data_dir: Path | None = None) -> str:
+    """Start (or attach to) the embedded server; return its connection URL."""
+    folder = (data_dir or default_data_dir()).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR under root
+        import pgserver
+
+        try:
+            server = pgserver.get_server(folder, cleanup_mode="stop")  # type: ignore[attr-defined]
+        except Exception as exc:  # pgserver raises plain exceptions on a failed initdb/start
+            raise DatabaseUnavailable(f"embedded Postgres failed to start in {folder}: {exc}") from None
+    return str(server.get_uri())
+
+
+def database_url(base_url: str, dbname: str) -> str:
+    """The same server's URL for another database (pgserver URLs carry the socket in ?host=)."""
+    head, sep, query = base_url.partition("?")
+    root = head.rsplit("/", 1)[0]
+    return f"{root}/{dbname}{sep}{query}"
+
+
+def is_embedded_url(url: str) -> bool:
+    """True for a URL on the embedded server's socket (e.g. the demo database the demo prints)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    try:
+        hosts = parse_qs(urlsplit(url).query).get("host", [])
+    except ValueError:
+        return False
+    folder = str(default_data_dir().expanduser().resolve())
+    return any(h.rstrip("/") == folder for h in hosts)
