@@ -205,8 +205,12 @@ def _lq_test(field: str, op: str, values: list[str]) -> Pred:
             return str(got) == want
         if op == "=~":
             return re.search(want, str(got)) is not None
-        rank: Callable[[str], Any] = SEVERITY.__getitem__ if field == "severity" else str
-        a, b = rank(str(got)), rank(want)
-        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+        if field == "severity":
+            return _ordered(op, SEVERITY[str(got)], SEVERITY[want])
+        return _ordered(op, str(got), want)
 
     return lambda e: any(one(_path(e, field), v) for v in values)
+
+
+def _ordered(op: str, a: Any, b: Any) -> bool:
+    return bool({"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op])

@@ -694,16 +694,17 @@ def _alarm_fires(alarm: dict[str, Any], datapoints: list[float]) -> bool:
     evaluation_periods) of the last evaluation_periods datapoints breach the threshold ("Using
     Amazon CloudWatch alarms", docs.aws.amazon.com /AmazonCloudWatch/latest/monitoring/
     AlarmThatSendsEmail.html)."""
-    compare = {
-        "GreaterThanThreshold": lambda v, t: v > t,
-        "GreaterThanOrEqualToThreshold": lambda v, t: v >= t,
-        "LessThanThreshold": lambda v, t: v < t,
-        "LessThanOrEqualToThreshold": lambda v, t: v <= t,
-    }[alarm["comparison_operator"]]
+    op, threshold = alarm["comparison_operator"], float(alarm["threshold"])
+    breaching = {
+        "GreaterThanThreshold": [v > threshold for v in datapoints],
+        "GreaterThanOrEqualToThreshold": [v >= threshold for v in datapoints],
+        "LessThanThreshold": [v < threshold for v in datapoints],
+        "LessThanOrEqualToThreshold": [v <= threshold for v in datapoints],
+    }[op]
     n = int(alarm["evaluation_periods"])
     m = int(alarm.get("datapoints_to_alarm", n))
     assert int(alarm["period"]) == 60  # one datapoint per minute, as the lists below are written
-    return sum(compare(v, float(alarm["threshold"])) for v in datapoints[-n:]) >= m
+    return sum(breaching[-n:]) >= m
 
 
 def test_aws_run_problems_alarm_fires_on_a_real_failed_tick_only(
