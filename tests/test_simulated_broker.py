@@ -6,12 +6,12 @@ cases compare it with arithmetic.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from strategy_engine.brokers.simulated import SimulatedBroker
-from strategy_engine.core.models import OrderIntent, Position, Side
+from strategy_engine.core.models import Account, OrderIntent, Position, Side
 
 NOW = datetime(2025, 6, 13, 15, 0, tzinfo=UTC)
 
@@ -30,9 +30,10 @@ def intent(side: Side, qty: float, price: float, cid: str) -> OrderIntent:
 def test_slippage_always_costs_the_trader(side: Side, fill: float, cash: float) -> None:
     b = SimulatedBroker(10_000.0, [Position("SPY", 5.0, 90.0)], slippage_bps=50, now=NOW)
     order = b.submit(intent(side, 2, 100.0, "c1"))
-    assert order.filled_avg_price == pytest.approx(fill)
-    assert b.cash == pytest.approx(cash)
+    assert order.filled_avg_price == pytest.approx(fill, rel=1e-12)
+    assert b.cash == pytest.approx(cash, rel=1e-12)
     assert (order.status, order.filled_qty, order.submitted_at) == ("filled", 2, NOW)
+    assert (order.client_order_id, order.broker_order_id) == ("c1", "sim-c1")
 
 
 def test_no_slippage_fills_at_the_decision_price() -> None:
@@ -70,3 +71,33 @@ def test_the_same_client_id_fills_once() -> None:
     first = b.submit(intent(Side.BUY, 1, 100.0, "c1"))
     assert b.submit(intent(Side.BUY, 1, 100.0, "c1")) is first
     assert (b.cash, b.positions()) == (900.0, [Position("SPY", 1.0, 100.0)])
+
+
+def test_without_a_fixed_time_orders_and_the_clock_are_stamped_in_utc() -> None:
+    b = SimulatedBroker(1_000.0)
+    stamped = b.submit(intent(Side.BUY, 1, 100.0, "c1")).submitted_at
+    assert stamped is not None
+    assert stamped.utcoffset() == timedelta(0)
+    now, _ = b.clock()
+    assert now.utcoffset() == timedelta(0)
+
+
+def test_clock_reads_the_session_calendar_at_the_fixed_time() -> None:
+    assert SimulatedBroker(0.0, now=NOW).clock() == (NOW, True)  # Friday 11:00 New York
+    saturday = datetime(2025, 6, 14, 15, 0, tzinfo=UTC)
+    assert SimulatedBroker(0.0, now=saturday).clock() == (saturday, False)
+
+
+def test_lookups_and_mark_to_market_by_hand() -> None:
+    b = SimulatedBroker(1_000.0, [Position("SPY", 2.0, 100.0), Position("QQQ", -1.0, 50.0)])
+    assert (b.position_qty("SPY"), b.position_qty("QQQ"), b.position_qty("IWM")) == (2.0, -1.0, 0.0)
+    # SPY at 110, QQQ unpriced (its entry, 50): 1000 + 2 * 110 - 1 * 50
+    assert b.mark_to_market({"SPY": 110.0}) == 1_170.0
+    assert b.get_by_client_id("c1") is None
+    placed = b.submit(intent(Side.BUY, 1, 100.0, "c1"))
+    assert b.get_by_client_id("c1") is placed
+
+
+@pytest.mark.parametrize(("cash", "buying_power"), [(-50.0, 0.0), (0.5, 0.5), (1_000.0, 1_000.0)])
+def test_buying_power_is_cash_never_below_zero(cash: float, buying_power: float) -> None:
+    assert SimulatedBroker(cash).account() == Account(cash=cash, buying_power=buying_power, equity=cash)
