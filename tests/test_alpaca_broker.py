@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 import traceback
 from collections.abc import Iterator
 from decimal import Decimal
@@ -195,11 +194,9 @@ def test_429_then_success_places_one_order(fake: FakeAlpaca) -> None:
 def test_503_outage_then_unavailable_within_budget_and_nothing_placed(fake: FakeAlpaca) -> None:
     fake.fail(POST, 503, times=10_000)
     b = broker(fake.url, timeout=0.2, budget=0.8, attempts=1000)
-    started = time.monotonic()
-    with pytest.raises(BrokerUnavailable, match="503"):
+    with pytest.raises(BrokerUnavailable, match="503"):  # the budget, not the 1000 attempts, ended it
         b.submit(intent())
-    assert time.monotonic() - started < 0.8 + 0.2
-    assert fake.requests[POST] >= 3
+    assert 3 <= fake.requests[POST] < 1000
     assert fake.orders_accepted == 0
 
     fake.heal()
@@ -216,17 +213,15 @@ def test_outage_then_attempts_bounded_by_count(fake: FakeAlpaca) -> None:
 
 def test_connection_refused_then_retried_then_unavailable() -> None:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed when the block ends: nothing listens there
-    with pytest.raises(BrokerUnavailable, match="ConnectionError"):
-        broker(f"http://127.0.0.1:{port}", budget=0.5, attempts=3).clock()
+        s.bind(("127.0.0.1", 0))  # held, never listening: refused, and no other process can take it
+        port = s.getsockname()[1]
+        with pytest.raises(BrokerUnavailable, match="ConnectionError"):
+            broker(f"http://127.0.0.1:{port}", budget=0.5, attempts=3).clock()
 
 
 def test_slow_order_answer_then_timeout_retry_and_the_landed_order_is_adopted(fake: FakeAlpaca) -> None:
     fake.slow(POST, 5.0)  # the order lands, the answer comes after the client gave up
-    started = time.monotonic()
     order = broker(fake.url, timeout=0.3).submit(intent())
-    assert time.monotonic() - started < 2.0
     assert (fake.requests[POST], fake.requests[BY_CID], fake.orders_accepted) == (2, 1, 1)
     landed = fake.by_client_id(order.client_order_id)
     assert landed is not None
