@@ -9,7 +9,6 @@ enters long with `order_qty` 1 at the last close, 100 - 1 * 0.5 = 99.5.
 from __future__ import annotations
 
 import threading
-import uuid
 from datetime import datetime, timedelta
 
 from strategy_engine import engine
@@ -23,6 +22,7 @@ from strategy_engine.core.models import (
     Order,
     OrderIntent,
     Position,
+    RowId,
     RunResult,
     StrategyOutcome,
 )
@@ -44,10 +44,11 @@ def _logs(s: Session, minute: object = None) -> int:
     return int(row[0])
 
 
-def _account_id(s: Session, strategy_id: uuid.UUID) -> uuid.UUID:
+def _account_id(s: Session, strategy_id: RowId) -> RowId:
     row = s.fetchone("select account_id from strategy_definitions where id = %s", (strategy_id,))
     assert row is not None
-    return uuid.UUID(str(row[0]))
+    account_id: RowId = row[0]
+    return account_id
 
 
 def test_a_minute_claimed_by_another_session_answers_busy_at_once_and_writes_nothing(db_url: str) -> None:
