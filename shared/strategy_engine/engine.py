@@ -21,6 +21,7 @@ from types import MappingProxyType
 from strategy_engine.brokers.base import Broker
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core import calendar
+from strategy_engine.core.data_quality import usable_closes
 from strategy_engine.core.decide import (
     MinuteInputs,
     client_order_id,
@@ -262,20 +263,15 @@ def _features(
     window = cfg.bars_needed
     closes = market.recent_closes(s, symbols, minute, window)
     flow = market.flow_sums(s, symbols, minute - timedelta(minutes=cfg.flow_minutes), minute)
-    values = [[c for _, c in closes.get(sym, [])] for sym in symbols]
+    values = [usable_closes(closes[sym].bars, closes[sym].splits, minute) for sym in symbols]
     smas = last_smas(values, window)
     out: dict[str, Features] = {}
     for sym, vals, sma in zip(symbols, values, smas, strict=True):
-        bars = closes.get(sym, [])
-        bull, bear = flow.get(sym, (0, 0))
+        w = closes[sym]
+        bull, bear, ignored = flow.get(sym, (0, 0, 0))
+        last = w.bars[-1][0] if w.bars else None
         out[sym] = Features(
-            symbol=sym,
-            bars=len(vals),
-            close=vals[-1] if vals else None,
-            sma=sma,
-            last_bar_ts=bars[-1][0] if bars else None,
-            bull_cents=bull,
-            bear_cents=bear,
+            sym, len(vals), vals[-1] if vals else None, sma, last, bull, bear, w.ignored, ignored
         )
     return out
 

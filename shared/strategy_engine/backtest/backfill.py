@@ -36,7 +36,7 @@ from pydantic import (
 )
 
 from strategy_engine.backtest import replay, report, rows, upload
-from strategy_engine.backtest.market_arrays import MarketArrays, session_grid, to_us
+from strategy_engine.backtest.market_arrays import MarketArrays, session_grid
 from strategy_engine.backtest.replay import Replay, ReplaySetup
 from strategy_engine.core import calendar
 from strategy_engine.core.errors import InputError, NotFound, Unavailable
@@ -45,7 +45,7 @@ from strategy_engine.core.strategies import StrategySpec, get_spec, parse_config
 from strategy_engine.core.strategies.naive_flow_trend import NaiveFlowTrendConfig
 from strategy_engine.logs import event
 from strategy_engine.settings import Settings, get_settings
-from strategy_engine.store import Session, market
+from strategy_engine.store import Session
 from strategy_engine.store import backfill as store
 from strategy_engine.store import strategies as strat_store
 
@@ -138,21 +138,25 @@ def plan(s: Session, req: BackfillRequest) -> Plan:
 def load(
     s: Session, symbols: tuple[str, ...], start: datetime, end: datetime, window: int, flow_minutes: int
 ) -> MarketArrays:
-    """Three statements whatever the range or the number of symbols."""
-    warm = market.recent_closes(s, symbols, start, window)
-    bars = store.bars_arrays(s, symbols, start, end)
+    """Two statements whatever the range or the number of symbols: bars (warm-up included), flow."""
+    bars = store.bars_arrays(s, symbols, start, end, window)
     flow = store.flow_arrays(s, symbols, start - timedelta(minutes=flow_minutes), end)
     syms = tuple(sorted(symbols))
     empty_i, empty_f = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-    ts, close = [], []
-    for sym in syms:
-        w_ts = np.array([to_us(t) for t, _ in warm[sym]], dtype=np.int64)
-        w_close = np.array([c for _, c in warm[sym]], dtype=np.float64)
-        b_ts, b_close = bars.get(sym, (empty_i, empty_f))
-        ts.append(np.concatenate((w_ts, b_ts)))
-        close.append(np.concatenate((w_close, b_close)))
-    flows = [flow.get(sym, (empty_i, empty_i, empty_i)) for sym in syms]
-    return MarketArrays(syms, tuple(ts), tuple(close), *(tuple(f[k] for f in flows) for k in range(3)))
+    none = store.BarArrays(empty_i, empty_f, empty_i, ())
+    got = [bars.get(sym, none) for sym in syms]
+    flows = [flow.get(sym, (empty_i, empty_i, empty_i, empty_i)) for sym in syms]
+    return MarketArrays(
+        syms,
+        tuple(b.ts for b in got),
+        tuple(b.close for b in got),
+        flow_ts=tuple(f[0] for f in flows),
+        flow_bull=tuple(f[1] for f in flows),
+        flow_bear=tuple(f[2] for f in flows),
+        flow_ignored=tuple(f[3] for f in flows),
+        bar_bad=tuple(b.bad_ts for b in got),
+        splits=tuple(b.splits for b in got),
+    )
 
 
 @dataclass

@@ -75,6 +75,8 @@ class Features:
     last_bar_ts: datetime | None
     bull_cents: int  # bullish flow premium in the lookback, integer cents
     bear_cents: int
+    ignored_bars: int = 0  # bad bars left out of the window (core.data_quality)
+    ignored_flow: int = 0  # flow events of the lookback left out
 
 
 @dataclass(frozen=True, slots=True)
