@@ -57,7 +57,7 @@ def decision_line(d: Decision, prefix: str, minute: str) -> str:
         d.verdict.code if d.verdict and d.verdict.code else None,
         d.outcome.value,
         d.intent.client_order_id if d.intent else None,
-        json.dumps(decision_payload(d)),
+        json.dumps(decision_payload(d), allow_nan=False),
     ]
     return prefix + "\t".join(NULL if f is None else copy_escape(f) for f in fields) + "\n"
 

@@ -26,6 +26,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from strategy_engine.core.indicators import last_smas
+from strategy_engine.core.models import Features
+
 MAX_PRICE = 1_000_000_000  # dollars per share: no listed stock is near it; 1e30 is a feed error
 MAX_OPTION_PRICE = 1_000_000  # dollars per contract share
 MAX_PREMIUM = 10_000_000_000  # dollars per flow event ($1e10): a thousand times the largest prints
@@ -140,6 +143,29 @@ def usable_closes(
     factors = split_factors([ts for ts, _ in bars], splits, t)
     adjusted = [c / f for (_, c), f in zip(bars, factors, strict=True)]
     return adjusted[len(adjusted) - after_last_break(adjusted) :]
+
+
+Window = tuple[Sequence[tuple[Any, float]], int, Sequence[tuple[Any, float]]]  # bars, ignored, splits
+
+
+def window_features(
+    symbols: Sequence[str],
+    windows: Mapping[str, Window],
+    flow: Mapping[str, tuple[int, int, int]],
+    t: Any,
+    window: int,
+) -> dict[str, Features]:
+    """The tick's Features per symbol at T from its loaded bars (`store.market.Window`) and flow
+    sums (bull cents, bear cents, ignored events): the usable closes and their SMA."""
+    values = [usable_closes(windows[sym][0], windows[sym][2], t) for sym in symbols]
+    out: dict[str, Features] = {}
+    for sym, vals, avg in zip(symbols, values, last_smas(values, window), strict=True):
+        bars, ignored_bars, _ = windows[sym]
+        bull, bear, ignored_flow = flow.get(sym, (0, 0, 0))
+        last = bars[-1][0] if bars else None
+        close = vals[-1] if vals else None
+        out[sym] = Features(sym, len(vals), close, avg, last, bull, bear, ignored_bars, ignored_flow)
+    return out
 
 
 def finite(value: Any) -> Any:

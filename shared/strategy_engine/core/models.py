@@ -204,7 +204,8 @@ class StrategyRun:
     orders: int = 0
     blocked: int = 0
     failed: int = 0
-    error: str | None = None
+    error: str | None = None  # "<error class>: <message>" of a failed strategy-minute
+    retryable: bool = False  # failed on an outage (Unavailable): a retry of the minute may succeed
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +220,22 @@ class RunResult:
     @property
     def orders(self) -> int:
         return sum(s.orders for s in self.strategies)
+
+    def counts(self) -> dict[str, int]:
+        """What `engine_runs` counts of the run."""
+        runs = self.strategies
+        return {
+            "strategies": len(runs),
+            "decisions": sum(r.decisions for r in runs),
+            "orders": self.orders,
+            "blocked": sum(r.blocked for r in runs),
+            "failed": sum(r.failed for r in runs),
+        }
+
+    @property
+    def retryable(self) -> bool:
+        """Would retrying the minute help? Only when a strategy failed on an outage."""
+        return any(s.outcome is StrategyOutcome.FAILED and s.retryable for s in self.strategies)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -237,6 +254,7 @@ class RunResult:
                     "blocked": s.blocked,
                     "failed": s.failed,
                     "error": s.error,
+                    "retryable": s.retryable,
                 }
                 for s in self.strategies
             ],

@@ -24,6 +24,7 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Jsonb
 
+from strategy_engine.core.data_quality import finite
 from strategy_engine.store.journal import LOG_COLUMNS
 from strategy_engine.store.market import (
     BAD_BAR,
@@ -158,9 +159,9 @@ def insert_run(
             strategy_name,
             start,
             end,
-            Jsonb(parameters),
+            Jsonb(finite(parameters)),
             config_hash,
-            Jsonb(summary),
+            Jsonb(finite(summary)),
             status,
         ),
     )
@@ -170,7 +171,7 @@ def set_report(s: Session, run_id: UUID, report_path: str | None, note: dict[str
     """Record where the report is (a Storage key or a local path) and any note about it."""
     s.execute(
         "update public.backfill_runs set report_path = %s, summary = summary || %s where id = %s",
-        (report_path, Jsonb(note), run_id),
+        (report_path, Jsonb(finite(note)), run_id),
     )
 
 

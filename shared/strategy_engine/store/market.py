@@ -10,9 +10,8 @@ statements alike.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from strategy_engine.core import data_quality as dq
 from strategy_engine.store.session import Session
@@ -67,8 +66,7 @@ def clamped_sum(condition: str) -> str:
     return f"least(coalesce(sum(cents) filter (where {condition}), 0), {dq.MAX_SUM_CENTS})::bigint"
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
+class Window(NamedTuple):
     """One symbol's last bars before T: what the strategy may see, and what was left out."""
 
     bars: list[tuple[datetime, float]]  # good bars, oldest first (at most n)
