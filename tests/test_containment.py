@@ -54,7 +54,7 @@ def test_bad_config_and_a_bug_fail_alone_while_the_others_run(
     result = engine.tick(session, data.minutes[30], deps=engine.Deps(simulated_broker=_buggy))
     got = {r.strategy: (r.outcome, r.error, r.retryable) for r in result.strategies}
     assert got["c-ok"] == (StrategyOutcome.PROCESSED, None, False)
-    assert got["a-bad"][0] is StrategyOutcome.FAILED and got["a-bad"][1].startswith(error)
+    assert got["a-bad"][0] is StrategyOutcome.FAILED and str(got["a-bad"][1]).startswith(error)
     assert got["b-bug"] == (
         StrategyOutcome.FAILED,
         "ZeroDivisionError: a bug in one strategy's minute",

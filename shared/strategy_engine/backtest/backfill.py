@@ -42,6 +42,7 @@ from strategy_engine.core import calendar
 from strategy_engine.core.errors import InputError, NotFound, Unavailable
 from strategy_engine.core.models import Limits
 from strategy_engine.core.strategies import StrategySpec, get_spec, parse_config
+from strategy_engine.core.strategies.base import check_text
 from strategy_engine.core.strategies.naive_flow_trend import NaiveFlowTrendConfig
 from strategy_engine.logs import event
 from strategy_engine.settings import Settings, get_settings
@@ -70,6 +71,11 @@ class BackfillRequest(BaseModel):
     report: bool = True
     report_path: str | None = Field(default=None, pattern=r"\.html$", max_length=1000)
     upload_report: bool = True
+
+    @field_validator("strategy", "report_path")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        return None if v is None else check_text(v)
 
     @field_validator("start", "end")
     @classmethod
@@ -159,6 +165,17 @@ def load(
     )
 
 
+def check_budget(symbols: int, minutes: int, budget: int) -> None:
+    """Memory grows with symbols x session minutes (~100 bytes each in the replay's arrays and
+    rows): a request over `BACKFILL_MAX_SYMBOL_MINUTES` is refused (InputError) before any read."""
+    if symbols * minutes > budget:
+        raise InputError(
+            f"backfill of {symbols} symbols x {minutes} session minutes = {symbols * minutes} exceeds"
+            f" the budget of {budget} symbol-minutes (BACKFILL_MAX_SYMBOL_MINUTES): split the range"
+            " or the symbols"
+        )
+
+
 @dataclass
 class BackfillResult:
     doc: dict[str, Any]
@@ -192,13 +209,17 @@ def execute(
     note = progress or (lambda stage, fraction: None)
     clock = [time.perf_counter()]
     p = plan(s, req)
+    grid = session_grid(req.start, req.end)
+    check_budget(
+        len(p.config.symbols), grid.shape[0], (settings or get_settings()).backfill_max_symbol_minutes
+    )
     note("load", 0.0)
     data = load(s, p.config.symbols, req.start, req.end, p.config.sma_window, p.config.flow_lookback_minutes)
     clock.append(time.perf_counter())
     setup = ReplaySetup(
         p.strategy_id, p.spec, p.config, p.limits, req.initial_cash, req.slippage_bps, as_active
     )
-    r = replay.run(data, session_grid(req.start, req.end), setup, lambda f: note("replay", f))
+    r = replay.run(data, grid, setup, lambda f: note("replay", f))
     summary = report.summarise(r)
     clock.append(time.perf_counter())
     doc = _record(s, p, req, r, summary, as_active, lambda f: note("write", f))

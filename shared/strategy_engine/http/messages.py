@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from strategy_engine.core.data_quality import finite
+from strategy_engine.core.strategies.base import check_text
 
 if TYPE_CHECKING:
     import flask
@@ -74,9 +75,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
+Text = Annotated[str, AfterValidator(check_text)]  # no NUL or other control character
+
+
 class TickBody(_Strict):
-    minute: str | None = None  # ISO 8601 with an offset; parsed by calendar.parse_minute
-    strategy: str | None = Field(default=None, min_length=1, max_length=200)
+    minute: Text | None = None  # ISO 8601 with an offset; parsed by calendar.parse_minute
+    strategy: Text | None = Field(default=None, min_length=1, max_length=200)
 
 
 class WebhookPayload(_Strict):

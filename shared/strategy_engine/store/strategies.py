@@ -9,7 +9,9 @@ from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
+from strategy_engine.core.errors import InputError
 from strategy_engine.core.models import BrokerAccount, DayState, Limits, StrategyDef
+from strategy_engine.core.strategies.base import check_text
 from strategy_engine.store.session import Session, exact
 
 _DEF_COLS = """
@@ -48,7 +50,12 @@ def _row(r: tuple[Any, ...]) -> StrategyRow:
 
 
 def load_all(s: Session, name: str | None = None) -> list[StrategyRow]:
-    """Every definition (active or not: an inactive one runs with its orders blocked)."""
+    """Every definition (active or not: an inactive one runs with its orders blocked).
+    A name with a control character is refused (InputError) before it reaches SQL."""
+    try:
+        check_text(name or "")
+    except ValueError as exc:
+        raise InputError(f"strategy name: {exc}") from None
     where, params = ("where d.name = %s", (name,)) if name else ("", ())
     rows = s.fetchall(f"select {_DEF_COLS} {_DEF_FROM} {where} order by d.name", params)
     return [_row(r) for r in rows]
