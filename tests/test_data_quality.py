@@ -60,7 +60,7 @@ BAD_BARS = [
     ("null", "close"),
     ("'NaN'", "open"),
     ("0", "high"),
-    ("null", "low"),
+    ("-1", "low"),
 ]
 
 

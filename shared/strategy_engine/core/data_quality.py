@@ -1,7 +1,8 @@
 """The one data-quality rule of the tick and the backfill: which rows count, and how vendors spell.
 
-Bars: a bar whose open, high, low or close is null, not finite, not positive or above
-`MAX_PRICE` is a missing bar (the SQL predicate `store.market.GOOD_BAR` says the same).
+Bars: a bar whose close is null, or whose close, open, high or low is not finite, not positive
+or above `MAX_PRICE`, is a missing bar (the SQL predicate `store.market.GOOD_BAR`). A null
+open, high or low alone is not: close-only feeds exist, and the strategy reads the close.
 Flow: an event whose size, trade price or premium is negative, not finite or absurd (trade
 price above `MAX_OPTION_PRICE` dollars, premium above `MAX_PREMIUM` dollars) is ignored; sums of
 premium are clamped at `MAX_SUM_CENTS`, so no sum can overflow a bigint or an int64.

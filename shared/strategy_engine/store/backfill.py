@@ -25,6 +25,7 @@ from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Jsonb
 
 from strategy_engine.core.data_quality import finite
+from strategy_engine.core.models import RowId
 from strategy_engine.store.journal import LOG_COLUMNS
 from strategy_engine.store.market import (
     BAD_BAR,
@@ -80,12 +81,12 @@ def bars_arrays(
           select case when count(*) < %(n)s then '-infinity'::timestamptz else min(w.ts) end as lo
           from (
             select m.ts from public.market_data_1m m
-            where m.symbol = sym.symbol and m.ts < %(start)s and {GOOD_BAR}
+            where m.symbol::text = sym.symbol and m.ts < %(start)s and {GOOD_BAR}
             order by m.ts desc limit %(n)s
           ) w
         ) l
         cross join lateral ({SPLITS} and {EX_TIME} < %(end)s) c
-        left join public.market_data_1m m on m.symbol = sym.symbol and m.ts >= l.lo and m.ts < %(end)s
+        left join public.market_data_1m m on m.symbol::text = sym.symbol and m.ts >= l.lo and m.ts < %(end)s
         group by sym.symbol, c.ex, c.ratio
         """,
         {"symbols": list(symbols), "start": start, "end": end, "n": window},
@@ -113,7 +114,7 @@ def flow_arrays(
     ts: one statement. Cents per ts are clamped like the tick's sums (`market.clamped_sum`)."""
     rows = s.fetchall(
         f"""
-        select underlying,
+        select underlying::text,
                string_agg(timestamptz_send(ts), ''::bytea order by ts),
                string_agg(int8send(bull), ''::bytea order by ts),
                string_agg(int8send(bear), ''::bytea order by ts),
@@ -124,7 +125,7 @@ def flow_arrays(
           from (
             select f.underlying, f.ts, {FLOW_CENTS} as cents, {FLOW_DIRECTION} as dir
             from public.options_flow f
-            where f.underlying = any(%(symbols)s) and f.ts >= %(start)s and f.ts < %(end)s
+            where f.underlying::text = any(%(symbols)s) and f.ts >= %(start)s and f.ts < %(end)s
           ) x
           group by underlying, ts
         ) per_ts
@@ -138,7 +139,7 @@ def flow_arrays(
 def insert_run(
     s: Session,
     run_id: UUID,
-    strategy_id: UUID,
+    strategy_id: RowId,
     strategy_name: str,
     start: datetime,
     end: datetime,
@@ -216,17 +217,18 @@ def copy_out_range(
     """
     queries = (
         sql.SQL(
-            "copy (select m.symbol, m.ts, m.close::float8 from public.market_data_1m m"
-            " where m.symbol = any({s}) and m.ts >= {a} and m.ts < {b} and "
+            "copy (select m.symbol::text, m.ts, m.close::float8 from public.market_data_1m m"
+            " where m.symbol::text = any({s}) and m.ts >= {a} and m.ts < {b} and "
             + GOOD_BAR
             + " order by m.symbol, m.ts) to stdout (format binary)"
         ),
         sql.SQL(
-            "copy (select f.underlying, f.ts, "
+            "copy (select f.underlying::text, f.ts, "
             + FLOW_CENTS
             + ", "
             + FLOW_DIRECTION
-            + " from public.options_flow f where f.underlying = any({s}) and f.ts >= {fa} and f.ts < {b}"
+            + " from public.options_flow f"
+            " where f.underlying::text = any({s}) and f.ts >= {fa} and f.ts < {b}"
             " order by f.underlying, f.ts) to stdout (format binary)"
         ),
     )

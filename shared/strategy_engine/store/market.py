@@ -20,7 +20,7 @@ from strategy_engine.store.session import Session
 def _sql_map(column: str, mapping: Mapping[str, str], default: str) -> str:
     """A SQL CASE over lower(btrim(column)) generated from one of data_quality's spelling maps."""
     arms = " ".join(f"when '{k}' then '{v}'" for k, v in mapping.items())
-    return f"(case lower(btrim({column})) {arms} else {default} end)"
+    return f"(case lower(btrim({column}::text)) {arms} else {default} end)"
 
 
 def _sql_direction() -> str:
@@ -32,14 +32,20 @@ def _sql_direction() -> str:
 
 def _bounded(column: str, bound: int) -> str:
     # numeric NaN sorts above every number and Infinity, so `<= bound` refuses both.
-    return f"({column} is null or ({column} >= 0 and {column} <= {bound}))"
+    return f"({column} is null or ({column}::numeric >= 0 and {column}::numeric <= {bound}))"
 
 
-# A bar counts when every price is positive and finite (and below MAX_PRICE); any other bar is a
+# A bar counts when its close is positive and finite (and at most MAX_PRICE) and so is each of
+# open, high and low that is present (close-only feeds leave them null); any other bar is a
 # missing bar, in the tick and the backfill alike. NaN sorts above every number in numeric.
-GOOD_BAR = " and ".join(f"m.{c} > 0 and m.{c} <= {dq.MAX_PRICE}" for c in ("open", "high", "low", "close"))
+GOOD_BAR = " and ".join(
+    [f"m.close > 0 and m.close <= {dq.MAX_PRICE}"]
+    + [f"(m.{c} is null or (m.{c} > 0 and m.{c} <= {dq.MAX_PRICE}))" for c in ("open", "high", "low")]
+)
 BAD_BAR = f"({GOOD_BAR}) is not true"
-_PREMIUM = "coalesce(f.notional, f.size * f.trade_price * 100)"
+# Every column is cast (numeric, text) so that tables made elsewhere with double precision,
+# varchar or enum columns give the same cents and directions as the engine's own.
+_PREMIUM = "coalesce(f.notional::numeric, f.size::numeric * f.trade_price::numeric * 100)"
 # Premium in integer cents; NULL for an ignored event: a bad size, price or notional, an unknown
 # premium (neither notional nor size * price), or one above MAX_PREMIUM dollars.
 FLOW_CENTS = (
@@ -80,7 +86,7 @@ def recent_closes(s: Session, symbols: Sequence[str], minute: datetime, n: int) 
         f"""
         select sym.symbol, g.ts, g.closes,
           (select count(*) from public.market_data_1m m
-           where m.symbol = sym.symbol and m.ts < %(t)s
+           where m.symbol::text = sym.symbol and m.ts < %(t)s
              and m.ts >= (case when g.n < %(n)s then '-infinity' else g.oldest end) and {BAD_BAR}),
           c.ex, c.ratio
         from unnest(%(symbols)s::text[]) as sym(symbol)
@@ -89,7 +95,7 @@ def recent_closes(s: Session, symbols: Sequence[str], minute: datetime, n: int) 
                  min(b.ts) as oldest, count(*) as n
           from (
             select m.ts, m.close::float8 as close from public.market_data_1m m
-            where m.symbol = sym.symbol and m.ts < %(t)s and {GOOD_BAR}
+            where m.symbol::text = sym.symbol and m.ts < %(t)s and {GOOD_BAR}
             order by m.ts desc limit %(n)s
           ) b
         ) g
@@ -110,12 +116,12 @@ def flow_sums(
     """(bullish cents, bearish cents, ignored events) per underlying, start <= ts < end: one statement."""
     rows = s.fetchall(
         f"""
-        select underlying, {clamped_sum("dir > 0")}, {clamped_sum("dir < 0")},
+        select underlying::text, {clamped_sum("dir > 0")}, {clamped_sum("dir < 0")},
                count(*) filter (where {FLOW_IGNORED})
         from (
           select f.underlying, {FLOW_CENTS} as cents, {FLOW_DIRECTION} as dir
           from public.options_flow f
-          where f.underlying = any(%(symbols)s) and f.ts >= %(start)s and f.ts < %(end)s
+          where f.underlying::text = any(%(symbols)s) and f.ts >= %(start)s and f.ts < %(end)s
         ) x
         group by underlying
         """,
