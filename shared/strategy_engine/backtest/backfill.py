@@ -25,7 +25,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -37,7 +36,7 @@ from pydantic import (
 )
 
 from strategy_engine.backtest import replay, report, rows, upload
-from strategy_engine.backtest.market_arrays import MarketArrays, session_grid
+from strategy_engine.backtest.market_arrays import check_budget, load, session_grid
 from strategy_engine.backtest.replay import Replay, ReplaySetup
 from strategy_engine.core import calendar
 from strategy_engine.core.errors import InputError, NotFound, Unavailable
@@ -140,41 +139,6 @@ def plan(s: Session, req: BackfillRequest) -> Plan:
     d = rows[0].definition
     raw = {**d.config, **(req.config or {})}
     return Plan(d.id, d.name, get_spec(d.strategy_type), raw, _config(d.strategy_type, raw), rows[0].limits)
-
-
-def load(
-    s: Session, symbols: tuple[str, ...], start: datetime, end: datetime, window: int, flow_minutes: int
-) -> MarketArrays:
-    """Two statements whatever the range or the number of symbols: bars (warm-up included), flow."""
-    bars = store.bars_arrays(s, symbols, start, end, window)
-    flow = store.flow_arrays(s, symbols, start - timedelta(minutes=flow_minutes), end)
-    syms = tuple(sorted(symbols))
-    empty_i, empty_f = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-    none = store.BarArrays(empty_i, empty_f, empty_i, ())
-    got = [bars.get(sym, none) for sym in syms]
-    flows = [flow.get(sym, (empty_i, empty_i, empty_i, empty_i)) for sym in syms]
-    return MarketArrays(
-        syms,
-        tuple(b.ts for b in got),
-        tuple(b.close for b in got),
-        flow_ts=tuple(f[0] for f in flows),
-        flow_bull=tuple(f[1] for f in flows),
-        flow_bear=tuple(f[2] for f in flows),
-        flow_ignored=tuple(f[3] for f in flows),
-        bar_bad=tuple(b.bad_ts for b in got),
-        splits=tuple(b.splits for b in got),
-    )
-
-
-def check_budget(symbols: int, minutes: int, budget: int) -> None:
-    """Memory grows with symbols x session minutes (~100 bytes each in the replay's arrays and
-    rows): a request over `BACKFILL_MAX_SYMBOL_MINUTES` is refused (InputError) before any read."""
-    if symbols * minutes > budget:
-        raise InputError(
-            f"backfill of {symbols} symbols x {minutes} session minutes = {symbols * minutes} exceeds"
-            f" the budget of {budget} symbol-minutes (BACKFILL_MAX_SYMBOL_MINUTES): split the range"
-            " or the symbols"
-        )
 
 
 @dataclass

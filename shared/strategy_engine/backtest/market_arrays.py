@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 
 from strategy_engine.core import calendar
 from strategy_engine.core import data_quality as dq
+from strategy_engine.core.errors import InputError
 from strategy_engine.core.indicators import sma
 from strategy_engine.core.strategies.naive_flow_trend import (
     BEARISH,
@@ -32,6 +33,8 @@ from strategy_engine.core.strategies.naive_flow_trend import (
     flow_code,
     trend_code,
 )
+from strategy_engine.store import Session
+from strategy_engine.store import backfill as store
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -89,6 +92,41 @@ class MarketArrays:
         names = [f.name for f in fields(self)][1:]
         picked = {n: tuple(self.column(n, i) for i in idx) for n in names}
         return MarketArrays(tuple(self.symbols[i] for i in idx), **picked)
+
+
+def load(
+    s: Session, symbols: tuple[str, ...], start: datetime, end: datetime, window: int, flow_minutes: int
+) -> MarketArrays:
+    """Two statements whatever the range or the number of symbols: bars (warm-up included), flow."""
+    bars = store.bars_arrays(s, symbols, start, end, window)
+    flow = store.flow_arrays(s, symbols, start - timedelta(minutes=flow_minutes), end)
+    syms = tuple(sorted(symbols))
+    empty_i, empty_f = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    none = store.BarArrays(empty_i, empty_f, empty_i, ())
+    got = [bars.get(sym, none) for sym in syms]
+    flows = [flow.get(sym, (empty_i, empty_i, empty_i, empty_i)) for sym in syms]
+    return MarketArrays(
+        syms,
+        tuple(b.ts for b in got),
+        tuple(b.close for b in got),
+        flow_ts=tuple(f[0] for f in flows),
+        flow_bull=tuple(f[1] for f in flows),
+        flow_bear=tuple(f[2] for f in flows),
+        flow_ignored=tuple(f[3] for f in flows),
+        bar_bad=tuple(b.bad_ts for b in got),
+        splits=tuple(b.splits for b in got),
+    )
+
+
+def check_budget(symbols: int, minutes: int, budget: int) -> None:
+    """Memory grows with symbols x session minutes (~100 bytes each in the replay's arrays and
+    rows): a request over `BACKFILL_MAX_SYMBOL_MINUTES` is refused (InputError) before any read."""
+    if symbols * minutes > budget:
+        raise InputError(
+            f"backfill of {symbols} symbols x {minutes} session minutes = {symbols * minutes} exceeds"
+            f" the budget of {budget} symbol-minutes (BACKFILL_MAX_SYMBOL_MINUTES): split the range"
+            " or the symbols"
+        )
 
 
 @dataclass(frozen=True)

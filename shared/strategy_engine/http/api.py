@@ -217,9 +217,7 @@ def _minute(
 
 
 def run_tick(services: Services, minute: datetime, trigger: str, only: str | None = None) -> HttpResponse:
-    """One engine tick. 503 only when a strategy failed on an outage, so that the scheduler
-    retries minute T; a strategy that failed otherwise (bad config, a bug) would fail the same
-    way again: 200 with status `failed` and each strategy's error, the alert coming from the log."""
+    """One tick: 503 only if a strategy failed on an outage; a failure a retry would repeat is 200."""
     with services.open_session() as s:
         result = engine.tick(s, minute, trigger=trigger, only=only, deps=services.deps())
     doc = result.as_json()
