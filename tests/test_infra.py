@@ -555,14 +555,12 @@ def test_gcp_alert_fires_on_the_lines_of_a_real_failed_tick_only(
     query = heredoc.group(2).replace("${var.name_prefix}", prefix)
     failed = [_cloud_run_entry(line, f"{prefix}-tick") for line in engine_lines["failed"]]
     matched = [e["jsonPayload"] for e in failed if logging_query_matches(query, e)]
-    # The run's `tick` line and the strategy's `strategy failed` line, both outcome failed.
-    assert {(m["message"], m["outcome"]) for m in matched} == {
-        ("tick", "failed"),
-        ("strategy failed", "failed"),
-    }
+    # The run's `tick` line (outcome failed) and the `strategy failed` line (severity ERROR).
+    assert {m["message"] for m in matched} == {"tick", "strategy failed"}
+    assert {m.get("outcome") for m in matched if m["message"] == "tick"} == {"failed"}
     # The outcome alone is enough: the same lines at WARNING still alert.
     demoted = [{**e, "severity": "WARNING"} for e in failed if e["jsonPayload"].get("outcome") == "failed"]
-    assert len(demoted) == 2 and all(logging_query_matches(query, e) for e in demoted)
+    assert demoted and all(logging_query_matches(query, e) for e in demoted)
     # The same lines from another service, and the lines of the good retry, do not alert.
     assert not any(
         logging_query_matches(query, _cloud_run_entry(x, "other-tick")) for x in engine_lines["failed"]
@@ -570,8 +568,9 @@ def test_gcp_alert_fires_on_the_lines_of_a_real_failed_tick_only(
     assert not any(
         logging_query_matches(query, _cloud_run_entry(x, f"{prefix}-tick")) for x in engine_lines["ok"]
     )
-    # TODO(lead): `late` and `abandoned` lines come from other branches (not on main when this was
-    # written); once they are, run them through this query the same way.
+    # TODO(lead): on main the engine logs an abandoned run as "run abandoned" at WARNING with no
+    # `outcome` field, so this query does not fire on it; `late` is not on main. Once the engine
+    # writes outcome="abandoned"/"late", run those lines through this query the same way.
 
 
 def test_gcp_outputs_name_the_job_for_the_cli(gcp: Stack) -> None:
@@ -712,10 +711,9 @@ def test_aws_run_problems_alarm_fires_on_a_real_failed_tick_only(
 ) -> None:
     pattern = aws.locals["run_problem_pattern"]
     matched = [x for x in engine_lines["failed"] if cloudwatch_json_matches(pattern, x)]
-    assert {(m["message"], m["outcome"]) for m in matched} == {
-        ("tick", "failed"),
-        ("strategy failed", "failed"),
-    }
+    # The run's `tick` line, outcome failed (the `strategy failed` line carries no outcome field).
+    assert ("tick", "failed") in {(m["message"], m.get("outcome")) for m in matched}
+    assert all(m.get("outcome") == "failed" for m in matched)
     assert not [x for x in engine_lines["ok"] if cloudwatch_json_matches(pattern, x)]
     # Each matching event adds the transformation's value to the minute's metric; the alarm sums it.
     transform = first(
@@ -727,7 +725,8 @@ def test_aws_run_problems_alarm_fires_on_a_real_failed_tick_only(
     quiet = float(transform["default_value"])
     assert _alarm_fires(alarm, [quiet, quiet, minute])  # one failed minute is enough
     assert not _alarm_fires(alarm, [quiet, quiet, quiet])
-    # TODO(lead): the `late` and `abandoned` lines (other branches) go through the same pattern.
+    # TODO(lead): "run abandoned" (WARNING, no `outcome` field on main) does not match this pattern;
+    # once the engine writes outcome="abandoned"/"late", put those lines through it the same way.
 
 
 def test_aws_tick_errors_alarm_fires_on_failed_minutes(aws: Stack) -> None:
