@@ -28,7 +28,7 @@ from strategy_engine.core.decide import (
     journal_orders,
     processed_run,
 )
-from strategy_engine.core.errors import InputError, LiveTradingRefused, NotFound, Unavailable
+from strategy_engine.core.errors import Busy, InputError, LiveTradingRefused, NotFound, Unavailable
 from strategy_engine.core.indicators import last_smas
 from strategy_engine.core.models import (
     Account,
@@ -45,6 +45,14 @@ from strategy_engine.core.models import (
 from strategy_engine.core.risk import RiskContext
 from strategy_engine.core.strategies import StrategySpec, get_spec, parse_config
 from strategy_engine.core.strategies.base import StrategyConfig
+from strategy_engine.invocation import (
+    DeadlinePassed,
+    Invocation,
+    MinuteRefused,
+    TickPolicy,
+    run_status,
+    wall_clock,
+)
 from strategy_engine.logs import event
 from strategy_engine.store import Session, journal, market
 from strategy_engine.store import accounts as acct_store
@@ -68,6 +76,9 @@ class Deps:
     simulated_broker: Callable[[Account, list[Position], datetime, float], Broker] = field(
         default=lambda acct, pos, minute, slip: SimulatedBroker(acct.cash, pos, slip, now=minute)
     )
+    policy: TickPolicy = field(default_factory=TickPolicy.from_settings)
+    clock: Callable[[], datetime] = wall_clock
+    sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +122,10 @@ def tick(
     deps = deps or Deps()
     started = time.perf_counter()
     minute = calendar.floor_minute(minute)
+    inv = Invocation(minute, deps.policy, deps.clock, deps.sleep)
+    refusal = inv.wait_for_minute()
+    if refusal is not None:
+        _refuse(s, trigger, minute, refusal)
     market_open = calendar.is_open(minute)  # an out-of-range minute is refused before any write
     planned = plan(s, only)
     run_id = uuid.uuid4()
@@ -119,8 +134,8 @@ def tick(
     status = "market_closed"
     if market_open:
         for p in planned:
-            runs.append(_run_strategy(s, deps, run_id, minute, p))
-        status = "failed" if any(r.outcome is StrategyOutcome.FAILED for r in runs) else "ok"
+            runs.append(_run_strategy(s, deps, inv, run_id, p))
+        status = run_status(runs)
     ms = (time.perf_counter() - started) * 1000
     result = RunResult(run_id, minute, trigger, status, tuple(runs), ms)
     counts = {
@@ -145,11 +160,33 @@ def tick(
     return result
 
 
-def _run_strategy(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime, p: _Planned) -> StrategyRun:
-    name = p.row.definition.name
+def _refuse(s: Session, trigger: str, minute: datetime, reason: str) -> None:
+    """A minute the engine will not run leaves an engine_runs row, then is refused (InputError)."""
+    run_id = uuid.uuid4()
+    journal.start_run(s, run_id, trigger, minute)
+    journal.finish_run(s, run_id, "refused", {}, {"reason": reason}, 0.0)
+    event(
+        "tick",
+        level=logging.WARNING,
+        run_id=str(run_id),
+        minute=minute.isoformat(),
+        outcome="refused",
+        error=reason,
+    )
+    raise MinuteRefused(reason)
+
+
+def _run_strategy(s: Session, deps: Deps, inv: Invocation, run_id: uuid.UUID, p: _Planned) -> StrategyRun:
+    """The strategy's minute in its own transaction, unless the invocation's rules stop it first."""
+    name, minute = p.row.definition.name, inv.minute
     try:
-        with s.transaction():
-            return _strategy_minute(s, deps, run_id, minute, p)
+        stop = inv.gate(p.account, deps.alpaca_broker)
+        if stop is None:
+            pol = deps.policy
+            with s.transaction(lock_timeout=pol.lock_timeout_seconds, idle_timeout=pol.idle_timeout_seconds):
+                return _strategy_minute(s, deps, inv, run_id, p)
+    except (Busy, DeadlinePassed) as exc:
+        stop = (StrategyOutcome.BUSY if isinstance(exc, Busy) else StrategyOutcome.DEADLINE, str(exc))
     except Unavailable as exc:
         event(
             "strategy failed",
@@ -161,10 +198,20 @@ def _run_strategy(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime, p
             error=str(exc),
         )
         return StrategyRun(name, StrategyOutcome.FAILED, error=str(exc))
+    outcome, why = stop
+    event(
+        "strategy not run",
+        run_id=str(run_id),
+        strategy=name,
+        minute=minute.isoformat(),
+        outcome=outcome.value,
+        reason=why,
+    )
+    return StrategyRun(name, outcome, error=why)
 
 
-def _strategy_minute(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime, p: _Planned) -> StrategyRun:
-    d, cfg, account = p.row.definition, p.config, p.account
+def _strategy_minute(s: Session, deps: Deps, inv: Invocation, run_id: uuid.UUID, p: _Planned) -> StrategyRun:
+    d, cfg, account, minute = p.row.definition, p.config, p.account, inv.minute
     claimed = strat_store.claim(s, d.id, calendar.trading_date(minute))
     if claimed is None:
         return StrategyRun(d.name, StrategyOutcome.BUSY)
@@ -172,13 +219,16 @@ def _strategy_minute(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime
     if last_run is not None and last_run >= minute:
         return StrategyRun(d.name, StrategyOutcome.ALREADY_PROCESSED)
     broker, acct, positions = open_account(s, deps, account, minute)
+    # The kill switch and limits as they are now, under the claim: a change made while an earlier
+    # strategy of this invocation ran takes effect.
+    is_active, limits = strat_store.switch_and_limits(s, d.id)
     symbols = list(cfg.symbols)
     if broker.authoritative and journal.attempted_before(s, minute, run_id):
         acct, positions = _before_own_orders(broker, d.id, symbols, minute, acct, positions)
     features = _features(s, symbols, minute, cfg)
     ctx = RiskContext(
         minute=minute,
-        is_active=d.is_active,
+        is_active=is_active,
         market_open=True,
         last_bar_ts=MappingProxyType({k: f.last_bar_ts for k, f in features.items() if f.last_bar_ts}),
         max_bar_age_seconds=cfg.max_bar_age_seconds,
@@ -187,7 +237,9 @@ def _strategy_minute(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime
         last_trade_at=MappingProxyType(journal.last_trades(s, d.id, symbols, minute)),
         buying_power=acct.buying_power,
     )
-    inputs = MinuteInputs(d.id, p.spec, cfg, p.row.limits, minute, features)
+    inputs = MinuteInputs(d.id, p.spec, cfg, limits, minute, features)
+    if inv.past_deadline():  # the refresh above may have spent it: roll back, send nothing
+        raise DeadlinePassed(f"past the invocation's {inv.policy.deadline_seconds:g}s deadline")
     decisions, after = decide_minute(inputs, ctx, broker.submit)
     rows = [journal.decision_row(x, d.id, engine_run_id=run_id, backfill_run_id=None) for x in decisions]
     journal.write_decisions(s, rows)
@@ -202,8 +254,8 @@ def _strategy_minute(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime
 def open_account(
     s: Session, deps: Deps, account: BrokerAccount, minute: datetime
 ) -> tuple[Broker, Account, list[Position]]:
-    """Lock the account's balance row; for Alpaca, refresh the mirror from the broker first."""
-    balance = acct_store.lock_balance(s, account.id)
+    """Lock the account's row; for Alpaca, refresh the mirror from the broker first."""
+    balance = acct_store.lock_account(s, account.id)
     if account.broker == "alpaca":
         broker = deps.alpaca_broker()
         acct, positions = broker.account(), broker.positions()
