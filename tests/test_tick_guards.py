@@ -82,21 +82,18 @@ def test_a_minute_older_than_the_lag_limit_is_late_on_alpaca_and_nothing_is_aske
     assert last_run(session, "nft") is None  # never claimed: the record is the run's
 
 
-def test_a_minute_at_the_lag_limit_still_trades_and_zero_turns_the_check_off(
-    session: Session, fake: FakeAlpaca
+@pytest.mark.parametrize(
+    ("age", "policy"),
+    [(timedelta(seconds=90), {}), (timedelta(days=30), {"max_lag_seconds": 0})],
+    ids=["at-the-limit", "check-off"],
+)
+def test_a_minute_at_the_lag_limit_or_with_the_check_off_trades(
+    session: Session, fake: FakeAlpaca, age: timedelta, policy: dict[str, float]
 ) -> None:
     seed(session, account=ACCOUNT, broker="alpaca", config={"symbols": list(SYMS)})
     entry_setup(session, SYMS, T)
-    entry_setup(session, SYMS, T + timedelta(days=3))  # the next Monday
-    at_limit = engine.tick(session, T, deps=on_alpaca(fake, Clock(T + timedelta(seconds=90))))
-    assert (at_limit.status, at_limit.orders) == ("ok", 3)
-    fake.positions.clear()
-    monday = T + timedelta(days=3)
-    replay = engine.tick(
-        session, monday, deps=on_alpaca(fake, Clock(monday + timedelta(days=30)), max_lag_seconds=0)
-    )
-    assert (replay.status, replay.orders) == ("ok", 3)
-    assert fake.requests[POST] == 6
+    result = engine.tick(session, T, deps=on_alpaca(fake, Clock(T + age), **policy))
+    assert (result.status, result.orders, fake.requests[POST]) == ("ok", 3, 3)
 
 
 def test_a_simulated_account_replays_any_minute(session: Session) -> None:

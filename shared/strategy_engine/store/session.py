@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from psycopg.types.numeric import FloatLoader
 
 from strategy_engine.core.errors import Busy, DatabaseUnavailable, InputError
@@ -57,9 +58,23 @@ def unavailable(exc: Exception) -> DatabaseUnavailable | Busy:
 def connect(url: str, *, connect_timeout: int = 10, application_name: str = "strategy-engine") -> Session:
     if not url.startswith(("postgres://", "postgresql://")):
         raise InputError("database url must start with postgresql:// or postgres://")
+    return _open(url, connect_timeout, application_name)
+
+
+def sibling(s: Session, *, application_name: str = "strategy-engine-side") -> Session:
+    """A second connection to the database `s` is connected to, for writes that must commit
+    while `s` is inside a transaction (the write-ahead order intents). Raises DatabaseUnavailable."""
+    info = s.conn.info
+    params = {k: v for k, v in info.get_parameters().items() if k != "application_name"}
+    if info.password:
+        params["password"] = info.password
+    return _open(make_conninfo("", **params), 10, application_name)
+
+
+def _open(conninfo: str, connect_timeout: int, application_name: str) -> Session:
     try:
         conn = psycopg.connect(
-            url,
+            conninfo,
             autocommit=True,
             prepare_threshold=None,
             connect_timeout=connect_timeout,
