@@ -77,23 +77,32 @@ def open_account(s: Session, account: BrokerAccount, minute: datetime, make: Ope
         broker = make(account, positions, balance, minute)
         return AccountView(broker, balance or Account(0.0, 0.0, 0.0), positions, broker.open_orders())
     broker = make(account, [], balance, minute)
-    acct, positions, working = broker.account(), broker.positions(), broker.open_orders()
+    acct, positions, listed = broker.account(), broker.positions(), broker.open_orders()
     acct_store.save_mirror(s, account.id, acct, positions)
-    _refresh(s, broker, account.id, working)
+    working = [*listed, *_refresh(s, broker, account.id, listed)]
     return AccountView(broker, acct, positions, working)
 
 
-def _refresh(s: Session, broker: Broker, account_id: uuid.UUID, working: Sequence[Order]) -> None:
-    """Every journal order not final, updated: from the open list, else looked up by client id."""
-    listed = {o.client_order_id: o for o in working}
+def _refresh(s: Session, broker: Broker, account_id: uuid.UUID, listed: Sequence[Order]) -> list[Order]:
+    """Every journal order not final, updated: from the open list, else looked up by client id.
+
+    Returns the looked-up ones still not final (`stopped`, `pending_cancel`, `held`, ...): the
+    broker may leave them out of its open list, but they may still fill, so they are working."""
+    by_cid = {o.client_order_id: o for o in listed}
     updated: list[tuple[Order, str | None]] = []
+    unlisted: list[Order] = []
     for cid in intent_store.unsettled(s, account_id):
-        order = listed.get(cid) or broker.get_by_client_id(cid)
+        order = by_cid.get(cid)
         if order is None:
-            logging.getLogger(__name__).warning("order %s is not at the broker: left as it is", cid)
-            continue
+            order = broker.get_by_client_id(cid)
+            if order is None:
+                logging.getLogger(__name__).warning("order %s is not at the broker: left as it is", cid)
+                continue
+            if order.working_qty != 0:
+                unlisted.append(order)
         updated.append((order, None))
     journal.record_orders(s, None, account_id, "strategy", None, updated)
+    return unlisted
 
 
 def reconcile(
@@ -181,7 +190,8 @@ def working_exposure(
     prices = {k: f.close for k, f in features.items() if f.close is not None}
     others = sorted({o.symbol for o in view.open_orders if o.working_qty > 0} - set(prices))
     for sym, bars in market.recent_closes(s, others, minute, 1).items() if others else ():
-        prices[sym] = bars[-1][1]
+        if bars:
+            prices[sym] = bars[-1][1]
     held = exposure.working(view.open_orders, prices)
     again = {x.signal.symbol for x in reconciled if x.minute == minute}
     return replace(held, symbols=held.symbols | again) if again else held
