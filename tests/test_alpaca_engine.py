@@ -22,6 +22,7 @@ from strategy_engine import engine, manual_trade
 from strategy_engine.brokers.alpaca import AlpacaPaperBroker
 from strategy_engine.core.errors import InputError, LiveTradingRefused
 from strategy_engine.core.models import StrategyOutcome
+from strategy_engine.invocation import TickPolicy
 from strategy_engine.settings import get_settings
 from strategy_engine.store import Session, connect
 from tests.conftest import REPO, seed
@@ -29,6 +30,7 @@ from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
 from tests.test_exactly_once import SYMS, T, entry_setup
 
 POST = "POST /v2/orders"
+REPLAY = TickPolicy(max_lag_seconds=0)  # T is a past session: replayed on purpose
 ACCOUNT = "alpaca-paper"
 
 
@@ -48,7 +50,8 @@ def deps(fake: FakeAlpaca) -> engine.Deps:
             retry_budget_seconds=1.0,
             backoff_seconds=0.01,
             backoff_max_seconds=0.05,
-        )
+        ),
+        policy=REPLAY,
     )
 
 
@@ -131,6 +134,7 @@ KILLER = textwrap.dedent(
     from pydantic import SecretStr
     from strategy_engine import engine
     from strategy_engine.brokers.alpaca import AlpacaPaperBroker
+    from strategy_engine.invocation import TickPolicy
     from strategy_engine.store import connect
 
     class DiesAfterAlpacaAccepts(AlpacaPaperBroker):
@@ -141,7 +145,8 @@ KILLER = textwrap.dedent(
     db, minute, url, key, secret = sys.argv[1:]
     broker = lambda: DiesAfterAlpacaAccepts(SecretStr(key), SecretStr(secret), url, timeout_seconds=5)
     with connect(db) as s:
-        engine.tick(s, datetime.fromisoformat(minute), deps=engine.Deps(alpaca_broker=broker))
+        replay = TickPolicy(max_lag_seconds=0)
+        engine.tick(s, datetime.fromisoformat(minute), deps=engine.Deps(alpaca_broker=broker, policy=replay))
     """
 )
 
@@ -253,6 +258,6 @@ def live_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_settings_pointing_at_the_live_host_refused_before_any_request(session: Session) -> None:
     setup(session)
     with pytest.raises(LiveTradingRefused):
-        engine.tick(session, T)  # the default Deps builds the broker from settings
+        engine.tick(session, T, deps=engine.Deps(policy=REPLAY))  # the broker is built from settings
     assert session.fetchone("select count(*) from strategy_logs") == (0,)
     assert trades(session) == []

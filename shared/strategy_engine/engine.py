@@ -25,13 +25,12 @@ from strategy_engine import execution
 from strategy_engine.brokers.base import Broker
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core import calendar
-from strategy_engine.core.decide import MinuteInputs, decide_minute, journal_orders, processed_run
-from strategy_engine.core.errors import InputError, LiveTradingRefused, NotFound, Unavailable
+from strategy_engine.core.decide import MinuteInputs, decide_minute, journal_orders
+from strategy_engine.core.errors import Busy, InputError, LiveTradingRefused, NotFound, Unavailable
 from strategy_engine.core.indicators import last_smas
 from strategy_engine.core.models import (
     Account,
     BrokerAccount,
-    Decision,
     Features,
     Outcome,
     Position,
@@ -42,6 +41,14 @@ from strategy_engine.core.models import (
 from strategy_engine.core.risk import RiskContext
 from strategy_engine.core.strategies import StrategySpec, get_spec, parse_config
 from strategy_engine.core.strategies.base import StrategyConfig
+from strategy_engine.invocation import (
+    DeadlinePassed,
+    Invocation,
+    MinuteRefused,
+    TickPolicy,
+    run_status,
+    wall_clock,
+)
 from strategy_engine.logs import event
 from strategy_engine.store import Session, journal, market
 from strategy_engine.store import accounts as acct_store
@@ -66,6 +73,9 @@ class Deps:
     simulated_broker: Callable[[Account, list[Position], datetime, float], Broker] = field(
         default=lambda acct, pos, minute, slip: SimulatedBroker(acct.cash, pos, slip, now=minute)
     )
+    policy: TickPolicy = field(default_factory=TickPolicy.from_settings)
+    clock: Callable[[], datetime] = wall_clock
+    sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +119,10 @@ def tick(
     deps = deps or Deps()
     started = time.perf_counter()
     minute = calendar.floor_minute(minute)
+    inv = Invocation(minute, deps.policy, deps.clock, deps.sleep)
+    refusal = inv.wait_for_minute()
+    if refusal is not None:
+        _refuse(s, trigger, minute, refusal)
     market_open = calendar.is_open(minute)  # an out-of-range minute is refused before any write
     planned = plan(s, only)
     run_id = uuid.uuid4()
@@ -116,13 +130,13 @@ def tick(
     runs: list[StrategyRun] = []
     status = "market_closed"
     if market_open:
-        run = execution.Invocation(IntentLog(s))
+        sending = execution.Invocation(IntentLog(s))
         try:
             for p in planned:
-                runs.append(_run_strategy(s, deps, run, run_id, minute, p))
+                runs.append(_run_strategy(s, deps, inv, sending, run_id, p))
         finally:
-            run.intents.close()
-        status = "failed" if any(r.outcome is StrategyOutcome.FAILED for r in runs) else "ok"
+            sending.intents.close()
+        status = run_status(runs)
     ms = (time.perf_counter() - started) * 1000
     result = RunResult(run_id, minute, trigger, status, tuple(runs), ms)
     counts = {
@@ -148,13 +162,35 @@ def tick(
     return result
 
 
+def _refuse(s: Session, trigger: str, minute: datetime, reason: str) -> None:
+    """A minute the engine will not run leaves an engine_runs row, then is refused (InputError)."""
+    run_id = uuid.uuid4()
+    journal.start_run(s, run_id, trigger, minute)
+    journal.finish_run(s, run_id, "refused", {}, {"reason": reason}, 0.0)
+    event(
+        "tick",
+        level=logging.WARNING,
+        run_id=str(run_id),
+        minute=minute.isoformat(),
+        outcome="refused",
+        error=reason,
+    )
+    raise MinuteRefused(reason)
+
+
 def _run_strategy(
-    s: Session, deps: Deps, run: execution.Invocation, run_id: uuid.UUID, minute: datetime, p: _Planned
+    s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, run_id: uuid.UUID, p: _Planned
 ) -> StrategyRun:
-    name = p.row.definition.name
+    """The strategy's minute in its own transaction, unless the invocation's rules stop it first."""
+    name, minute = p.row.definition.name, inv.minute
     try:
-        with s.transaction():
-            return _strategy_minute(s, deps, run, run_id, minute, p)
+        stop = inv.gate(p.account, deps.alpaca_broker)
+        if stop is None:
+            pol = deps.policy
+            with s.transaction(lock_timeout=pol.lock_timeout_seconds, idle_timeout=pol.idle_timeout_seconds):
+                return _strategy_minute(s, deps, inv, sending, run_id, p)
+    except (Busy, DeadlinePassed) as exc:
+        stop = (StrategyOutcome.BUSY if isinstance(exc, Busy) else StrategyOutcome.DEADLINE, str(exc))
     except Unavailable as exc:
         event(
             "strategy failed",
@@ -166,26 +202,39 @@ def _run_strategy(
             error=str(exc),
         )
         return StrategyRun(name, StrategyOutcome.FAILED, error=str(exc))
+    outcome, why = stop
+    event(
+        "strategy not run",
+        run_id=str(run_id),
+        strategy=name,
+        minute=minute.isoformat(),
+        outcome=outcome.value,
+        reason=why,
+    )
+    return StrategyRun(name, outcome, error=why)
 
 
 def _strategy_minute(
-    s: Session, deps: Deps, run: execution.Invocation, run_id: uuid.UUID, minute: datetime, p: _Planned
+    s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, run_id: uuid.UUID, p: _Planned
 ) -> StrategyRun:
-    d, cfg, account = p.row.definition, p.config, p.account
+    d, cfg, account, minute = p.row.definition, p.config, p.account, inv.minute
     claimed = strat_store.claim(s, d.id, calendar.trading_date(minute))
     if claimed is None:
         return StrategyRun(d.name, StrategyOutcome.BUSY)
     day, last_run = claimed
     if last_run is not None and last_run >= minute:
         return StrategyRun(d.name, StrategyOutcome.ALREADY_PROCESSED)
-    view = execution.open_account(s, account, minute, _maker(deps))
-    reconciled, day = execution.reconcile(s, view, account.id, d.id, day, run, minute)
+    view = open_account(s, deps, account, minute)
+    reconciled, day = execution.reconcile(s, view, account.id, d.id, day, sending, minute)
+    # The kill switch and limits as they are now, under the claim: a change made while an earlier
+    # strategy of this invocation ran takes effect.
+    is_active, limits = strat_store.switch_and_limits(s, d.id)
     symbols = list(cfg.symbols)
     features = _features(s, symbols, minute, cfg)
     working = execution.working_exposure(s, view, features, minute, reconciled)
     ctx = RiskContext(
         minute=minute,
-        is_active=d.is_active,
+        is_active=is_active,
         market_open=True,
         last_bar_ts=MappingProxyType({k: f.last_bar_ts for k, f in features.items() if f.last_bar_ts}),
         max_bar_age_seconds=cfg.max_bar_age_seconds,
@@ -195,8 +244,10 @@ def _strategy_minute(
         buying_power=view.account.buying_power - working.reserved,
         working=working,
     )
-    inputs = MinuteInputs(d.id, p.spec, cfg, p.row.limits, minute, features)
-    submit = execution.sender(view.broker, run, d.id, account.id, minute)
+    inputs = MinuteInputs(d.id, p.spec, cfg, limits, minute, features)
+    if inv.past_deadline():  # the refresh above may have spent it: roll back, send nothing
+        raise DeadlinePassed(f"past the invocation's {inv.policy.deadline_seconds:g}s deadline")
+    submit = execution.sender(view.broker, sending, d.id, account.id, minute)
     decisions, after = decide_minute(inputs, ctx, submit)
     logged = [*reconciled, *decisions]
     rows = [journal.decision_row(x, d.id, engine_run_id=run_id, backfill_run_id=None) for x in logged]
@@ -206,26 +257,16 @@ def _strategy_minute(
     strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)
     if not view.broker.authoritative:
         acct_store.save_mirror(s, account.id, view.broker.account(), view.broker.positions())
-    return _summarise(run_id, d.name, minute, logged)
+    return execution.summarise(run_id, d.name, minute, logged)
 
 
-def _maker(deps: Deps) -> execution.OpenBroker:
-    def make(
-        account: BrokerAccount, positions: list[Position], balance: Account | None, minute: datetime
-    ) -> Broker:
-        if account.broker == "alpaca":
-            return deps.alpaca_broker()
-        return deps.simulated_broker(balance or Account(0.0, 0.0, 0.0), positions, minute, deps.slippage_bps)
+def open_account(s: Session, deps: Deps, account: BrokerAccount, minute: datetime) -> execution.AccountView:
+    """Lock the account's row; for Alpaca, mirror the broker and refresh unsettled orders first."""
 
-    return make
+    def simulated(acct: Account, positions: list[Position]) -> Broker:
+        return deps.simulated_broker(acct, positions, minute, deps.slippage_bps)
 
-
-def open_account(
-    s: Session, deps: Deps, account: BrokerAccount, minute: datetime
-) -> tuple[Broker, Account, list[Position]]:
-    """Lock the account's balance row; for Alpaca, refresh the mirror from the broker first."""
-    view = execution.open_account(s, account, minute, _maker(deps))
-    return view.broker, view.account, view.positions
+    return execution.open_account(s, account, deps.alpaca_broker, simulated)
 
 
 def _features(
@@ -251,25 +292,6 @@ def _features(
             bear_cents=bear,
         )
     return out
-
-
-def _summarise(run_id: uuid.UUID, name: str, minute: datetime, decisions: Sequence[Decision]) -> StrategyRun:
-    for x in decisions:
-        if x.intent is not None:
-            event(
-                "order",
-                run_id=str(run_id),
-                strategy=name,
-                minute=minute.isoformat(),
-                symbol=x.signal.symbol,
-                side=x.intent.side.value,
-                qty=x.intent.qty,
-                outcome=x.outcome.value,
-                risk_code=x.verdict.code if x.verdict else None,
-                client_order_id=x.intent.client_order_id,
-                error=x.error,
-            )
-    return processed_run(name, decisions)
 
 
 def now_minute() -> datetime:

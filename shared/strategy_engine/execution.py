@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 from strategy_engine.brokers.base import Broker
 from strategy_engine.core import calendar, exposure
-from strategy_engine.core.decide import Submit
+from strategy_engine.core.decide import Submit, processed_run
 from strategy_engine.core.errors import OrderRejected
 from strategy_engine.core.models import (
     Account,
@@ -39,6 +39,7 @@ from strategy_engine.core.models import (
     Outcome,
     Position,
     Signal,
+    StrategyRun,
 )
 from strategy_engine.logs import event
 from strategy_engine.store import Session, journal, market
@@ -49,8 +50,6 @@ from strategy_engine.store.intents import IntentLog, Pending
 CLIENT_ID_PREFIX = "se-"  # every client id the engine sends (strategy `se-…`, manual `se-m-…`)
 ADOPT_WINDOW = timedelta(days=1)  # how far back reconciliation looks for orders with no row
 NOT_AT_BROKER = "not at the broker: never sent, or refused before the answer was recorded"
-
-OpenBroker = Callable[[BrokerAccount, list[Position], Account | None, datetime], Broker]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +68,21 @@ class Invocation:
     adopted: set[uuid.UUID] = field(default_factory=set)
 
 
-def open_account(s: Session, account: BrokerAccount, minute: datetime, make: OpenBroker) -> AccountView:
-    """Lock the account's balance row; for a real broker, mirror it and refresh unsettled orders."""
-    balance = acct_store.lock_balance(s, account.id)
+def open_account(
+    s: Session,
+    account: BrokerAccount,
+    alpaca: Callable[[], Broker],
+    simulated: Callable[[Account, list[Position]], Broker],
+) -> AccountView:
+    """Lock the account's row; for a real broker, mirror it and refresh unsettled orders.
+
+    `simulated(balance, positions)` builds the simulated broker from the tables (its truth)."""
+    balance = acct_store.lock_account(s, account.id) or Account(0.0, 0.0, 0.0)
     if account.broker != "alpaca":
         positions = acct_store.positions(s, account.id)
-        broker = make(account, positions, balance, minute)
-        return AccountView(broker, balance or Account(0.0, 0.0, 0.0), positions, broker.open_orders())
-    broker = make(account, [], balance, minute)
+        broker = simulated(balance, positions)
+        return AccountView(broker, balance, positions, broker.open_orders())
+    broker = alpaca()
     acct, positions, listed = broker.account(), broker.positions(), broker.open_orders()
     acct_store.save_mirror(s, account.id, acct, positions)
     working = [*listed, *_refresh(s, broker, account.id, listed)]
@@ -214,3 +220,23 @@ def sender(
         return found
 
     return send
+
+
+def summarise(run_id: uuid.UUID, name: str, minute: datetime, decisions: Sequence[Decision]) -> StrategyRun:
+    """One `order` event per decision that had an order (sent, blocked, failed or reconciled); the counts."""
+    for x in decisions:
+        if x.intent is not None:
+            event(
+                "order",
+                run_id=str(run_id),
+                strategy=name,
+                minute=minute.isoformat(),
+                symbol=x.signal.symbol,
+                side=x.intent.side.value,
+                qty=x.intent.qty,
+                outcome=x.outcome.value,
+                risk_code=x.verdict.code if x.verdict else None,
+                client_order_id=x.intent.client_order_id,
+                error=x.error,
+            )
+    return processed_run(name, decisions)

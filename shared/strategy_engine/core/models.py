@@ -41,6 +41,9 @@ class StrategyOutcome(StrEnum):
     BUSY = "busy"
     ALREADY_PROCESSED = "already_processed"
     FAILED = "failed"
+    LATE = "late"  # the minute is too old to send to a real broker: nothing sent
+    MARKET_CLOSED = "market_closed"  # the broker's clock says closed: nothing sent
+    DEADLINE = "deadline"  # the invocation's deadline passed before it started: nothing sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +234,7 @@ class RunResult:
     run_id: UUID
     minute: datetime
     trigger: str
-    status: str  # 'ok' | 'market_closed' | 'failed'
+    status: str  # 'ok' | 'market_closed' | 'late' | 'deadline' | 'failed'
     strategies: tuple[StrategyRun, ...] = field(default_factory=tuple)
     duration_ms: float = 0.0
 

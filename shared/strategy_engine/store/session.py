@@ -20,7 +20,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.types.numeric import FloatLoader
 
-from strategy_engine.core.errors import DatabaseUnavailable, InputError
+from strategy_engine.core.errors import Busy, DatabaseUnavailable, InputError
 
 Params = Sequence[Any] | dict[str, Any] | None
 
@@ -47,7 +47,9 @@ def exact(x: float | None) -> Decimal | None:
     return None if x is None else Decimal(repr(float(x)))
 
 
-def unavailable(exc: Exception) -> DatabaseUnavailable:
+def unavailable(exc: Exception) -> DatabaseUnavailable | Busy:
+    if isinstance(exc, psycopg.errors.LockNotAvailable):  # lock_timeout: another worker holds it
+        return Busy("busy: another worker holds the lock")
     # psycopg messages carry host and port, never the password; keep only the first line.
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return DatabaseUnavailable(f"database unavailable: {first}")
@@ -86,6 +88,17 @@ def _open(conninfo: str, connect_timeout: int, application_name: str) -> Session
     return Session(conn)
 
 
+_SET_TIMEOUTS = """
+select set_config('lock_timeout', coalesce(%s, current_setting('lock_timeout')), true),
+  set_config('idle_in_transaction_session_timeout',
+             coalesce(%s, current_setting('idle_in_transaction_session_timeout')), true)
+"""
+
+
+def _ms(seconds: float | None) -> str | None:
+    return None if seconds is None else f"{max(1, round(seconds * 1000))}ms"
+
+
 class Session:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
@@ -101,12 +114,22 @@ class Session:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """BEGIN ... COMMIT; any exception rolls the whole block back."""
+    def transaction(
+        self, *, lock_timeout: float | None = None, idle_timeout: float | None = None
+    ) -> Iterator[Session]:
+        """BEGIN ... COMMIT; any exception rolls the whole block back.
+
+        `lock_timeout` (seconds): a statement waiting longer for a lock raises `Busy`.
+        `idle_timeout` (seconds): the server ends this transaction if it sits idle longer (a
+        frozen worker), releasing its locks. Both are `SET LOCAL` (set_config(..., true)): they end
+        with the transaction, so they are safe through Supabase's transaction pooler.
+        """
         try:
             with self.conn.transaction():
+                if lock_timeout is not None or idle_timeout is not None:
+                    self.execute(_SET_TIMEOUTS, (_ms(lock_timeout), _ms(idle_timeout)))
                 yield self
-        except psycopg.OperationalError as exc:
+        except (psycopg.OperationalError, psycopg.InternalError) as exc:
             raise unavailable(exc) from None
 
     def execute(
@@ -116,7 +139,7 @@ class Session:
         self.statements += 1
         try:
             return self.conn.cursor(binary=binary).execute(query, params)
-        except psycopg.OperationalError as exc:
+        except (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout) as exc:
             raise unavailable(exc) from None
 
     def fetchall(
