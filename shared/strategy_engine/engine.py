@@ -25,13 +25,12 @@ from strategy_engine import execution
 from strategy_engine.brokers.base import Broker
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core import calendar
-from strategy_engine.core.decide import MinuteInputs, decide_minute, journal_orders, processed_run
+from strategy_engine.core.decide import MinuteInputs, decide_minute, journal_orders
 from strategy_engine.core.errors import Busy, InputError, LiveTradingRefused, NotFound, Unavailable
 from strategy_engine.core.indicators import last_smas
 from strategy_engine.core.models import (
     Account,
     BrokerAccount,
-    Decision,
     Features,
     Outcome,
     Position,
@@ -131,12 +130,12 @@ def tick(
     runs: list[StrategyRun] = []
     status = "market_closed"
     if market_open:
-        run = execution.Invocation(IntentLog(s))
+        sending = execution.Invocation(IntentLog(s))
         try:
             for p in planned:
-                runs.append(_run_strategy(s, deps, inv, run, run_id, p))
+                runs.append(_run_strategy(s, deps, inv, sending, run_id, p))
         finally:
-            run.intents.close()
+            sending.intents.close()
         status = run_status(runs)
     ms = (time.perf_counter() - started) * 1000
     result = RunResult(run_id, minute, trigger, status, tuple(runs), ms)
@@ -180,7 +179,7 @@ def _refuse(s: Session, trigger: str, minute: datetime, reason: str) -> None:
 
 
 def _run_strategy(
-    s: Session, deps: Deps, inv: Invocation, run: execution.Invocation, run_id: uuid.UUID, p: _Planned
+    s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, run_id: uuid.UUID, p: _Planned
 ) -> StrategyRun:
     """The strategy's minute in its own transaction, unless the invocation's rules stop it first."""
     name, minute = p.row.definition.name, inv.minute
@@ -189,7 +188,7 @@ def _run_strategy(
         if stop is None:
             pol = deps.policy
             with s.transaction(lock_timeout=pol.lock_timeout_seconds, idle_timeout=pol.idle_timeout_seconds):
-                return _strategy_minute(s, deps, inv, run, run_id, p)
+                return _strategy_minute(s, deps, inv, sending, run_id, p)
     except (Busy, DeadlinePassed) as exc:
         stop = (StrategyOutcome.BUSY if isinstance(exc, Busy) else StrategyOutcome.DEADLINE, str(exc))
     except Unavailable as exc:
@@ -216,7 +215,7 @@ def _run_strategy(
 
 
 def _strategy_minute(
-    s: Session, deps: Deps, inv: Invocation, run: execution.Invocation, run_id: uuid.UUID, p: _Planned
+    s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, run_id: uuid.UUID, p: _Planned
 ) -> StrategyRun:
     d, cfg, account, minute = p.row.definition, p.config, p.account, inv.minute
     claimed = strat_store.claim(s, d.id, calendar.trading_date(minute))
@@ -225,11 +224,11 @@ def _strategy_minute(
     day, last_run = claimed
     if last_run is not None and last_run >= minute:
         return StrategyRun(d.name, StrategyOutcome.ALREADY_PROCESSED)
-    view = execution.open_account(s, account, minute, _maker(deps))
+    view = open_account(s, deps, account, minute)
+    reconciled, day = execution.reconcile(s, view, account.id, d.id, day, sending, minute)
     # The kill switch and limits as they are now, under the claim: a change made while an earlier
     # strategy of this invocation ran takes effect.
     is_active, limits = strat_store.switch_and_limits(s, d.id)
-    reconciled, day = execution.reconcile(s, view, account.id, d.id, day, run, minute)
     symbols = list(cfg.symbols)
     features = _features(s, symbols, minute, cfg)
     working = execution.working_exposure(s, view, features, minute, reconciled)
@@ -248,7 +247,7 @@ def _strategy_minute(
     inputs = MinuteInputs(d.id, p.spec, cfg, limits, minute, features)
     if inv.past_deadline():  # the refresh above may have spent it: roll back, send nothing
         raise DeadlinePassed(f"past the invocation's {inv.policy.deadline_seconds:g}s deadline")
-    submit = execution.sender(view.broker, run, d.id, account.id, minute)
+    submit = execution.sender(view.broker, sending, d.id, account.id, minute)
     decisions, after = decide_minute(inputs, ctx, submit)
     logged = [*reconciled, *decisions]
     rows = [journal.decision_row(x, d.id, engine_run_id=run_id, backfill_run_id=None) for x in logged]
@@ -258,26 +257,16 @@ def _strategy_minute(
     strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)
     if not view.broker.authoritative:
         acct_store.save_mirror(s, account.id, view.broker.account(), view.broker.positions())
-    return _summarise(run_id, d.name, minute, logged)
+    return execution.summarise(run_id, d.name, minute, logged)
 
 
-def _maker(deps: Deps) -> execution.OpenBroker:
-    def make(
-        account: BrokerAccount, positions: list[Position], balance: Account | None, minute: datetime
-    ) -> Broker:
-        if account.broker == "alpaca":
-            return deps.alpaca_broker()
-        return deps.simulated_broker(balance or Account(0.0, 0.0, 0.0), positions, minute, deps.slippage_bps)
+def open_account(s: Session, deps: Deps, account: BrokerAccount, minute: datetime) -> execution.AccountView:
+    """Lock the account's row; for Alpaca, mirror the broker and refresh unsettled orders first."""
 
-    return make
+    def simulated(acct: Account, positions: list[Position]) -> Broker:
+        return deps.simulated_broker(acct, positions, minute, deps.slippage_bps)
 
-
-def open_account(
-    s: Session, deps: Deps, account: BrokerAccount, minute: datetime
-) -> tuple[Broker, Account, list[Position]]:
-    """Lock the account's row; for Alpaca, refresh the mirror from the broker first."""
-    view = execution.open_account(s, account, minute, _maker(deps))
-    return view.broker, view.account, view.positions
+    return execution.open_account(s, account, deps.alpaca_broker, simulated)
 
 
 def _features(
@@ -303,25 +292,6 @@ def _features(
             bear_cents=bear,
         )
     return out
-
-
-def _summarise(run_id: uuid.UUID, name: str, minute: datetime, decisions: Sequence[Decision]) -> StrategyRun:
-    for x in decisions:
-        if x.intent is not None:
-            event(
-                "order",
-                run_id=str(run_id),
-                strategy=name,
-                minute=minute.isoformat(),
-                symbol=x.signal.symbol,
-                side=x.intent.side.value,
-                qty=x.intent.qty,
-                outcome=x.outcome.value,
-                risk_code=x.verdict.code if x.verdict else None,
-                client_order_id=x.intent.client_order_id,
-                error=x.error,
-            )
-    return processed_run(name, decisions)
 
 
 def now_minute() -> datetime:

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 from strategy_engine.brokers.base import Broker
 from strategy_engine.core import calendar, exposure
-from strategy_engine.core.decide import Submit
+from strategy_engine.core.decide import Submit, processed_run
 from strategy_engine.core.errors import OrderRejected
 from strategy_engine.core.models import (
     Account,
@@ -39,6 +39,7 @@ from strategy_engine.core.models import (
     Outcome,
     Position,
     Signal,
+    StrategyRun,
 )
 from strategy_engine.logs import event
 from strategy_engine.store import Session, journal, market
@@ -49,8 +50,6 @@ from strategy_engine.store.intents import IntentLog, Pending
 CLIENT_ID_PREFIX = "se-"  # every client id the engine sends (strategy `se-…`, manual `se-m-…`)
 ADOPT_WINDOW = timedelta(days=1)  # how far back reconciliation looks for orders with no row
 NOT_AT_BROKER = "not at the broker: never sent, or refused before the answer was recorded"
-
-OpenBroker = Callable[[BrokerAccount, list[Position], Account | None, datetime], Broker]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,31 +68,47 @@ class Invocation:
     adopted: set[uuid.UUID] = field(default_factory=set)
 
 
-def open_account(s: Session, account: BrokerAccount, minute: datetime, make: OpenBroker) -> AccountView:
-    """Lock the account's row; for a real broker, mirror it and refresh unsettled orders."""
-    balance = acct_store.lock_account(s, account.id)
+def open_account(
+    s: Session,
+    account: BrokerAccount,
+    alpaca: Callable[[], Broker],
+    simulated: Callable[[Account, list[Position]], Broker],
+) -> AccountView:
+    """Lock the account's row; for a real broker, mirror it and refresh unsettled orders.
+
+    `simulated(balance, positions)` builds the simulated broker from the tables (its truth)."""
+    balance = acct_store.lock_account(s, account.id) or Account(0.0, 0.0, 0.0)
     if account.broker != "alpaca":
         positions = acct_store.positions(s, account.id)
-        broker = make(account, positions, balance, minute)
-        return AccountView(broker, balance or Account(0.0, 0.0, 0.0), positions, broker.open_orders())
-    broker = make(account, [], balance, minute)
-    acct, positions, working = broker.account(), broker.positions(), broker.open_orders()
+        broker = simulated(balance, positions)
+        return AccountView(broker, balance, positions, broker.open_orders())
+    broker = alpaca()
+    acct, positions, listed = broker.account(), broker.positions(), broker.open_orders()
     acct_store.save_mirror(s, account.id, acct, positions)
-    _refresh(s, broker, account.id, working)
+    working = [*listed, *_refresh(s, broker, account.id, listed)]
     return AccountView(broker, acct, positions, working)
 
 
-def _refresh(s: Session, broker: Broker, account_id: uuid.UUID, working: Sequence[Order]) -> None:
-    """Every journal order not final, updated: from the open list, else looked up by client id."""
-    listed = {o.client_order_id: o for o in working}
+def _refresh(s: Session, broker: Broker, account_id: uuid.UUID, listed: Sequence[Order]) -> list[Order]:
+    """Every journal order not final, updated: from the open list, else looked up by client id.
+
+    Returns the looked-up ones still not final (`stopped`, `pending_cancel`, `held`, ...): the
+    broker may leave them out of its open list, but they may still fill, so they are working."""
+    by_cid = {o.client_order_id: o for o in listed}
     updated: list[tuple[Order, str | None]] = []
+    unlisted: list[Order] = []
     for cid in intent_store.unsettled(s, account_id):
-        order = listed.get(cid) or broker.get_by_client_id(cid)
+        order = by_cid.get(cid)
         if order is None:
-            logging.getLogger(__name__).warning("order %s is not at the broker: left as it is", cid)
-            continue
+            order = broker.get_by_client_id(cid)
+            if order is None:
+                logging.getLogger(__name__).warning("order %s is not at the broker: left as it is", cid)
+                continue
+            if order.working_qty != 0:
+                unlisted.append(order)
         updated.append((order, None))
     journal.record_orders(s, None, account_id, "strategy", None, updated)
+    return unlisted
 
 
 def reconcile(
@@ -181,7 +196,8 @@ def working_exposure(
     prices = {k: f.close for k, f in features.items() if f.close is not None}
     others = sorted({o.symbol for o in view.open_orders if o.working_qty > 0} - set(prices))
     for sym, bars in market.recent_closes(s, others, minute, 1).items() if others else ():
-        prices[sym] = bars[-1][1]
+        if bars:
+            prices[sym] = bars[-1][1]
     held = exposure.working(view.open_orders, prices)
     again = {x.signal.symbol for x in reconciled if x.minute == minute}
     return replace(held, symbols=held.symbols | again) if again else held
@@ -204,3 +220,23 @@ def sender(
         return found
 
     return send
+
+
+def summarise(run_id: uuid.UUID, name: str, minute: datetime, decisions: Sequence[Decision]) -> StrategyRun:
+    """One `order` event per decision that had an order (sent, blocked, failed or reconciled); the counts."""
+    for x in decisions:
+        if x.intent is not None:
+            event(
+                "order",
+                run_id=str(run_id),
+                strategy=name,
+                minute=minute.isoformat(),
+                symbol=x.signal.symbol,
+                side=x.intent.side.value,
+                qty=x.intent.qty,
+                outcome=x.outcome.value,
+                risk_code=x.verdict.code if x.verdict else None,
+                client_order_id=x.intent.client_order_id,
+                error=x.error,
+            )
+    return processed_run(name, decisions)
