@@ -235,7 +235,10 @@ def test_the_mirror_is_refreshed_before_deciding_and_open_orders_later(
 
 def test_manual_trade_on_alpaca_goes_through_the_same_path(session: Session, fake: FakeAlpaca) -> None:
     seed(session, account=ACCOUNT, broker="alpaca")
-    order = manual_trade.manual_trade(session, ACCOUNT, "spy", "buy", 2, deps=deps(fake))
+    entry_setup(session, ("SPY",), T)
+    d = deps(fake)
+    d.clock = lambda: T  # the last bar (T-1) is fresh
+    order = manual_trade.manual_trade(session, ACCOUNT, "spy", "buy", 2, deps=d)
     assert (order.symbol, order.qty, order.status) == ("SPY", 2.0, "accepted")  # fills after the POST
     assert [r[3:] for r in trades(session)] == [("accepted", 0.0, None, "manual")]
     assert fake.by_client_id(order.client_order_id) is not None

@@ -130,11 +130,11 @@ def test_the_brokers_clock_closed_is_market_closed_asked_once_and_the_disagreeme
 class SlowSimulated(SimulatedBroker):
     """A simulated broker whose every order takes `seconds` of the injected clock."""
 
-    clock: Clock
+    host_clock: Clock
     seconds: float = 0.0
 
     def submit(self, intent: OrderIntent) -> Any:
-        self.clock.now += timedelta(seconds=self.seconds)
+        self.host_clock.now += timedelta(seconds=self.seconds)
         return super().submit(intent)
 
 
@@ -142,7 +142,7 @@ def slow_deps(clock: Clock, seconds: float, on_open: float = 0.0, **policy: floa
     def build(acct: Account, pos: list[Position], minute: datetime, slip: float) -> SimulatedBroker:
         clock.now += timedelta(seconds=on_open)
         broker = SlowSimulated(acct.cash, pos, slip, now=minute)
-        broker.clock, broker.seconds = clock, seconds
+        broker.host_clock, broker.seconds = clock, seconds
         return broker
 
     return engine.Deps(simulated_broker=build, clock=clock, policy=TickPolicy(**policy))

@@ -13,7 +13,7 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 
 from strategy_engine.core.decide import decision_payload
-from strategy_engine.core.models import Decision, Order
+from strategy_engine.core.models import Decision, Order, Side
 from strategy_engine.store.session import Session, exact
 
 LOG_COLUMNS = (
@@ -109,6 +109,17 @@ def record_orders(
         """,
         {"strategy": strategy_id, "account": account_id, "source": source, "minute": minute, **cols},
     )
+
+
+def find_order(s: Session, client_order_id: str) -> Order | None:
+    """The journal's order under this client id (None if absent, or `void`: never at the broker)."""
+    row = s.fetchone(
+        "select client_order_id, coalesce(broker_order_id, ''), symbol, side, qty::float8, status,"
+        " coalesce(filled_qty, 0)::float8, filled_avg_price::float8, submitted_at"
+        " from public.paper_trades where client_order_id = %s and coalesce(status, '') <> 'void'",
+        (client_order_id,),
+    )
+    return None if row is None else Order(row[0], row[1], row[2], Side(row[3]), *row[4:])
 
 
 def last_trades(
