@@ -173,7 +173,9 @@ def test_the_simulated_broker_refuses_what_alpaca_refuses(
 def test_a_config_the_broker_cannot_honour_is_refused_when_saved(
     session: Session, config: dict[str, Any], message: str | None
 ) -> None:
-    save = lambda: save_strategy(session, "x", "naive_flow_trend", config, account="a")  # noqa: E731
+    def save() -> None:
+        save_strategy(session, "x", "naive_flow_trend", config, account="a")
+
     if message is None:
         save()
         assert session.fetchone("select count(*) from strategy_definitions") == (1,)
@@ -215,15 +217,18 @@ def test_trade_on_a_fresh_database_with_alpaca_keys_creates_the_default_account(
         "--qty",
         "1",
     ]
-    run = lambda: subprocess.run(  # noqa: E731
-        [*args, "--client-order-id", "se-m-desk-1", "--database-url", db_url],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        check=False,
-        timeout=120,
-    )
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*args, "--client-order-id", "se-m-desk-1", "--database-url", db_url],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            check=False,
+            timeout=120,
+        )
+
     first, again = run(), run()
     assert first.returncode == 0, first.stderr
     assert again.returncode == 0, again.stderr
