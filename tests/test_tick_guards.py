@@ -90,6 +90,7 @@ def test_a_minute_at_the_lag_limit_still_trades_and_zero_turns_the_check_off(
     entry_setup(session, SYMS, T + timedelta(days=3))  # the next Monday
     at_limit = engine.tick(session, T, deps=on_alpaca(fake, Clock(T + timedelta(seconds=90))))
     assert (at_limit.status, at_limit.orders) == ("ok", 3)
+    fake.fill()  # the realistic fake fills on its next request: settle T's orders, then go flat
     fake.positions.clear()
     monday = T + timedelta(days=3)
     replay = engine.tick(
@@ -294,3 +295,4 @@ def test_a_frozen_worker_is_ended_by_the_idle_timeout_and_the_waiting_strategy_r
         assert waited.strategies[0].outcome is StrategyOutcome.PROCESSED
         frozen.execute("select 1")
     assert session.fetchone("select count(*) from paper_trades") == (3,)
+
