@@ -295,4 +295,3 @@ def test_a_frozen_worker_is_ended_by_the_idle_timeout_and_the_waiting_strategy_r
         assert waited.strategies[0].outcome is StrategyOutcome.PROCESSED
         frozen.execute("select 1")
     assert session.fetchone("select count(*) from paper_trades") == (3,)
-
