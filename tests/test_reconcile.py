@@ -24,7 +24,7 @@ from strategy_engine.core.models import Limits, Order, OrderIntent, StrategyOutc
 from strategy_engine.store import Session, connect
 from tests.conftest import REPO, seed
 from tests.fake_alpaca import KEY, SECRET, FakeAlpaca, Policy
-from tests.test_alpaca_engine import ACCOUNT, KILLER, POST, deps, trades
+from tests.test_alpaca_engine import ACCOUNT, KILLER, POST, REPLAY, deps, trades
 from tests.test_exactly_once import T, entry_setup
 
 LOOKUP = "GET /v2/orders:by_client_order_id"
@@ -151,7 +151,8 @@ def test_store_error_after_accept_then_the_next_minute_records_the_order(
     poisoned = engine.Deps(
         alpaca_broker=lambda: _StoreFailsAfterAccept(
             SecretStr(KEY), SecretStr(SECRET), fake.url, timeout_seconds=5
-        )
+        ),
+        policy=REPLAY,
     )
     with pytest.raises(psycopg.DataError):
         engine.tick(session, T, deps=poisoned)

@@ -39,6 +39,7 @@ def refuse_redirect(response: requests.Response, *args: Any, **kwargs: Any) -> N
     """A 3xx is never Alpaca's answer (alpaca-py does not follow redirects): a proxy or a moved
     host answered. Treated as an outage, so it is retried and then fails the minute whole."""
     if 300 <= response.status_code < 400:
+        response.close()  # raising here skips requests' own release of the connection
         raise Transient(f"HTTP {response.status_code} redirect from Alpaca's address")
 
 
