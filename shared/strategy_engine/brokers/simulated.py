@@ -7,8 +7,8 @@ is cash. The backfill uses this very class, which is what makes its fills match 
 
 It refuses what Alpaca paper refuses (`OrderRejected` with Alpaca's code and words), so a backfill
 never fills what the live account cannot: a quantity Alpaca does not take (more than 9 decimals,
-a fractional short), a buy or a short whose opening part costs more than the buying power, and a
-short on an account under Alpaca's margin minimum (equity below $2,000: a cash account).
+a fractional short), a buy whose opening part costs more than the buying power, and a short on
+an account under Alpaca's margin minimum (equity below $2,000: a cash account).
 """
 
 from __future__ import annotations
@@ -102,8 +102,10 @@ class SimulatedBroker:
                 FORBIDDEN,
                 f"insufficient qty available for order (requested: {intent.qty:g}, available: {available:g})",
             )
+        # Buying power is cash here (a cash account's rule, stricter than Alpaca's margin): a buy's
+        # opening part must fit it. A short's proceeds are cash, so it is not held to it.
         cost = opening * self.fill_price(intent)
-        if opening > 0 and cost > self.account().buying_power:
+        if intent.side is Side.BUY and opening > 0 and cost > self.account().buying_power:
             raise OrderRejected(FORBIDDEN, "insufficient buying power")
 
     def _apply_fill(self, symbol: str, signed: float, price: float) -> None:
