@@ -177,7 +177,7 @@ def test_missing_keys_then_clear_error(fake: FakeAlpaca) -> None:
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
 def test_transient_status_then_retried_and_one_order_placed(status: int, fake: FakeAlpaca) -> None:
-    fake.fail(POST, status, times=2, body={"code": status * 100000, "message": "transient"})
+    fake.fail(POST, status, times=2, body={"code": status * 100000, "message": "transient"}, retry_after="0")
     order = broker(fake.url).submit(intent())
     assert (order.status, order.filled_qty) == ("accepted", 0.0)  # Alpaca fills later, not in the POST
     assert fake.orders_accepted == 1

@@ -104,7 +104,7 @@ def test_two_strategies_on_one_account_take_turns_and_neither_spend_is_lost(db_u
 
     with connect(db_url) as a, connect(db_url) as watcher:
         with a.transaction():  # strategy "first" is mid-minute on the shared account
-            held = acct_store.lock_balance(a, account_id)
+            held = acct_store.lock_account(a, account_id)
             assert held is not None
             acct_store.save_mirror(
                 a,

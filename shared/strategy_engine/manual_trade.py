@@ -1,28 +1,65 @@
-"""A person's paper order (`strategy-engine trade`), through the broker path and journal the tick uses."""
+"""A person's paper order (`strategy-engine trade`): a safe order, not a bypass.
+
+The same path as the tick's orders: the account locked, the broker's account, positions and
+working orders read, the write-ahead intent committed before a real broker is asked, the answer
+recorded with `source = 'manual'`. Before anything is sent it passes the account-level checks:
+a quantity Alpaca takes and under the manual cap, a price no older than the stale-data limit,
+buying power net of working buys, no second order beside a working one, and no short unless the
+caller says `allow_short` (the broker then decides whether the account may short). Its client id
+is the caller's, or derived from (account, symbol, side, qty, minute), so re-running the command
+within the minute finds the order instead of placing a second one.
+"""
 
 from __future__ import annotations
 
-import uuid
-from datetime import timedelta
+import hashlib
+import re
+from dataclasses import replace
+from datetime import datetime, timedelta
+from types import MappingProxyType
 
-from strategy_engine.core.errors import InputError, LiveTradingRefused, NotFound
-from strategy_engine.core.models import BrokerAccount, Order, OrderIntent, Side
-from strategy_engine.core.strategies.base import check_symbol
-from strategy_engine.engine import Deps, now_minute, open_account
+from strategy_engine import execution
+from strategy_engine.core import calendar, risk
+from strategy_engine.core.decide import minute_key
+from strategy_engine.core.errors import InputError, LiveTradingRefused, NotFound, OrderRejected
+from strategy_engine.core.models import BrokerAccount, DayState, Features, Limits, Order, OrderIntent, Side
+from strategy_engine.core.strategies.base import check_symbol, qty_problem
+from strategy_engine.engine import Deps, open_account
 from strategy_engine.logs import event
+from strategy_engine.settings import Settings, get_settings
 from strategy_engine.store import Session, journal, market
 from strategy_engine.store import accounts as acct_store
+from strategy_engine.store.intents import IntentLog
+
+DEFAULT_ACCOUNT = "alpaca-paper"  # created on first use when Alpaca keys are set
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def manual_client_id(account: str, symbol: str, side: str, qty: float, minute_text: str) -> str:
+    """`se-m-` + 24 hex of sha256(account|symbol|side|qty|T): the same command in the same minute
+    names the same order."""
+    digest = hashlib.sha256(f"{account}|{symbol}|{side}|{qty!r}|{minute_text}".encode()).hexdigest()
+    return "se-m-" + digest[:24]
 
 
 def manual_trade(
-    s: Session, account_name: str, symbol: str, side: str, qty: float, *, deps: Deps | None = None
+    s: Session,
+    account_name: str,
+    symbol: str,
+    side: str,
+    qty: float,
+    *,
+    client_order_id: str | None = None,
+    allow_short: bool = False,
+    deps: Deps | None = None,
 ) -> Order:
-    """A person's paper order, through the same broker path and journal as the tick's orders.
+    """Place (or find again) one manual paper order; returns the broker's view of it.
 
-    It is not subject to the strategy risk gate (no strategy owns it) but it is paper-only,
-    validated before anything is sent, and recorded with `source = 'manual'`.
+    Raises InputError (nothing written) for bad input or a failed check, with one readable line;
+    NotFound for an unknown account; LiveTradingRefused for a non-paper account; Unavailable
+    for an outage (a write-ahead intent may remain, settled by the next run's reconciliation).
     """
-    deps = deps or Deps()
+    deps, settings = deps or Deps(), get_settings()
     symbol = symbol.strip().upper()
     try:
         check_symbol(symbol)
@@ -30,35 +67,146 @@ def manual_trade(
         raise InputError(str(exc)) from None
     if side not in ("buy", "sell"):
         raise InputError(f"invalid side {side!r} (buy or sell)")
-    if not qty > 0 or qty > 1_000_000:
-        raise InputError(f"invalid qty {qty!r} (must be > 0)")
-    found = acct_store.find_account(s, account_name)
+    problem = qty_problem(qty)
+    if problem is not None or qty > settings.manual_max_qty:
+        raise InputError(
+            problem or f"qty {qty:g} is over the manual cap of {settings.manual_max_qty:g} shares"
+        )
+    if client_order_id is not None and not _CLIENT_ID.match(client_order_id):
+        raise InputError("client order id must be 1-128 characters of letters, digits and . _ : -")
+    minute = calendar.floor_minute(deps.clock())
+    cid = client_order_id or manual_client_id(account_name, symbol, side, qty, minute_key(minute))
+    sending = execution.Invocation(IntentLog(s))
+    pol = deps.policy
+    intent = OrderIntent(symbol, Side(side), qty, 0.0, cid)
+    try:
+        with s.transaction(lock_timeout=pol.lock_timeout_seconds, idle_timeout=pol.idle_timeout_seconds):
+            account = _account(s, account_name, settings)
+            order, sent, refused = _place(s, deps, sending, account, intent, allow_short, settings)
+    finally:
+        sending.intents.close()
+    if refused is not None:  # Alpaca's refusal is recorded (committed above); the caller gets exit 2
+        raise InputError(refused)
+    event("order", source="manual", account=account_name, symbol=symbol, side=side, qty=qty,
+          client_order_id=order.client_order_id, status=order.status, sent=sent)  # fmt: skip
+    return order
+
+
+def _account(s: Session, name: str, settings: Settings) -> BrokerAccount:
+    found = acct_store.find_account(s, name)
     if found is None:
-        raise NotFound(f"unknown account {account_name!r}")
+        if name != DEFAULT_ACCOUNT or not (settings.alpaca_api_key and settings.alpaca_secret_key):
+            hint = f" (the default {DEFAULT_ACCOUNT!r} is created when ALPACA_API_KEY/SECRET are set)"
+            raise NotFound(f"unknown account {name!r}" + ("" if name != DEFAULT_ACCOUNT else hint))
+        found = (acct_store.ensure_account(s, name, "alpaca"), "alpaca", True)
     account_id, broker_name, is_paper = found
     if not is_paper:
-        raise LiveTradingRefused(f"account {account_name!r} is not a paper account")
-    account = BrokerAccount(account_id, account_name, broker_name)
-    minute = now_minute()
-    with s.transaction():
-        last = market.recent_closes(s, [symbol], minute + timedelta(minutes=1), 1)[symbol].bars
-        price = last[-1][1] if last else 0.0
-        if account.broker != "alpaca" and price <= 0:
-            raise InputError(f"no price for {symbol}: the simulated broker fills at the last close")
-        broker, _, _ = open_account(s, deps, account, minute)
-        intent = OrderIntent(symbol, Side(side), qty, price, "se-m-" + uuid.uuid4().hex[:24])
-        order = broker.submit(intent)
-        journal.record_orders(s, None, account.id, "manual", minute, [(order, None)])
-        if not broker.authoritative:
-            acct_store.save_mirror(s, account.id, broker.account(), broker.positions())
-    event(
-        "order",
-        source="manual",
-        account=account_name,
-        symbol=symbol,
-        side=side,
-        qty=qty,
-        client_order_id=order.client_order_id,
-        status=order.status,
+        raise LiveTradingRefused(f"account {name!r} is not a paper account")
+    return BrokerAccount(account_id, name, broker_name)
+
+
+def _place(
+    s: Session,
+    deps: Deps,
+    sending: execution.Invocation,
+    account: BrokerAccount,
+    intent: OrderIntent,
+    allow_short: bool,
+    settings: Settings,
+) -> tuple[Order, bool, str | None]:
+    """(order, sent now, Alpaca's refusal) inside the caller's transaction. An order the journal
+    already holds under this client id is found again, not re-checked or re-sent."""
+    known = journal.find_order(s, intent.client_order_id)
+    if known is not None and (known.symbol, known.side, known.qty) != (
+        intent.symbol,
+        intent.side,
+        intent.qty,
+    ):
+        raise InputError(f"client order id {intent.client_order_id} already names another order")
+    minute = calendar.floor_minute(deps.clock())
+    view = open_account(s, deps, account, minute)
+    if known is not None:
+        return _again(s, view, account, known, minute)
+    intent = _checked(s, view, intent, minute, allow_short, settings)
+    try:
+        order = execution.sender(view.broker, sending, None, account.id, minute)(intent)
+    except OrderRejected as exc:
+        if not view.broker.authoritative:
+            raise InputError(f"refused by the simulated broker (as Alpaca would): {exc.message}") from None
+        rejected = Order(
+            intent.client_order_id, "", intent.symbol, intent.side, intent.qty, "rejected", 0.0, None
+        )
+        journal.record_orders(s, None, account.id, "manual", minute, [(rejected, str(exc))])
+        return rejected, True, f"refused by Alpaca: {exc.message}"
+    journal.record_orders(s, None, account.id, "manual", minute, [(order, None)])
+    if not view.broker.authoritative:
+        acct_store.save_mirror(s, account.id, view.broker.account(), view.broker.positions())
+    return order, True, None
+
+
+def _again(
+    s: Session, view: execution.AccountView, account: BrokerAccount, known: Order, minute: datetime
+) -> tuple[Order, bool, str | None]:
+    """A re-run: the order the journal holds, as the broker now sees it; nothing is sent."""
+    if not view.broker.authoritative:
+        return known, False, None  # the simulated broker's journal is its truth
+    found = view.broker.get_by_client_id(known.client_order_id)
+    if found is None:
+        raise InputError(
+            f"client order id {known.client_order_id} is recorded ({known.status}) but not at the broker:"
+            " the next run's reconciliation settles it"
+        )
+    journal.record_orders(s, None, account.id, "manual", minute, [(found, None)])
+    return found, False, None
+
+
+def _checked(
+    s: Session,
+    view: execution.AccountView,
+    intent: OrderIntent,
+    minute: datetime,
+    allow_short: bool,
+    settings: Settings,
+) -> OrderIntent:
+    """The intent priced at the last close, once the account-level checks pass; else InputError."""
+    sym = intent.symbol
+    bars = market.recent_closes(s, [sym], minute + timedelta(minutes=1), 1)[sym].bars
+    if not bars:
+        raise InputError(f"no price for {sym} in market_data_1m: a manual order needs a recent bar")
+    ts, price = bars[-1]
+    priced = replace(intent, price=price)
+    features = {sym: Features(sym, 1, price, None, ts, 0, 0)}
+    working = execution.working_exposure(s, view, features, minute, [])
+    ctx = risk.RiskContext(
+        minute=minute,
+        is_active=True,
+        market_open=True,  # a day order sent while closed is queued by Alpaca: not refused here
+        last_bar_ts=MappingProxyType({sym: ts}),
+        max_bar_age_seconds=settings.manual_max_bar_age_seconds,
+        day=DayState(minute.date()),
+        positions=MappingProxyType({p.symbol: p.qty for p in view.positions}),
+        last_trade_at=MappingProxyType({}),
+        buying_power=view.account.buying_power - working.reserved,
+        working=working,
     )
-    return order
+    after = risk.exposure(ctx, sym) + risk.signed_qty(priced)
+    if intent.side is Side.SELL and after < 0:
+        short = min(intent.qty, -after)
+        if not allow_short:
+            raise InputError(
+                f"selling {intent.qty:g} {sym} would open a short of {short:g}: pass --allow-short"
+            )
+        problem = qty_problem(short, short=True)
+        if problem is not None:
+            raise InputError(problem)
+    verdict = risk.evaluate(priced, ctx, Limits())
+    if not verdict.approved:
+        failed = next(c for c in verdict.checks if not c.passed)
+        raise InputError(
+            f"refused: {failed.code} (observed {_show(failed.observed)}, limit {_show(failed.limit)})"
+        )
+    return priced
+
+
+def _show(value: object) -> str:
+    return f"{value:,.2f}" if isinstance(value, float) else str(value)

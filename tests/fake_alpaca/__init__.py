@@ -98,12 +98,19 @@ class FakeAlpaca(Book):
         self._thread.join()
 
     def fail(
-        self, route: str, status: int, times: int = 1, body: Json | str | None = None, *, after: int = 0
+        self,
+        route: str,
+        status: int,
+        times: int = 1,
+        body: Json | str | None = None,
+        *,
+        after: int = 0,
+        retry_after: str = "1",
     ) -> None:
         """Answer `times` requests of `route`, once `after` more went through, with `status`.
 
-        A 429 carries Retry-After and X-RateLimit-* headers, as Alpaca's do."""
-        headers = {"Retry-After": "1", "X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "0"}
+        A 429 carries Retry-After (`retry_after` seconds) and X-RateLimit-* headers, as Alpaca's do."""
+        headers = {"Retry-After": retry_after, "X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "0"}
         fault = Fault(
             status, times, body or ERRORS[status], after=after, headers=headers if status == 429 else None
         )

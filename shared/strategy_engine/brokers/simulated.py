@@ -4,6 +4,11 @@ It holds an account in memory, built from `broker_positions`/`broker_balances`; 
 writes it back in the same transaction as the decisions, so a stateless process picks up where
 the last one left off and a crash loses nothing but the whole minute. No margin: buying power
 is cash. The backfill uses this very class, which is what makes its fills match the tick's.
+
+It refuses what Alpaca paper refuses (`OrderRejected` with Alpaca's code and words), so a backfill
+never fills what the live account cannot: a quantity Alpaca does not take (more than 9 decimals,
+a fractional short), a buy whose opening part costs more than the buying power, and a short on
+an account under Alpaca's margin minimum (equity below $2,000: a cash account).
 """
 
 from __future__ import annotations
@@ -12,7 +17,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from strategy_engine.core import calendar
+from strategy_engine.core.errors import OrderRejected
 from strategy_engine.core.models import Account, Order, OrderIntent, Position, Side
+from strategy_engine.core.strategies.base import qty_problem
+
+FORBIDDEN = 40310000  # Alpaca's code for "not allowed for this account" (403)
+INVALID = 40010001  # Alpaca's code for a validation error (422)
+MARGIN_MIN_EQUITY = 2_000.0  # Alpaca: below this equity an account is a cash account, no shorts
 
 
 class SimulatedBroker:
@@ -56,6 +67,7 @@ class SimulatedBroker:
         existing = self._orders.get(intent.client_order_id)
         if existing is not None:
             return existing
+        self.check(intent)
         price = self.fill_price(intent)
         signed = intent.qty if intent.side is Side.BUY else -intent.qty
         self.cash -= signed * price
@@ -74,6 +86,28 @@ class SimulatedBroker:
         self._orders[intent.client_order_id] = order
         return order
 
+    def check(self, intent: OrderIntent) -> None:
+        """Raise `OrderRejected` as Alpaca paper would for this order on this account."""
+        held = self.position_qty(intent.symbol)
+        signed = intent.qty if intent.side is Side.BUY else -intent.qty
+        after = held + signed
+        opening = abs(after) if held == 0 or (held > 0) != (after > 0) else max(abs(after) - abs(held), 0.0)
+        shorting = after < 0 and opening > 0
+        problem = qty_problem(intent.qty) or (qty_problem(opening, short=True) if shorting else None)
+        if problem is not None:
+            raise OrderRejected(INVALID if "decimal" in problem else FORBIDDEN, problem)
+        if shorting and self.account().equity < MARGIN_MIN_EQUITY:
+            available = max(held, 0.0)
+            raise OrderRejected(
+                FORBIDDEN,
+                f"insufficient qty available for order (requested: {intent.qty:g}, available: {available:g})",
+            )
+        # Buying power is cash here (a cash account's rule, stricter than Alpaca's margin): a buy's
+        # opening part must fit it. A short's proceeds are cash, so it is not held to it.
+        cost = opening * self.fill_price(intent)
+        if intent.side is Side.BUY and opening > 0 and cost > self.account().buying_power:
+            raise OrderRejected(FORBIDDEN, "insufficient buying power")
+
     def _apply_fill(self, symbol: str, signed: float, price: float) -> None:
         old = self._positions.get(symbol)
         qty0, avg0 = (0.0, 0.0) if old is None else (old.qty, old.avg_entry_price)
@@ -91,6 +125,14 @@ class SimulatedBroker:
 
     def get_by_client_id(self, client_order_id: str) -> Order | None:
         return self._orders.get(client_order_id)
+
+    def open_orders(self) -> list[Order]:
+        """Always empty: a simulated order fills when it is sent. The engine still asks, so the
+        exposure model is the same for both brokers."""
+        return [o for o in self._orders.values() if o.working_qty != 0]
+
+    def recent_orders(self, after: datetime) -> list[Order]:
+        return [o for o in self._orders.values() if o.submitted_at is None or o.submitted_at > after]
 
     def clock(self) -> tuple[datetime, bool]:
         now = self.now or datetime.now(UTC)

@@ -58,14 +58,23 @@ def run(
 def trade(
     symbol: Annotated[str, typer.Option(help="Ticker, e.g. SPY.")],
     side: Annotated[str, typer.Option(help="buy or sell.")],
-    qty: Annotated[float, typer.Option(help="Shares, > 0.")],
-    account: Annotated[str, typer.Option(help="Account name.")] = "alpaca-paper",
+    qty: Annotated[float, typer.Option(help="Shares, > 0 (up to 9 decimals; whole shares to short).")],
+    account: Annotated[str, typer.Option(help="Account name.")] = manual_trade.DEFAULT_ACCOUNT,
+    client_order_id: Annotated[
+        str | None,
+        typer.Option("--client-order-id", help="Idempotency key (default: from account, order and minute)."),
+    ] = None,
+    allow_short: Annotated[
+        bool, typer.Option("--allow-short", help="Let a sell open or grow a short (if the account may).")
+    ] = False,
     database_url: DbUrl = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Place a manual paper order on the named account; recorded with source 'manual'."""
+    """Place a manual paper order after the account-level checks; re-running it never doubles it."""
     with session_for(database_url) as s:
-        order = manual_trade.manual_trade(s, account, symbol, side, qty)
+        order = manual_trade.manual_trade(
+            s, account, symbol, side, qty, client_order_id=client_order_id, allow_short=allow_short
+        )
     doc = {
         "client_order_id": order.client_order_id,
         "broker_order_id": order.broker_order_id,

@@ -40,6 +40,10 @@ class BrokerUnavailable(Unavailable):
     pass
 
 
+class Busy(EngineError):
+    """A lock the work needs is held by another worker past `lock_timeout`: answer `busy`, write nothing."""
+
+
 class DuplicateOrder(EngineError):
     """The broker already holds an order with this client_order_id: adopt it."""
 

@@ -35,6 +35,7 @@ class Outcome(StrEnum):
     BLOCKED = "blocked"
     ORDERED = "ordered"
     FAILED = "failed"
+    RECONCILED = "reconciled"  # an order found at the broker for an intent its minute never recorded
 
 
 class StrategyOutcome(StrEnum):
@@ -44,6 +45,9 @@ class StrategyOutcome(StrEnum):
     BUSY = "busy"
     ALREADY_PROCESSED = "already_processed"
     FAILED = "failed"
+    LATE = "late"  # the minute is too old to send to a real broker: nothing sent
+    MARKET_CLOSED = "market_closed"  # the broker's clock says closed: nothing sent
+    DEADLINE = "deadline"  # the invocation's deadline passed before it started: nothing sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,12 @@ class OrderIntent:
     client_order_id: str
 
 
+#: Statuses after which an order never changes again; any other is refreshed every tick.
+FINAL_ORDER_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replaced"})
+#: Final statuses in which nothing was (or will be) bought or sold unless part of it filled.
+DEAD_ORDER_STATUSES = frozenset({"canceled", "expired", "rejected"})
+
+
 @dataclass(frozen=True, slots=True)
 class Order:
     """The broker's view of an order, in our own types (money as float, never strings)."""
@@ -114,6 +124,19 @@ class Order:
     filled_qty: float
     filled_avg_price: float | None
     submitted_at: datetime | None = None
+
+    @property
+    def working_qty(self) -> float:
+        """Signed shares still to fill (buy +, sell -); 0 once the order is final."""
+        if self.status in FINAL_ORDER_STATUSES:
+            return 0.0
+        rest = max(self.qty - self.filled_qty, 0.0)
+        return rest if self.side is Side.BUY else -rest
+
+    @property
+    def died_unfilled(self) -> bool:
+        """Rejected, canceled or expired with nothing filled: it never traded."""
+        return self.status in DEAD_ORDER_STATUSES and self.filled_qty == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +233,7 @@ class StrategyRun:
     failed: int = 0
     error: str | None = None  # "<error class>: <message>" of a failed strategy-minute
     retryable: bool = False  # failed on an outage (Unavailable): a retry of the minute may succeed
+    reconciled: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +241,7 @@ class RunResult:
     run_id: UUID
     minute: datetime
     trigger: str
-    status: str  # 'ok' | 'market_closed' | 'failed'
+    status: str  # 'ok' | 'market_closed' | 'late' | 'deadline' | 'failed'
     strategies: tuple[StrategyRun, ...] = field(default_factory=tuple)
     duration_ms: float = 0.0
 
@@ -234,6 +258,7 @@ class RunResult:
             "orders": self.orders,
             "blocked": sum(r.blocked for r in runs),
             "failed": sum(r.failed for r in runs),
+            "reconciled": sum(r.reconciled for r in runs),
         }
 
     @property
@@ -257,6 +282,7 @@ class RunResult:
                     "orders": s.orders,
                     "blocked": s.blocked,
                     "failed": s.failed,
+                    "reconciled": s.reconciled,
                     "error": s.error,
                     "retryable": s.retryable,
                 }

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import unicodedata
+from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -26,6 +28,23 @@ def check_text(value: str) -> str:
     if bad is not None:
         raise ValueError(f"control character U+{ord(bad):04X} not allowed")
     return value
+
+
+QTY_DECIMALS = 9  # Alpaca takes qty with up to 9 decimal places (reference/alpaca.md, fractional)
+
+
+def qty_problem(qty: float, *, short: bool = False) -> str | None:
+    """Why Alpaca would refuse this share quantity, or None: the one quantity rule, for configs,
+    manual orders and the simulated broker alike. `short`: the shares would be sold short, which
+    Alpaca allows in whole shares only (no fractional shorting)."""
+    if not (math.isfinite(qty) and qty > 0):
+        return f"invalid qty {qty!r} (must be a finite number > 0)"
+    exponent = Decimal(repr(float(qty))).as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -QTY_DECIMALS:
+        return f"qty {qty!r} has more than {QTY_DECIMALS} decimal places"
+    if short and qty != math.floor(qty):
+        return f"qty {qty!r} is fractional: fractional shares cannot be sold short"
+    return None
 
 
 class StrategyConfig(BaseModel):

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from strategy_engine.core.models import Action, Features, Signal
-from strategy_engine.core.strategies.base import StrategyConfig
+from strategy_engine.core.strategies.base import StrategyConfig, qty_problem
 
 UP, FLAT, DOWN = 1, 0, -1
 BULLISH, NEUTRAL, BEARISH = 1, 0, -1
@@ -31,6 +31,16 @@ class NaiveFlowTrendConfig(StrategyConfig):
     min_flow_ratio: float = Field(default=0.2, ge=0, le=1)
     order_qty: float = Field(default=1, gt=0, le=1_000_000)
     allow_short: bool = False
+
+    @model_validator(mode="after")
+    def _broker_can_honour(self) -> NaiveFlowTrendConfig:
+        # Refused when saved, not at the first live short: Alpaca takes at most 9 decimals and
+        # no fractional short, and the backfill's simulated broker refuses the same orders.
+        problem = qty_problem(self.order_qty, short=self.allow_short)
+        if problem is not None:
+            hint = " (allow_short needs whole shares)" if self.allow_short else ""
+            raise ValueError(f"order_qty: {problem}{hint}")
+        return self
 
     @property
     def bars_needed(self) -> int:
