@@ -49,14 +49,17 @@ def lock_account(s: Session, account_id: RowId) -> Account | None:
     row does not exist until the first mirror is written). Under the transaction's
     `lock_timeout` a worker that waits too long raises `Busy`.
     """
+    if s.fetchone("select 1 from public.broker_accounts where id = %s for update", (account_id,)) is None:
+        raise NotFound(f"account {account_id} no longer exists")
+    # A second statement, so the balance is read after the lock is granted: in READ COMMITTED a
+    # statement that waited for a lock still reads the other tables as of its own start, which
+    # would hand this strategy the balance from before the previous holder's fills.
     row = s.fetchone(
-        "select b.cash::float8, b.buying_power::float8, b.equity::float8 from public.broker_accounts a"
-        " left join public.broker_balances b on b.account_id = a.id where a.id = %s for update of a",
+        "select cash::float8, buying_power::float8, equity::float8 from public.broker_balances"
+        " where account_id = %s",
         (account_id,),
     )
-    if row is None:
-        raise NotFound(f"account {account_id} no longer exists")
-    return None if row[0] is None else Account(row[0], row[1], row[2])
+    return None if row is None else Account(row[0], row[1], row[2])
 
 
 def save_mirror(s: Session, account_id: RowId, acct: Account, pos: Sequence[Position]) -> None:
