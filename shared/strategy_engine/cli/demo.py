@@ -109,7 +109,7 @@ def _run(base: str, is_embedded: bool, database_url: str | None, quiet: bool) ->
         doc.update(_report(s))
         doc["top_blocks"] = [
             {"risk_code": b["risk_code"], "decisions": b["n"], "example": _explain(b)}
-            for b in queries.blocked_examples(s, sid)
+            for b in sorted(queries.blocked_examples(s, sid), key=lambda b: -b["n"])
         ]
     doc["next_commands"] = _next_commands(database_url)
     return doc
@@ -195,8 +195,11 @@ def print_summary(doc: dict[str, Any]) -> None:
     )
     console.print(
         f"P&L total {doc['total_pnl']:+.2f}  (realized {doc['realized_pnl']:+.2f}, "
-        f"unrealized {doc['unrealized_pnl']:+.2f})  open positions {doc['open_positions']}"
+        f"unrealized {doc['unrealized_pnl']:+.2f})",
+        soft_wrap=True,
     )
+    held = ", ".join(f"{k} {v:g}" for k, v in doc["open_positions"].items()) or "none"
+    console.print(f"open positions: {held}", soft_wrap=True)
     for title, key in (
         ("decisions by reason", "decisions_by_reason"),
         ("blocked by risk code", "blocked_by_risk_code"),

@@ -24,35 +24,48 @@ def check_text(check: dict[str, Any], symbol: str, qty: float, price: float | No
         return f"{code}: skipped (the order only reduces a position)"
     if limit is None and code not in ("stale_data", "cool_down"):
         return f"{code}: no limit set (observed {_num(seen)})"
+    text = _sentence(str(code), seen, limit, bool(ok), symbol, qty, price)
+    if text is None:
+        return f"{code}: observed {_num(seen)}, limit {_num(limit)}"
+    return f"{'ok' if ok else 'BLOCKED'}  {text}"
+
+
+def _sentence(
+    code: str, seen: Any, limit: Any, ok: bool, symbol: str, qty: float, price: float | None
+) -> str | None:
+    """The words for one check of `core.risk` (None for a code it does not know)."""
     cmp_ = "<=" if ok else ">"
-    texts = {
-        "strategy_inactive": "strategy active" if ok else "strategy is disabled: the kill switch is on",
-        "market_closed": f"{seen} is {'inside' if ok else 'outside'} the regular session",
-        "stale_data": (
-            "no bar at all for this symbol"
-            if seen is None
-            else f"last bar {_num(seen)} s old {cmp_} {_num(limit)} s allowed"
-        ),
-        "max_daily_trades": f"this would be trade {_num(seen)} today {cmp_} max_daily_trades {_num(limit)}",
-        "max_notional_per_trade": f"{symbol}: "
-        + (f"{_num(qty)} x {money(price)} = " if price is not None else "")
-        + f"{money(seen)} {cmp_} max_notional_per_trade {money(limit)}",
-        "max_notional_per_day": f"{money(seen)} traded today with this order {cmp_} max_notional_per_day"
-        f" {money(limit)}",
-        "max_position_size": f"{symbol}: {_num(seen)} shares after the order {cmp_} max_position_size"
-        f" {_num(limit)}",
-        "max_open_positions": f"{_num(seen)} positions open"
-        + ("" if ok else f", a new one would exceed max_open_positions {_num(limit)}"),
-        "cool_down": (
-            "no earlier trade in this symbol"
-            if seen is None
-            else f"last trade {_num(round(float(seen), 1))} min ago {'>=' if ok else '<'} cool_down_minutes"
-            f" {_num(limit)}"
-        ),
-        "buying_power": f"order {money(seen)} {cmp_} buying power {money(limit)}",
-    }
-    text = texts.get(str(code), f"{code}: observed {_num(seen)}, limit {_num(limit)}")
-    return f"{'ok' if ok else 'BLOCKED'}  {text}" if code in texts else text
+    match code:
+        case "strategy_inactive":
+            return "strategy active" if ok else "strategy is disabled: the kill switch is on"
+        case "market_closed":
+            return f"{seen} is {'inside' if ok else 'outside'} the regular session"
+        case "stale_data":
+            if seen is None:
+                return "no bar at all for this symbol"
+            return f"last bar {_num(seen)} s old {cmp_} {_num(limit)} s allowed"
+        case "max_daily_trades":
+            return f"this would be trade {_num(seen)} today {cmp_} max_daily_trades {_num(limit)}"
+        case "max_notional_per_trade":
+            calc = f"{_num(qty)} x {money(price)} = " if price is not None else ""
+            return f"{symbol}: {calc}{money(seen)} {cmp_} max_notional_per_trade {money(limit)}"
+        case "max_notional_per_day":
+            return f"{money(seen)} traded today with this order {cmp_} max_notional_per_day {money(limit)}"
+        case "max_position_size":
+            return f"{symbol}: {_num(seen)} shares after the order {cmp_} max_position_size {_num(limit)}"
+        case "max_open_positions":
+            extra = "" if ok else f", a new one would exceed max_open_positions {_num(limit)}"
+            return f"{_num(seen)} positions open{extra}"
+        case "cool_down":
+            if seen is None:
+                return "no earlier trade in this symbol"
+            return (
+                f"{symbol}: last trade {_num(round(float(seen), 1))} min ago"
+                f" {'>=' if ok else '<'} cool_down_minutes {_num(limit)}"
+            )
+        case "buying_power":
+            return f"order {money(seen)} {cmp_} buying power {money(limit)}"
+    return None
 
 
 def why_lines(d: dict[str, Any]) -> list[str]:
