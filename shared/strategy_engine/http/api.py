@@ -4,8 +4,8 @@ functions/main.py (functions-framework), functions/lambda_handler.py (Function U
 Scheduler) and `strategy-engine serve` turn their platform's request into an `HttpRequest`, call
 `handle()` and render the `HttpResponse`; nothing else. A request goes, in this order: route
 (404) -> authentication (401/403; not for /health, the liveness probe) -> method (405) -> size
-(413) -> content type (415) -> strict validation (400) -> the core. Everything refused before the core never opens a database
-connection, so a refused request writes nothing.
+(413) -> content type (415) -> strict validation (400) -> the core. Everything refused before
+the core never opens a database connection, so a refused request writes nothing.
 
 Authentication: with `ENGINE_TRUST_PLATFORM_AUTH` the platform has already authenticated the
 caller (Cloud Run IAM checking the scheduler's OIDC token, a Lambda URL with AWS_IAM), else
