@@ -137,7 +137,7 @@ def test_serve_stops_the_embedded_postgres_it_started(tmp_path: Path, signum: in
 
 def _gone(pid: int) -> bool:
     """The process has exited (a zombie no one has reaped yet counts as exited)."""
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     for _ in range(100):
         try:

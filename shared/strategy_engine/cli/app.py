@@ -115,6 +115,7 @@ def db_migrate(database_url: DbUrl = None, as_json: JsonFlag = False) -> None:
 @app.command()
 def status(
     runs: Annotated[int, typer.Option(help="How many recent engine runs to show (0 to 1000).")] = 10,
+    minute: Annotated[str | None, typer.Option(help="Mark as of this minute (ISO 8601); default now.")] = None,
     database_url: DbUrl = None,
     demo: DemoFlag = False,
     as_json: JsonFlag = False,
@@ -122,8 +123,13 @@ def status(
     """Accounts (equity at the last close, P&L today), positions, open orders, kill switches, limits, runs."""
     if not 0 <= runs <= 1000:
         fail(f"--runs must be between 0 and 1000, got {runs}", 2)
+    try:
+        at = calendar.parse_minute(minute) if minute else engine.now_minute()
+        calendar.session_bounds(calendar.trading_date(at))  # refuses a date outside the calendar
+    except InputError as exc:
+        fail(str(exc), 2)
     with session_for(database_url, demo=demo) as s:
-        doc = views.collect(s, engine.now_minute(), runs)
+        doc = views.collect(s, at, runs)
     emit(doc, as_json, lambda: views.print_status(doc))
 
 
