@@ -115,7 +115,9 @@ def db_migrate(database_url: DbUrl = None, as_json: JsonFlag = False) -> None:
 @app.command()
 def status(
     runs: Annotated[int, typer.Option(help="How many recent engine runs to show (0 to 1000).")] = 10,
-    minute: Annotated[str | None, typer.Option(help="Mark as of this minute (ISO 8601); default now.")] = None,
+    minute: Annotated[
+        str | None, typer.Option(help="Mark as of this minute (ISO 8601); default now.")
+    ] = None,
     database_url: DbUrl = None,
     demo: DemoFlag = False,
     as_json: JsonFlag = False,
