@@ -13,6 +13,9 @@
 #                       the function's secrets; Terraform writes them to Secret Manager /
 #                       Secrets Manager through write-only arguments (never into its state)
 #   SUPABASE_DB_URL     Postgres URL for `supabase db push` (direct or session pooler, port 5432)
+#   TF_VAR_alert_email  (optional) e-mail the alarms notify: an SNS subscription on AWS (confirm the
+#                       message SNS sends), a Monitoring e-mail channel on GCP; GCP also takes
+#                       TF_VAR_alert_notification_channels='["projects/P/notificationChannels/ID"]'
 #   GCP_PROJECT         (gcp) project id; GOOGLE_CLOUD_PROJECT is accepted too
 #   GCP_REGION          (gcp, optional) default us-east4
 #   AWS_REGION          (aws, optional) default us-east-1; credentials as the aws CLI finds them

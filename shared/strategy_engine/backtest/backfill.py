@@ -1,4 +1,5 @@
-"""Backfill (DESIGN §6): a range replayed through the tick's strategy and risk code, with a report.
+"""Backfill: a range replayed through the tick's strategy and risk code, with a report
+(docs/architecture.md, "Backfill").
 
 `run_backfill` validates everything before it writes anything, reads the range in a constant
 number of statements (the last `sma_window` bars before `start` per symbol, the bars of the

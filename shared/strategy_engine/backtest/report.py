@@ -73,7 +73,7 @@ def round_trips(r: Replay) -> tuple[float, list[float], dict[int, tuple[float, f
 
 
 def summarise(r: Replay, bar_ts: dict[str, IntArray] | None = None) -> dict[str, Any]:
-    """The summary of DESIGN §6 plus profit factor, Sharpe and round trips (module docstring);
+    """The summary (docs/architecture.md, "Backfill") plus profit factor, Sharpe and round trips (module docstring);
     with `bar_ts` (each symbol's bar times, Unix µs) also the coverage and its warnings."""
     from strategy_engine.backtest.rows import hold_reasons
 
