@@ -73,8 +73,9 @@ def round_trips(r: Replay) -> tuple[float, list[float], dict[int, tuple[float, f
 
 
 def summarise(r: Replay, bar_ts: dict[str, IntArray] | None = None) -> dict[str, Any]:
-    """The summary (docs/architecture.md, "Backfill") plus profit factor, Sharpe and round trips (module docstring);
-    with `bar_ts` (each symbol's bar times, Unix µs) also the coverage and its warnings."""
+    """The summary (docs/architecture.md, "Backfill") plus profit factor, Sharpe and round trips
+    (conventions in the module docstring); with `bar_ts` (each symbol's bar times, Unix µs) also
+    the coverage and its warnings."""
     from strategy_engine.backtest.rows import hold_reasons
 
     cover, warnings = coverage(bar_ts, r.grid) if bar_ts is not None else (None, [])
