@@ -9,7 +9,6 @@ minute is done. Neither writes a second order.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from strategy_engine.core import calendar
+from strategy_engine.core.models import RowId
 from strategy_engine.settings import get_settings
 from strategy_engine.store import connect
 from tests.conftest import seed
@@ -28,7 +28,7 @@ TICK = {**JSON_AUTH, SCHEDULE: T.isoformat().replace("+00:00", "Z")}
 
 
 @pytest.fixture
-def strategy(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[uuid.UUID]:
+def strategy(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[RowId]:
     """A migrated database with one strategy that enters long on every symbol at T."""
     with connect(db_url) as s:
         strategy_id = seed(s, config={"symbols": list(SYMS)})
@@ -44,7 +44,7 @@ def _tick(client: FlaskClient) -> tuple[int, dict[str, Any]]:
 
 
 def test_retry_while_the_first_attempt_holds_the_minute_answers_busy_then_already_processed(
-    db_url: str, strategy: uuid.UUID
+    db_url: str, strategy: RowId
 ) -> None:
     client = ff_app("tick").test_client()
     day = calendar.trading_date(T)

@@ -37,6 +37,7 @@ from strategy_engine.core.models import (
     Features,
     Outcome,
     Position,
+    RowId,
     RunResult,
     Side,
     StrategyOutcome,
@@ -215,7 +216,7 @@ def open_account(
     return deps.simulated_broker(acct, positions, minute, deps.slippage_bps), acct, positions
 
 
-def _refresh_open_orders(s: Session, broker: Broker, account_id: uuid.UUID) -> None:
+def _refresh_open_orders(s: Session, broker: Broker, account_id: RowId) -> None:
     """Bring orders still working at the broker up to date (one upsert whatever their number)."""
     updated = []
     for cid in journal.open_orders(s, account_id):
@@ -227,7 +228,7 @@ def _refresh_open_orders(s: Session, broker: Broker, account_id: uuid.UUID) -> N
 
 def _before_own_orders(
     broker: Broker,
-    strategy_id: uuid.UUID,
+    strategy_id: RowId,
     symbols: Sequence[str],
     minute: datetime,
     acct: Account,

@@ -11,10 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from typing import Any
-from uuid import UUID
 
 from strategy_engine.core.errors import InputError
-from strategy_engine.core.models import Account, Limits
+from strategy_engine.core.models import Account, Limits, RowId
 from strategy_engine.core.strategies import parse_config
 from strategy_engine.store import Session
 from strategy_engine.store import accounts as acct_store
@@ -81,7 +80,7 @@ def check_broker(broker: str, settings: Any = None) -> None:
             raise InputError("an alpaca account needs ALPACA_API_KEY and ALPACA_SECRET_KEY set")
 
 
-def create_account(s: Session, name: str, broker: str, cash: float | None) -> UUID:
+def create_account(s: Session, name: str, broker: str, cash: float | None) -> RowId:
     """A new account; a simulated one is funded with `cash` (required > 0). InputError if it exists."""
     name = clean_name(name, "account name")
     check_broker(broker)
@@ -110,7 +109,7 @@ def save_strategy(
     limits: Limits | dict[str, Any] | None = None,
     initial_cash: float | None = None,
     require_keys: bool = False,
-) -> UUID:
+) -> RowId:
     """Validate, then write definition, account (if new) and limits in one transaction.
 
     `limits`: a full `Limits` (written as is), a dict of some limits (merged over the stored ones,

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from uuid import UUID
 
-from strategy_engine.core.models import Account, Position
-from strategy_engine.store.session import Session, exact
+from strategy_engine.core.models import Account, Position, RowId
+from strategy_engine.store.session import Session, exact, row_id
 
 
-def ensure_account(s: Session, name: str, broker: str) -> UUID:
+def ensure_account(s: Session, name: str, broker: str) -> RowId:
     row = s.fetchone(
         "insert into public.broker_accounts (name, broker, is_paper) values (%s, %s, true)"
         " on conflict (name) do update set broker = excluded.broker returning id",
@@ -22,17 +21,17 @@ def ensure_account(s: Session, name: str, broker: str) -> UUID:
     )
     if row is None:  # RETURNING always yields a row; this guards a broken driver
         raise RuntimeError("upsert returned no row")
-    return UUID(str(row[0]))
+    return row_id(row[0])
 
 
-def find_account(s: Session, name: str) -> tuple[UUID, str, bool] | None:
+def find_account(s: Session, name: str) -> tuple[RowId, str, bool] | None:
     row = s.fetchone(
         "select id, broker, coalesce(is_paper, true) from public.broker_accounts where name = %s", (name,)
     )
-    return None if row is None else (UUID(str(row[0])), row[1], bool(row[2]))
+    return None if row is None else (row_id(row[0]), row[1], bool(row[2]))
 
 
-def positions(s: Session, account_id: UUID) -> list[Position]:
+def positions(s: Session, account_id: RowId) -> list[Position]:
     rows = s.fetchall(
         "select symbol, qty::float8, coalesce(avg_entry_price, 0)::float8 from public.broker_positions"
         " where account_id = %s and qty <> 0 order by symbol",
@@ -41,7 +40,7 @@ def positions(s: Session, account_id: UUID) -> list[Position]:
     return [Position(r[0], r[1], r[2]) for r in rows]
 
 
-def lock_balance(s: Session, account_id: UUID) -> Account | None:
+def lock_balance(s: Session, account_id: RowId) -> Account | None:
     """The account's balance row, locked until commit: strategies sharing an account serialise."""
     row = s.fetchone(
         "select cash::float8, buying_power::float8, equity::float8 from public.broker_balances"
@@ -51,7 +50,7 @@ def lock_balance(s: Session, account_id: UUID) -> Account | None:
     return None if row is None else Account(row[0], row[1], row[2])
 
 
-def save_mirror(s: Session, account_id: UUID, acct: Account, pos: Sequence[Position]) -> None:
+def save_mirror(s: Session, account_id: RowId, acct: Account, pos: Sequence[Position]) -> None:
     """Replace the account's positions and balance in three statements, whatever their number."""
     s.execute(
         """
