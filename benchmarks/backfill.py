@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from strategy_engine.backtest import backfill, market_arrays, replay, report, rows, synthetic
+from strategy_engine.core.models import Limits
 from strategy_engine.seed import save_strategy
 from strategy_engine.store import Session, connect, embedded
 from strategy_engine.store import backfill as store
@@ -125,7 +126,9 @@ def workload(base_url: str, n: int, repeat: int, size_mean: float) -> None:
         load_columns(s, cols)
         load_s = time.perf_counter() - t
         name = f"bench-{n}"
-        sid = save_strategy(s, name, "naive_flow_trend", {"symbols": list(symbols(n))}, account="bench")
+        cfg_doc = {"symbols": list(symbols(n))}
+        # no limits, as before defaults existed: the throughput figures stay comparable
+        sid = save_strategy(s, name, "naive_flow_trend", cfg_doc, account="bench", limits=Limits())
         req = backfill.BackfillRequest(strategy=name, start=START, end=END, report=False)
         p = backfill.plan(s, req)
         cfg = p.config

@@ -11,8 +11,8 @@
   asynchronous, so Scheduler has succeeded once Lambda queued the event. A retry carries the same
   minute, so the engine redoes only what the outage left undone. A malformed event returns its
   400 without raising: a retry cannot fix it.
-- A Function URL request (payload format 2.0): `rawPath` routes /tick, /backfill, /webhook and
-  /health; headers arrive in lower case; the body may be base64. It goes through the same
+- A Function URL request (payload format 2.0): `rawPath` routes /tick, /backfill, /webhook,
+  /health and /ready; headers arrive in lower case; the body may be base64. It goes through the same
   `api.handle` as the functions-framework targets, with the same status codes.
   `platform_authenticated` is true only when the event carries an IAM authorizer (AWS_IAM auth),
   so ENGINE_TRUST_PLATFORM_AUTH is not trusted on a URL whose auth type is NONE.

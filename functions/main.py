@@ -1,4 +1,4 @@
-"""functions-framework HTTP targets: `tick`, `backfill`, `webhook`, `health`.
+"""functions-framework HTTP targets: `tick`, `backfill`, `webhook`, `health`, `ready`.
 
 Each target only adapts Flask's request to `strategy_engine.http_api` and renders its answer;
 authentication, validation, the engine call and the status codes all live there, shared with the
@@ -6,7 +6,7 @@ Lambda handler and `strategy-engine serve`. Each target is deployed as its own f
 path does not route: the target does.
 
 Run one locally: functions-framework --target tick --source functions/main.py --port 8080
-(or all four at once: strategy-engine serve). In the deployed bundle the package
+(or all of them at once: strategy-engine serve). In the deployed bundle the package
 `strategy_engine` sits at the source root next to `functions/`; in the repository it is installed.
 """
 
@@ -45,5 +45,11 @@ def webhook(request: flask.Request) -> flask.Response:
 
 @functions_framework.http
 def health(request: flask.Request) -> flask.Response:
-    """Liveness and database reachability (GET)."""
+    """Liveness (GET, no credentials, no detail): an uptime probe's target."""
     return _serve("health", request)
+
+
+@functions_framework.http
+def ready(request: flask.Request) -> flask.Response:
+    """Readiness (GET, authenticated): database and broker reachability, 503 when not ready."""
+    return _serve("ready", request)

@@ -82,10 +82,24 @@ def test_backfill_writes_its_run_and_every_decision_and_nothing_live(session: Se
     assert row[3]["initial_cash"] == 25_000 and row[3]["config"] == cfg.model_dump(mode="json")
     assert row[4]["orders"] == doc["orders"] and row[4]["blocked"] == doc["blocked"] and row[5] is None
     logs = session.fetchall(
-        "select run_mode, backfill_run_id, engine_run_id, count(*), count(*) filter (where outcome = 'ordered')"
-        " from public.strategy_logs group by 1, 2, 3"
+        "select run_mode, backfill_run_id, engine_run_id, count(*), count(*) filter (where outcome = 'ordered'),"
+        " count(*) filter (where outcome = 'held') from public.strategy_logs group by 1, 2, 3"
     )
-    assert logs == [("backfill", run_id, None, 3 * 390, doc["orders"])]
+    # the default journal: order candidates only (no holds); the holds are counted by reason
+    candidates = doc["orders"] + sum(doc["blocked"].values()) + doc["failed"]
+    assert logs == [("backfill", run_id, None, candidates, doc["orders"], 0)]
+    assert sum(doc["holds_by_reason"].values()) + candidates == 3 * 390
+    assert doc["coverage"] == {sym: pytest.approx(0.98, abs=0.02) for sym in ("IWM", "QQQ", "SPY")}
+    assert doc["sharpe"] is None and doc["sharpe_note"] == "not meaningful: 1 trading day(s) with data < 20"
+    every = backfill.run_backfill(
+        session, backfill.parse_request(request(initial_cash=25_000, all_decisions=True))
+    )
+    n = session.fetchone(
+        "select count(*), count(*) filter (where outcome = 'held') from public.strategy_logs"
+        " where backfill_run_id = %s",
+        (uuid.UUID(every["backfill_run_id"]),),
+    )
+    assert n == (3 * 390, sum(doc["holds_by_reason"].values()))
     assert _counts(session) == before
     assert session.fetchall("select cash::float8 from public.broker_balances") == balance
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,7 @@ def test_json_then_one_summary_document_on_stdout(market: str, tmp_path: Path) -
     } <= set(doc)
     assert doc["parameters"]["initial_cash"] == 50_000 and doc["parameters"]["slippage_bps"] == 1.5
     assert doc["report_path"] == str(report) and report.is_file()
-    assert _written(market) == [(1, doc["decisions"])]
+    assert _written(market) == [(1, doc["decisions"] - sum(doc["holds_by_reason"].values()))]
 
 
 def test_human_output_then_table_and_report_path(market: str, tmp_path: Path) -> None:
@@ -140,3 +141,59 @@ def _sweep_rows(s: Session) -> list[tuple[str, int, int]]:
         "select status, count(*)::int, (select count(*)::int from public.strategy_logs)"
         " from public.backfill_runs group by status"
     )
+
+
+def test_unwritable_report_is_printed_and_exits_non_zero(market: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, out, err = invoke(market, "--start", START, "--end", END, "--report", str(blocker / "r.html"))
+    assert code == 1 and err.strip().splitlines()[-1].startswith("error: report not written")
+    assert [line for line in err.splitlines() if line.startswith("error")] == [err.strip().splitlines()[-1]]
+    assert "backfill_run_id" in out  # the summary is still printed: the run is recorded
+    assert _written(market)[0][0] == 1
+
+
+def test_runs_then_prune_removes_runs_with_their_decisions(market: str) -> None:
+    assert invoke(market, "--start", START, "--end", END, "--no-report")[0] == 0
+    assert invoke(market, "--start", START, "--end", END, "--no-report", "--all-decisions")[0] == 0
+    listed = CliRunner().invoke(app(), ["backfill", "runs", "--json", "--database-url", market])
+    runs = json.loads(listed.stdout)
+    with connect(market) as s:
+        counted = s.fetchall("select backfill_run_id::text, count(*)::int from strategy_logs group by 1")
+        per_run = {r["id"]: dict(counted).get(r["id"], 0) for r in runs}
+        s.execute(
+            "update backfill_runs set created_at = now() - interval '40 days' where id = %s", (runs[1]["id"],)
+        )
+    assert {r["id"]: r["journal_rows"] for r in runs} == per_run
+    assert (
+        runs[0]["journal_rows"] == 2 * 150
+    )  # --all-decisions: 2 symbols x 150 minutes; the default keeps fewer
+    assert runs[1]["journal_rows"] < runs[0]["journal_rows"]
+    pruned = CliRunner().invoke(
+        app(), ["backfill", "prune", "--older-than", "30d", "--json", "--database-url", market]
+    )
+    assert json.loads(pruned.stdout) | {"before": None} == {
+        "before": None,
+        "runs": 1,
+        "decisions": per_run[runs[1]["id"]],
+    }
+    assert _written(market)[0] == (1, 2 * 150)
+    bad = CliRunner().invoke(app(), ["backfill", "prune", "--older-than", "soon", "--database-url", market])
+    assert bad.exit_code == 2 and "invalid time 'soon'" in bad.stderr
+
+
+def test_sweep_writes_a_ranked_report_with_a_heat_map(market: str, tmp_path: Path) -> None:
+    html = tmp_path / "sweep.html"
+    code, out, err = invoke(
+        market, "--start", START, "--end", END, "--sweep", "sma_window=10,20", "--sweep", "min_flow_ratio=0.1,0.3",
+        "--report", str(html), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    page = html.read_text(encoding="utf-8")
+    assert doc["report_path"] == str(html) and html.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert "Heat map: sma_window x min_flow_ratio" in page
+    ranked = [r["total_pnl"] for r in doc["results"]]
+    cells = re.findall(r"<tr><td>(\d+)</td><td>[^<]*</td><td>[^<]*</td><td>([-\d.]+)</td>", page)
+    assert [int(k) for k, _ in cells] == [1, 2, 3, 4] and [float(v) for _, v in cells] == ranked
+    assert ranked == sorted(ranked, reverse=True)

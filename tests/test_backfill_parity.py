@@ -155,6 +155,7 @@ def _live_and_backfill(s: Session) -> dict[str, tuple[backfill.BackfillResult, l
             initial_cash=5_000 if name == "tight" else 100_000,
             slippage_bps=SLIPPAGE,
             report=False,
+            all_decisions=True,  # the journal row for row, holds included
         )
         result = backfill.execute(s, req, as_active=name != "off")
         run_id = UUID(result.doc["backfill_run_id"])

@@ -50,7 +50,7 @@ def test_run_json_then_status_json(db_url: str) -> None:
     assert st["runs"][0]["orders"] == 3
     assert {p["symbol"] for p in st["positions"]} == set(SYMS)
     assert st["strategies"][0]["name"] == "nft" and st["strategies"][0]["kill_switch"] is False
-    assert st["balances"][0]["cash"] < 100_000
+    assert st["accounts"][0]["cash"] < 100_000
     table = cli("status", "--database-url", db_url)
     assert table.returncode == 0 and "positions" in table.stdout
 

@@ -39,6 +39,11 @@ def test_demo_runs_with_nothing_configured_and_twice_gives_the_same_summary(tmp_
     assert first["blocked_by_risk_code"], "and the risk gate block"
     assert sum(first["decisions_by_reason"].values()) == first["decisions"]
     assert first["embedded_data_dir"] is not None
+    assert first["report_path"] == str(tmp_path / "reports" / "demo.html") and first["report_error"] is None
+    assert "<h2>Trades (" in (tmp_path / "reports" / "demo.html").read_text(encoding="utf-8")
+    codes = sorted(first["blocked_by_risk_code"].items(), key=lambda kv: -kv[1])[:3]
+    assert [(b["risk_code"], b["decisions"]) for b in first["top_blocks"]] == codes
+    assert "strategy-engine status --demo" in first["next_commands"]
     assert (tmp_path / "pgdata" / "PG_VERSION").exists()
     assert not (REPO / "pgdata").exists()
     # the URL the demo prints works afterwards, though the embedded server stopped with the demo
@@ -61,3 +66,22 @@ def test_demo_runs_with_nothing_configured_and_twice_gives_the_same_summary(tmp_
     )
     assert status.returncode == 0, status.stderr
     assert [s["name"] for s in json.loads(status.stdout)["strategies"]] == ["demo-naive-flow-trend"]
+
+
+def test_a_second_demo_on_the_same_server_says_one_is_running(pg_base_url: str, tmp_path: Path) -> None:
+    from strategy_engine.store import connect, queries
+
+    with connect(pg_base_url) as holder:
+        assert queries.try_session_lock(holder, "strategy_engine_demo")  # a demo in progress
+        proc = subprocess.run(
+            [sys.executable, "-m", "strategy_engine.cli", "demo", "--database-url", pg_base_url],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+            check=False,
+        )
+    assert proc.returncode == 3
+    assert proc.stderr.strip().splitlines() == [
+        "error: another demo is running on this database server: wait for it to finish"
+    ]

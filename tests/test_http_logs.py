@@ -66,7 +66,7 @@ def test_secrets_never_appear_in_any_line(
     assert crash.post("/tick", headers={**AUTH, **SCHEDULE}).status_code == 500
     configure(monkeypatch, closed_port_url(password=DB_PASSWORD))
     assert tick.post("/", headers={**AUTH, **SCHEDULE}).status_code == 503
-    assert ff_app("health").test_client().get("/", headers=AUTH).status_code == 503
+    assert ff_app("ready").test_client().get("/", headers=AUTH).status_code == 503
 
     err = capsys.readouterr().err
     for secret in [SECRET, DB_PASSWORD, *OTHER_SECRETS.values()]:

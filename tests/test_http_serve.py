@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import flask
@@ -82,3 +92,58 @@ def test_serve_without_a_secret_warns(db: str, monkeypatch: pytest.MonkeyPatch) 
     cli.command()(lambda: None)
     result = CliRunner().invoke(cli, ["serve", "--database-url", db])
     assert result.exit_code == 0 and "no ENGINE_HTTP_SECRET" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_serve_stops_the_embedded_postgres_it_started(tmp_path: Path, signum: int) -> None:
+    """With nothing configured serve starts the embedded server; Ctrl-C or SIGTERM stops both."""
+    data = tmp_path / "pgdata"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {"EMBEDDED_DATA_DIR": str(data), "HOME": str(tmp_path), "ENGINE_HTTP_SECRET": "x" * 20}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    with subprocess.Popen(
+        [sys.executable, "-m", "strategy_engine.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stderr is not None
+        try:
+            for line in proc.stderr:
+                if line.startswith("serving"):
+                    break
+            postmaster = int((data / "postmaster.pid").read_text().splitlines()[0])
+            os.kill(postmaster, 0)  # running
+            for _ in range(100):  # the listener comes up right after the line
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                        assert r.status == 200 and json.loads(r.read())["status"] == "ok"
+                    break
+                except urllib.error.URLError:
+                    time.sleep(0.1)
+            proc.send_signal(signum)
+            assert proc.wait(timeout=60) == 0
+            assert "stopped the embedded Postgres" in proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert not (data / "postmaster.pid").exists()
+    assert _gone(postmaster)
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie no one has reaped yet counts as exited)."""
+    import psutil  # type: ignore[import-untyped]
+
+    for _ in range(100):
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False

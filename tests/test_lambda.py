@@ -145,7 +145,9 @@ def test_url_tick_and_health(db: str) -> None:
     assert status == 200 and doc["orders"] == 3 and headers["content-type"] == "application/json"
     assert doc["request_id"] == Context.aws_request_id
     status, doc, _ = call(url_event("GET", "/health"))
-    assert status == 200 and doc["last_run"]["minute"] == T.isoformat()
+    assert status == 200 and doc["status"] == "ok"
+    status, doc, _ = call(url_event("GET", "/ready"))
+    assert status == 200 and doc["database"]["last_run"]["minute"] == T.isoformat()
 
 
 def test_url_base64_body(db: str) -> None:
@@ -245,8 +247,14 @@ def test_secrets_fetched_once_per_container(db: str, aws: Any, monkeypatch: pyte
         settings.engine_http_secret is not None and settings.engine_http_secret.get_secret_value() == SECRET
     )
     aws.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)  # a second fetch would now fail
-    status, doc_out, _ = call(url_event("GET", "/health", authorization=f"Bearer {SECRET}"))
-    assert status == 200 and doc_out["database"] == "ok"
+    # the Alpaca keys came from the secret too: /ready tries the broker (here a closed loopback port)
+    port = closed_port_url().split("@127.0.0.1:")[1].split("/")[0]
+    monkeypatch.setenv("ALPACA_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("ALPACA_RETRY_BUDGET_SECONDS", "0.5")
+    get_settings.cache_clear()
+    status, doc_out, _ = call(url_event("GET", "/ready", authorization=f"Bearer {SECRET}"))
+    assert status == 503 and doc_out["database"]["status"] == "ok"
+    assert doc_out["broker"]["status"] == "unavailable"
 
 
 def test_secret_unavailable_then_scheduled_raises_url_503_and_nothing_cached(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from datetime import UTC, datetime
@@ -39,7 +40,7 @@ def _replay(closes: list[float], fills: list[tuple[int, Side, float, str]], bloc
         zeros + 20,
         close,
         close,
-        zeros,
+        (grid - MINUTE_US)[None, :],  # a bar every minute
         zeros,
         zeros,
         zeros == 0,
@@ -85,9 +86,7 @@ def test_summary_of_a_winning_and_a_losing_round_trip_and_an_open_short() -> Non
     s = report.summarise(r)
     equity = [100.0, 101.0, 102.0, 102.0, 101.0, 100.0, 100.0, 101.0]
     assert r.equity.tolist() == equity
-    rets = np.diff([100.0, *equity]) / np.array([100.0, *equity[:-1]])
-    sharpe = float(np.mean(rets) / np.std(rets, ddof=1) * math.sqrt(252 * 390))
-    assert s | {"sharpe": pytest.approx(sharpe, abs=1e-3)} == {
+    assert s == {
         "orders": 5,
         "realized_pnl": 0.0,
         "unrealized_pnl": 1.0,
@@ -99,14 +98,47 @@ def test_summary_of_a_winning_and_a_losing_round_trip_and_an_open_short() -> Non
         "blocked": {"cool_down": 1},
         "decisions": 8,
         "profit_factor": 1.0,
-        "sharpe": s["sharpe"],
+        "sharpe": None,  # one trading day: not annualised
+        "sharpe_note": f"not meaningful: 1 trading day(s) with data < {report.MIN_SHARPE_DAYS}",
+        "trading_days": 1,
         "round_trips": 2,
         "failed": 0,
         "initial_cash": 100.0,
         "final_equity": 101.0,
         "minutes": 8,
         "symbols": ["AAA"],
+        "holds_by_reason": {"insufficient_bars": 0, "no_entry": 0, "hold_position": 2},  # minutes 1 and 4
+        "coverage": None,
+        "warnings": [],
     }
+
+
+def test_sharpe_once_the_range_has_enough_days(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report, "MIN_SHARPE_DAYS", 1)
+    r = _replay([10.0, 11.0, 12.0, 11.0], [(0, Side.BUY, 10.0, "entry_long")])
+    equity = [100.0, 101.0, 102.0, 101.0]
+    rets = np.diff([100.0, *equity]) / np.array([100.0, *equity[:-1]])
+    sharpe = float(np.mean(rets) / np.std(rets, ddof=1) * math.sqrt(252 * 390))
+    s = report.summarise(r)
+    assert s["sharpe"] == pytest.approx(sharpe, abs=1e-3) and s["sharpe_note"] is None
+
+
+def test_coverage_per_symbol_and_the_warning_below_the_threshold() -> None:
+    grid = T0 + MINUTE_US * np.arange(100, dtype=np.int64)
+    bars = {"FULL": grid.copy(), "THIN": grid[:5], "WARM": np.array([T0 - MINUTE_US], dtype=np.int64)}
+    share, warnings = report.coverage(bars, grid)
+    assert share == {"FULL": 1.0, "THIN": 0.05, "WARM": 0.0}
+    assert [w.split(":")[0] for w in warnings] == ["THIN", "WARM"] and "5.0%" in warnings[0]
+
+
+def test_trading_time_skips_days_without_data() -> None:
+    r = _replay([10.0] * 4, [])
+    day = 86_400_000_000
+    r.grid = np.concatenate((r.grid[:2], r.grid[2:] + 3 * day))  # two sessions, three days apart
+    r.features = dataclasses.replace(
+        r.features, last_ts=np.array([[-1, -1, r.grid[2] - MINUTE_US, r.grid[2]]])
+    )
+    assert report.trading_time(r).tolist() == [False, False, True, True]  # the first day had no bar
 
 
 def test_summary_without_trades_then_undefined_ratios_are_null() -> None:
@@ -153,6 +185,10 @@ def test_report_is_one_self_contained_html_with_a_png_beside_it(session: Session
         "Parameters",
     ):
         assert section in page
+    assert f"<h2>Trades ({doc['orders']})</h2>" in page
+    assert (
+        len(re.findall(r"<tr><td>2025-06-13T\d\d:\d\d</td><td>(?:IWM|QQQ|SPY)</td>", page)) == doc["orders"]
+    )
     images = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,', page)
     assert images == ["equity, drawdown and trades", "IWM", "QQQ", "SPY"]
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|/)""", page)  # no external asset

@@ -3,7 +3,8 @@
 What is proven: the four commands send the v1 REST calls Cloud Scheduler expects and parse its
 answers (the client asks for numeric enums; the fake honours that); the kill switch is
 idempotent; run-now will not fire a paused job by accident; every failure (unknown job, server
-down, a transient 503, no project, no credentials) is one readable line and exit status 1.
+down, a transient 503, no project, no credentials) is one readable line, exit status 2 for a
+wrong request and 3 when Cloud Scheduler cannot be reached or fails (the CLI's convention).
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def cli(fake: FakeCloudScheduler, *args: str) -> Result:
     )
 
 
-def one_error_line(result: Result) -> str:
-    assert result.exit_code == 1, result.output
+def one_error_line(result: Result, code: int = 2) -> str:
+    assert result.exit_code == code, result.output
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
@@ -145,7 +146,7 @@ def test_server_down_is_one_readable_line(command: str) -> None:
     with FakeCloudScheduler() as server:
         endpoint = server.endpoint
     result = CliRunner().invoke(schedule_app, [command, "--project", PROJECT, "--endpoint", endpoint])
-    line = one_error_line(result)
+    line = one_error_line(result, 3)
     assert f"cannot reach Cloud Scheduler at {endpoint}" in line
 
 
@@ -160,7 +161,7 @@ def test_transient_unavailability_is_retried(fake: FakeCloudScheduler) -> None:
 def test_run_now_is_not_retried(fake: FakeCloudScheduler) -> None:
     """A lost answer to :run must not fire the tick twice: one attempt, then a readable line."""
     fake.fail_on["run"] = [503]
-    line = one_error_line(cli(fake, "run-now"))
+    line = one_error_line(cli(fake, "run-now"), 3)
     assert "Cloud Scheduler refused (503)" in line
     assert [r.path for r in fake.requests].count(f"/v1/{JOB}:run") == 1
 

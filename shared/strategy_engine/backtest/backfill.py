@@ -5,11 +5,11 @@
 number of statements (the last `sma_window` bars before `start` per symbol, the bars of the
 range, the flow of the range and its lookback), replays it (`replay`) on a fresh simulated
 account whose day state starts empty and resets each New York trading date, then writes one
-`backfill_runs` row and every decision (`run_mode = 'backfill'`) in one transaction. It never
-reads or writes `strategy_state`, positions or balances, and never builds a real broker.
-
-The report is written after that commit: a failed upload leaves the run and its summary
-recorded, with the local path in `report_path` and the error in the summary.
+`backfill_runs` row and its journal (`run_mode = 'backfill'`) in one transaction: the order
+candidates (orders, blocks, failures: every entry and exit signal), holds counted by reason in
+the summary; every decision with `all_decisions`. It never touches `strategy_state`, positions
+or balances, and never builds a real broker. The report is written after that commit: a failed
+write or upload leaves the run recorded, with the error in the summary.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class BackfillRequest(BaseModel):
     report: bool = True
     report_path: str | None = Field(default=None, pattern=r"\.html$", max_length=1000)
     upload_report: bool = True
+    all_decisions: bool = False  # journal every decision; by default holds are counted by reason
 
     @field_validator("strategy", "report_path")
     @classmethod
@@ -159,6 +160,7 @@ def parameters(p: Plan, req: BackfillRequest, as_active: bool) -> dict[str, Any]
         "config_overrides": req.config or {},
         "limits": {k: getattr(p.limits, k) for k in p.limits.__dataclass_fields__},
         "as_active": as_active,
+        "journal": "all decisions" if req.all_decisions else "orders, blocks, failures, entry/exit signals",
     }
 
 
@@ -185,7 +187,7 @@ def execute(
         p.strategy_id, p.spec, p.config, p.limits, req.initial_cash, req.slippage_bps, as_active
     )
     r = replay.run(data, grid, setup, lambda f: note("replay", f))
-    summary = report.summarise(r)
+    summary = report.summarise(r, dict(zip(data.symbols, data.bar_ts, strict=True)))
     clock.append(time.perf_counter())
     doc = _record(s, p, req, r, summary, as_active, lambda f: note("write", f))
     clock.append(time.perf_counter())
@@ -193,10 +195,8 @@ def execute(
         note("report", 0.0)
         doc.update(_publish(s, settings or get_settings(), req, r, summary, doc))
     clock.append(time.perf_counter())
-    stages = ("load", "replay", "write", "report")
-    doc["timings_ms"] = {
-        k: round((b - a) * 1000, 1) for k, a, b in zip(stages, clock[:-1], clock[1:], strict=True)
-    }
+    stages = zip(("load", "replay", "write", "report"), clock[:-1], clock[1:], strict=True)
+    doc["timings_ms"] = {k: round((b - a) * 1000, 1) for k, a, b in stages}
     event(
         "backfill",
         run_id=doc["backfill_run_id"],
@@ -224,7 +224,10 @@ def _record(
         store.insert_run(
             s, run_id, p.strategy_id, p.name, req.start, req.end, params, p.config.fingerprint(), summary
         )
-        store.write_decision_text(s, rows.lines(r, run_id, p.strategy_id, on_progress=on_progress))
+        if req.all_decisions:
+            store.write_decision_text(s, rows.lines(r, run_id, p.strategy_id, on_progress=on_progress))
+        else:
+            store.write_decision_text(s, rows.decided_lines(r, run_id, p.strategy_id))
     return {
         **summary,
         "backfill_run_id": str(run_id),

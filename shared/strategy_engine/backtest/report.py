@@ -8,6 +8,13 @@ gap folded into the next minute) times sqrt(252 * 390), risk-free rate 0; null w
 variance. A round trip is a position opened from flat and brought back to flat; `win_rate` and
 `profit_factor` (gross profit / gross loss) are over round trips, null when undefined.
 `exposure` is the fraction of minutes with any position open.
+
+Sharpe is reported only for a range of at least MIN_SHARPE_DAYS trading days (with data);
+below that it is null with `sharpe_note` saying why (a day's minute returns annualised say
+nothing). `coverage` is, per symbol, the share of the range's session minutes with a bar; below
+COVERAGE_WARN a line in `warnings` says so. `holds_by_reason` counts the hold decisions (the
+default journal does not write them). Charts share one trading-time axis: session minutes only,
+back to back, and only days on which some symbol has a bar.
 """
 
 from __future__ import annotations
@@ -22,12 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from strategy_engine.backtest.market_arrays import FloatArray
+from strategy_engine.backtest.market_arrays import FloatArray, IntArray
 from strategy_engine.backtest.replay import Replay
 from strategy_engine.core.models import Outcome, Side
 
 ANNUAL_MINUTES = 252 * 390
+MIN_SHARPE_DAYS = 20  # about a trading month
+COVERAGE_WARN = 0.9  # warn when a symbol has bars in fewer than 90% of the session minutes
+DAY_US = 86_400_000_000
 MAX_SYMBOL_CHARTS = 12
 MAX_POINTS = 4_000
 ENTRY_REASONS = ("entry_long", "entry_short")
@@ -61,11 +72,13 @@ def round_trips(r: Replay) -> tuple[float, list[float], dict[int, tuple[float, f
     return realized, trips, {j: (q, a) for j, (q, a, _) in book.items()}
 
 
-def summarise(r: Replay) -> dict[str, Any]:
-    """The summary (docs/architecture.md, "Backfill") plus profit factor, Sharpe and round trips.
+def summarise(r: Replay, bar_ts: dict[str, IntArray] | None = None) -> dict[str, Any]:
+    """The summary (docs/architecture.md, "Backfill") plus profit factor, Sharpe and round trips
+    (conventions in the module docstring); with `bar_ts` (each symbol's bar times, Unix µs) also
+    the coverage and its warnings."""
+    from strategy_engine.backtest.rows import hold_reasons
 
-    Conventions in the module docstring.
-    """
+    cover, warnings = coverage(bar_ts, r.grid) if bar_ts is not None else (None, [])
     equity = np.concatenate(([r.initial_cash], r.equity))
     peak = np.maximum.accumulate(equity)
     drawdown = peak - equity
@@ -79,6 +92,7 @@ def summarise(r: Replay) -> dict[str, Any]:
     blocked = Counter(
         d.verdict.code for d in r.decided.values() if d.outcome is Outcome.BLOCKED and d.verdict
     )
+    days = int(np.unique(r.grid[trading_time(r)] // DAY_US).shape[0])
     return {
         "orders": outcomes[Outcome.ORDERED],
         "realized_pnl": _round(realized),
@@ -93,44 +107,74 @@ def summarise(r: Replay) -> dict[str, Any]:
         "blocked": dict(sorted((str(k), v) for k, v in blocked.items())),
         "decisions": len(r.symbols) * int(r.grid.shape[0]),
         "profit_factor": _round(gains / losses, 4) if losses > 0 else None,
-        "sharpe": _round(float(np.mean(rets)) / sd * math.sqrt(ANNUAL_MINUTES), 4) if sd > 0 else None,
+        "sharpe": _round(float(np.mean(rets)) / sd * math.sqrt(ANNUAL_MINUTES), 4)
+        if sd > 0 and days >= MIN_SHARPE_DAYS
+        else None,
+        "sharpe_note": None
+        if days >= MIN_SHARPE_DAYS
+        else f"not meaningful: {days} trading day(s) with data < {MIN_SHARPE_DAYS}",
+        "trading_days": days,
         "round_trips": len(trips),
         "failed": outcomes[Outcome.FAILED],
         "initial_cash": _round(r.initial_cash),
         "final_equity": _round(float(equity[-1])),
         "minutes": int(r.grid.shape[0]),
         "symbols": list(r.symbols),
+        "holds_by_reason": hold_reasons(r),
+        "coverage": cover,
+        "warnings": warnings,
     }
 
 
+def trading_time(r: Replay) -> NDArray[np.bool_]:
+    """The grid minutes of days on which some symbol has a bar (the charts' x axis)."""
+    day = r.grid // DAY_US
+    fresh = (r.features.last_ts >= (day * DAY_US)[None, :]).any(axis=0) if len(r.symbols) else day < 0
+    return np.isin(day, np.unique(day[fresh]))
+
+
+def coverage(market_ts: dict[str, IntArray], grid: IntArray) -> tuple[dict[str, float], list[str]]:
+    """Per symbol, the share of the grid's session minutes with a bar; warnings below COVERAGE_WARN."""
+    share = {sym: float(np.isin(grid, ts).mean()) if grid.shape[0] else 0.0 for sym, ts in market_ts.items()}
+    warn = [
+        f"{sym}: bars in {v:.1%} of the session minutes (< {COVERAGE_WARN:.0%}): results are thin"
+        for sym, v in share.items()
+        if v < COVERAGE_WARN
+    ]
+    return {k: round(v, 4) for k, v in share.items()}, warn
+
+
 def _axis(ax: Any, r: Replay) -> None:
-    """Label the minute axis with session dates (minutes are plotted back to back, no overnight gaps)."""
-    days = r.grid // 86_400_000_000
+    """Label the trading-time axis with session dates (minutes back to back, no nights, weekends
+    or days without data)."""
+    days = r.grid[trading_time(r)] // DAY_US
     starts = np.flatnonzero(np.diff(days, prepend=-1))
     step = max(1, math.ceil(starts.shape[0] / 8))
     ticks = starts[::step]
     ax.set_xticks(ticks)
-    ax.set_xticklabels(
-        [str(np.datetime64(int(r.grid[i]), "us").astype("datetime64[D]")) for i in ticks], fontsize=7
-    )
+    ax.set_xticklabels([str(np.datetime64(int(d), "D")) for d in days[ticks]], fontsize=7)
     ax.grid(alpha=0.3)
 
 
-def _line(ax: Any, y: FloatArray, **kw: Any) -> None:
+def _line(ax: Any, y: FloatArray, keep: NDArray[np.bool_], **kw: Any) -> None:
+    y = y[keep]
     stride = max(1, math.ceil(y.shape[0] / MAX_POINTS))
     x = np.arange(0, y.shape[0], stride)
     ax.plot(x, y[::stride], linewidth=0.8, **kw)
 
 
 def _price(ax: Any, r: Replay, j: int) -> None:
-    _line(ax, r.features.close[j], color="#555")
+    keep = trading_time(r)
+    x_of = np.cumsum(keep) - 1
+    _line(ax, r.features.close[j], keep, color="#555")
     for i, jj, o in r.fills:
         if jj != j:
             continue
+        x = int(x_of[i])
         entry = r.decided[(i, j)].signal.reason in ENTRY_REASONS
         up = o.side is Side.BUY
         marker, color = ("^" if up else "v", "#1a7f37" if up else "#cf222e") if entry else ("x", "#0969da")
-        ax.scatter([i], [o.filled_avg_price], marker=marker, color=color, s=28, zorder=3)
+        ax.scatter([x], [o.filled_avg_price], marker=marker, color=color, s=28, zorder=3)
     ax.set_title(f"{r.symbols[j]}: entries (^ buy, v sell short), exits (x)", fontsize=9, loc="left")
     _axis(ax, r)
 
@@ -153,8 +197,8 @@ def overview_png(r: Replay, symbols: int = 3) -> bytes:
     shown = _traded(r, symbols)
     fig = Figure(figsize=(11, 3.2 + 2.2 * len(shown)))
     axes = fig.subplots(2 + len(shown), 1, gridspec_kw={"height_ratios": [2.2, 1.0] + [1.6] * len(shown)})
-    equity = r.equity
-    _line(axes[0], equity, color="#0969da")
+    equity, keep = r.equity, trading_time(r)
+    _line(axes[0], equity, keep, color="#0969da")
     pnl = float(equity[-1]) - r.initial_cash if equity.shape[0] else 0.0
     axes[0].set_title(
         f"Equity ($): P&L {pnl:+,.2f} on {r.initial_cash:,.0f}, {len(r.fills)} fills", fontsize=9, loc="left"
@@ -163,6 +207,7 @@ def overview_png(r: Replay, symbols: int = 3) -> bytes:
     _line(
         axes[1],
         np.maximum.accumulate(np.concatenate(([r.initial_cash], equity)))[1:] - equity,
+        keep,
         color="#cf222e",
     )
     axes[1].set_title("Drawdown from peak ($)", fontsize=9, loc="left")
@@ -185,6 +230,22 @@ def symbol_png(r: Replay, j: int) -> bytes:
 def _table(rows: list[tuple[str, Any]], head: tuple[str, str]) -> str:
     body = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f"<table><tr><th>{head[0]}</th><th>{head[1]}</th></tr>{body}</table>"
+
+
+def _trades_table(r: Replay, limit: int = 2_000) -> str:
+    """Every fill (the first `limit`): minute, symbol, side, qty, price, the signal's reason."""
+    head = (
+        "<tr><th>minute (UTC)</th><th>symbol</th><th>side</th><th>qty</th><th>price</th><th>reason</th></tr>"
+    )
+    body = "".join(
+        f"<tr><td>{np.datetime64(int(r.grid[i]), 'us').astype('datetime64[m]')}</td>"
+        f"<td>{html.escape(o.symbol)}</td><td>{o.side.value}</td><td>{o.filled_qty:g}</td>"
+        f"<td>{(o.filled_avg_price or 0):,.4f}</td>"
+        f"<td>{html.escape(r.decided[(i, j)].signal.reason)}</td></tr>"
+        for i, j, o in r.fills[:limit]
+    )
+    more = f"<p>... and {len(r.fills) - limit} more</p>" if len(r.fills) > limit else ""
+    return f"<table>{head}{body}</table>{more}"
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -223,6 +284,8 @@ def write_report(
         "<h2>Each symbol's price with entries and exits</h2>",
         *(_img(symbol_png(r, j), r.symbols[j]) for j in shown),
         f"<p>Not charted (fewest trades): {html.escape(', '.join(omitted))}</p>" if omitted else "",
+        f"<h2>Trades ({len(r.fills)})</h2>",
+        _trades_table(r),
         "<h2>Parameters</h2>",
         f"<pre>{html.escape(json.dumps(meta, indent=2, default=str))}</pre>",
         "</body></html>",

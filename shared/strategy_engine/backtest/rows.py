@@ -87,6 +87,28 @@ def _hold_lines(r: Replay, j: int, a: int, b: int, template: str, minutes: list[
     return [template % row for row in zip(*columns, strict=True)]
 
 
+def hold_reasons(r: Replay) -> dict[str, int]:
+    """How many (minute, symbol) decisions held, by reason: what the default journal summarises
+    instead of writing a row per hold."""
+    f, out = r.features, dict.fromkeys(HOLD_REASONS, 0)
+    for j in range(len(r.symbols)):
+        reason = np.where(~f.enough[j], 0, np.where(r.position_before[j] == 0, 1, 2))
+        decided = [i for (i, jj) in r.decided if jj == j]
+        reason[decided] = -1
+        for k, name in enumerate(HOLD_REASONS):
+            out[name] += int(np.count_nonzero(reason == k))
+    return out
+
+
+def decided_lines(r: Replay, run_id: UUID, strategy_id: RowId) -> Iterator[str]:
+    """Only the decisions that were order candidates (ordered, blocked, failed: every entry and
+    exit signal), minute by minute, as COPY text: the default backfill journal."""
+    prefix = f"{NULL}\t{run_id}\tbackfill\t{strategy_id}\t"
+    minutes = minute_texts(r)
+    batch = [decision_line(d, prefix, minutes[i]) for (i, _), d in sorted(r.decided.items())]
+    yield "".join(batch)
+
+
 def lines(
     r: Replay,
     run_id: UUID,

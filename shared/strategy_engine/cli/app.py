@@ -1,38 +1,63 @@
 """The `strategy-engine` command line: parse, open a session, call the core, render.
 
-Exit codes and output conventions live in `cli_support`, shared with the commands that other
-modules register (backfill, serve, schedule).
+Exit codes and output conventions live in `cli.options` (`run_cli` turns usage errors into one
+line and exit 2, as every command's own bad input). Setup commands (account, strategy) are in
+`cli.setup`, the questions (trades, decisions, why) in `cli.questions`.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 
 from strategy_engine import engine, manual_trade
-from strategy_engine.cli import backfill, views
-from strategy_engine.cli.options import DbUrl, JsonFlag, emit, fail, session_for
+from strategy_engine.cli import backfill, questions, setup, views
+from strategy_engine.cli.options import DbUrl, DemoFlag, JsonFlag, emit, fail, run_cli, session_for
 from strategy_engine.cli.schedule import schedule_app
 from strategy_engine.core import calendar
 from strategy_engine.core.errors import InputError, Unavailable
 from strategy_engine.http import serve
 from strategy_engine.store.migrations import migrate
 
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"strategy-engine {version('agenttrader-strategy-engine')}")
+        except PackageNotFoundError:
+            print("strategy-engine (not installed)")
+        raise typer.Exit(0)
+
+
 app = typer.Typer(
     help="AgentTrader strategy engine: paper trading, exactly once a minute.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-strategy_app = typer.Typer(help="Strategy definitions and the kill switch.", no_args_is_help=True)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_version, is_eager=True)
+    ] = False,
+) -> None:
+    """AgentTrader strategy engine: paper trading, exactly once a minute."""
+
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
-app.add_typer(strategy_app, name="strategy")
+app.add_typer(setup.account_app, name="account")
+app.add_typer(setup.strategy_app, name="strategy")
 app.add_typer(schedule_app, name="schedule")
 serve.register(app)
 backfill.register(app)
+questions.register(app)
 
 
 @app.command()
@@ -97,55 +122,26 @@ def db_migrate(database_url: DbUrl = None, as_json: JsonFlag = False) -> None:
 
 
 @app.command()
-def status(database_url: DbUrl = None, as_json: JsonFlag = False, runs: int = 10) -> None:
-    """Last runs, day counters, positions, balances and kill-switch state."""
-    with session_for(database_url) as s:
-        doc = views.collect(s, engine.now_minute(), runs)
-    emit(doc, as_json, lambda: views.print_status(doc))
-
-
-@strategy_app.command("enable")
-def strategy_enable(name: str, database_url: DbUrl = None) -> None:
-    """Let the strategy's orders through (clears the kill switch)."""
-    _set_active(name, True, database_url)
-
-
-@strategy_app.command("disable")
-def strategy_disable(name: str, database_url: DbUrl = None) -> None:
-    """Kill switch: keep deciding and logging, block every order with strategy_inactive."""
-    _set_active(name, False, database_url)
-
-
-def _set_active(name: str, active: bool, database_url: str | None) -> None:
-    from strategy_engine.core.errors import NotFound
-    from strategy_engine.store import strategies as strat_store
-
-    with session_for(database_url) as s:
-        if not strat_store.set_active(s, name, active):
-            raise NotFound(f"unknown strategy {name!r}")
-    print(f"{name}: {'active' if active else 'inactive (kill switch on)'}")
-
-
-@strategy_app.command("set")
-def strategy_set(
-    name: Annotated[str, typer.Option(help="Unique strategy name.")],
-    account: Annotated[str, typer.Option(help="Account name (created as simulated if new).")],
-    config: Annotated[str, typer.Option(help="Config JSON object.")] = "{}",
-    strategy_type: Annotated[str, typer.Option("--type")] = "naive_flow_trend",
-    active: Annotated[bool, typer.Option("--active/--inactive")] = False,
-    broker: Annotated[str, typer.Option(help="simulated or alpaca, for a new account.")] = "simulated",
+def status(
+    runs: Annotated[int, typer.Option(help="How many recent engine runs to show (0 to 1000).")] = 10,
+    minute: Annotated[
+        str | None, typer.Option(help="Mark as of this minute (ISO 8601); default now.")
+    ] = None,
     database_url: DbUrl = None,
+    demo: DemoFlag = False,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Create or update a strategy; its config is validated before it is saved."""
-    from strategy_engine.seed import save_strategy
-
+    """Accounts (equity at the last close, P&L today), positions, open orders, kill switches, limits, runs."""
+    if not 0 <= runs <= 1000:
+        fail(f"--runs must be between 0 and 1000, got {runs}", 2)
     try:
-        raw = json.loads(config)
-    except json.JSONDecodeError as exc:
-        fail(f"config is not valid JSON: {exc.msg} at position {exc.pos}", 2)
-    with session_for(database_url) as s:
-        sid = save_strategy(s, name, strategy_type, raw, account=account, broker=broker, is_active=active)
-    print(f"saved {name} ({sid})")
+        at = calendar.parse_minute(minute) if minute else engine.now_minute()
+        calendar.session_bounds(calendar.trading_date(at))  # refuses a date outside the calendar
+    except InputError as exc:
+        fail(str(exc), 2)
+    with session_for(database_url, demo=demo) as s:
+        doc = views.collect(s, at, runs)
+    emit(doc, as_json, lambda: views.print_status(doc))
 
 
 @app.command()
@@ -153,7 +149,7 @@ def demo(
     database_url: DbUrl = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Zero-config demo: embedded Postgres, a synthetic session, simulated fills, a summary."""
+    """Zero-config demo: embedded Postgres, a synthetic session, simulated fills, a report."""
     from strategy_engine.cli import demo as demo_mod
 
     try:
@@ -166,7 +162,7 @@ def demo(
 
 
 def main() -> None:
-    app()
+    raise SystemExit(run_cli(app))
 
 
 if __name__ == "__main__":

@@ -3,13 +3,18 @@
 `register(app)` adds the command to the main Typer app. The request is validated by
 `BackfillRequest` (the model the HTTP target uses) before any database is opened, so a bad
 range is one line on stderr, exit 2, and nothing written. `--sweep key=v1,v2` (repeatable) runs
-the grid instead, on data loaded once, and prints it ranked by total P&L.
+the grid instead, on data loaded once, and prints it ranked by total P&L. A report that cannot
+be written is printed and the exit status is 1 (the run itself is recorded).
+
+`backfill runs` lists recorded runs; `backfill prune --older-than 30d` deletes old runs with
+their journal rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -40,16 +45,29 @@ SUMMARY_ROWS = (
 )
 
 
+backfill_app = typer.Typer(
+    help="Replay a range through the tick's strategy and risk code (or list and prune runs).",
+    invoke_without_command=True,
+    rich_markup_mode=None,
+)
+
+
 def register(app: typer.Typer) -> None:
-    app.command("backfill")(backfill)
+    app.add_typer(backfill_app, name="backfill")
 
 
+@backfill_app.callback()
 def backfill(
-    strategy: Annotated[str, typer.Option(help="Strategy name (its stored config and limits are used).")],
+    ctx: typer.Context,
+    strategy: Annotated[
+        str | None, typer.Option(help="Strategy name (its stored config and limits are used).")
+    ] = None,
     start: Annotated[
-        str, typer.Option(help="First decision minute, ISO 8601 with offset, e.g. 2025-07-01T13:30Z.")
-    ],
-    end: Annotated[str, typer.Option(help="End of the range (exclusive), ISO 8601 with offset.")],
+        str | None, typer.Option(help="First decision minute, ISO 8601 with offset, e.g. 2025-07-01T13:30Z.")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="End of the range (exclusive), ISO 8601 with offset.")
+    ] = None,
     report: Annotated[
         str | None, typer.Option("--report", help="Write the HTML report here (.html; PNG beside it).")
     ] = None,
@@ -59,11 +77,18 @@ def backfill(
     sweep: Annotated[
         list[str] | None, typer.Option("--sweep", help="key=v1,v2 (repeatable): run the grid.")
     ] = None,
+    all_decisions: Annotated[
+        bool, typer.Option("--all-decisions", help="Journal every decision (default: holds only counted).")
+    ] = False,
     database_url: DbUrl = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Replay a range through the strategy and risk code of the tick; print the summary."""
-
+    if ctx.invoked_subcommand is not None:
+        return
+    missing = [f"--{k}" for k, v in (("strategy", strategy), ("start", start), ("end", end)) if v is None]
+    if missing:
+        fail(f"backfill: missing option {', '.join(missing)} (see --help)", 2)
     doc: dict[str, Any] = {
         "strategy": strategy,
         "start": start,
@@ -72,6 +97,7 @@ def backfill(
         "slippage_bps": slippage_bps,
         "report": not no_report and not sweep,
         "report_path": report,
+        "all_decisions": all_decisions,
     }
     try:
         req = parse_request(doc)
@@ -84,9 +110,84 @@ def backfill(
         else:
             result = run_backfill(s, req, progress=progress)
     if axes is not None:
+        if not no_report:
+            result.update(_sweep_report(result, list(axes), report))
         emit(result, as_json, lambda: _print_sweep(result, list(axes)))
     else:
         emit(result, as_json, lambda: _print_summary(result))
+    if result.get("report_error"):
+        fail(str(result["report_error"]), 1)
+
+
+def _sweep_report(result: dict[str, Any], keys: list[str], path: str | None) -> dict[str, Any]:
+    from pathlib import Path
+
+    from strategy_engine.backtest.sweep_report import write_sweep_report
+
+    target = Path(path or f"reports/sweep-{result['sweep_id']}.html")
+    try:
+        return {"report_path": str(write_sweep_report(target, result, keys))}
+    except OSError as exc:
+        return {"report_path": None, "report_error": f"report not written: {exc}"}
+
+
+@backfill_app.command("runs")
+def runs(
+    strategy: Annotated[str | None, typer.Option(help="Only this strategy's runs.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many (1 to 10000).")] = 50,
+    database_url: DbUrl = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Recorded backfill runs, newest first, with their P&L and journal size."""
+    from strategy_engine.cli.views import print_rows
+    from strategy_engine.store.backfill import list_runs
+
+    if not 1 <= limit <= 10_000:
+        fail(f"--limit must be between 1 and 10000, got {limit}", 2)
+    with session_for(database_url) as s:
+        rows = list_runs(s, strategy, limit)
+    columns = ("created_at", "strategy", "total_pnl", "orders", "journal_rows", "status", "id", "range_start")
+    emit(rows, as_json, lambda: print_rows(f"backfill runs ({len(rows)})", rows, columns))
+
+
+@backfill_app.command("prune")
+def prune(
+    older_than: Annotated[
+        str, typer.Option(help="Age (e.g. 30d) or ISO date/time: runs created before it go.")
+    ],
+    database_url: DbUrl = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete backfill runs created before a cutoff, with their journal rows."""
+    from strategy_engine.store.backfill import prune_runs
+
+    try:
+        cutoff = _cutoff(older_than)
+    except InputError as exc:
+        fail(str(exc), 2)
+    with session_for(database_url) as s:
+        n_runs, n_rows = prune_runs(s, cutoff)
+    doc = {"before": cutoff.isoformat(), "runs": n_runs, "decisions": n_rows}
+    emit(
+        doc,
+        as_json,
+        lambda: print(
+            f"deleted {n_runs} run(s) and {n_rows} decision(s) created before {cutoff:%Y-%m-%d %H:%M} UTC"
+        ),
+    )
+
+
+def _cutoff(text: str) -> datetime:
+    """`Nd` (N days before now) or an ISO 8601 date/time (a date: midnight New York)."""
+    raw = text.strip().lower()
+    if raw.endswith("d") and raw[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(days=int(raw[:-1]))
+    from strategy_engine.cli.options import parse_since
+
+    cutoff = parse_since(text)
+    if cutoff is None:  # parse_since returns None only for None
+        raise InputError("--older-than is required")
+    return cutoff.astimezone(UTC)
 
 
 @contextmanager
@@ -129,8 +230,14 @@ def _print_summary(doc: dict[str, Any]) -> None:
         table.add_row(key, str(doc[key]))
     for code, n in doc["blocked"].items():
         table.add_row(f"blocked: {code}", str(n))
+    for reason, n in doc.get("holds_by_reason", {}).items():
+        table.add_row(f"held: {reason}", str(n))
     console.print(table)
     console.print(f"backfill_run_id {doc['backfill_run_id']}  config_hash {doc['config_hash']}")
+    if doc.get("sharpe_note"):
+        console.print(f"sharpe: {doc['sharpe_note']}")
+    for line in doc.get("warnings", []):
+        console.print(f"[yellow]warning: {line}", soft_wrap=True)
     if doc.get("report_path"):
         console.print(f"report: {doc['report_path']}")
     if doc.get("report_upload_error"):

@@ -3,13 +3,20 @@
 It starts the embedded Postgres (or uses the server of `--database-url`), creates a fresh
 `strategy_engine_demo` database there, migrates it, seeds a strategy with limits tight enough
 for the risk gate to block, a simulated account and one deterministic synthetic session (with
-a feed outage), then runs every minute of the session through the real tick.
+a feed outage), then runs every minute of the session through the real tick. It ends with a backfill of the
+same session (the tick's own code, so the same P&L) for its HTML report, written to
+`reports/demo.html` under the current folder, and explains the risk codes that blocked most.
+
+One demo at a time per server: the demo holds an advisory lock on the server's `postgres`
+database while it runs (it drops and recreates its database, which would cut another demo off);
+a second demo says so in one line (exit 3) instead of failing half-way.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -18,14 +25,18 @@ from rich.table import Table
 
 from strategy_engine import engine
 from strategy_engine.backtest import synthetic
+from strategy_engine.cli.explain import first_failure
+from strategy_engine.cli.options import DEMO_DB
+from strategy_engine.core.errors import Unavailable
 from strategy_engine.core.models import Limits
 from strategy_engine.runtime import resolve_database_url
 from strategy_engine.seed import save_strategy
 from strategy_engine.store import accounts as acct_store
-from strategy_engine.store import connect, embedded, journal, market, redact_url
+from strategy_engine.store import connect, embedded, journal, market, queries, redact_url
 from strategy_engine.store.migrations import migrate
 
-DEMO_DB = "strategy_engine_demo"
+DEMO_STRATEGY = "demo-naive-flow-trend"
+REPORT = Path("reports") / "demo.html"
 DEMO_DAY = date(2025, 6, 13)
 INITIAL_CASH = 100_000.0
 DEMO_CONFIG: dict[str, Any] = {
@@ -46,10 +57,20 @@ DEMO_LIMITS = Limits(
 OUTAGE = (datetime(2025, 6, 13, 17, 0, tzinfo=UTC), datetime(2025, 6, 13, 17, 12, tzinfo=UTC))
 
 
+class DemoRunning(Unavailable):
+    """Another demo holds this server's demo lock."""
+
+
 def run_demo(database_url: str | None = None, *, quiet: bool = False) -> dict[str, Any]:
     base, is_embedded = resolve_database_url(database_url)
-    with connect(base) as admin:
+    with connect(base) as admin:  # held open: the demo lock lives as long as this connection
+        if not queries.try_session_lock(admin, DEMO_DB):
+            raise DemoRunning("another demo is running on this database server: wait for it to finish")
         journal.reset_database(admin, DEMO_DB)
+        return _run(base, is_embedded, database_url, quiet)
+
+
+def _run(base: str, is_embedded: bool, database_url: str | None, quiet: bool) -> dict[str, Any]:
     url = embedded.database_url(base, DEMO_DB)
     data = synthetic.generate(
         synthetic.MarketSpec(DEMO_CONFIG["symbols"], DEMO_DAY, DEMO_DAY, seed=11, outages=(OUTAGE,))
@@ -58,7 +79,7 @@ def run_demo(database_url: str | None = None, *, quiet: bool = False) -> dict[st
         migrate(s)
         sid = save_strategy(
             s,
-            "demo-naive-flow-trend",
+            DEMO_STRATEGY,
             "naive_flow_trend",
             DEMO_CONFIG,
             account="demo-sim",
@@ -84,7 +105,48 @@ def run_demo(database_url: str | None = None, *, quiet: bool = False) -> dict[st
                 result = engine.tick(s, minute, trigger="demo")
                 orders += result.orders
                 progress.update(task, advance=1, t=minute.strftime("%H:%M"), orders=orders)
-        return _summary(s, sid, data, url, base if is_embedded else None)
+        doc = _summary(s, sid, data, url, base if is_embedded else None)
+        doc.update(_report(s))
+        doc["top_blocks"] = [
+            {"risk_code": b["risk_code"], "decisions": b["n"], "example": _explain(b)}
+            for b in sorted(queries.blocked_examples(s, sid), key=lambda b: -b["n"])
+        ]
+    doc["next_commands"] = _next_commands(database_url)
+    return doc
+
+
+def _explain(block: dict[str, Any]) -> str:
+    text = first_failure(block["payload"] or {}, block["symbol"], block["qty"])
+    return f"{block['minute']:%H:%M} UTC {text or block['risk_code']}"
+
+
+def _report(s: Any) -> dict[str, Any]:
+    """Backfill the demo session (same code as the tick) for its HTML report; where it went."""
+    from strategy_engine.backtest.backfill import parse_request, run_backfill
+
+    start = datetime(DEMO_DAY.year, DEMO_DAY.month, DEMO_DAY.day, 13, 30, tzinfo=UTC)
+    req = parse_request(
+        {
+            "strategy": DEMO_STRATEGY,
+            "start": start,
+            "end": start + timedelta(hours=7),
+            "initial_cash": INITIAL_CASH,
+            "report_path": str(REPORT.resolve()),
+            "upload_report": False,
+        }
+    )
+    doc = run_backfill(s, req)
+    return {"report_path": doc.get("report_path"), "report_error": doc.get("report_error")}
+
+
+def _next_commands(database_url: str | None) -> list[str]:
+    db = f" --database-url '{redact_url(database_url)}'" if database_url else ""
+    return [
+        f"strategy-engine status --demo{db}",
+        f"strategy-engine trades --demo{db}",
+        f"strategy-engine decisions --demo --outcome blocked{db}",
+        f"strategy-engine why --demo --strategy {DEMO_STRATEGY} --symbol SPY{db}",
+    ]
 
 
 def _summary(
@@ -133,8 +195,11 @@ def print_summary(doc: dict[str, Any]) -> None:
     )
     console.print(
         f"P&L total {doc['total_pnl']:+.2f}  (realized {doc['realized_pnl']:+.2f}, "
-        f"unrealized {doc['unrealized_pnl']:+.2f})  open positions {doc['open_positions']}"
+        f"unrealized {doc['unrealized_pnl']:+.2f})",
+        soft_wrap=True,
     )
+    held = ", ".join(f"{k} {v:g}" for k, v in doc["open_positions"].items()) or "none"
+    console.print(f"open positions: {held}", soft_wrap=True)
     for title, key in (
         ("decisions by reason", "decisions_by_reason"),
         ("blocked by risk code", "blocked_by_risk_code"),
@@ -145,7 +210,17 @@ def print_summary(doc: dict[str, Any]) -> None:
         for k, v in doc[key].items():
             table.add_row(k, str(v))
         console.print(table)
-    console.print(f"database: {doc['database_url']}")
+    if doc["top_blocks"]:
+        console.print("[bold]why orders were blocked[/bold] (the latest of each top code):")
+        for b in doc["top_blocks"]:
+            print(f"  {b['risk_code']} x{b['decisions']}: {b['example']}")
+    if doc.get("report_path"):
+        print(f"report: {doc['report_path']}")
+    if doc.get("report_error"):
+        print(f"report not written: {doc['report_error']}")
+    print(f"database: {doc['database_url']}")
     if doc["embedded_data_dir"]:
-        console.print(f"embedded Postgres data folder: {doc['embedded_data_dir']}")
-    console.print("next: strategy-engine status --database-url '<the url above>'")
+        print(f"embedded Postgres data folder: {doc['embedded_data_dir']}")
+    print("next (one command per line):")
+    for command in doc["next_commands"]:
+        print(command)

@@ -1,27 +1,36 @@
 """What every command shares: the common options and the error-to-exit-code convention.
 
 Every failure the engine knows about becomes one readable line on stderr and an exit code:
-2 bad input, 3 a dependency unavailable (retry), 1 anything else. `--json` prints exactly one
-JSON document on stdout.
+2 bad input (usage errors included: a missing option, a value of the wrong type), 3 a
+dependency unavailable (database, broker, Cloud Scheduler: retry), 1 anything else. `--json`
+prints exactly one JSON document on stdout.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
 import typer
+from typer._click import exceptions as click_exc  # typer vendors click: its own exception classes
 
 from strategy_engine.core.errors import EngineError, InputError, Unavailable
 from strategy_engine.runtime import open_session
 from strategy_engine.store import Session
 
+DEMO_DB = "strategy_engine_demo"
+
 DbUrl = Annotated[
     str | None,
     typer.Option("--database-url", help="Postgres URL (else DATABASE_URL, else the embedded server)."),
+]
+DemoFlag = Annotated[
+    bool,
+    typer.Option("--demo", help=f"Read the demo's database ({DEMO_DB} on the same server)."),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
@@ -31,11 +40,20 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+def demo_url(explicit: str | None) -> str:
+    """The demo database's URL on the server `explicit` / DATABASE_URL / embedded points at."""
+    from strategy_engine.runtime import resolve_database_url
+    from strategy_engine.store import embedded
+
+    base, _ = resolve_database_url(explicit)
+    return embedded.database_url(base, DEMO_DB)
+
+
 @contextmanager
-def session_for(url: str | None) -> Iterator[Session]:
+def session_for(url: str | None, *, demo: bool = False) -> Iterator[Session]:
     """Open a session and turn engine errors into one line and an exit code."""
     try:
-        with open_session(url) as s:
+        with open_session(demo_url(url) if demo else url) as s:
             yield s
     except InputError as exc:
         fail(str(exc), 2)
@@ -45,8 +63,63 @@ def session_for(url: str | None) -> Iterator[Session]:
         fail(str(exc), 1)
 
 
+def parse_since(text: str | None) -> datetime | None:
+    """`--since`: an ISO 8601 time with an offset, or a date (midnight New York); None if absent."""
+    if text is None:
+        return None
+    from datetime import date
+
+    from strategy_engine.core import calendar
+
+    try:
+        day = date.fromisoformat(text.strip())
+    except ValueError:
+        return calendar.parse_minute(text)
+    return datetime(day.year, day.month, day.day, tzinfo=calendar.NEW_YORK)
+
+
 def emit(doc: Any, as_json: bool, render: Callable[[], None]) -> None:
     if as_json:
         sys.stdout.write(json.dumps(doc, default=str) + "\n")
     else:
         render()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def run_cli(app: typer.Typer, args: Sequence[str] | None = None) -> int:
+    """Run the app and return its exit code; click's usage errors become one stderr line, exit 2.
+
+    Typer renders a usage error as a boxed, multi-line panel; here it is `error: <command>: <what>`
+    instead. A bare group (no subcommand) prints its help on stdout and exits 0.
+    """
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(
+            args=list(sys.argv[1:] if args is None else args),
+            prog_name="strategy-engine",
+            standalone_mode=False,
+        )
+    except click_exc.NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        return 0
+    except click_exc.UsageError as exc:
+        where = f"{exc.ctx.command_path.removeprefix('strategy-engine').strip()}: " if exc.ctx else ""
+        hint = " (see --help)" if exc.ctx else ""
+        print(f"error: {where.lstrip(': ')}{_one_line(exc.format_message())}{hint}", file=sys.stderr)
+        return 2
+    except click_exc.ClickException as exc:
+        print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)
+        return exc.exit_code
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 130
+    except InputError as exc:  # raised outside session_for (e.g. in a callback): same convention
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Unavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    return rv if isinstance(rv, int) else 0

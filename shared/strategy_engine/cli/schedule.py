@@ -15,6 +15,7 @@ schedule_app = typer.Typer(
     help="Pause, resume, run or inspect the Cloud Scheduler job that ticks the engine"
     " (pausing it is the outermost kill switch).",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
@@ -44,8 +45,9 @@ Timeout = Annotated[
 
 
 def _fail(exc: scheduler.ScheduleError) -> typer.Exit:
+    """One line; exit 3 when Cloud Scheduler is unreachable or failing, else 2 (the request)."""
     typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(1)
+    return typer.Exit(3 if exc.unavailable else 2)
 
 
 def _toggle(

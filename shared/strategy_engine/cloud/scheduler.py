@@ -33,7 +33,12 @@ DEFAULT_JOB = "strategy-engine-tick"
 
 
 class ScheduleError(Exception):
-    """A failure already phrased for the operator."""
+    """A failure already phrased for the operator; `unavailable`: Cloud Scheduler could not be
+    reached or failed (retry later, CLI exit 3), else the request itself is wrong (exit 2)."""
+
+    def __init__(self, message: str, *, unavailable: bool = False) -> None:
+        super().__init__(message)
+        self.unavailable = unavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +119,19 @@ def api_errors(t: Target) -> Iterator[None]:
     except exceptions.PermissionDenied as exc:
         raise ScheduleError(f"permission denied on {t.name}: {exc.message}") from None
     except exceptions.RetryError:
-        raise ScheduleError(f"Cloud Scheduler at {where} did not answer within {t.timeout:g} s") from None
+        raise ScheduleError(
+            f"Cloud Scheduler at {where} did not answer within {t.timeout:g} s", unavailable=True
+        ) from None
     except exceptions.GoogleAPICallError as exc:
-        raise ScheduleError(f"Cloud Scheduler refused ({exc.code}): {exc.message}") from None
+        raise ScheduleError(
+            f"Cloud Scheduler refused ({exc.code}): {exc.message}", unavailable=int(exc.code or 500) >= 500
+        ) from None
     except DefaultCredentialsError:
         raise ScheduleError("no Google credentials: run `gcloud auth application-default login`") from None
     except OSError as exc:  # requests' errors (refused, reset, timed out) are OSErrors
-        raise ScheduleError(f"cannot reach Cloud Scheduler at {where}: {type(exc).__name__}") from None
+        raise ScheduleError(
+            f"cannot reach Cloud Scheduler at {where}: {type(exc).__name__}", unavailable=True
+        ) from None
 
 
 def job_state(job: Job) -> str:

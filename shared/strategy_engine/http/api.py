@@ -3,9 +3,9 @@
 functions/main.py (functions-framework), functions/lambda_handler.py (Function URL, EventBridge
 Scheduler) and `strategy-engine serve` turn their platform's request into an `HttpRequest`, call
 `handle()` and render the `HttpResponse`; nothing else. A request goes, in this order: route
-(404) -> authentication (401/403) -> method (405) -> size (413) -> content type (415) -> strict
-validation (400) -> the core. Everything refused before the core never opens a database
-connection, so a refused request writes nothing.
+(404) -> authentication (401/403; not for /health, the liveness probe) -> method (405) -> size
+(413) -> content type (415) -> strict validation (400) -> the core. Everything refused before
+the core never opens a database connection, so a refused request writes nothing.
 
 Authentication: with `ENGINE_TRUST_PLATFORM_AUTH` the platform has already authenticated the
 caller (Cloud Run IAM checking the scheduler's OIDC token, a Lambda URL with AWS_IAM), else
@@ -160,7 +160,8 @@ def _dispatch(route: str, req: HttpRequest, services: Services) -> HttpResponse:
     spec = ROUTES.get(route)
     if spec is None:
         raise HttpError(404, f"no such route {req.path!r}: {', '.join('/' + r for r in ROUTES)}")
-    _authenticate(req, services.settings)
+    if route not in PUBLIC_ROUTES:
+        _authenticate(req, services.settings)
     method, needs_body, run = spec
     if req.method.upper() != method:
         raise HttpError(405, f"method {req.method} not allowed: use {method}", headers={"Allow": method})
@@ -290,11 +291,42 @@ def _backfill_model() -> type[BackfillRequest]:
 
 
 def _health(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
-    """Liveness and database reachability, with the last run for a glance at the schedule."""
-    with services.open_session() as s:
-        runs = journal.recent_runs(s, 1)
+    """Liveness for an uptime probe: no credentials, no dependency touched, no detail."""
+    return HttpResponse(200, {"status": "ok"})
+
+
+def _database(services: Services) -> dict[str, Any]:
+    try:
+        with services.open_session() as s:
+            runs = journal.recent_runs(s, 1)
+    except Unavailable as exc:
+        return {"status": "unavailable", "error": str(exc)}
+    except (Misconfigured, InputError):
+        return {"status": "misconfigured"}
     last = {"minute": runs[0][2].isoformat(), "status": runs[0][3], "trigger": runs[0][1]} if runs else None
-    return HttpResponse(200, {"status": "ok", "database": "ok", "last_run": last})
+    return {"status": "ok", "last_run": last}
+
+
+def _broker(services: Services) -> dict[str, Any]:
+    st = services.settings
+    if st.alpaca_api_key is None or st.alpaca_secret_key is None:
+        return {"status": "not_configured"}
+    try:
+        services.deps().alpaca_broker().clock()
+    except Unavailable as exc:
+        return {"status": "unavailable", "error": str(exc)}
+    except InputError as exc:  # e.g. a live (non-paper) endpoint refused before any request
+        return {"status": "refused", "error": str(exc)}
+    return {"status": "ok"}
+
+
+def _ready(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
+    """Readiness (authenticated): the database (with the last run) and, when its keys are set, the
+    Alpaca paper API; 503 with Retry-After when either is not usable."""
+    checks = {"database": _database(services), "broker": _broker(services)}
+    ok = checks["database"]["status"] == "ok" and checks["broker"]["status"] in ("ok", "not_configured")
+    doc = {"status": "ready" if ok else "not_ready", **checks}
+    return HttpResponse(200, doc) if ok else _unavailable(doc)
 
 
 Handler = Callable[[HttpRequest, bytes, Services], HttpResponse]
@@ -304,4 +336,6 @@ ROUTES: dict[str, tuple[str, bool, Handler]] = {
     "backfill": ("POST", True, _backfill),
     "webhook": ("POST", True, _webhook),
     "health": ("GET", False, _health),
+    "ready": ("GET", False, _ready),
 }
+PUBLIC_ROUTES = frozenset({"health"})  # answered without credentials (and without any detail)

@@ -1,9 +1,10 @@
 """`strategy-engine serve`: the four HTTP functions on one local server, for development.
 
-One Flask app answers /tick, /backfill, /webhook and /health through the very `api.handle`
-the deployed functions use, so curl against it behaves as the cloud does (same authentication,
-same status codes). Unlike the deployed functions it may use the embedded Postgres: with no
---database-url and no DATABASE_URL it starts (and migrates) the embedded server once.
+One Flask app answers /tick, /backfill, /webhook, /health and /ready through the very
+`api.handle` the deployed functions use, so curl against it behaves as the cloud does (same
+authentication, same status codes). Unlike the deployed functions it may use the embedded
+Postgres: with no --database-url and no DATABASE_URL it starts (and migrates) the embedded
+server once, and stops it when it exits (Ctrl-C or SIGTERM), unless another process still uses it.
 
     ENGINE_HTTP_SECRET=dev strategy-engine serve --port 8080
     curl -s -XPOST localhost:8080/tick -H 'Authorization: Bearer dev' \\
@@ -14,6 +15,10 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Annotated
 
 import flask
@@ -38,8 +43,9 @@ def build_app(services: api.Services | None = None) -> flask.Flask:
     return app
 
 
-def services_for(database_url: str | None) -> api.Services:
-    """The explicit URL, else DATABASE_URL, else the embedded server (started and migrated once)."""
+def services_for(database_url: str | None) -> tuple[api.Services, bool]:
+    """(services, started the embedded server): the explicit URL, else DATABASE_URL, else the
+    embedded server (started and migrated once)."""
     from strategy_engine.runtime import resolve_database_url
     from strategy_engine.store import connect
     from strategy_engine.store.migrations import migrate
@@ -48,7 +54,7 @@ def services_for(database_url: str | None) -> api.Services:
     if is_embedded:
         with connect(url) as s:
             migrate(s)
-    return api.Services.from_settings(url)
+    return api.Services.from_settings(url), is_embedded
 
 
 # A query parameter whose name says it carries a credential (access_token, api_key, secret, ...).
@@ -79,6 +85,23 @@ def _run(app: flask.Flask, host: str, port: int) -> None:
     app.run(host=host, port=port, debug=False, use_reloader=False)
 
 
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends the server like Ctrl-C (werkzeug stops on KeyboardInterrupt), so the cleanup
+    after it runs; the default SIGTERM would kill the process and leave Postgres running."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def register(app: typer.Typer) -> None:
     """Add the `serve` command to the CLI."""
 
@@ -91,9 +114,11 @@ def register(app: typer.Typer) -> None:
             typer.Option("--database-url", help="Postgres URL (else DATABASE_URL, else embedded)."),
         ] = None,
     ) -> None:
-        """Serve /tick, /backfill, /webhook and /health locally (the deployed functions' handlers)."""
+        """Serve /tick, /backfill, /webhook, /health and /ready locally (the deployed handlers)."""
+        from strategy_engine.store import embedded
+
         logs.configure()
-        services = services_for(database_url)
+        services, started = services_for(database_url)
         settings = services.settings
         secret = settings.engine_http_secret.get_secret_value() if settings.engine_http_secret else ""
         if not settings.engine_trust_platform_auth and len(secret) < api.MIN_SECRET_LENGTH:
@@ -102,5 +127,11 @@ def register(app: typer.Typer) -> None:
                 " so every request is refused (403)",
                 err=True,
             )
-        typer.echo(f"serving /tick /backfill /webhook /health on http://{host}:{port}", err=True)
-        _run(build_app(services), host, port)
+        typer.echo(f"serving /tick /backfill /webhook /health /ready on http://{host}:{port}", err=True)
+        try:
+            with _sigterm_as_interrupt():
+                _run(build_app(services), host, port)
+        finally:
+            if started:
+                embedded.stop()
+                typer.echo("stopped the embedded Postgres", err=True)

@@ -249,3 +249,40 @@ def copy_out_range(
     except psycopg.OperationalError as exc:
         raise unavailable(exc) from None
     return got
+
+
+def list_runs(s: Session, strategy: str | None, limit: int) -> list[dict[str, Any]]:
+    """Backfill runs, newest first, with how many journal rows each holds."""
+    cur = s.execute(
+        """
+        select r.id, r.created_at, r.strategy_name as strategy, r.status, r.range_start, r.range_end,
+               (r.summary->>'total_pnl')::float8 as total_pnl, (r.summary->>'orders')::int as orders,
+               (select count(*) from public.strategy_logs l where l.backfill_run_id = r.id)::int
+                 as journal_rows,
+               r.report_path
+        from public.backfill_runs r
+        where %(strategy)s::text is null or r.strategy_name = %(strategy)s
+        order by r.created_at desc, r.id limit %(limit)s
+        """,
+        {"strategy": strategy, "limit": limit},
+    )
+    names = [c.name for c in cur.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def prune_runs(s: Session, before: datetime) -> tuple[int, int]:
+    """Delete the backfill runs created before `before` and their journal rows, in one
+    transaction; (runs, decisions) removed."""
+    with s.transaction():
+        row = s.fetchone(
+            "select count(*)::int from public.strategy_logs l join public.backfill_runs r"
+            " on r.id = l.backfill_run_id where r.created_at < %s",
+            (before,),
+        )
+        s.execute(
+            "delete from public.strategy_logs where backfill_run_id in"
+            " (select id from public.backfill_runs where created_at < %s)",
+            (before,),
+        )
+        runs = s.execute("delete from public.backfill_runs where created_at < %s", (before,)).rowcount
+    return runs, int(row[0]) if row else 0

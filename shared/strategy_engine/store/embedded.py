@@ -39,6 +39,17 @@ def start(data_dir: Path | None = None) -> str:
     return str(server.get_uri())
 
 
+def stop(data_dir: Path | None = None) -> None:
+    """Release this process's hold on the embedded server started by `start`; the server stops
+    unless another process still uses it (pgserver counts its users). No-op if not started here."""
+    folder = (data_dir or default_data_dir()).expanduser().resolve()
+    import pgserver
+
+    server = pgserver.PostgresServer._instances.get(folder)  # type: ignore[attr-defined]
+    if server is not None:
+        server.cleanup()
+
+
 def database_url(base_url: str, dbname: str) -> str:
     """The same server's URL for another database (pgserver URLs carry the socket in ?host=)."""
     head, sep, query = base_url.partition("?")
