@@ -4,13 +4,19 @@ It speaks the shapes of reference/alpaca.md (money as strings, UUID ids, 422 on 
 client_order_id in any status), keeps one account in memory, and can be told to misbehave: a
 status for the next N requests of a route, or a slow answer that does the work and only then
 sleeps past the client's timeout (the order landed, the client never heard). HTTP/1.0, one
-request per connection, so stopping never waits on an idle keep-alive socket.
+request per connection, so stopping never waits on an idle keep-alive socket; `keep_alive=True`
+(the latency benchmark) answers HTTP/1.1 on persistent connections instead, and `delay` adds a
+fixed time to every request before it is handled (a network round trip).
+
+Several accounts share one server, as at Alpaca: `add_account` returns another account reached
+with other keys, with its own cash, positions, orders and request counts.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,6 +58,11 @@ class _Server(ThreadingHTTPServer):
     fake: FakeAlpaca
 
 
+class _KeepAliveServer(_Server):
+    daemon_threads = True  # idle persistent connections must not hold up server_close()
+    block_on_close = False
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
@@ -64,26 +75,58 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: pytest shows what the assertions need."""
 
 
+class _KeepAliveHandler(_Handler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out apart: no delayed-ACK stall between
+
+
 class FakeAlpaca:
     """Routes are named "METHOD /v2/path", with {id} for an order id: see `route_of`."""
 
-    def __init__(self, key: str = KEY, secret: str = SECRET, *, fill: bool = True):
+    def __init__(
+        self,
+        key: str = KEY,
+        secret: str = SECRET,
+        *,
+        fill: bool = True,
+        keep_alive: bool = False,
+        delay: float = 0.0,
+        account_number: str = "PA3FAKE0001",
+    ):
         self.key, self.secret, self.fill = key, secret, fill
+        self.keep_alive, self.delay, self.account_number = keep_alive, delay, account_number
         self.cash = Decimal(100_000)
         self.prices: dict[str, Decimal] = defaultdict(lambda: Decimal(100))
         self.positions: dict[str, tuple[Decimal, Decimal]] = {}  # symbol -> (signed qty, avg price)
         self.orders: dict[str, Json] = {}  # by order id, in creation order
         self.requests: Counter[str] = Counter()
         self.orders_accepted = 0
+        self.order_times: list[float] = []  # time.perf_counter() when each order was accepted
         self.is_open = True
         self._faults: dict[str, list[_Fault]] = defaultdict(list)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._accounts: dict[tuple[str, str], FakeAlpaca] = {(key, secret): self}
+        if keep_alive:
+            self._server = _KeepAliveServer(("127.0.0.1", 0), _KeepAliveHandler)
+        else:
+            self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-alpaca"
         )
+
+    def add_account(self, key: str, secret: str, account_number: str) -> FakeAlpaca:
+        """Another Alpaca account on this server, reached with (key, secret); not started itself."""
+        other = FakeAlpaca.__new__(FakeAlpaca)
+        other.key, other.secret, other.fill = key, secret, self.fill
+        other.keep_alive, other.delay, other.account_number = self.keep_alive, self.delay, account_number
+        other.cash, other.prices, other.positions = Decimal(100_000), defaultdict(lambda: Decimal(100)), {}
+        other.orders, other.requests, other.orders_accepted, other.order_times = {}, Counter(), 0, []
+        other.is_open, other._faults, other._lock = True, defaultdict(list), self._lock
+        other._stopping, other._accounts, other._server = self._stopping, self._accounts, self._server
+        self._accounts[(key, secret)] = other
+        return other
 
     @property
     def url(self) -> str:
@@ -126,21 +169,26 @@ class FakeAlpaca:
         return next((o for o in self.orders.values() if o["client_order_id"] == client_order_id), None)
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
+        """Route to the account the request's keys reach; unknown keys get 401."""
+        if self.delay:
+            time.sleep(self.delay)
+        keys = (str(h.headers.get("APCA-API-KEY-ID")), str(h.headers.get("APCA-API-SECRET-KEY")))
+        self._accounts.get(keys, self)._handle(h, keys)
+
+    def _handle(self, h: BaseHTTPRequestHandler, keys: tuple[str, str]) -> None:
         path, _, query = h.path.partition("?")
         route = route_of(h.command, path)
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length) if length else b""  # read whatever the answer: the connection may go on
         with self._lock:
             self.requests[route] += 1
             fault = self._take_fault(route)
-        if (h.headers.get("APCA-API-KEY-ID"), h.headers.get("APCA-API-SECRET-KEY")) != (
-            self.key,
-            self.secret,
-        ):
+        if keys != (self.key, self.secret):
             _send(h, 401, ERRORS[401])
         elif fault is not None and fault.status is not None:
             _send(h, fault.status, fault.body)
         else:
-            length = int(h.headers.get("Content-Length") or 0)
-            body = json.loads(h.rfile.read(length)) if length else {}
+            body = json.loads(raw) if raw else {}
             with self._lock:
                 status, payload = self._dispatch(route, path, parse_qs(query), body)
             if fault is not None:
@@ -207,6 +255,7 @@ class FakeAlpaca:
         }  # fmt: skip
         self.orders[order["id"]] = order
         self.orders_accepted += 1
+        self.order_times.append(time.perf_counter())
         if self.fill:
             self._fill(order)
         return 200, order
@@ -234,7 +283,7 @@ class FakeAlpaca:
         short_value = sum((q * self.prices[s] for s, (q, _) in self.positions.items() if q < 0), Decimal(0))
         equity = self.cash + long_value + short_value
         return {
-            "id": "1d9eed04-be39-4e01-9b84-a48ac5bbafcf", "account_number": "PA3FAKE0001", "status": "ACTIVE",
+            "id": "1d9eed04-be39-4e01-9b84-a48ac5bbafcf", "account_number": self.account_number, "status": "ACTIVE",
             "currency": "USD", "cash": str(self.cash), "buying_power": str(max(self.cash, Decimal(0))),
             "equity": str(equity), "portfolio_value": str(equity), "long_market_value": str(long_value),
             "short_market_value": str(short_value), "multiplier": "1", "shorting_enabled": True,
@@ -278,7 +327,8 @@ def _send(h: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
     try:
         h.send_response(status)
         h.send_header("Content-Type", "text/html" if isinstance(payload, str) else "application/json")
-        h.send_header("Connection", "close")
+        if h.protocol_version == "HTTP/1.0":
+            h.send_header("Connection", "close")
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
         h.wfile.write(data)
