@@ -18,9 +18,10 @@
   so ENGINE_TRUST_PLATFORM_AUTH is not trusted on a URL whose auth type is NONE.
 
 Secrets: ENGINE_SECRET_ARN names one Secrets Manager secret, a JSON object of settings
-(DATABASE_URL, ALPACA_API_KEY, ALPACA_SECRET_KEY, ENGINE_HTTP_SECRET). It is fetched with boto3
-on the first invocation of a container and kept (in the environment the settings read) for the
-container's life; a failed fetch is not cached.
+(DATABASE_URL, ALPACA_API_KEY, ALPACA_SECRET_KEY, ENGINE_HTTP_SECRET, and the key pairs
+ALPACA_<REF>_API_KEY / ALPACA_<REF>_SECRET_KEY that broker accounts name by credentials_ref).
+It is fetched with boto3 on the first invocation of a container and kept (in the environment the
+settings read) for the container's life; a failed fetch is not cached.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 from strategy_engine import logs
 from strategy_engine.core.errors import Unavailable
 from strategy_engine.http import api
-from strategy_engine.settings import Settings, get_settings
+from strategy_engine.settings import Settings, get_settings, is_credential_setting
 
 SECRET_ARN_ENV = "ENGINE_SECRET_ARN"  # noqa: S105 - the variable's name, not a secret
 _loaded_arn: str | None = None  # the secret whose values are in os.environ (per container)
@@ -112,11 +113,12 @@ def load_secrets() -> None:
         return
     doc = _parse_secret(_fetch(arn))
     known = {name.upper() for name in Settings.model_fields}
-    unknown = sorted(k for k in doc if k.upper() not in known)
+    taken = {k for k in doc if k.upper() in known or is_credential_setting(k)}
+    unknown = sorted(k for k in doc if k not in taken)
     if unknown:
         logs.event("secret keys ignored", level=logging.WARNING, keys=unknown)
     for key, value in doc.items():
-        if key.upper() in known:
+        if key in taken:
             os.environ[key.upper()] = value
     get_settings.cache_clear()
     _loaded_arn = arn

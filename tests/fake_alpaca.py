@@ -107,6 +107,7 @@ class FakeAlpaca:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._accounts: dict[tuple[str, str], FakeAlpaca] = {(key, secret): self}
+        self._server: _Server
         if keep_alive:
             self._server = _KeepAliveServer(("127.0.0.1", 0), _KeepAliveHandler)
         else:

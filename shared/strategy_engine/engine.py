@@ -52,18 +52,18 @@ from strategy_engine.store import strategies as strat_store
 from strategy_engine.store.strategies import StrategyRow
 
 
-def _default_alpaca() -> Broker:
+def _default_alpaca(account: BrokerAccount) -> Broker:
     from strategy_engine.brokers.alpaca import AlpacaPaperBroker
     from strategy_engine.settings import get_settings
 
-    return AlpacaPaperBroker.from_settings(get_settings())
+    return AlpacaPaperBroker.from_settings(get_settings(), account.credentials_ref)
 
 
 @dataclass
 class Deps:
     """What the engine needs from outside, so tests and backfill can swap any of it."""
 
-    alpaca_broker: Callable[[], Broker] = _default_alpaca
+    alpaca_broker: Callable[[BrokerAccount], Broker] = _default_alpaca
     slippage_bps: float = 0.0
     simulated_broker: Callable[[Account, list[Position], datetime, float], Broker] = field(
         default=lambda acct, pos, minute, slip: SimulatedBroker(acct.cash, pos, slip, now=minute)
@@ -205,8 +205,9 @@ def open_account(
     """Lock the account's balance row; for Alpaca, refresh the mirror from the broker first."""
     balance = acct_store.lock_balance(s, account.id)
     if account.broker == "alpaca":
-        broker = deps.alpaca_broker()
+        broker = deps.alpaca_broker(account)
         acct, positions = broker.account(), broker.positions()
+        acct_store.check_alpaca_account(s, account, acct.account_number)
         acct_store.save_mirror(s, account.id, acct, positions)
         _refresh_open_orders(s, broker, account.id)
         return broker, acct, positions

@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 
 from strategy_engine.core.errors import InputError, LiveTradingRefused, NotFound
-from strategy_engine.core.models import BrokerAccount, Order, OrderIntent, Side
+from strategy_engine.core.models import Order, OrderIntent, Side
 from strategy_engine.core.strategies.base import check_symbol
 from strategy_engine.engine import Deps, now_minute, open_account
 from strategy_engine.logs import event
@@ -35,10 +35,9 @@ def manual_trade(
     found = acct_store.find_account(s, account_name)
     if found is None:
         raise NotFound(f"unknown account {account_name!r}")
-    account_id, broker_name, is_paper = found
+    account, is_paper = found
     if not is_paper:
         raise LiveTradingRefused(f"account {account_name!r} is not a paper account")
-    account = BrokerAccount(account_id, account_name, broker_name)
     minute = now_minute()
     with s.transaction():
         last = market.recent_closes(s, [symbol], minute + timedelta(minutes=1), 1).get(symbol, [])

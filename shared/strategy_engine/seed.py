@@ -33,7 +33,7 @@ def save_strategy(
     cfg = parse_config(strategy_type, config)
     with s.transaction():
         found = acct_store.find_account(s, account)
-        account_id = found[0] if found else acct_store.ensure_account(s, account, broker)
+        account_id = found[0].id if found else acct_store.ensure_account(s, account, broker)
         if initial_cash is not None:
             acct_store.save_mirror(s, account_id, Account(initial_cash, initial_cash, initial_cash), [])
         sid = strat_store.upsert_definition(

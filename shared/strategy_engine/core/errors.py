@@ -36,6 +36,11 @@ class BrokerUnavailable(Unavailable):
     pass
 
 
+class AccountConflict(BrokerUnavailable):
+    """A broker account's credentials reach an Alpaca account that another row already uses, or
+    not the one recorded for it: refused before any order, until the configuration is fixed."""
+
+
 class DuplicateOrder(EngineError):
     """The broker already holds an order with this client_order_id: adopt it."""
 

@@ -122,6 +122,8 @@ class Account:
     cash: float
     buying_power: float
     equity: float
+    #: The broker's own id of the account (Alpaca's account_number); None for the simulated one.
+    account_number: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +194,8 @@ class BrokerAccount:
     id: UUID
     name: str
     broker: str  # 'alpaca' | 'simulated'
+    #: Which Alpaca key pair the row trades with (a setting name, never a key); None: the default.
+    credentials_ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
