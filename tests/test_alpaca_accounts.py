@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from strategy_engine import engine
 from strategy_engine.brokers.alpaca import AlpacaPaperBroker, BrokerAuthError
 from strategy_engine.core.errors import InputError
-from strategy_engine.core.models import StrategyOutcome
+from strategy_engine.core.models import RunResult, StrategyOutcome
 from strategy_engine.settings import Settings, alpaca_keys, get_settings, is_credential_setting
 from strategy_engine.store import Session
 from tests.conftest import seed
@@ -56,7 +56,7 @@ def recorded(s: Session) -> list[tuple[str, str | None]]:
     ]
 
 
-def outcomes(result: engine.RunResult) -> dict[str, tuple[StrategyOutcome, str | None]]:
+def outcomes(result: RunResult) -> dict[str, tuple[StrategyOutcome, str | None]]:
     return {r.strategy: (r.outcome, r.error) for r in result.strategies}
 
 
