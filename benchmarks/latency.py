@@ -1,11 +1,10 @@
 """Decision latency at the broker: invoke -> first and last order reaching a loopback Alpaca.
 
-The loopback Alpaca (tests/fake_alpaca.py, keep-alive connections) waits `--delay` seconds
+The loopback Alpaca (tests/fake_alpaca, keep-alive connections) waits `--delay` seconds
 (50 ms by default) before it handles each request, as a network round trip would; an order
-"reaches the broker" when the server handles its POST. Orders stay open (accepted, not filled),
-as a market order may for a moment at Alpaca, so the open-orders reads are exercised. The tick
-runs in-process through the default dependencies (settings from the environment, as deployed)
-on an embedded PostgreSQL.
+"reaches the broker" when the server handles its POST. Orders are accepted, then filled on the
+server's next request (the fake's realistic schedule). The tick runs in-process through the
+default dependencies (settings from the environment, as deployed) on an embedded PostgreSQL.
 Three setups, each strategy on its own 3 symbols, every symbol wanting to enter long at T:
 
 - 1 strategy x 3 symbols on one account;
@@ -99,7 +98,7 @@ def run_once(base: str, n_strategies: int, n_accounts: int, delay: float) -> dic
         reset_database(admin, "bench_latency")
     url = embedded.database_url(base, "bench_latency")
     key, secret = _keys(0)
-    with FakeAlpaca(key, secret, fill=False, keep_alive=True, delay=delay) as fake, connect(url) as s:
+    with FakeAlpaca(key, secret, keep_alive=True, delay=delay) as fake, connect(url) as s:
         fakes = [fake] + [fake.add_account(*_keys(a), f"PA3BENCH{a:04d}") for a in range(1, n_accounts)]
         os.environ.update(ALPACA_BASE_URL=fake.url, ALPACA_API_KEY=key, ALPACA_SECRET_KEY=secret)
         for a in range(1, n_accounts):
@@ -110,7 +109,9 @@ def run_once(base: str, n_strategies: int, n_accounts: int, delay: float) -> dic
         for f in fakes:
             f.requests.clear()
         t0 = time.perf_counter()
-        result = engine.tick(s, T)
+        # the host clock runs from just after T, so the minute is on time for a real broker
+        deps = engine.Deps(clock=lambda: T + timedelta(seconds=1 + time.perf_counter() - t0))
+        result = engine.tick(s, T, deps=deps)
         elapsed = time.perf_counter() - t0
         times = sorted(t for f in fakes for t in f.order_times)
         requests: Counter[str] = Counter()

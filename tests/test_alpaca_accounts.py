@@ -7,7 +7,7 @@ The engine runs with its default dependencies (keys from the environment, by eac
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -50,6 +50,11 @@ def two_strategies(s: Session, refs: tuple[str | None, str | None]) -> None:
     entry_setup(s, ("IWM", "SPY"), T)
 
 
+def at(minute: datetime) -> engine.Deps:
+    """The default dependencies (keys from the environment), with the host clock just after `minute`."""
+    return engine.Deps(clock=lambda: minute + timedelta(seconds=2))
+
+
 def recorded(s: Session) -> list[tuple[str, str | None]]:
     return [
         (r[0], r[1]) for r in s.fetchall("select name, alpaca_account_number from broker_accounts order by 1")
@@ -65,12 +70,14 @@ def test_each_row_trades_its_own_alpaca_account(
 ) -> None:
     first, second = fakes
     two_strategies(session, (None, "SECOND"))
-    result = engine.tick(session, T)
+    result = engine.tick(session, T, deps=at(T))
     assert result.status == "ok"
     assert [o["symbol"] for o in first.orders.values()] == ["IWM"]
     assert [o["symbol"] for o in second.orders.values()] == ["SPY"]
     assert recorded(session) == [("alpaca-a", "PA3FAKE0001"), ("alpaca-b", "PA3FAKE0002")]
-    engine.tick(session, T + timedelta(minutes=1))  # the next minute mirrors the positions
+    engine.tick(
+        session, T + timedelta(minutes=1), deps=at(T + timedelta(minutes=1))
+    )  # the next minute mirrors the positions
     mirrored = session.fetchall(
         "select a.name, p.symbol from broker_positions p join broker_accounts a on a.id = p.account_id order by 1"
     )
@@ -82,7 +89,7 @@ def test_a_second_row_reaching_the_same_alpaca_account_is_refused(
 ) -> None:
     first, second = fakes
     two_strategies(session, (None, None))  # both rows on the default keys: one Alpaca account
-    result = engine.tick(session, T)
+    result = engine.tick(session, T, deps=at(T))
     assert result.status == "failed"
     got = outcomes(result)
     assert got["a"] == (StrategyOutcome.PROCESSED, None)
@@ -108,7 +115,7 @@ def test_credentials_that_now_reach_another_account_are_refused(
     first, second = fakes
     two_strategies(session, (None, "SECOND"))
     session.execute("update broker_accounts set alpaca_account_number = 'PA3OTHER' where name = 'alpaca-b'")
-    result = engine.tick(session, T)
+    result = engine.tick(session, T, deps=at(T))
     outcome, error = outcomes(result)["b"]
     assert outcome is StrategyOutcome.FAILED
     assert error == (
@@ -125,7 +132,7 @@ def test_unset_credentials_fail_their_row_only_and_name_the_settings(
     first, _ = fakes
     two_strategies(session, (None, "THIRD"))
     monkeypatch.chdir(tmp_path)  # no .env file here to fall back on
-    result = engine.tick(session, T)
+    result = engine.tick(session, T, deps=at(T))
     outcome, error = outcomes(result)["b"]
     assert outcome is StrategyOutcome.FAILED
     assert error == "ALPACA_THIRD_API_KEY and ALPACA_THIRD_SECRET_KEY must both be set"

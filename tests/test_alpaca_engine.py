@@ -22,6 +22,7 @@ from strategy_engine import engine, manual_trade
 from strategy_engine.brokers.alpaca import AlpacaPaperBroker
 from strategy_engine.core.errors import InputError, LiveTradingRefused
 from strategy_engine.core.models import StrategyOutcome
+from strategy_engine.invocation import TickPolicy
 from strategy_engine.settings import get_settings
 from strategy_engine.store import Session, connect
 from tests.conftest import REPO, seed
@@ -29,6 +30,7 @@ from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
 from tests.test_exactly_once import SYMS, T, entry_setup
 
 POST = "POST /v2/orders"
+REPLAY = TickPolicy(max_lag_seconds=0)  # T is a past session: replayed on purpose
 ACCOUNT = "alpaca-paper"
 
 
@@ -48,7 +50,8 @@ def deps(fake: FakeAlpaca) -> engine.Deps:
             retry_budget_seconds=1.0,
             backoff_seconds=0.01,
             backoff_max_seconds=0.05,
-        )
+        ),
+        policy=REPLAY,
     )
 
 
@@ -65,9 +68,10 @@ def trades(s: Session) -> list[tuple[Any, ...]]:
     )
 
 
-def assert_minute_absent(s: Session) -> None:
+def assert_minute_absent(s: Session, intents: tuple[str, ...] = ()) -> None:
+    """Nothing of the minute but the write-ahead intents of the orders it tried to send."""
     assert s.fetchone("select count(*) from strategy_logs") == (0,)
-    assert trades(s) == []
+    assert [(r[0], r[3]) for r in trades(s)] == [(sym, "intent") for sym in intents]
     assert s.fetchone("select last_run_minute from strategy_state") in (None, (None,))
     assert s.fetchone("select cash::float8 from broker_balances") == (100_000.0,)  # mirror not refreshed
 
@@ -81,30 +85,42 @@ def assert_one_order_per_row(s: Session, fake: FakeAlpaca) -> None:
         assert placed["id"] == broker_id
 
 
-FILLED = pytest.mark.parametrize(
+FILLED = pytest.mark.parametrize(  # the fake's fill policy: inside the POST, on its own schedule, never
     "fill",
-    [pytest.param(True, id="filled-at-once"), pytest.param(False, id="left-accepted")],
+    [
+        pytest.param("instant", id="filled-at-once"),
+        pytest.param("realistic", id="filled-later"),
+        pytest.param("manual", id="left-accepted"),
+    ],
 )
 
 
 @FILLED
 def test_outage_on_submission_fails_the_minute_whole_and_the_retry_places_each_order_once(
-    session: Session, fake: FakeAlpaca, fill: bool
+    session: Session, fake: FakeAlpaca, fill: str
 ) -> None:
     setup(session)
-    fake.fill = fill
+    fake.set_policy(fill)
     fake.fail(POST, 503, times=10_000, after=1)  # IWM lands, then Alpaca goes down
     failed = engine.tick(session, T, deps=deps(fake))
     assert failed.status == "failed"
     assert failed.strategies[0].outcome is StrategyOutcome.FAILED
     assert "503" in (failed.strategies[0].error or "")
     assert fake.orders_accepted == 1
-    assert_minute_absent(session)
+    assert_minute_absent(session, ("IWM", "QQQ"))  # IWM landed, QQQ was being sent
 
     fake.heal()
     retry = engine.tick(session, T, deps=deps(fake))
     again = engine.tick(session, T, deps=deps(fake))
-    assert (retry.status, retry.orders) == ("ok", 3)
+    # IWM is found at Alpaca and reconciled; QQQ is not there (void) and is sent again, SPY too
+    assert (retry.status, retry.orders, retry.strategies[0].reconciled) == ("ok", 2, 1)
+    assert session.fetchall(
+        "select symbol, outcome from strategy_logs where outcome <> 'held' order by 1"
+    ) == [
+        ("IWM", "reconciled"),
+        ("QQQ", "ordered"),
+        ("SPY", "ordered"),
+    ]
     assert again.strategies[0].outcome is StrategyOutcome.ALREADY_PROCESSED
     assert fake.orders_accepted == 3
     assert_one_order_per_row(session, fake)
@@ -118,6 +134,7 @@ KILLER = textwrap.dedent(
     from pydantic import SecretStr
     from strategy_engine import engine
     from strategy_engine.brokers.alpaca import AlpacaPaperBroker
+    from strategy_engine.invocation import TickPolicy
     from strategy_engine.store import connect
 
     class DiesAfterAlpacaAccepts(AlpacaPaperBroker):
@@ -128,18 +145,19 @@ KILLER = textwrap.dedent(
     db, minute, url, key, secret = sys.argv[1:]
     broker = lambda _account: DiesAfterAlpacaAccepts(SecretStr(key), SecretStr(secret), url, timeout_seconds=5)
     with connect(db) as s:
-        engine.tick(s, datetime.fromisoformat(minute), deps=engine.Deps(alpaca_broker=broker))
+        replay = TickPolicy(max_lag_seconds=0)
+        engine.tick(s, datetime.fromisoformat(minute), deps=engine.Deps(alpaca_broker=broker, policy=replay))
     """
 )
 
 
 @FILLED
 def test_a_process_killed_after_alpaca_accepted_leaves_one_order_and_one_row_after_the_retry(
-    db_url: str, fake: FakeAlpaca, fill: bool
+    db_url: str, fake: FakeAlpaca, fill: str
 ) -> None:
     with connect(db_url) as s:
         setup(s, ("SPY",))
-    fake.fill = fill
+    fake.set_policy(fill)
     killed = subprocess.run(
         [sys.executable, "-c", KILLER, db_url, T.isoformat(), fake.url, KEY, SECRET],
         capture_output=True,
@@ -151,18 +169,19 @@ def test_a_process_killed_after_alpaca_accepted_leaves_one_order_and_one_row_aft
     assert killed.returncode == 137, killed.stderr
     assert fake.orders_accepted == 1
     with connect(db_url) as s:
-        assert_minute_absent(s)
+        assert_minute_absent(s, ("SPY",))
         retry = engine.tick(s, T, deps=deps(fake))
-        assert retry.orders == 1
-        assert (fake.requests[POST], fake.orders_accepted) == (2, 1)  # the retry was told "duplicate"
+        assert (retry.orders, retry.strategies[0].reconciled) == (0, 1)
+        assert (fake.requests[POST], fake.orders_accepted) == (1, 1)  # reconciled: never sent again
         assert_one_order_per_row(s, fake)
-        status = ("filled", 1.0, 100.0) if fill else ("accepted", 0.0, None)
+        # the row keeps what reconciliation read: filled unless the order never fills
+        status = ("accepted", 0.0, None) if fill == "manual" else ("filled", 1.0, 100.0)
         assert [r[3:] for r in trades(s)] == [(*status, "strategy")]
 
 
 def test_429_then_success_places_one_order_per_signal(session: Session, fake: FakeAlpaca) -> None:
     setup(session)
-    fake.fail(POST, 429)
+    fake.fail(POST, 429, retry_after="0")
     result = engine.tick(session, T, deps=deps(fake))
     assert (result.status, result.orders) == ("ok", 3)
     assert (fake.requests[POST], fake.orders_accepted) == (4, 3)
@@ -183,10 +202,10 @@ def test_a_rejected_order_is_logged_with_the_brokers_words_and_the_others_go_on(
     assert logged is not None
     assert logged[0] == "failed"
     assert "(40310000): insufficient buying power" in logged[1]
-    assert [(r[0], r[3]) for r in trades(session)] == [
+    assert [(r[0], r[3]) for r in trades(session)] == [  # Alpaca answers a POST before it fills
         ("IWM", "rejected"),
-        ("QQQ", "filled"),
-        ("SPY", "filled"),
+        ("QQQ", "accepted"),
+        ("SPY", "accepted"),
     ]
     assert session.fetchone("select last_run_minute from strategy_state") == (T,)
 
@@ -195,7 +214,7 @@ def test_the_mirror_is_refreshed_before_deciding_and_open_orders_later(
     session: Session, fake: FakeAlpaca
 ) -> None:
     setup(session)
-    fake.fill = False
+    fake.set_policy("manual")
     fake.cash = Decimal("54321.5")
     fake.positions["TSLA"] = (Decimal(2), Decimal("250.5"))
     engine.tick(session, T, deps=deps(fake))
@@ -205,7 +224,7 @@ def test_the_mirror_is_refreshed_before_deciding_and_open_orders_later(
     ]
     assert {r[3:6] for r in trades(session)} == {("accepted", 0.0, None)}
 
-    fake.fill_open_orders()
+    fake.fill()
     later = engine.tick(session, T + timedelta(minutes=1), deps=deps(fake))
     assert later.orders == 0  # now long everywhere: hold
     assert {r[3:6] for r in trades(session)} == {("filled", 1.0, 100.0)}
@@ -217,8 +236,9 @@ def test_the_mirror_is_refreshed_before_deciding_and_open_orders_later(
 def test_manual_trade_on_alpaca_goes_through_the_same_path(session: Session, fake: FakeAlpaca) -> None:
     seed(session, account=ACCOUNT, broker="alpaca")
     order = manual_trade.manual_trade(session, ACCOUNT, "spy", "buy", 2, deps=deps(fake))
-    assert (order.symbol, order.qty, order.status) == ("SPY", 2.0, "filled")
-    assert [r[3:] for r in trades(session)] == [("filled", 2.0, 100.0, "manual")]
+    assert (order.symbol, order.qty, order.status) == ("SPY", 2.0, "accepted")  # fills after the POST
+    assert [r[3:] for r in trades(session)] == [("accepted", 0.0, None, "manual")]
+    assert fake.by_client_id(order.client_order_id) is not None
     with pytest.raises(InputError):
         manual_trade.manual_trade(session, ACCOUNT, "SPY", "buy", 0, deps=deps(fake))
     assert fake.requests[POST] == 1
@@ -238,6 +258,6 @@ def live_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_settings_pointing_at_the_live_host_refused_before_any_request(session: Session) -> None:
     setup(session)
     with pytest.raises(LiveTradingRefused):
-        engine.tick(session, T)  # the default Deps builds the broker from settings
+        engine.tick(session, T, deps=engine.Deps(policy=REPLAY))  # the broker is built from settings
     assert session.fetchone("select count(*) from strategy_logs") == (0,)
     assert trades(session) == []

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from strategy_engine.engine import Deps
 from strategy_engine.settings import get_settings
 from strategy_engine.store import connect
 from tests.conftest import seed
@@ -143,7 +144,6 @@ def test_platform_auth_trusted_then_no_bearer_needed(
         ({"json": {"minute": 1749826800}}, 400, "minute"),
         ({"json": {"minute": "2025-06-13T15:00:00"}}, 400, "minute"),  # no offset
         ({"json": {"minute": "yesterday"}}, 400, "minute"),
-        ({"json": {"minute": "2099-01-02T15:00:00Z"}}, 400, "minute"),  # the future
         ({"json": {"minute": "0001-01-01T00:00:00+14:00"}}, 400, "minute"),  # overflows UTC
         ({"json": {"strategy": 7}}, 400, "strategy"),
         ({"json": {"strategy": ""}}, 400, "strategy"),
@@ -280,9 +280,18 @@ def test_every_response_is_json_with_a_request_id(client: FlaskClient) -> None:
 
 
 def test_future_tolerance_is_a_few_seconds_of_clock_skew(db_url: str, client: FlaskClient) -> None:
-    """A forced scheduler run carrying the next minute must not take that minute's place."""
+    """A minute 4 s ahead is waited for (slept until); the next minute is refused with a record."""
     now = datetime(2025, 6, 13, 14, 59, 56, tzinfo=UTC)
-    app = serve_app(db_url, clock=fixed_clock(now)).test_client()
+    slept: list[float] = []
+    app = serve_app(db_url, clock=fixed_clock(now), deps=lambda: Deps(sleep=slept.append)).test_client()
     assert app.post("/tick", headers={**AUTH, SCHEDULE: T_NEW_YORK}).status_code == 200
+    assert slept == [4.0]
     later = app.post("/tick", headers={**AUTH, SCHEDULE: "2025-06-13T15:01:00Z"})
-    assert later.status_code == 400 and "in the future" in later.get_json()["error"]
+    doc = later.get_json()
+    assert later.status_code == 400 and doc["fields"][0]["field"] == SCHEDULE
+    assert "64.0s ahead of the host clock" in doc["error"] and slept == [4.0]
+    with connect(db_url) as s:
+        assert s.fetchall("select minute, status from engine_runs order by started_at") == [
+            (T, "ok"),
+            (T + timedelta(minutes=1), "refused"),
+        ]

@@ -8,7 +8,7 @@ here reads the clock.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
@@ -17,13 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from strategy_engine.brokers.simulated import SimulatedBroker
-from strategy_engine.core import calendar, risk
+from strategy_engine.core import calendar, exposure, risk
 from strategy_engine.core.decide import MinuteInputs, decide_minute
 from strategy_engine.core.models import (
     Check,
     DayState,
     Features,
     Limits,
+    Order,
     OrderIntent,
     Position,
     Side,
@@ -39,6 +40,7 @@ DESIGN_ORDER = [
     "strategy_inactive",
     "market_closed",
     "stale_data",
+    "order_working",  # issue 12: no order beside a working one (after DESIGN §4's first three)
     "max_daily_trades",
     "max_notional_per_trade",
     "max_notional_per_day",
@@ -55,7 +57,7 @@ DESIGN_REDUCE_ONLY_SKIPS = {
     "cool_down",
     "buying_power",
 }
-NEVER_SKIPPED = {"strategy_inactive", "market_closed", "stale_data"}
+NEVER_SKIPPED = {"strategy_inactive", "market_closed", "stale_data", "order_working"}
 
 
 def intent(
@@ -76,6 +78,7 @@ def context(
     positions: Mapping[str, float] | None = None,
     last_trade_minutes_ago: float | None = None,
     buying_power: float = 100_000.0,
+    working: Sequence[Order] = (),
 ) -> RiskContext:
     bars = {} if bar_age_seconds is None else {"SPY": minute - timedelta(seconds=bar_age_seconds)}
     trades = (
@@ -91,6 +94,7 @@ def context(
         positions=dict(positions or {}),
         last_trade_at=trades,
         buying_power=buying_power,
+        working=exposure.working(working, {"SPY": 100.0, "IWM": 50.0}),
     )
 
 
@@ -270,10 +274,16 @@ def test_gate_when_at_boundary_then_passes_and_just_past_then_blocked(
 # --- order of the checks: any two failures, the first in DESIGN order wins ----------------------
 
 Parts = tuple[OrderIntent, RiskContext, Limits]
+NETTING = (
+    Order("se-a", "a", "SPY", Side.BUY, 1, "new", 0, None),
+    Order("se-b", "b", "SPY", Side.SELL, 1, "new", 0, None),
+)
 FAILERS: dict[str, Callable[[Parts], Parts]] = {
     "strategy_inactive": lambda p: (p[0], replace(p[1], is_active=False), p[2]),
     "market_closed": lambda p: (p[0], replace(p[1], market_open=False), p[2]),
     "stale_data": lambda p: (p[0], replace(p[1], last_bar_ts={"SPY": T - timedelta(minutes=10)}), p[2]),
+    # a working buy and sell of 1 each: SPY has working orders, netting to no exposure change
+    "order_working": lambda p: (p[0], replace(p[1], working=exposure.working(NETTING, {})), p[2]),
     "max_daily_trades": lambda p: (
         p[0],
         replace(p[1], day=replace(p[1].day, trades_today=1)),
@@ -352,6 +362,7 @@ def test_gate_when_evaluated_then_each_check_records_observed_and_limit() -> Non
         "strategy_inactive": (True, True, True),
         "market_closed": (T.isoformat(), "regular session", True),
         "stale_data": (60.0, 120.0, True),
+        "order_working": (0.0, 0, True),
         "max_daily_trades": (4, 12, True),
         "max_notional_per_trade": (1000.0, 5000, True),
         "max_notional_per_day": (3500.0, 20_000, True),
@@ -665,6 +676,7 @@ def expected_failures(o: OrderIntent, ctx: RiskContext, lim: Limits) -> list[str
         "strategy_inactive": not ctx.is_active,
         "market_closed": not ctx.market_open,
         "stale_data": last_bar is None or (ctx.minute - last_bar).total_seconds() > ctx.max_bar_age_seconds,
+        "order_working": o.symbol in ctx.working.symbols,  # context_st draws none: always False here
         "max_daily_trades": lim.max_daily_trades is not None
         and ctx.day.trades_today + 1 > lim.max_daily_trades,
         "max_notional_per_trade": lim.max_notional_per_trade is not None
@@ -751,3 +763,89 @@ def test_property_when_decide_minute_replayed_then_identical_decisions(
     before = snapshot(ctx)
     assert run() == run()
     assert snapshot(ctx) == before
+
+
+# --- working orders are exposure (issue 12) -----------------------------------------------------
+
+
+def order(symbol: str, side: Side, qty: float, filled: float = 0.0, status: str = "accepted") -> Order:
+    return Order("se-w-" + symbol, "b-" + symbol, symbol, side, qty, status, filled, None)
+
+
+def test_gate_when_an_order_for_the_symbol_works_then_order_working_blocks_even_an_exit() -> None:
+    entry = order("SPY", Side.BUY, 10, filled=4, status="partially_filled")  # 6 still working
+    ctx = context(positions={"SPY": 4}, working=[entry])
+    exit_held = risk.evaluate(intent(Side.SELL, qty=4), ctx, Limits())
+    assert (exit_held.approved, exit_held.code, exit_held.reduce_only) == (False, "order_working", True)
+    assert check_of(exit_held, "order_working").observed == 6.0
+    other = risk.evaluate(intent(symbol="IWM"), ctx, Limits())
+    assert check_of(other, "order_working").passed  # another symbol is not held back
+
+
+def test_gate_when_orders_are_final_then_nothing_works() -> None:
+    done = [order("SPY", Side.BUY, 10, 10, "filled"), order("SPY", Side.BUY, 3, 0, "canceled")]
+    ctx = context(working=done)
+    assert (dict(ctx.working.qty), ctx.working.symbols, ctx.working.reserved) == ({}, frozenset(), 0.0)
+    assert risk.evaluate(intent(), ctx, Limits()).approved
+
+
+def test_gate_when_orders_work_then_their_remainders_count_in_size_open_positions_and_power() -> None:
+    spy = order("SPY", Side.BUY, 10, filled=4, status="partially_filled")  # 6 working at 100
+    iwm = order("IWM", Side.SELL, 2)  # opens a short on IWM when it fills
+    ctx = context(positions={"SPY": 4}, working=[spy, iwm], buying_power=10_000.0)
+    assert dict(ctx.working.qty) == {"SPY": 6.0, "IWM": -2.0}
+    assert ctx.working.reserved == 600.0  # buys only: 6 * 100
+    assert risk.exposure(ctx, "SPY") == 10.0 and risk.exposure(ctx, "IWM") == -2.0
+    # a third symbol: two open already (SPY held+working, IWM working only)
+    qqq = intent(symbol="QQQ")
+    blocked = check_of(risk.evaluate(qqq, ctx, Limits(max_open_positions=2)), "max_open_positions")
+    assert (blocked.passed, blocked.observed) == (False, 2)
+    assert check_of(risk.evaluate(qqq, ctx, Limits(max_open_positions=3)), "max_open_positions").passed
+    power = check_of(
+        risk.evaluate(intent(qty=95), replace(ctx, buying_power=10_000.0 - 600.0), Limits()), "buying_power"
+    )
+    assert (power.observed, power.limit, power.passed) == (9_500.0, 9_400.0, False)
+    # size counts the working remainder: a new order on a symbol with no working order
+    later = context(positions={"SPY": 4}, working=[iwm])
+    assert risk.evaluate(intent(qty=1), later, Limits(max_position_size=5)).approved
+    assert risk.evaluate(intent(qty=2), later, Limits(max_position_size=5)).code == "max_position_size"
+
+
+def test_decide_when_an_entry_works_then_the_strategy_sees_it_and_sends_nothing() -> None:
+    spec = REGISTRY["naive_flow_trend"]
+    config = parse_config("naive_flow_trend", {"symbols": ["SPY"]})
+    rising = Features("SPY", 25, 102.0, 100.0, T - timedelta(minutes=1), 10_000_000, 0)
+    falling = Features("SPY", 25, 98.0, 100.0, T - timedelta(minutes=1), 0, 10_000_000)
+    working = [order("SPY", Side.BUY, 1)]
+    sent: list[OrderIntent] = []
+
+    def submit(i: OrderIntent) -> Order:
+        sent.append(i)
+        raise AssertionError("nothing may be sent while an order works")
+
+    for feats, reason, outcome in (
+        (rising, "order_working", "held"),  # sees long 1: would hold; the reason says why
+        (falling, "exit_long", "blocked"),  # sees long 1, wants out: blocked beside the working buy
+    ):
+        inputs = MinuteInputs("s", spec, config, Limits(), T, {"SPY": feats})
+        (d,), _ = decide_minute(inputs, context(working=working), submit)
+        assert (d.signal.reason, d.outcome.value) == (reason, outcome)
+        assert d.signal.payload["working_qty"] == 1.0 and d.signal.payload["position_qty"] == 1.0
+        assert outcome == "held" or (d.verdict is not None and d.verdict.code == "order_working")
+    assert sent == []
+
+
+def test_decide_when_the_broker_answers_a_dead_order_then_failed_and_nothing_counted() -> None:
+    spec = REGISTRY["naive_flow_trend"]
+    config = parse_config("naive_flow_trend", {"symbols": ["SPY"]})
+    rising = Features("SPY", 25, 102.0, 100.0, T - timedelta(minutes=1), 10_000_000, 0)
+    inputs = MinuteInputs("s", spec, config, Limits(), T, {"SPY": rising})
+    ctx = context()
+
+    def rejected(i: OrderIntent) -> Order:
+        return Order(i.client_order_id, "b1", i.symbol, i.side, i.qty, "rejected", 0.0, None)
+
+    (d,), after = decide_minute(inputs, ctx, rejected)
+    assert d.outcome.value == "failed" and d.order is not None and "rejected" in (d.error or "")
+    assert (after.day.trades_today, after.day.notional_today) == (0, 0.0)
+    assert dict(after.positions) == dict(ctx.positions)

@@ -5,7 +5,10 @@ LOCKED, is the exactly-once token: a worker that cannot take it answers `busy`, 
 `last_run_minute >= T` answers `already_processed`. Orders are sent while the lock is held,
 with client ids derived from (strategy, symbol, T), so a crash before COMMIT is redone by the
 retry and the broker de-duplicates the order. The simulated broker's account is written in the
-same transaction, so its fills commit or vanish with the decisions.
+same transaction, so its fills commit or vanish with the decisions. For a real broker each
+order's intent is committed first on a connection of its own, and every run reconciles the
+intents earlier minutes left behind (`execution.py`), so an order the broker accepted is
+recorded by the end of the next run whatever failed in between.
 """
 
 from __future__ import annotations
@@ -18,37 +21,39 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
+from strategy_engine import execution
 from strategy_engine.brokers.base import Broker
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core import calendar
-from strategy_engine.core.decide import (
-    MinuteInputs,
-    client_order_id,
-    decide_minute,
-    journal_orders,
-    processed_run,
-)
-from strategy_engine.core.errors import InputError, LiveTradingRefused, NotFound, Unavailable
+from strategy_engine.core.decide import MinuteInputs, decide_minute, journal_orders
+from strategy_engine.core.errors import Busy, InputError, LiveTradingRefused, NotFound, Unavailable
 from strategy_engine.core.indicators import last_smas
 from strategy_engine.core.models import (
     Account,
     BrokerAccount,
-    Decision,
     Features,
     Outcome,
     Position,
     RunResult,
-    Side,
     StrategyOutcome,
     StrategyRun,
 )
 from strategy_engine.core.risk import RiskContext
 from strategy_engine.core.strategies import StrategySpec, get_spec, parse_config
 from strategy_engine.core.strategies.base import StrategyConfig
+from strategy_engine.invocation import (
+    DeadlinePassed,
+    Invocation,
+    MinuteRefused,
+    TickPolicy,
+    run_status,
+    wall_clock,
+)
 from strategy_engine.logs import event
 from strategy_engine.store import Session, journal, market
 from strategy_engine.store import accounts as acct_store
 from strategy_engine.store import strategies as strat_store
+from strategy_engine.store.intents import IntentLog
 from strategy_engine.store.strategies import StrategyRow
 
 
@@ -68,6 +73,9 @@ class Deps:
     simulated_broker: Callable[[Account, list[Position], datetime, float], Broker] = field(
         default=lambda acct, pos, minute, slip: SimulatedBroker(acct.cash, pos, slip, now=minute)
     )
+    policy: TickPolicy = field(default_factory=TickPolicy.from_settings)
+    clock: Callable[[], datetime] = wall_clock
+    sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +119,10 @@ def tick(
     deps = deps or Deps()
     started = time.perf_counter()
     minute = calendar.floor_minute(minute)
+    inv = Invocation(minute, deps.policy, deps.clock, deps.sleep)
+    refusal = inv.wait_for_minute()
+    if refusal is not None:
+        _refuse(s, trigger, minute, refusal)
     market_open = calendar.is_open(minute)  # an out-of-range minute is refused before any write
     planned = plan(s, only)
     run_id = uuid.uuid4()
@@ -118,9 +130,13 @@ def tick(
     runs: list[StrategyRun] = []
     status = "market_closed"
     if market_open:
-        for p in planned:
-            runs.append(_run_strategy(s, deps, run_id, minute, p))
-        status = "failed" if any(r.outcome is StrategyOutcome.FAILED for r in runs) else "ok"
+        sending = execution.Invocation(IntentLog(s))
+        try:
+            for p in planned:
+                runs.append(_run_strategy(s, deps, inv, sending, run_id, p))
+        finally:
+            sending.intents.close()
+        status = run_status(runs)
     ms = (time.perf_counter() - started) * 1000
     result = RunResult(run_id, minute, trigger, status, tuple(runs), ms)
     counts = {
@@ -129,6 +145,7 @@ def tick(
         "orders": result.orders,
         "blocked": sum(r.blocked for r in runs),
         "failed": sum(r.failed for r in runs),
+        "reconciled": sum(r.reconciled for r in runs),
     }
     journal.finish_run(s, run_id, status, counts, result.as_json()["strategies"], ms)
     level = logging.ERROR if status == "failed" else logging.INFO
@@ -145,11 +162,35 @@ def tick(
     return result
 
 
-def _run_strategy(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime, p: _Planned) -> StrategyRun:
-    name = p.row.definition.name
+def _refuse(s: Session, trigger: str, minute: datetime, reason: str) -> None:
+    """A minute the engine will not run leaves an engine_runs row, then is refused (InputError)."""
+    run_id = uuid.uuid4()
+    journal.start_run(s, run_id, trigger, minute)
+    journal.finish_run(s, run_id, "refused", {}, {"reason": reason}, 0.0)
+    event(
+        "tick",
+        level=logging.WARNING,
+        run_id=str(run_id),
+        minute=minute.isoformat(),
+        outcome="refused",
+        error=reason,
+    )
+    raise MinuteRefused(reason)
+
+
+def _run_strategy(
+    s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, run_id: uuid.UUID, p: _Planned
+) -> StrategyRun:
+    """The strategy's minute in its own transaction, unless the invocation's rules stop it first."""
+    name, minute = p.row.definition.name, inv.minute
     try:
-        with s.transaction():
-            return _strategy_minute(s, deps, run_id, minute, p)
+        stop = inv.gate(p.account, deps.alpaca_broker)
+        if stop is None:
+            pol = deps.policy
+            with s.transaction(lock_timeout=pol.lock_timeout_seconds, idle_timeout=pol.idle_timeout_seconds):
+                return _strategy_minute(s, deps, inv, sending, run_id, p)
+    except (Busy, DeadlinePassed) as exc:
+        stop = (StrategyOutcome.BUSY if isinstance(exc, Busy) else StrategyOutcome.DEADLINE, str(exc))
     except Unavailable as exc:
         event(
             "strategy failed",
@@ -161,99 +202,71 @@ def _run_strategy(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime, p
             error=str(exc),
         )
         return StrategyRun(name, StrategyOutcome.FAILED, error=str(exc))
+    outcome, why = stop
+    event(
+        "strategy not run",
+        run_id=str(run_id),
+        strategy=name,
+        minute=minute.isoformat(),
+        outcome=outcome.value,
+        reason=why,
+    )
+    return StrategyRun(name, outcome, error=why)
 
 
-def _strategy_minute(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime, p: _Planned) -> StrategyRun:
-    d, cfg, account = p.row.definition, p.config, p.account
+def _strategy_minute(
+    s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, run_id: uuid.UUID, p: _Planned
+) -> StrategyRun:
+    d, cfg, account, minute = p.row.definition, p.config, p.account, inv.minute
     claimed = strat_store.claim(s, d.id, calendar.trading_date(minute))
     if claimed is None:
         return StrategyRun(d.name, StrategyOutcome.BUSY)
     day, last_run = claimed
     if last_run is not None and last_run >= minute:
         return StrategyRun(d.name, StrategyOutcome.ALREADY_PROCESSED)
-    broker, acct, positions = open_account(s, deps, account, minute)
+    view = open_account(s, deps, account, minute)
+    reconciled, day = execution.reconcile(s, view, account.id, d.id, day, sending, minute)
+    # The kill switch and limits as they are now, under the claim: a change made while an earlier
+    # strategy of this invocation ran takes effect.
+    is_active, limits = strat_store.switch_and_limits(s, d.id)
     symbols = list(cfg.symbols)
-    if broker.authoritative and journal.attempted_before(s, minute, run_id):
-        acct, positions = _before_own_orders(broker, d.id, symbols, minute, acct, positions)
     features = _features(s, symbols, minute, cfg)
+    working = execution.working_exposure(s, view, features, minute, reconciled)
     ctx = RiskContext(
         minute=minute,
-        is_active=d.is_active,
+        is_active=is_active,
         market_open=True,
         last_bar_ts=MappingProxyType({k: f.last_bar_ts for k, f in features.items() if f.last_bar_ts}),
         max_bar_age_seconds=cfg.max_bar_age_seconds,
         day=day,
-        positions=MappingProxyType({pos.symbol: pos.qty for pos in positions}),
+        positions=MappingProxyType({pos.symbol: pos.qty for pos in view.positions}),
         last_trade_at=MappingProxyType(journal.last_trades(s, d.id, symbols, minute)),
-        buying_power=acct.buying_power,
+        buying_power=view.account.buying_power - working.reserved,
+        working=working,
     )
-    inputs = MinuteInputs(d.id, p.spec, cfg, p.row.limits, minute, features)
-    decisions, after = decide_minute(inputs, ctx, broker.submit)
-    rows = [journal.decision_row(x, d.id, engine_run_id=run_id, backfill_run_id=None) for x in decisions]
+    inputs = MinuteInputs(d.id, p.spec, cfg, limits, minute, features)
+    if inv.past_deadline():  # the refresh above may have spent it: roll back, send nothing
+        raise DeadlinePassed(f"past the invocation's {inv.policy.deadline_seconds:g}s deadline")
+    submit = execution.sender(view.broker, sending, d.id, account.id, minute)
+    decisions, after = decide_minute(inputs, ctx, submit)
+    logged = [*reconciled, *decisions]
+    rows = [journal.decision_row(x, d.id, engine_run_id=run_id, backfill_run_id=None) for x in logged]
     journal.write_decisions(s, rows)
     journal.record_orders(s, d.id, account.id, "strategy", minute, journal_orders(decisions))
     traded = any(x.outcome is Outcome.ORDERED for x in decisions)
     strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)
-    if not broker.authoritative:
-        acct_store.save_mirror(s, account.id, broker.account(), broker.positions())
-    return _summarise(run_id, d.name, minute, decisions)
+    if not view.broker.authoritative:
+        acct_store.save_mirror(s, account.id, view.broker.account(), view.broker.positions())
+    return execution.summarise(run_id, d.name, minute, logged)
 
 
-def open_account(
-    s: Session, deps: Deps, account: BrokerAccount, minute: datetime
-) -> tuple[Broker, Account, list[Position]]:
-    """Lock the account's balance row; for Alpaca, refresh the mirror from the broker first."""
-    balance = acct_store.lock_balance(s, account.id)
-    if account.broker == "alpaca":
-        broker = deps.alpaca_broker(account)
-        acct, positions = broker.account(), broker.positions()
-        acct_store.check_alpaca_account(s, account, acct.account_number)
-        acct_store.save_mirror(s, account.id, acct, positions)
-        _refresh_open_orders(s, broker, account.id)
-        return broker, acct, positions
-    positions = acct_store.positions(s, account.id)
-    acct = balance or Account(0.0, 0.0, 0.0)
-    return deps.simulated_broker(acct, positions, minute, deps.slippage_bps), acct, positions
+def open_account(s: Session, deps: Deps, account: BrokerAccount, minute: datetime) -> execution.AccountView:
+    """Lock the account's row; for Alpaca, mirror the broker and refresh unsettled orders first."""
 
+    def simulated(acct: Account, positions: list[Position]) -> Broker:
+        return deps.simulated_broker(acct, positions, minute, deps.slippage_bps)
 
-def _refresh_open_orders(s: Session, broker: Broker, account_id: uuid.UUID) -> None:
-    """Bring orders still working at the broker up to date (one upsert whatever their number)."""
-    updated = []
-    for cid in journal.open_orders(s, account_id):
-        order = broker.get_by_client_id(cid)
-        if order is not None:
-            updated.append((order, None))
-    journal.record_orders(s, None, account_id, "strategy", None, updated)
-
-
-def _before_own_orders(
-    broker: Broker,
-    strategy_id: uuid.UUID,
-    symbols: Sequence[str],
-    minute: datetime,
-    acct: Account,
-    positions: list[Position],
-) -> tuple[Account, list[Position]]:
-    """The account as it was before this minute's own orders, which a crashed attempt may have placed.
-
-    A retry must decide what the first attempt decided, so that it sends the same client ids and
-    the broker answers "duplicate" (adopted, recorded) instead of the strategy seeing its own
-    fill and holding, which would leave an order at the broker with no row in paper_trades.
-    """
-    own = [broker.get_by_client_id(client_order_id(strategy_id, sym, minute)) for sym in symbols]
-    qty = {p.symbol: p.qty for p in positions}
-    avg = {p.symbol: p.avg_entry_price for p in positions}
-    bp = acct.buying_power
-    for o in own:
-        if o is None or o.filled_qty == 0:
-            continue
-        signed = o.filled_qty if o.side is Side.BUY else -o.filled_qty
-        qty[o.symbol] = qty.get(o.symbol, 0.0) - signed
-        bp += signed * (o.filled_avg_price or 0.0)
-    if all(o is None for o in own):
-        return acct, positions
-    before = [Position(sym, q, avg.get(sym, 0.0)) for sym, q in sorted(qty.items()) if q != 0]
-    return Account(acct.cash, bp, acct.equity), before
+    return execution.open_account(s, account, deps.alpaca_broker, simulated)
 
 
 def _features(
@@ -279,25 +292,6 @@ def _features(
             bear_cents=bear,
         )
     return out
-
-
-def _summarise(run_id: uuid.UUID, name: str, minute: datetime, decisions: Sequence[Decision]) -> StrategyRun:
-    for x in decisions:
-        if x.intent is not None:
-            event(
-                "order",
-                run_id=str(run_id),
-                strategy=name,
-                minute=minute.isoformat(),
-                symbol=x.signal.symbol,
-                side=x.intent.side.value,
-                qty=x.intent.qty,
-                outcome=x.outcome.value,
-                risk_code=x.verdict.code if x.verdict else None,
-                client_order_id=x.intent.client_order_id,
-                error=x.error,
-            )
-    return processed_run(name, decisions)
 
 
 def now_minute() -> datetime:

@@ -44,7 +44,7 @@ def manual_trade(
         price = last[-1][1] if last else 0.0
         if account.broker != "alpaca" and price <= 0:
             raise InputError(f"no price for {symbol}: the simulated broker fills at the last close")
-        broker, _, _ = open_account(s, deps, account, minute)
+        broker = open_account(s, deps, account, minute).broker
         intent = OrderIntent(symbol, Side(side), qty, price, "se-m-" + uuid.uuid4().hex[:24])
         order = broker.submit(intent)
         journal.record_orders(s, None, account.id, "manual", minute, [(order, None)])

@@ -41,6 +41,22 @@ class Settings(BaseSettings):
     supabase_report_bucket: str = "backfill-reports"
     embedded_data_dir: str | None = Field(default=None, description="embedded Postgres folder")
     backfill_max_days: int = Field(default=400, gt=0)
+    max_tick_lag_seconds: float = Field(
+        default=90, ge=0, description="a real-broker tick for an older minute is late; 0 turns it off"
+    )
+    tick_deadline_seconds: float = Field(
+        default=45, gt=0, le=600, description="nothing new is sent this long after an invocation starts"
+    )
+    db_lock_timeout_seconds: float = Field(
+        default=5, gt=0, le=60, description="a strategy waiting this long for its account answers busy"
+    )
+    db_idle_timeout_seconds: float = Field(
+        default=60, gt=0, le=600, description="the server ends a transaction idle this long (a frozen worker)"
+    )
+    manual_max_qty: float = Field(default=10_000, gt=0, description="the largest manual order, shares")
+    manual_max_bar_age_seconds: float = Field(
+        default=120, gt=0, description="a manual order needs a price at most this old"
+    )
 
 
 @lru_cache(maxsize=1)

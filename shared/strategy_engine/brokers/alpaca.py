@@ -8,7 +8,10 @@ total time wraps every call. Re-sending an order is safe because it carries the 
 deterministic client_order_id: when an earlier attempt did land, Alpaca answers "client_order_id
 must be unique" and we adopt that order.
 
-alpaca-py and requests errors become ours here and nowhere else.
+alpaca-py and requests errors become ours here and nowhere else, once: a 3xx, an empty or
+`null` body and an unreadable one are outages like a 5xx (retried, then the minute fails whole);
+`Retry-After` sets the pause when it fits the budget; answers are read as raw JSON by
+`alpaca_parse` (the client runs with `raw_data=True`), never by alpaca-py's strict models.
 """
 
 from __future__ import annotations
@@ -20,18 +23,14 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import requests
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
-from alpaca.trading.enums import OrderSide, PositionSide, TimeInForce
-from alpaca.trading.models import Clock, TradeAccount
-from alpaca.trading.models import Order as AlpacaOrder
-from alpaca.trading.models import Position as AlpacaPosition
+from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
-from pydantic import SecretStr, ValidationError
-from requests.adapters import HTTPAdapter
+from pydantic import SecretStr
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -41,23 +40,26 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from strategy_engine.brokers import alpaca_parse as parse
+from strategy_engine.brokers.alpaca_http import (
+    RetryAfter,
+    TimeoutAdapter,
+    Transient,
+    refuse_redirect,
+    retry_after,
+)
 from strategy_engine.brokers.paper_url import checked_base_url
 from strategy_engine.core.errors import BrokerUnavailable, OrderRejected
-from strategy_engine.core.models import Account, Order, OrderIntent, Position, Side
+from strategy_engine.core.models import Account, Order, OrderIntent, Position
 from strategy_engine.settings import PAPER_BASE_URL, Settings, alpaca_keys, credential_names
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 _TRANSIENT_IO = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
 
 
 class BrokerAuthError(BrokerUnavailable):
     """Alpaca refused the keys (or none are set): the minute fails whole and retries once fixed."""
-
-
-class _Transient(Exception):
-    """Worth another attempt: a timeout, a dropped connection, 429 or 5xx."""
 
 
 class _ClientError(Exception):
@@ -66,19 +68,7 @@ class _ClientError(Exception):
     def __init__(self, status: int, code: int | str | None, message: str) -> None:
         super().__init__(f"HTTP {status} ({code}): {message}")
         self.status, self.code, self.message = status, code, message
-
-
-class _TimeoutAdapter(HTTPAdapter):
-    """Gives every request a timeout: alpaca-py passes none (alpacahq/alpaca-py#415)."""
-
-    def __init__(self, timeout: float) -> None:
-        super().__init__(max_retries=0)
-        self._timeout = timeout
-
-    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self._timeout
-        return super().send(request, *args, **kwargs)
+        self.after_transient = False  # set when an earlier attempt of the same call failed transiently
 
 
 class AlpacaPaperBroker:
@@ -103,20 +93,27 @@ class AlpacaPaperBroker:
         self.base_url = override or PAPER_BASE_URL
         self._secrets = (api_key, secret_key)
         client = TradingClient(
-            api_key.get_secret_value(), secret_key.get_secret_value(), paper=True, url_override=override
+            api_key.get_secret_value(),
+            secret_key.get_secret_value(),
+            paper=True,
+            url_override=override,
+            raw_data=True,
         )
         client._retry = 0  # our loop below is the only one; alpaca-py's would sleep 3 s unseen
-        adapter = _TimeoutAdapter(timeout_seconds)
+        adapter = TimeoutAdapter(timeout_seconds)
         client._session.mount("https://", adapter)
         client._session.mount("http://", adapter)
+        client._session.hooks["response"].append(refuse_redirect)
         self._client = client
         # An attempt starts only if it can end (timeout) before the budget is spent.
         self._retrying = Retrying(
-            retry=retry_if_exception_type(_Transient),
+            retry=retry_if_exception_type(Transient),
             stop=stop_after_attempt(max_attempts)
             | stop_before_delay(max(0.0, retry_budget_seconds - timeout_seconds)),
-            wait=wait_exponential_jitter(
-                multiplier=backoff_seconds, max=backoff_max_seconds, jitter=backoff_seconds
+            wait=RetryAfter(
+                wait_exponential_jitter(
+                    multiplier=backoff_seconds, max=backoff_max_seconds, jitter=backoff_seconds
+                )
             ),
             reraise=True,
         )
@@ -141,21 +138,28 @@ class AlpacaPaperBroker:
         return f"AlpacaPaperBroker(base_url={self.base_url!r})"
 
     def account(self) -> Account:
-        a = cast(TradeAccount, self._read("GET /v2/account", self._client.get_account))
-        return Account(
-            cash=_num(a.cash),
-            buying_power=_num(a.buying_power),
-            equity=_num(a.equity),
-            account_number=str(a.account_number),
-        )
+        return parse.account(self._read("GET /v2/account", self._client.get_account))
 
     def positions(self) -> list[Position]:
-        rows = cast(list[AlpacaPosition], self._read("GET /v2/positions", self._client.get_all_positions))
-        return [_to_position(p) for p in rows]
+        return parse.positions(self._read("GET /v2/positions", self._client.get_all_positions))
 
     def clock(self) -> tuple[datetime, bool]:
-        c = cast(Clock, self._read("GET /v2/clock", self._client.get_clock))
-        return _utc(c.timestamp), bool(c.is_open)
+        return parse.clock(self._read("GET /v2/clock", self._client.get_clock))
+
+    def open_orders(self) -> list[Order]:
+        """Every order Alpaca still works on, in one call (`GET /v2/orders?status=open`)."""
+        query = {"status": "open", "limit": 500, "direction": "asc"}
+        return parse.orders(self._read("GET /v2/orders (open)", lambda: self._client.get("/orders", query)))
+
+    def recent_orders(self, after: datetime) -> list[Order]:
+        """Orders of any status submitted after `after`, newest first, up to 500 (one call)."""
+        query = {
+            "status": "all",
+            "after": after.astimezone(UTC).isoformat(),
+            "limit": 500,
+            "direction": "desc",
+        }
+        return parse.orders(self._read("GET /v2/orders (recent)", lambda: self._client.get("/orders", query)))
 
     def get_by_client_id(self, client_order_id: str) -> Order | None:
         try:
@@ -166,10 +170,15 @@ class AlpacaPaperBroker:
             if exc.status == 404:
                 return None
             raise BrokerUnavailable(f"Alpaca order lookup failed: {exc}") from exc
-        return _to_order(cast(AlpacaOrder, found))
+        return parse.order(found)
 
     def submit(self, intent: OrderIntent) -> Order:
-        """A market day order; re-sending the same client id never places a second one."""
+        """A market day order; re-sending the same client id never places a second one.
+
+        A refusal that follows a transient failure of the same call may be the answer to a
+        re-send of an order the first attempt placed: the order is looked up by client id and
+        adopted if it exists; only an order Alpaca does not hold is called rejected.
+        """
         if not (math.isfinite(intent.qty) and intent.qty > 0 and intent.symbol and intent.client_order_id):
             raise OrderRejected(None, f"invalid order {intent.symbol!r} qty {intent.qty}: nothing sent")
         try:
@@ -185,10 +194,12 @@ class AlpacaPaperBroker:
         try:
             placed = self._call("POST /v2/orders", lambda: self._client.submit_order(request))
         except _ClientError as exc:
-            if not _is_duplicate(exc):
-                raise OrderRejected(exc.code, exc.message) from exc
-            return self._adopt(intent)
-        return _to_order(cast(AlpacaOrder, placed))
+            if _is_duplicate(exc):
+                return self._adopt(intent)
+            if exc.after_transient and (found := self.get_by_client_id(intent.client_order_id)):
+                return _same_order(intent, found)
+            raise OrderRejected(exc.code, exc.message) from exc
+        return parse.order(placed)
 
     def _adopt(self, intent: OrderIntent) -> Order:
         cid = intent.client_order_id
@@ -196,41 +207,45 @@ class AlpacaPaperBroker:
         existing = self.get_by_client_id(cid)
         if existing is None:
             raise BrokerUnavailable(f"Alpaca calls {cid} a duplicate but cannot find it")
-        if (existing.symbol, existing.side, existing.qty) != (intent.symbol, intent.side, intent.qty):
-            raise OrderRejected(None, f"client_order_id {cid} belongs to another order at Alpaca")
-        return existing
+        return _same_order(intent, existing)
 
-    def _read(self, what: str, fn: Callable[[], T]) -> T:
+    def _read(self, what: str, fn: Callable[[], Any]) -> Any:
         """A read has no "rejected" outcome: a 4xx there fails the minute like an outage."""
         try:
             return self._call(what, fn)
         except _ClientError as exc:
             raise BrokerUnavailable(f"Alpaca {what} failed: {exc}") from exc
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         started = time.monotonic()
+        retrying = self._retrying.copy(before_sleep=partial(_log_retry, what))
         try:
-            retrying = self._retrying.copy(before_sleep=partial(_log_retry, what))
             return retrying(lambda: self._once(fn))
-        except _Transient as exc:
+        except Transient as exc:
             elapsed = time.monotonic() - started
             raise BrokerUnavailable(f"Alpaca {what} still failing after {elapsed:.1f}s: {exc}") from exc
+        except _ClientError as exc:
+            exc.after_transient = retrying.statistics.get("attempt_number", 1) > 1
+            raise
 
-    def _once(self, fn: Callable[[], T]) -> T:
+    def _once(self, fn: Callable[[], Any]) -> Any:
         try:
-            return fn()
+            answer = fn()
         except _TRANSIENT_IO as exc:
-            raise _Transient(type(exc).__name__) from exc
+            raise Transient(type(exc).__name__) from exc
         except APIError as exc:
             raise self._translate(exc) from None  # its text is the raw body: keep the scrubbed parts
-        except (requests.RequestException, ValidationError) as exc:
-            raise BrokerUnavailable(f"unexpected answer from Alpaca: {type(exc).__name__}") from exc
+        except requests.RequestException as exc:  # an unreadable body (not JSON) included
+            raise Transient(f"unreadable answer from Alpaca: {type(exc).__name__}") from exc
+        if answer is None:  # alpaca-py turns an empty body into None, and so does a JSON `null`
+            raise Transient("empty answer from Alpaca")
+        return answer
 
     def _translate(self, exc: APIError) -> Exception:
         status = int(exc.status_code or 0)
         code, message = _details(str(exc), self._secrets)
         if status == 429 or status >= 500:
-            return _Transient(f"HTTP {status} ({code}): {message}")
+            return Transient(f"HTTP {status} ({code}): {message}", retry_after(exc.response))
         if status == 401:
             return BrokerAuthError(f"Alpaca refused the API keys (HTTP 401): {message}")
         return _ClientError(status, code, message)
@@ -266,34 +281,9 @@ def _is_duplicate(exc: _ClientError) -> bool:
     return exc.status == 422 and "client_order_id" in text and "unique" in text
 
 
-def _num(value: str | float | None) -> float:
-    return 0.0 if value is None or value == "" else float(value)
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
-def _to_position(p: AlpacaPosition) -> Position:
-    qty = _num(p.qty)
-    if p.side == PositionSide.SHORT and qty > 0:
-        qty = -qty  # Alpaca sends shorts negative already; some answers do not
-    return Position(symbol=p.symbol, qty=qty, avg_entry_price=_num(p.avg_entry_price))
-
-
-def _to_order(o: AlpacaOrder) -> Order:
-    if o.side is None or o.symbol is None:
-        raise BrokerUnavailable(f"Alpaca order {o.id} has no symbol or side (not a simple order)")
-    filled = _num(o.filled_qty)
-    avg = o.filled_avg_price  # Alpaca may send "0" before a fill: no fill, no price
-    return Order(
-        client_order_id=o.client_order_id,
-        broker_order_id=str(o.id),
-        symbol=o.symbol,
-        side=Side(o.side.value),
-        qty=_num(o.qty),
-        status=str(o.status.value),
-        filled_qty=filled,
-        filled_avg_price=None if filled == 0 or avg is None or avg == "" else float(avg),
-        submitted_at=_utc(o.submitted_at),
-    )
+def _same_order(intent: OrderIntent, found: Order) -> Order:
+    if (found.symbol, found.side, found.qty) != (intent.symbol, intent.side, intent.qty):
+        raise OrderRejected(
+            None, f"client_order_id {intent.client_order_id} belongs to another order at Alpaca"
+        )
+    return found

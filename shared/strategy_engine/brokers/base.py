@@ -28,6 +28,14 @@ class Broker(Protocol):
 
     def get_by_client_id(self, client_order_id: str) -> Order | None: ...
 
+    def open_orders(self) -> list[Order]:
+        """Every order the broker still works on (not final), in one call."""
+        ...
+
+    def recent_orders(self, after: datetime) -> list[Order]:
+        """Orders of any status submitted after `after` (for adopting orders with no row)."""
+        ...
+
     def clock(self) -> tuple[datetime, bool]:
         """(broker time, market open)."""
         ...

@@ -92,6 +92,14 @@ class SimulatedBroker:
     def get_by_client_id(self, client_order_id: str) -> Order | None:
         return self._orders.get(client_order_id)
 
+    def open_orders(self) -> list[Order]:
+        """Always empty: a simulated order fills when it is sent. The engine still asks, so the
+        exposure model is the same for both brokers."""
+        return [o for o in self._orders.values() if o.working_qty != 0]
+
+    def recent_orders(self, after: datetime) -> list[Order]:
+        return [o for o in self._orders.values() if o.submitted_at is None or o.submitted_at > after]
+
     def clock(self) -> tuple[datetime, bool]:
         now = self.now or datetime.now(UTC)
         return now, calendar.is_open(now)

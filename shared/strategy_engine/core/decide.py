@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,7 +86,12 @@ def decide_minute(
     decisions: list[Decision] = []
     for symbol in sorted(inputs.config.symbols):
         feats = inputs.features.get(symbol) or empty_features(symbol)
-        signal = inputs.spec.decide(feats, ctx.positions.get(symbol, 0.0), inputs.config)
+        signal = inputs.spec.decide(feats, risk.exposure(ctx, symbol), inputs.config)
+        if symbol in ctx.working.symbols:
+            working = ctx.working.qty.get(symbol, 0.0)
+            signal = replace(signal, payload={**signal.payload, "working_qty": working})
+            if signal.action is Action.HOLD:  # say why nothing is sent, whatever the strategy thought
+                signal = replace(signal, reason=risk.RiskCode.ORDER_WORKING.value)
         if signal.action is Action.HOLD or feats.close is None:
             decisions.append(Decision(inputs.minute, signal, None, None, Outcome.HELD))
             continue
@@ -102,6 +107,12 @@ def decide_minute(
         except OrderRejected as exc:
             decisions.append(Decision(inputs.minute, signal, intent, verdict, Outcome.FAILED, error=str(exc)))
             continue
+        if order.died_unfilled:  # e.g. adopted after a retry: the broker had rejected it
+            error = f"the broker holds this order as {order.status}, nothing filled"
+            decisions.append(
+                Decision(inputs.minute, signal, intent, verdict, Outcome.FAILED, order=order, error=error)
+            )
+            continue
         ctx = risk.apply(ctx, intent)
         decisions.append(Decision(inputs.minute, signal, intent, verdict, Outcome.ORDERED, order=order))
     return decisions, ctx
@@ -113,6 +124,8 @@ def journal_orders(decisions: Sequence[Decision]) -> list[tuple[Order, str | Non
     for x in decisions:
         if x.outcome is Outcome.ORDERED and x.order is not None:
             out.append((x.order, None))
+        elif x.outcome is Outcome.FAILED and x.order is not None:
+            out.append((x.order, x.error))
         elif x.outcome is Outcome.FAILED and x.intent is not None:
             i = x.intent
             out.append(
@@ -130,4 +143,5 @@ def processed_run(name: str, decisions: Sequence[Decision]) -> StrategyRun:
         orders=sum(1 for x in decisions if x.outcome is Outcome.ORDERED),
         blocked=sum(1 for x in decisions if x.outcome is Outcome.BLOCKED),
         failed=sum(1 for x in decisions if x.outcome is Outcome.FAILED),
+        reconciled=sum(1 for x in decisions if x.outcome is Outcome.RECONCILED),
     )

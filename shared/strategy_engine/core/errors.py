@@ -41,6 +41,10 @@ class AccountConflict(BrokerUnavailable):
     not the one recorded for it: refused before any order, until the configuration is fixed."""
 
 
+class Busy(EngineError):
+    """A lock the work needs is held by another worker past `lock_timeout`: answer `busy`, write nothing."""
+
+
 class DuplicateOrder(EngineError):
     """The broker already holds an order with this client_order_id: adopt it."""
 

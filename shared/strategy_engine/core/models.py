@@ -31,6 +31,7 @@ class Outcome(StrEnum):
     BLOCKED = "blocked"
     ORDERED = "ordered"
     FAILED = "failed"
+    RECONCILED = "reconciled"  # an order found at the broker for an intent its minute never recorded
 
 
 class StrategyOutcome(StrEnum):
@@ -40,6 +41,9 @@ class StrategyOutcome(StrEnum):
     BUSY = "busy"
     ALREADY_PROCESSED = "already_processed"
     FAILED = "failed"
+    LATE = "late"  # the minute is too old to send to a real broker: nothing sent
+    MARKET_CLOSED = "market_closed"  # the broker's clock says closed: nothing sent
+    DEADLINE = "deadline"  # the invocation's deadline passed before it started: nothing sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,12 @@ class OrderIntent:
     client_order_id: str
 
 
+#: Statuses after which an order never changes again; any other is refreshed every tick.
+FINAL_ORDER_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replaced"})
+#: Final statuses in which nothing was (or will be) bought or sold unless part of it filled.
+DEAD_ORDER_STATUSES = frozenset({"canceled", "expired", "rejected"})
+
+
 @dataclass(frozen=True, slots=True)
 class Order:
     """The broker's view of an order, in our own types (money as float, never strings)."""
@@ -108,6 +118,19 @@ class Order:
     filled_qty: float
     filled_avg_price: float | None
     submitted_at: datetime | None = None
+
+    @property
+    def working_qty(self) -> float:
+        """Signed shares still to fill (buy +, sell -); 0 once the order is final."""
+        if self.status in FINAL_ORDER_STATUSES:
+            return 0.0
+        rest = max(self.qty - self.filled_qty, 0.0)
+        return rest if self.side is Side.BUY else -rest
+
+    @property
+    def died_unfilled(self) -> bool:
+        """Rejected, canceled or expired with nothing filled: it never traded."""
+        return self.status in DEAD_ORDER_STATUSES and self.filled_qty == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +230,7 @@ class StrategyRun:
     blocked: int = 0
     failed: int = 0
     error: str | None = None
+    reconciled: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +238,7 @@ class RunResult:
     run_id: UUID
     minute: datetime
     trigger: str
-    status: str  # 'ok' | 'market_closed' | 'failed'
+    status: str  # 'ok' | 'market_closed' | 'late' | 'deadline' | 'failed'
     strategies: tuple[StrategyRun, ...] = field(default_factory=tuple)
     duration_ms: float = 0.0
 
@@ -238,6 +262,7 @@ class RunResult:
                     "orders": s.orders,
                     "blocked": s.blocked,
                     "failed": s.failed,
+                    "reconciled": s.reconciled,
                     "error": s.error,
                 }
                 for s in self.strategies

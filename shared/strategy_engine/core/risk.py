@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
 
+from strategy_engine.core.exposure import NONE, Working
 from strategy_engine.core.models import Check, DayState, Limits, OrderIntent, Side, Verdict
 
 
@@ -21,6 +22,7 @@ class RiskCode(StrEnum):
     STRATEGY_INACTIVE = "strategy_inactive"
     MARKET_CLOSED = "market_closed"
     STALE_DATA = "stale_data"
+    ORDER_WORKING = "order_working"
     MAX_DAILY_TRADES = "max_daily_trades"
     MAX_NOTIONAL_PER_TRADE = "max_notional_per_trade"
     MAX_NOTIONAL_PER_DAY = "max_notional_per_day"
@@ -47,7 +49,11 @@ REDUCE_ONLY_SKIPS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class RiskContext:
-    """Everything the gate may look at, as of decision minute T."""
+    """Everything the gate may look at, as of decision minute T.
+
+    `positions` are held shares (the broker's positions); `working` the account's unfilled
+    order remainders; `buying_power` is already net of what working buys will spend.
+    """
 
     minute: datetime
     is_active: bool
@@ -58,6 +64,12 @@ class RiskContext:
     positions: Mapping[str, float]
     last_trade_at: Mapping[str, datetime]
     buying_power: float
+    working: Working = NONE
+
+
+def exposure(ctx: RiskContext, symbol: str) -> float:
+    """Signed shares held plus signed shares still working: the position the strategy sees."""
+    return ctx.positions.get(symbol, 0.0) + ctx.working.qty.get(symbol, 0.0)
 
 
 def signed_qty(intent: OrderIntent) -> float:
@@ -90,6 +102,13 @@ def _stale(o: OrderIntent, ctx: RiskContext, lim: Limits) -> Check:
     return Check(RiskCode.STALE_DATA.value, age, ctx.max_bar_age_seconds, ok)
 
 
+def _order_working(o: OrderIntent, ctx: RiskContext, lim: Limits) -> Check:
+    # No second order beside a working one (an exit beside a partly filled entry included):
+    # the remainder may still fill, and Alpaca refuses an opposite order as a wash trade anyway.
+    working = o.symbol in ctx.working.symbols
+    return Check(RiskCode.ORDER_WORKING.value, ctx.working.qty.get(o.symbol, 0.0), 0, not working)
+
+
 def _daily_trades(o: OrderIntent, ctx: RiskContext, lim: Limits) -> Check:
     return _limit_check(RiskCode.MAX_DAILY_TRADES, ctx.day.trades_today + 1, lim.max_daily_trades)
 
@@ -104,13 +123,14 @@ def _notional_day(o: OrderIntent, ctx: RiskContext, lim: Limits) -> Check:
 
 
 def _position_size(o: OrderIntent, ctx: RiskContext, lim: Limits) -> Check:
-    after = ctx.positions.get(o.symbol, 0.0) + signed_qty(o)
+    after = exposure(ctx, o.symbol) + signed_qty(o)
     return _limit_check(RiskCode.MAX_POSITION_SIZE, abs(after), lim.max_position_size)
 
 
 def _open_positions(o: OrderIntent, ctx: RiskContext, lim: Limits) -> Check:
-    open_now = sum(1 for q in ctx.positions.values() if q != 0)
-    opens_new = ctx.positions.get(o.symbol, 0.0) == 0
+    held = {s for s, q in ctx.positions.items() if q != 0}
+    open_now = len(held | set(ctx.working.qty))
+    opens_new = exposure(ctx, o.symbol) == 0
     limit = lim.max_open_positions
     ok = limit is None or not opens_new or open_now < limit
     return Check(RiskCode.MAX_OPEN_POSITIONS.value, open_now, limit, ok)
@@ -134,6 +154,7 @@ CHECKS: tuple[tuple[RiskCode, Callable[[OrderIntent, RiskContext, Limits], Check
     (RiskCode.STRATEGY_INACTIVE, _inactive),
     (RiskCode.MARKET_CLOSED, _market),
     (RiskCode.STALE_DATA, _stale),
+    (RiskCode.ORDER_WORKING, _order_working),
     (RiskCode.MAX_DAILY_TRADES, _daily_trades),
     (RiskCode.MAX_NOTIONAL_PER_TRADE, _notional_trade),
     (RiskCode.MAX_NOTIONAL_PER_DAY, _notional_day),
@@ -146,7 +167,7 @@ CHECKS: tuple[tuple[RiskCode, Callable[[OrderIntent, RiskContext, Limits], Check
 
 def evaluate(intent: OrderIntent, ctx: RiskContext, limits: Limits) -> Verdict:
     """Run every check in order; the first failure blocks and names the verdict."""
-    before = ctx.positions.get(intent.symbol, 0.0)
+    before = exposure(ctx, intent.symbol)
     reduce_only = is_reduce_only(before, before + signed_qty(intent))
     checks: list[Check] = []
     first_fail: str | None = None

@@ -21,6 +21,7 @@ to the log, never to the caller). Every request logs one `request` line.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, field_validator
 
-from strategy_engine import engine, logs
+from strategy_engine import engine, invocation, logs
 from strategy_engine.core import calendar
 from strategy_engine.core.errors import InputError, Unavailable
 from strategy_engine.http.messages import (
@@ -75,10 +76,11 @@ if TYPE_CHECKING:
 
 MIN_SECRET_LENGTH = 16  # e.g. `openssl rand -hex 32`, as deploy.sh suggests
 RETRY_AFTER_SECONDS = 5  # inside the minute: Cloud Scheduler's own backoff starts at 5 s
-# A T later than now + this is refused (400) as the future: deciding a minute before its bars
-# exist would mark it processed and shut out the real run (a forced Cloud Scheduler run can carry
-# the *next* scheduled time; a feed can insert a bar before its minute ends).
-CLOCK_SKEW = timedelta(seconds=5)
+# A T at most this far ahead of the host clock is waited for by the engine; further ahead it is
+# refused (400, with an engine_runs row): deciding a minute before its bars exist would mark it
+# processed and shut out the real run (a forced Cloud Scheduler run can carry the *next*
+# scheduled time; a feed can insert a bar before its minute ends).
+CLOCK_SKEW = invocation.CLOCK_SKEW
 WEBHOOK_MAX_LAG = timedelta(minutes=2)  # an older bar (a data backfill) does not tick live
 SCHEDULE_TIME_HEADER = "x-cloudscheduler-scheduletime"
 
@@ -98,7 +100,7 @@ def handle_scheduled(
 
     def run(s: Services) -> HttpResponse:
         ev = validate(SchedulerEvent, dict(event) if isinstance(event, Mapping) else {})
-        return run_tick(s, _minute(ev.minute, "minute", s), "eventbridge")
+        return run_tick(s, _minute(ev.minute, "minute"), "eventbridge", field="minute")
 
     return _respond("tick", "EVENT", "scheduler", request_id, run, services)
 
@@ -198,30 +200,33 @@ def _body(req: HttpRequest, required: bool) -> bytes:
     return req.body
 
 
-def _minute(
-    text: str, field_name: str, services: Services | None, later: timedelta = timedelta(0)
-) -> datetime:
-    """T (the time's minute + `later`) from an ISO 8601 time with an offset; with `services`, a T
-    in the future is refused."""
+def _minute(text: str, field_name: str, later: timedelta = timedelta(0)) -> datetime:
+    """T (the time's minute + `later`) from an ISO 8601 time with an offset."""
     try:
         t = calendar.parse_minute(text) + later
     except (InputError, OverflowError, ValueError) as exc:
         message = str(exc) if isinstance(exc, InputError) else f"time {text!r} out of range"
         raise HttpError.invalid(field_name, message) from None
-    if services is not None and t > services.clock() + CLOCK_SKEW:
-        raise HttpError.invalid(field_name, f"{t.isoformat()} is in the future")
     return t
 
 
 # ---- the handlers ------------------------------------------------------------------------------
 
 
-def run_tick(services: Services, minute: datetime, trigger: str, only: str | None = None) -> HttpResponse:
-    """One engine tick; a failed strategy (an outage) is 503 so the scheduler retries minute T."""
+def run_tick(
+    services: Services, minute: datetime, trigger: str, only: str | None = None, *, field: str = "minute"
+) -> HttpResponse:
+    """One engine tick on the services' clock; a failed strategy (an outage) or a deadline hit is 503
+    so the scheduler retries minute T (the retry redoes only what is left); a minute too far ahead
+    is 400 naming `field` (the engine has recorded the refusal)."""
+    deps = dataclasses.replace(services.deps(), clock=services.clock)
     with services.open_session() as s:
-        result = engine.tick(s, minute, trigger=trigger, only=only, deps=services.deps())
+        try:
+            result = engine.tick(s, minute, trigger=trigger, only=only, deps=deps)
+        except invocation.MinuteRefused as exc:
+            raise HttpError.invalid(field, str(exc)) from None
     doc = result.as_json()
-    return _unavailable(doc) if result.status == "failed" else HttpResponse(200, doc)
+    return _unavailable(doc) if result.status in ("failed", "deadline") else HttpResponse(200, doc)
 
 
 def _tick(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
@@ -230,12 +235,13 @@ def _tick(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
     parsed = validate(TickBody, body) if body else TickBody()
     header = req.headers.get(SCHEDULE_TIME_HEADER)
     if header is not None:
-        minute, trigger = _minute(header, "X-CloudScheduler-ScheduleTime", services), "cloud_scheduler"
+        field, trigger = "X-CloudScheduler-ScheduleTime", "cloud_scheduler"
+        minute = _minute(header, field)
     elif parsed.minute is not None:
-        minute, trigger = _minute(parsed.minute, "minute", services), "http"
+        minute, trigger, field = _minute(parsed.minute, "minute"), "http", "minute"
     else:
-        minute, trigger = calendar.floor_minute(services.clock()), "http"
-    return run_tick(services, minute, trigger, parsed.strategy)
+        minute, trigger, field = calendar.floor_minute(services.clock()), "http", "minute"
+    return run_tick(services, minute, trigger, parsed.strategy, field=field)
 
 
 def _webhook(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
@@ -246,7 +252,7 @@ def _webhook(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
     if p.record is None:
         raise HttpError.invalid("record", "required for an INSERT")
     bar = validate(BarRecord, p.record, prefix="record")
-    t, now = _minute(bar.ts, "record.ts", None, later=timedelta(minutes=1)), services.clock()
+    t, now = _minute(bar.ts, "record.ts", later=timedelta(minutes=1)), services.clock()
     if t > now + CLOCK_SKEW:  # a bar inserted before its minute ended: the scheduler ticks T
         return HttpResponse(200, {"status": "ignored", "reason": f"bar {bar.symbol} {bar.ts} still forming"})
     if now - t > WEBHOOK_MAX_LAG:

@@ -12,7 +12,7 @@ from uuid import UUID
 
 import psycopg
 
-from strategy_engine.core.errors import AccountConflict
+from strategy_engine.core.errors import AccountConflict, NotFound
 from strategy_engine.core.models import Account, BrokerAccount, Position
 from strategy_engine.store.session import Session, exact
 
@@ -92,14 +92,22 @@ def positions(s: Session, account_id: UUID) -> list[Position]:
     return [Position(r[0], r[1], r[2]) for r in rows]
 
 
-def lock_balance(s: Session, account_id: UUID) -> Account | None:
-    """The account's balance row, locked until commit: strategies sharing an account serialise."""
+def lock_account(s: Session, account_id: UUID) -> Account | None:
+    """Lock the account's own row until commit and read its balance (None before the first one).
+
+    The lock is on `broker_accounts`, a row that exists as long as the account does, so the
+    strategies sharing an account serialise from their very first minute (a `broker_balances`
+    row does not exist until the first mirror is written). Under the transaction's
+    `lock_timeout` a worker that waits too long raises `Busy`.
+    """
     row = s.fetchone(
-        "select cash::float8, buying_power::float8, equity::float8 from public.broker_balances"
-        " where account_id = %s for update",
+        "select b.cash::float8, b.buying_power::float8, b.equity::float8 from public.broker_accounts a"
+        " left join public.broker_balances b on b.account_id = a.id where a.id = %s for update of a",
         (account_id,),
     )
-    return None if row is None else Account(row[0], row[1], row[2])
+    if row is None:
+        raise NotFound(f"account {account_id} no longer exists")
+    return None if row[0] is None else Account(row[0], row[1], row[2])
 
 
 def save_mirror(s: Session, account_id: UUID, acct: Account, pos: Sequence[Position]) -> None:

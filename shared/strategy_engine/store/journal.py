@@ -31,7 +31,6 @@ LOG_COLUMNS = (
     "client_order_id",
     "signal_payload",
 )
-OPEN_STATUSES = ("new", "accepted", "pending_new", "partially_filled", "accepted_for_bidding", "held")
 
 
 def decision_row(
@@ -105,7 +104,8 @@ def record_orders(
           as u(cid, bid, sym, side, qty, st, fq, fp, at, e)
         on conflict (client_order_id) do update set broker_order_id = excluded.broker_order_id,
           status = excluded.status, filled_qty = excluded.filled_qty,
-          filled_avg_price = excluded.filled_avg_price, error = excluded.error, updated_at = now()
+          filled_avg_price = excluded.filled_avg_price, error = excluded.error, updated_at = now(),
+          submitted_at = coalesce(excluded.submitted_at, paper_trades.submitted_at)
         """,
         {"strategy": strategy_id, "account": account_id, "source": source, "minute": minute, **cols},
     )
@@ -119,34 +119,12 @@ def last_trades(
         """
         select symbol, max(decision_minute) from public.paper_trades
         where strategy_id = %s and symbol = any(%s) and decision_minute < %s
-          and coalesce(status, '') not in ('rejected', 'failed')
+          and coalesce(status, '') not in ('rejected', 'failed', 'void')
         group by symbol
         """,
         (strategy_id, list(symbols), before),
     )
     return {r[0]: r[1] for r in rows}
-
-
-def open_orders(s: Session, account_id: UUID) -> list[str]:
-    """Client ids of this account's orders still working at the broker (status to refresh)."""
-    rows = s.fetchall(
-        "select client_order_id from public.paper_trades where account_id = %s and status = any(%s)"
-        " and client_order_id is not null order by client_order_id",
-        (account_id, list(OPEN_STATUSES)),
-    )
-    return [r[0] for r in rows]
-
-
-def attempted_before(s: Session, minute: datetime, run_id: UUID) -> bool:
-    """Did another invocation start on this minute? Its orders may be at the broker uncommitted.
-
-    `engine_runs` rows are written outside the strategy transactions, so they survive the crash
-    that rolled the rest back: a retry learns that it is one, and only then asks the broker.
-    """
-    row = s.fetchone(
-        "select exists (select 1 from public.engine_runs where minute = %s and id <> %s)", (minute, run_id)
-    )
-    return bool(row and row[0])
 
 
 def start_run(s: Session, run_id: UUID, trigger: str, minute: datetime) -> None:

@@ -17,9 +17,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from psycopg.types.numeric import FloatLoader
 
-from strategy_engine.core.errors import DatabaseUnavailable, InputError
+from strategy_engine.core.errors import Busy, DatabaseUnavailable, InputError
 
 Params = Sequence[Any] | dict[str, Any] | None
 
@@ -46,7 +47,9 @@ def exact(x: float | None) -> Decimal | None:
     return None if x is None else Decimal(repr(float(x)))
 
 
-def unavailable(exc: Exception) -> DatabaseUnavailable:
+def unavailable(exc: Exception) -> DatabaseUnavailable | Busy:
+    if isinstance(exc, psycopg.errors.LockNotAvailable):  # lock_timeout: another worker holds it
+        return Busy("busy: another worker holds the lock")
     # psycopg messages carry host and port, never the password; keep only the first line.
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return DatabaseUnavailable(f"database unavailable: {first}")
@@ -55,9 +58,23 @@ def unavailable(exc: Exception) -> DatabaseUnavailable:
 def connect(url: str, *, connect_timeout: int = 10, application_name: str = "strategy-engine") -> Session:
     if not url.startswith(("postgres://", "postgresql://")):
         raise InputError("database url must start with postgresql:// or postgres://")
+    return _open(url, connect_timeout, application_name)
+
+
+def sibling(s: Session, *, application_name: str = "strategy-engine-side") -> Session:
+    """A second connection to the database `s` is connected to, for writes that must commit
+    while `s` is inside a transaction (the write-ahead order intents). Raises DatabaseUnavailable."""
+    info = s.conn.info
+    params = {k: v for k, v in info.get_parameters().items() if k != "application_name"}
+    if info.password:
+        params["password"] = info.password
+    return _open(make_conninfo("", **params), 10, application_name)
+
+
+def _open(conninfo: str, connect_timeout: int, application_name: str) -> Session:
     try:
         conn = psycopg.connect(
-            url,
+            conninfo,
             autocommit=True,
             prepare_threshold=None,
             connect_timeout=connect_timeout,
@@ -69,6 +86,17 @@ def connect(url: str, *, connect_timeout: int = 10, application_name: str = "str
         raise InputError(f"invalid database url: {str(exc).splitlines()[0]}") from None
     conn.adapters.register_loader("numeric", FloatLoader)
     return Session(conn)
+
+
+_SET_TIMEOUTS = """
+select set_config('lock_timeout', coalesce(%s, current_setting('lock_timeout')), true),
+  set_config('idle_in_transaction_session_timeout',
+             coalesce(%s, current_setting('idle_in_transaction_session_timeout')), true)
+"""
+
+
+def _ms(seconds: float | None) -> str | None:
+    return None if seconds is None else f"{max(1, round(seconds * 1000))}ms"
 
 
 class Session:
@@ -86,12 +114,22 @@ class Session:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """BEGIN ... COMMIT; any exception rolls the whole block back."""
+    def transaction(
+        self, *, lock_timeout: float | None = None, idle_timeout: float | None = None
+    ) -> Iterator[Session]:
+        """BEGIN ... COMMIT; any exception rolls the whole block back.
+
+        `lock_timeout` (seconds): a statement waiting longer for a lock raises `Busy`.
+        `idle_timeout` (seconds): the server ends this transaction if it sits idle longer (a
+        frozen worker), releasing its locks. Both are `SET LOCAL` (set_config(..., true)): they end
+        with the transaction, so they are safe through Supabase's transaction pooler.
+        """
         try:
             with self.conn.transaction():
+                if lock_timeout is not None or idle_timeout is not None:
+                    self.execute(_SET_TIMEOUTS, (_ms(lock_timeout), _ms(idle_timeout)))
                 yield self
-        except psycopg.OperationalError as exc:
+        except (psycopg.OperationalError, psycopg.InternalError) as exc:
             raise unavailable(exc) from None
 
     def execute(
@@ -101,7 +139,7 @@ class Session:
         self.statements += 1
         try:
             return self.conn.cursor(binary=binary).execute(query, params)
-        except psycopg.OperationalError as exc:
+        except (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout) as exc:
             raise unavailable(exc) from None
 
     def fetchall(

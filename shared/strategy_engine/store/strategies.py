@@ -54,6 +54,16 @@ def load_all(s: Session, name: str | None = None) -> list[StrategyRow]:
     return [_row(r) for r in rows]
 
 
+def switch_and_limits(s: Session, strategy_id: UUID) -> tuple[bool, Limits]:
+    """(is_active, limits) as committed now: read under the claim, so a change made while an
+    earlier strategy of the same invocation ran takes effect. A deleted strategy is inactive."""
+    row = s.fetchone(f"select {_DEF_COLS} {_DEF_FROM} where d.id = %s", (strategy_id,))
+    if row is None:
+        return False, Limits()
+    fresh = _row(row)
+    return fresh.definition.is_active, fresh.limits
+
+
 def claim(s: Session, strategy_id: UUID, trading_date: date) -> tuple[DayState, datetime | None] | None:
     """Lock this strategy's day row FOR UPDATE SKIP LOCKED; None when another worker holds it.
 

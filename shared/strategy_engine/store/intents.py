@@ -1,0 +1,148 @@
+"""Write-ahead order intents: the row that exists before the order does.
+
+Before an order goes to a real broker its `paper_trades` row is committed with status
+`intent`, on a connection of its own (`IntentLog`), while the minute's transaction stays open
+and holds its locks. Whatever happens next (a crash, a kill, a store error that rolls the minute
+back), the row survives, and the next run that reconciles the account looks the order up at the
+broker by its client id. The minute's transaction overwrites the row with the broker's answer
+when it commits, so a row still `intent` means "sent, or about to be, by a minute that never
+completed". `void` means reconciliation found no such order at the broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from strategy_engine.core.models import FINAL_ORDER_STATUSES, OrderIntent, Side
+from strategy_engine.store.session import Session, exact, sibling
+
+INTENT, VOID = "intent", "void"
+# A row in any other status is the broker's word for an order that may still change.
+SETTLED = (*sorted(FINAL_ORDER_STATUSES), INTENT, VOID)
+# The side connection waits this long for a row lock before giving up: a lock held by the
+# minute's own transaction would otherwise wait forever (one process, two connections).
+_LOCK_TIMEOUT = "2s"
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An intent whose minute never recorded the broker's answer."""
+
+    client_order_id: str
+    strategy_id: UUID | None
+    minute: datetime
+    symbol: str
+    side: Side
+    qty: float
+    price: float | None  # the decision price (notional of the day counters), None if unknown
+
+
+class IntentLog:
+    """Commits intents on a second connection, opened on first use; `close()` when done."""
+
+    def __init__(self, main: Session) -> None:
+        self._main = main
+        self._side: Session | None = None
+
+    def _session(self) -> Session:
+        if self._side is None:
+            self._side = sibling(self._main)
+        return self._side
+
+    def close(self) -> None:
+        if self._side is not None:
+            self._side.close()
+            self._side = None
+
+    def write(
+        self, strategy_id: UUID | None, account_id: UUID, source: str, minute: datetime, intent: OrderIntent
+    ) -> bool:
+        """Commit the intent; False when its client id already names a live order (send nothing).
+
+        A `void` row (reconciliation found nothing at the broker) is taken over: the order was
+        never placed, so the same client id may be sent again. Raises DatabaseUnavailable.
+        """
+        s = self._session()
+        with s.transaction():
+            s.execute(f"set local lock_timeout = '{_LOCK_TIMEOUT}'")
+            row = s.fetchone(
+                """
+                insert into public.paper_trades (strategy_id, account_id, source, decision_minute,
+                  client_order_id, symbol, side, qty, decision_price, status, updated_at)
+                values (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'intent', now())
+                on conflict (client_order_id) do update set status = 'intent', error = null,
+                  strategy_id = excluded.strategy_id, account_id = excluded.account_id,
+                  decision_minute = excluded.decision_minute, symbol = excluded.symbol,
+                  side = excluded.side, qty = excluded.qty, decision_price = excluded.decision_price,
+                  updated_at = now()
+                where paper_trades.status = 'void'
+                returning 1
+                """,
+                (
+                    strategy_id,
+                    account_id,
+                    source,
+                    minute,
+                    intent.client_order_id,
+                    intent.symbol,
+                    intent.side.value,
+                    exact(intent.qty),
+                    exact(intent.price),
+                ),
+            )
+        return row is not None
+
+    def void(self, client_order_ids: Sequence[str], why: str) -> None:
+        """Mark intents the broker does not know: committed at once, so a re-send may take them over."""
+        if not client_order_ids:
+            return
+        s = self._session()
+        with s.transaction():
+            s.execute(f"set local lock_timeout = '{_LOCK_TIMEOUT}'")
+            s.execute(
+                "update public.paper_trades set status = 'void', error = %s, updated_at = now()"
+                " where client_order_id = any(%s) and status = 'intent'",
+                (why, list(client_order_ids)),
+            )
+
+
+def pending(s: Session, account_id: UUID, strategy_id: UUID | None) -> list[Pending]:
+    """Intents of this account left by minutes that never completed: the strategy's own and the
+    manual ones (no strategy), oldest first. Other strategies' intents wait for their own runs,
+    which lock their own day rows (reconciling them here could deadlock on those rows)."""
+    rows = s.fetchall(
+        """
+        select client_order_id, strategy_id, decision_minute, symbol, side, qty::float8,
+               decision_price::float8
+        from public.paper_trades
+        where account_id = %s and status = 'intent' and (strategy_id = %s or strategy_id is null)
+        order by decision_minute, client_order_id
+        """,
+        (account_id, strategy_id),
+    )
+    return [Pending(r[0], r[1], r[2], r[3], Side(r[4]), r[5], r[6]) for r in rows]
+
+
+def unsettled(s: Session, account_id: UUID) -> list[str]:
+    """Client ids of this account's orders the broker may still change (not final), oldest first."""
+    rows = s.fetchall(
+        "select client_order_id from public.paper_trades where account_id = %s"
+        " and client_order_id is not null and status is not null and not (status = any(%s))"
+        " order by decision_minute nulls first, client_order_id",
+        (account_id, list(SETTLED)),
+    )
+    return [r[0] for r in rows]
+
+
+def known(s: Session, client_order_ids: Sequence[str]) -> set[str]:
+    """Which of these client ids already have a row (of any status)."""
+    if not client_order_ids:
+        return set()
+    rows = s.fetchall(
+        "select client_order_id from public.paper_trades where client_order_id = any(%s)",
+        (list(client_order_ids),),
+    )
+    return {r[0] for r in rows}

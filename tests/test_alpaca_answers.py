@@ -1,0 +1,119 @@
+"""Alpaca's answers translated once, at the boundary, and read tolerantly (issue 12, items 7-8).
+
+The real alpaca-py client against the loopback Alpaca: odd bodies and redirects are outages
+(retried, then `BrokerUnavailable`), a refusal after a transient failure is checked against the
+broker before it is called a rejection, `Retry-After` sets the pause within the budget, and a
+position or order with values alpaca-py's models do not know is still read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from strategy_engine import engine
+from strategy_engine.core.errors import BrokerUnavailable, OrderRejected
+from strategy_engine.core.models import OrderIntent, Side
+from strategy_engine.store import Session
+from tests.fake_alpaca import FakeAlpaca
+from tests.fake_alpaca.faults import Odd
+from tests.test_alpaca_broker import broker
+from tests.test_alpaca_engine import deps, setup, trades
+from tests.test_exactly_once import T
+
+POST = "POST /v2/orders"
+ACCOUNT = "GET /v2/account"
+POSITIONS = "GET /v2/positions"
+LOOKUP = "GET /v2/orders:by_client_order_id"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAlpaca]:
+    with FakeAlpaca(fill="instant") as server:
+        yield server
+
+
+def intent(symbol: str = "SPY", qty: float = 1.0) -> OrderIntent:
+    return OrderIntent(symbol, Side.BUY, qty, 100.0, "se-answers-0001")
+
+
+@pytest.mark.parametrize("kind", ["empty", "null", "redirect"])
+def test_an_empty_null_or_redirect_answer_is_retried_as_an_outage(fake: FakeAlpaca, kind: Odd) -> None:
+    fake.odd(ACCOUNT, kind)
+    assert broker(fake.url).account().cash == 100_000.0
+    assert fake.requests[ACCOUNT] == 2
+
+
+@pytest.mark.parametrize("kind", ["empty", "null", "redirect"])
+def test_a_persisting_odd_answer_fails_the_minute_whole(
+    session: Session, fake: FakeAlpaca, kind: Odd
+) -> None:
+    setup(session)
+    fake.odd(POSITIONS, kind, times=10_000)
+    result = engine.tick(session, T, deps=deps(fake))
+    assert result.status == "failed"
+    assert "still failing" in (result.strategies[0].error or "")
+    assert fake.requests[POST] == 0
+    assert session.fetchone("select count(*) from strategy_logs") == (0,)
+
+
+def test_a_refusal_after_a_timeout_is_looked_up_and_the_placed_order_adopted(fake: FakeAlpaca) -> None:
+    fake.slow(POST, 1.0)  # the first POST lands, its answer comes after the client's timeout
+    fake.fail(POST, 403, body={"code": 40310000, "message": "insufficient qty available for order"})
+    order = broker(fake.url, timeout=0.3, budget=3.0).submit(intent())
+    placed = fake.by_client_id("se-answers-0001")
+    assert placed is not None
+    assert (order.broker_order_id, order.status) == (placed["id"], "filled")
+    assert (fake.requests[POST], fake.requests[LOOKUP], fake.orders_accepted) == (2, 1, 1)
+
+
+def test_a_refusal_after_an_outage_with_no_order_at_the_broker_is_a_rejection(fake: FakeAlpaca) -> None:
+    fake.fail(POST, 503)
+    fake.fail(POST, 403, body={"code": 40310000, "message": "insufficient buying power"})
+    with pytest.raises(OrderRejected, match="insufficient buying power"):
+        broker(fake.url).submit(intent())
+    assert (fake.requests[POST], fake.requests[LOOKUP], fake.orders_accepted) == (2, 1, 0)
+
+
+def test_retry_after_sets_the_pause_when_it_fits_the_budget(
+    fake: FakeAlpaca, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.fail(ACCOUNT, 429, retry_after="1")
+    with caplog.at_level(logging.WARNING, logger="strategy_engine.brokers.alpaca"):
+        broker(fake.url, timeout=0.3, budget=3.0).account()
+    (record,) = [r for r in caplog.records if "retrying in" in r.getMessage()]
+    pause = float(record.getMessage().rsplit("retrying in ", 1)[1].rstrip("s"))
+    assert pause >= 1.0  # the pause the server asked for, not the backoff's 0.25 s
+
+
+def test_retry_after_past_the_budget_gives_up_at_once(fake: FakeAlpaca) -> None:
+    fake.fail(ACCOUNT, 429, retry_after="30", times=2)
+    with pytest.raises(BrokerUnavailable, match="429"):
+        broker(fake.url, timeout=0.3, budget=1.5).account()
+    assert fake.requests[ACCOUNT] == 1  # no attempt that would end past the budget
+
+
+@pytest.mark.parametrize("kind", ["unknown_exchange", "unknown_fields"])
+def test_unknown_values_in_positions_and_orders_are_read_by_the_fields_needed(
+    fake: FakeAlpaca, kind: Odd
+) -> None:
+    b = broker(fake.url)
+    b.submit(intent(qty=3))
+    fake.odd(POSITIONS, kind)
+    fake.odd(LOOKUP, kind)
+    (position,) = b.positions()
+    assert (position.symbol, position.qty, position.avg_entry_price) == ("SPY", 3.0, 100.0)
+    order = b.get_by_client_id("se-answers-0001")
+    assert order is not None and (order.status, order.filled_qty) == ("filled", 3.0)
+
+
+def test_an_unknown_exchange_never_halts_the_account(session: Session, fake: FakeAlpaca) -> None:
+    setup(session)
+    fake.place({"symbol": "TSLA", "side": "buy", "qty": "2", "client_order_id": "elsewhere"})
+    fake.odd(POSITIONS, "unknown_exchange", times=10_000)
+    result = engine.tick(session, T, deps=deps(fake))
+    assert (result.status, result.orders) == ("ok", 3)
+    assert session.fetchall("select symbol, qty::float8 from broker_positions") == [("TSLA", 2.0)]
+    assert len(trades(session)) == 3

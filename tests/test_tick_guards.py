@@ -1,0 +1,293 @@
+"""The invocation's rules on the real server: late minutes, the broker's clock, one deadline, the
+minute ahead of the host clock, the switch and limits read under the claim, the account lock and
+its timeouts. Clocks are injected: nothing here sleeps for more than a fraction of a second."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from strategy_engine import engine
+from strategy_engine.brokers.simulated import SimulatedBroker
+from strategy_engine.core.errors import Busy, DatabaseUnavailable
+from strategy_engine.core.models import Account, OrderIntent, Position, StrategyOutcome
+from strategy_engine.invocation import MinuteRefused, TickPolicy
+from strategy_engine.store import Session, connect
+from strategy_engine.store import accounts as acct_store
+from tests.conftest import seed
+from tests.fake_alpaca import FakeAlpaca
+from tests.test_alpaca_engine import ACCOUNT, POST
+from tests.test_alpaca_engine import deps as alpaca_deps
+from tests.test_exactly_once import SYMS, T, entry_setup
+
+
+@dataclass
+class Clock:
+    """A host clock the test moves by hand."""
+
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAlpaca]:
+    with FakeAlpaca() as server:
+        yield server
+
+
+def on_alpaca(fake: FakeAlpaca, clock: Clock, **policy: float) -> engine.Deps:
+    d = alpaca_deps(fake)
+    d.policy, d.clock = TickPolicy(**policy), clock
+    return d
+
+
+def logs_of(s: Session, name: str) -> list[tuple[Any, ...]]:
+    return s.fetchall(
+        "select l.symbol, l.outcome, l.risk_code from strategy_logs l"
+        " join strategy_definitions d on d.id = l.strategy_id where d.name = %s order by l.symbol",
+        (name,),
+    )
+
+
+def last_run(s: Session, name: str) -> Any:
+    row = s.fetchone(
+        "select st.last_run_minute from strategy_state st join strategy_definitions d on d.id = st.strategy_id"
+        " where d.name = %s",
+        (name,),
+    )
+    return None if row is None else row[0]
+
+
+# ---- 3. old minutes never reach a broker ---------------------------------------------------------
+
+
+def test_a_minute_older_than_the_lag_limit_is_late_on_alpaca_and_nothing_is_asked_or_sent(
+    session: Session, fake: FakeAlpaca
+) -> None:
+    seed(session, account=ACCOUNT, broker="alpaca", config={"symbols": list(SYMS)})
+    entry_setup(session, SYMS, T)
+    late = engine.tick(session, T, deps=on_alpaca(fake, Clock(T + timedelta(seconds=91))))
+    assert (late.status, late.strategies[0].outcome) == ("late", StrategyOutcome.LATE)
+    assert "91s old" in (late.strategies[0].error or "")
+    assert sum(fake.requests.values()) == 0
+    assert session.fetchall("select status, orders from engine_runs") == [("late", 0)]
+    assert session.fetchone("select count(*) from strategy_logs") == (0,)
+    assert last_run(session, "nft") is None  # never claimed: the record is the run's
+
+
+@pytest.mark.parametrize(
+    ("age", "policy"),
+    [(timedelta(seconds=90), {}), (timedelta(days=30), {"max_lag_seconds": 0})],
+    ids=["at-the-limit", "check-off"],
+)
+def test_a_minute_at_the_lag_limit_or_with_the_check_off_trades(
+    session: Session, fake: FakeAlpaca, age: timedelta, policy: dict[str, float]
+) -> None:
+    seed(session, account=ACCOUNT, broker="alpaca", config={"symbols": list(SYMS)})
+    entry_setup(session, SYMS, T)
+    result = engine.tick(session, T, deps=on_alpaca(fake, Clock(T + age), **policy))
+    assert (result.status, result.orders, fake.requests[POST]) == ("ok", 3, 3)
+
+
+def test_a_simulated_account_replays_any_minute(session: Session) -> None:
+    seed(session, config={"symbols": list(SYMS)})
+    entry_setup(session, SYMS, T)
+    result = engine.tick(session, T, deps=engine.Deps(clock=Clock(T + timedelta(days=400))))
+    assert (result.status, result.orders) == ("ok", 3)
+
+
+# ---- 9. the broker's clock, one deadline, a minute ahead -----------------------------------------
+
+
+def test_the_brokers_clock_closed_is_market_closed_asked_once_and_the_disagreement_logged(
+    session: Session, fake: FakeAlpaca, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("a", "b"):
+        seed(session, name=name, account=ACCOUNT, broker="alpaca", config={"symbols": list(SYMS)})
+    entry_setup(session, SYMS, T)
+    fake.is_open = False  # an unscheduled closure the installed calendar does not know
+    caplog.set_level(logging.INFO)
+    result = engine.tick(session, T, deps=on_alpaca(fake, Clock(T + timedelta(seconds=2))))
+    assert result.status == "market_closed"
+    assert [r.outcome for r in result.strategies] == [StrategyOutcome.MARKET_CLOSED] * 2
+    assert fake.requests == {"GET /v2/clock": 1}
+    assert [r.message for r in caplog.records].count("broker clock disagrees with the calendar") == 1
+
+    fake.is_open = True
+    opened = engine.tick(session, T, deps=on_alpaca(fake, Clock(T + timedelta(seconds=3))))
+    assert (opened.status, opened.orders) == ("ok", 3)  # b then sees a's position: holds
+    assert [r.outcome for r in opened.strategies] == [StrategyOutcome.PROCESSED] * 2
+    assert fake.requests["GET /v2/clock"] == 2  # once more for the second invocation, not per strategy
+
+
+class SlowSimulated(SimulatedBroker):
+    """A simulated broker whose every order takes `seconds` of the injected clock."""
+
+    clock: Clock
+    seconds: float = 0.0
+
+    def submit(self, intent: OrderIntent) -> Any:
+        self.clock.now += timedelta(seconds=self.seconds)
+        return super().submit(intent)
+
+
+def slow_deps(clock: Clock, seconds: float, on_open: float = 0.0, **policy: float) -> engine.Deps:
+    def build(acct: Account, pos: list[Position], minute: datetime, slip: float) -> SimulatedBroker:
+        clock.now += timedelta(seconds=on_open)
+        broker = SlowSimulated(acct.cash, pos, slip, now=minute)
+        broker.clock, broker.seconds = clock, seconds
+        return broker
+
+    return engine.Deps(simulated_broker=build, clock=clock, policy=TickPolicy(**policy))
+
+
+def test_past_the_deadline_nothing_new_starts_what_was_done_is_committed_and_the_retry_finishes(
+    session: Session,
+) -> None:
+    for name in ("a", "b"):
+        seed(session, name=name, account=name, config={"symbols": list(SYMS)})
+    entry_setup(session, SYMS, T)
+    clock = Clock(T + timedelta(seconds=1))
+    first = engine.tick(session, T, deps=slow_deps(clock, 16.0))  # a's 3 orders take 48 s
+    assert first.status == "deadline"
+    assert [(r.outcome, r.orders) for r in first.strategies] == [
+        (StrategyOutcome.PROCESSED, 3),
+        (StrategyOutcome.DEADLINE, 0),
+    ]
+    assert [x[1] for x in logs_of(session, "a")] == ["ordered"] * 3
+    assert logs_of(session, "b") == [] and last_run(session, "b") is None
+    detail = session.fetchone("select status, detail from engine_runs")
+    assert detail is not None and detail[0] == "deadline"
+    assert [d["outcome"] for d in detail[1]] == ["processed", "deadline"]
+
+    retry = engine.tick(session, T, deps=slow_deps(clock, 0.0))
+    assert [r.outcome for r in retry.strategies] == [
+        StrategyOutcome.ALREADY_PROCESSED,
+        StrategyOutcome.PROCESSED,
+    ]
+    assert session.fetchone("select count(*) from paper_trades") == (6,)
+
+
+def test_a_deadline_spent_inside_the_strategys_transaction_rolls_it_back_unsent(session: Session) -> None:
+    seed(session, config={"symbols": list(SYMS)})
+    entry_setup(session, SYMS, T)
+    clock = Clock(T + timedelta(seconds=1))
+    result = engine.tick(session, T, deps=slow_deps(clock, 0.0, on_open=46.0))  # the refresh took 46 s
+    assert [(r.outcome, r.orders) for r in result.strategies] == [(StrategyOutcome.DEADLINE, 0)]
+    assert session.fetchone("select count(*) from paper_trades") == (0,)
+    assert session.fetchone("select count(*) from strategy_logs") == (0,)
+    assert last_run(session, "nft") is None
+
+
+def test_a_minute_slightly_ahead_is_waited_for_and_one_too_far_ahead_is_refused_with_a_record(
+    session: Session,
+) -> None:
+    seed(session, config={"symbols": list(SYMS)})
+    entry_setup(session, SYMS, T)
+    slept: list[float] = []
+    ahead = engine.tick(
+        session, T, deps=engine.Deps(clock=Clock(T - timedelta(seconds=3.5)), sleep=slept.append)
+    )
+    assert (ahead.status, ahead.orders, slept) == ("ok", 3, [3.5])
+    with pytest.raises(MinuteRefused, match=r"6\.0s ahead of the host clock"):
+        engine.tick(session, T, deps=engine.Deps(clock=Clock(T - timedelta(seconds=6)), sleep=slept.append))
+    assert slept == [3.5]
+    rows = session.fetchall("select status, detail->>'reason' from engine_runs order by started_at")
+    assert [r[0] for r in rows] == ["ok", "refused"] and "6.0s ahead" in rows[1][1]
+
+
+# ---- 4. the switch and the limits are read under the claim ---------------------------------------
+
+
+class ChangesB(SimulatedBroker):
+    """While strategy a's first order is being sent, someone changes strategy b (another connection)."""
+
+    db_url: str = ""
+    change: str = ""
+    done = False
+
+    def submit(self, intent: OrderIntent) -> Any:
+        if not ChangesB.done:
+            ChangesB.done = True
+            with connect(self.db_url) as other:
+                other.execute(self.change)
+        return super().submit(intent)
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ("update strategy_definitions set is_active = false where name = 'b'", "strategy_inactive"),
+        (
+            "update strategy_limits set max_notional_per_trade = 1"
+            " where strategy_id = (select id from strategy_definitions where name = 'b')",
+            "max_notional_per_trade",
+        ),
+    ],
+    ids=["kill-switch", "limit-lowered"],
+)
+def test_a_change_made_while_an_earlier_strategy_sends_takes_effect_for_the_next(
+    db_url: str, session: Session, change: str, code: str
+) -> None:
+    for name in ("a", "b"):
+        seed(session, name=name, account=name, config={"symbols": list(SYMS)})
+    entry_setup(session, SYMS, T)
+    ChangesB.db_url, ChangesB.change, ChangesB.done = db_url, change, False
+
+    def build(acct: Account, pos: list[Position], minute: datetime, slip: float) -> SimulatedBroker:
+        return ChangesB(acct.cash, pos, slip, now=minute)
+
+    result = engine.tick(session, T, deps=engine.Deps(simulated_broker=build))
+    assert ChangesB.done
+    assert [(r.orders, r.blocked) for r in result.strategies] == [(3, 0), (0, 3)]
+    assert logs_of(session, "a") == [(s, "ordered", None) for s in SYMS]
+    assert logs_of(session, "b") == [(s, "blocked", code) for s in SYMS]
+
+
+# ---- 5. strategies sharing an account are serialised; a frozen worker makes others busy ----------
+
+
+def test_a_worker_holding_a_new_accounts_lock_makes_the_others_busy_then_they_run(
+    db_url: str, session: Session
+) -> None:
+    seed(session, config={"symbols": list(SYMS)})
+    entry_setup(session, SYMS, T)
+    session.execute("delete from broker_balances")  # a new account: no balance row yet
+    account_id = session.fetchone("select id from broker_accounts")[0]  # type: ignore[index]
+    quick = engine.Deps(policy=TickPolicy(lock_timeout_seconds=0.1))
+    with connect(db_url) as frozen, frozen.transaction():
+        assert acct_store.lock_account(frozen, account_id) is None
+        busy = engine.tick(session, T, deps=quick)
+        assert busy.strategies[0].outcome is StrategyOutcome.BUSY
+        assert "busy" in (busy.strategies[0].error or "")
+        with pytest.raises(Busy), session.transaction(lock_timeout=0.05):
+            acct_store.lock_account(session, account_id)
+    assert session.fetchone("select count(*) from strategy_logs") == (0,)
+    after = engine.tick(session, T, deps=quick)
+    assert after.strategies[0].outcome is StrategyOutcome.PROCESSED
+
+
+def test_a_frozen_worker_is_ended_by_the_idle_timeout_and_the_waiting_strategy_runs(
+    db_url: str, session: Session
+) -> None:
+    seed(session, config={"symbols": list(SYMS)})
+    entry_setup(session, SYMS, T)
+    account_id = session.fetchone("select id from broker_accounts")[0]  # type: ignore[index]
+    patient = engine.Deps(policy=TickPolicy(lock_timeout_seconds=30))
+    with (  # noqa: PT012
+        connect(db_url) as frozen,
+        pytest.raises(DatabaseUnavailable),
+        frozen.transaction(idle_timeout=0.2),
+    ):
+        acct_store.lock_account(frozen, account_id)
+        waited = engine.tick(session, T, deps=patient)  # blocks until the server ends `frozen`
+        assert waited.strategies[0].outcome is StrategyOutcome.PROCESSED
+        frozen.execute("select 1")
+    assert session.fetchone("select count(*) from paper_trades") == (3,)
