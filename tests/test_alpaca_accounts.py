@@ -16,8 +16,9 @@ from pydantic import SecretStr
 
 from strategy_engine import engine
 from strategy_engine.brokers.alpaca import AlpacaPaperBroker, BrokerAuthError
+from strategy_engine.brokers.base import Broker
 from strategy_engine.core.errors import InputError
-from strategy_engine.core.models import RunResult, StrategyOutcome
+from strategy_engine.core.models import BrokerAccount, RunResult, StrategyOutcome
 from strategy_engine.settings import Settings, alpaca_keys, get_settings, is_credential_setting
 from strategy_engine.store import Session
 from tests.conftest import seed
@@ -158,3 +159,23 @@ def test_keys_by_reference(monkeypatch: pytest.MonkeyPatch) -> None:
         AlpacaPaperBroker.from_settings(settings, "NOPE")
     assert is_credential_setting("alpaca_paper2_secret_key")
     assert not is_credential_setting("ALPACA_API_KEY_X")
+
+
+def test_one_client_per_account_per_invocation(
+    session: Session, fakes: tuple[FakeAlpaca, FakeAlpaca]
+) -> None:
+    _, second = fakes
+    two_strategies(session, (None, "SECOND"))
+    seed(session, name="c", account="alpaca-b", broker="alpaca", config={"symbols": ["QQQ"]})
+    entry_setup(session, ("QQQ",), T)
+    built: list[str] = []
+    default = engine.Deps().alpaca_broker
+
+    def counting(account: BrokerAccount) -> Broker:
+        built.append(account.name)
+        return default(account)
+
+    result = engine.tick(session, T, deps=engine.Deps(alpaca_broker=counting, clock=lambda: T))
+    assert result.status == "ok" and result.orders == 3
+    assert sorted(built) == ["alpaca-a", "alpaca-b"]  # b's two strategies share one client
+    assert sorted(o["symbol"] for o in second.orders.values()) == ["QQQ", "SPY"]

@@ -17,11 +17,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
-from strategy_engine import execution
+from strategy_engine import concurrency, execution
 from strategy_engine.brokers.base import Broker
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core import calendar
@@ -116,7 +116,8 @@ def tick(
     deps: Deps | None = None,
 ) -> RunResult:
     """Run every strategy (or `only`) for decision minute T; one engine_runs row per call."""
-    deps = deps or Deps()
+    base = deps or Deps()
+    deps = replace(base, alpaca_broker=concurrency.one_per_account(base.alpaca_broker))  # per invocation
     started = time.perf_counter()
     minute = calendar.floor_minute(minute)
     inv = Invocation(minute, deps.policy, deps.clock, deps.sleep)
