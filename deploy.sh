@@ -13,6 +13,9 @@
 #                       the function's secrets; Terraform writes them to Secret Manager /
 #                       Secrets Manager through write-only arguments (never into its state)
 #   SUPABASE_DB_URL     Postgres URL for `supabase db push` (direct or session pooler, port 5432)
+#   TF_VAR_alert_email  (optional) e-mail the alarms notify: an SNS subscription on AWS (confirm the
+#                       message SNS sends), a Monitoring e-mail channel on GCP; GCP also takes
+#                       TF_VAR_alert_notification_channels='["projects/P/notificationChannels/ID"]'
 #   GCP_PROJECT         (gcp) project id; GOOGLE_CLOUD_PROJECT is accepted too
 #   GCP_REGION          (gcp, optional) default us-east4
 #   AWS_REGION          (aws, optional) default us-east-1; credentials as the aws CLI finds them
@@ -42,6 +45,9 @@ if [[ -z "${PYTHON:-}" && -x "$ROOT/.venv/bin/python" ]]; then
     PYTHON="$ROOT/.venv/bin/python"
 fi
 PYTHON="${PYTHON:-python3}"
+# The Supabase CLI is the one package-lock.json pins (`npm ci`), never whichever is on PATH.
+SUPABASE_CLI_DIR="${SUPABASE_CLI_DIR:-$ROOT/node_modules/.bin}"
+PATH="$SUPABASE_CLI_DIR:$PATH"
 NAME_PREFIX="${TF_VAR_name_prefix:-strategy-engine}"
 SECRET_VARS=(TF_VAR_database_url TF_VAR_alpaca_api_key TF_VAR_alpaca_secret_key TF_VAR_engine_http_secret SUPABASE_DB_URL)
 # Lambda runs python3.12 on Amazon Linux 2023 (glibc 2.34), so wheels are fetched for that target
@@ -153,7 +159,10 @@ if ((!BUILD_ONLY)); then
     else
         need_tool aws "install the AWS CLI and configure credentials (aws configure or AWS_PROFILE)"
     fi
-    ((SKIP_DB_PUSH)) || need_tool supabase "install the Supabase CLI, or pass --skip-db-push"
+    if ((!SKIP_DB_PUSH)) && [[ ! -x "$SUPABASE_CLI_DIR/supabase" ]]; then
+        printf 'deploy.sh: missing tool supabase (run npm ci: package-lock.json pins the Supabase CLI; or pass --skip-db-push)\n' >&2
+        missing=1
+    fi
     ((SUPABASE_CRON)) && need_tool psql "install the PostgreSQL client to apply infra/supabase/cron.sql"
 
     need_setting TF_VAR_database_url "Postgres URL the function uses (Supabase transaction pooler, port 6543)"

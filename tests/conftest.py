@@ -1,7 +1,10 @@
-"""Test fixtures on a real PostgreSQL 16 server (pgserver) that the suite starts itself.
+"""Test fixtures on real PostgreSQL servers that the suite starts itself.
 
-The schema is migrated once into a template database; every test that needs a database gets
-its own copy (CREATE DATABASE ... TEMPLATE), so tests never see each other's rows.
+PostgreSQL 16 (pgserver) serves every test; the migration, tick, exactly-once, backfill and
+existing-database tests also run on Debian's PostgreSQL 15 with pg_cron (`tests/pg15.py`), as
+`[pg16]` and `[pg15]` cases of the `pg_version` parameter. The schema is migrated once into a
+template database per server; every test that needs a database gets its own copy (CREATE
+DATABASE ... TEMPLATE), so tests never see each other's rows.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from typing import Any
 import pytest
 
 from strategy_engine.backtest import synthetic
-from strategy_engine.core.models import Limits
+from strategy_engine.core.models import Limits, RowId
 from strategy_engine.seed import save_strategy
 from strategy_engine.store import Session, connect, embedded, market
 from strategy_engine.store.journal import reset_database
 from strategy_engine.store.migrations import migrate
+from tests import pg15
 
 TEMPLATE = "se_template"
 
@@ -33,14 +37,58 @@ def pg_base_url(tmp_path_factory: pytest.TempPathFactory) -> str:
         return embedded.start(tmp_path_factory.mktemp("pg") / "data")
 
 
+# Modules whose database tests run on both servers (the rest run on 16 only, to keep time).
+BOTH_VERSIONS = frozenset(
+    {"test_migrations", "test_tick", "test_exactly_once", "test_backfill", "test_existing_databases"}
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if "pg_version" in metafunc.fixturenames and module in BOTH_VERSIONS:
+        metafunc.parametrize("pg_version", ["16", "15"], indirect=True, ids=["pg16", "pg15"])
+
+
 @pytest.fixture(scope="session")
-def template_url(pg_base_url: str) -> str:
-    with connect(pg_base_url) as admin:
+def pg15_url() -> Iterator[str]:
+    """Debian's PostgreSQL 15 with pg_cron preloaded, started once per test session."""
+    why = pg15.missing()
+    if why:
+        pytest.fail(why)
+    server = pg15.start()
+    yield server.url
+    server.stop()
+
+
+def _migrated_template(base_url: str) -> str:
+    with connect(base_url) as admin:
         reset_database(admin, TEMPLATE)
-    url = embedded.database_url(pg_base_url, TEMPLATE)
+    url = embedded.database_url(base_url, TEMPLATE)
     with connect(url) as s:
         migrate(s)
     return url
+
+
+@pytest.fixture(scope="session")
+def template_url(pg_base_url: str) -> str:
+    return _migrated_template(pg_base_url)
+
+
+@pytest.fixture(scope="session")
+def template15_url(pg15_url: str) -> str:
+    return _migrated_template(pg15_url)
+
+
+@pytest.fixture
+def pg_version(request: pytest.FixtureRequest) -> str:
+    """ "16", or "15" in the modules of BOTH_VERSIONS (their tests run once for each)."""
+    return str(getattr(request, "param", "16"))
+
+
+@pytest.fixture
+def server_url(pg_version: str, request: pytest.FixtureRequest) -> str:
+    """The URL (database `postgres`) of the server of this test's PostgreSQL version."""
+    return str(request.getfixturevalue("pg_base_url" if pg_version == "16" else "pg15_url"))
 
 
 def fresh_database(pg_base_url: str, template: str | None = TEMPLATE) -> str:
@@ -52,24 +100,27 @@ def fresh_database(pg_base_url: str, template: str | None = TEMPLATE) -> str:
     return embedded.database_url(pg_base_url, name)
 
 
+def _drop(server: str, url: str) -> None:
+    name = url.split("?", maxsplit=1)[0].rsplit("/", 1)[1]
+    with connect(server) as admin:
+        admin.execute(f"drop database if exists {name} with (force)")
+
+
 @pytest.fixture
-def db_url(pg_base_url: str, template_url: str) -> Iterator[str]:
+def db_url(server_url: str, pg_version: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """A migrated database of the test's own."""
-    url = fresh_database(pg_base_url)
+    request.getfixturevalue("template_url" if pg_version == "16" else "template15_url")
+    url = fresh_database(server_url)
     yield url
-    name = url.split("?")[0].rsplit("/", 1)[1]
-    with connect(pg_base_url) as admin:
-        admin.execute(f"drop database if exists {name} with (force)")
+    _drop(server_url, url)
 
 
 @pytest.fixture
-def empty_db_url(pg_base_url: str) -> Iterator[str]:
+def empty_db_url(server_url: str) -> Iterator[str]:
     """An empty database (no migrations): for legacy-schema and migration tests."""
-    url = fresh_database(pg_base_url, template=None)
+    url = fresh_database(server_url, template=None)
     yield url
-    name = url.split("?")[0].rsplit("/", 1)[1]
-    with connect(pg_base_url) as admin:
-        admin.execute(f"drop database if exists {name} with (force)")
+    _drop(server_url, url)
 
 
 @pytest.fixture
@@ -88,7 +139,7 @@ def seed(
     active: bool = True,
     account: str = "sim",
     broker: str = "simulated",
-) -> uuid.UUID:
+) -> RowId:
     """A strategy on an account with `cash`; config defaults to DESIGN's defaults."""
     return save_strategy(
         s,

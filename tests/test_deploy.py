@@ -66,7 +66,8 @@ def deploy(
     settings: dict[str, str],
     cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": str(path), "HOME": str(Path.home()), **settings}
+    # the tripwire folder stands in for node_modules/.bin, where the pinned Supabase CLI lives
+    env = {"PATH": str(path), "HOME": str(Path.home()), "SUPABASE_CLI_DIR": str(path), **settings}
     return subprocess.run(
         [BASH, str(DEPLOY), *args],
         capture_output=True,
@@ -404,3 +405,15 @@ def test_lambda_zip_answers_a_scheduled_event(lambda_package: tuple[Path, Path],
     assert reply["minute"] == "2025-06-13T14:00:00+00:00"
     assert _runs_at(db_url, minute) == 1
     assert answer["heavy"] == [], "a tick through the Lambda handler imported these"
+
+
+def test_the_supabase_cli_is_the_one_pinned_in_node_modules(tripwires: Path) -> None:
+    (tripwires / "supabase").unlink()  # none on PATH: deploy.sh finds node_modules/.bin/supabase
+    env = {"PATH": str(tripwires), "HOME": str(Path.home()), **SETTINGS["aws"]}
+    result = subprocess.run(
+        [BASH, str(DEPLOY), "--cloud", "aws", "--dry-run"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=120, check=False,
+    )  # fmt: skip
+    assert (REPO / "node_modules" / ".bin" / "supabase").is_file(), "make test runs npm ci"
+    assert result.returncode == 0, result.stderr
+    assert "+ supabase db push --workdir" in result.stdout

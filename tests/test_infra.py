@@ -2,8 +2,13 @@
 
 - `terraform fmt -check` on every stack, and `terraform validate` of the AWS stack against the
   hashicorp/aws provider in the machine's local filesystem mirror (skipped, with the reason,
-  where Terraform or the mirror is missing; the Google stack is validated only if a google
-  provider is mirrored too).
+  where Terraform or the mirror is missing; the Google stack is validated only if the google
+  and time providers are mirrored too).
+- `terraform test` of the AWS stack (infra/aws/tests/*.tftest.hcl): a real plan against the
+  mirrored provider, offline, that renders the schedule's input and the role trust the way an
+  apply would send them; and the same plan with the input built by `jsonencode` fails.
+- The GCP retry numbers, re-derived from Cloud Scheduler's documented semantics: a failing
+  minute's retries end inside that minute.
 - The HCL, parsed with python-hcl2: the resources exist; the schedule fires every trading
   minute in America/New_York with a retry policy; the scheduler's identity can invoke the tick
   and nothing else; the runtime identity can read its secrets and nothing else; secrets reach
@@ -15,7 +20,10 @@
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
+import logging
 import os
 import re
 import shutil
@@ -29,6 +37,9 @@ import hcl2
 import psycopg
 import pytest
 from hcl2 import SerializationOptions
+
+from strategy_engine import logs
+from strategy_engine.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
@@ -136,7 +147,7 @@ def test_terraform_fmt_is_clean(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("stack", "provider", "constraint"),
-    [("gcp", "google", "~> 7.0"), ("aws", "aws", "~> 5.100")],
+    [("gcp", "google", "~> 7.0"), ("gcp", "time", "~> 0.13"), ("aws", "aws", "~> 5.100")],
 )
 def test_providers_are_pinned(stack: str, provider: str, constraint: str) -> None:
     s = Stack(INFRA / stack)
@@ -216,7 +227,8 @@ def test_gcp_functions_cover_the_four_entry_points(gcp: Stack) -> None:
     source = first(first(build["source"])["storage_source"])
     assert source["object"] == "${google_storage_bucket_object.source.name}"
     assert "var.source_zip" in gcp.resource("google_storage_bucket_object", "source")["source"]
-    assert gcp.locals["entry_points"]["tick"]["timeout_seconds"] < 60
+    assert gcp.locals["entry_points"]["tick"]["timeout_seconds"] == "${local.tick_deadline_seconds}"
+    assert gcp.locals["tick_deadline_seconds"] < 60
 
 
 def test_gcp_secrets_reach_the_functions_as_references(gcp: Stack) -> None:
@@ -285,10 +297,9 @@ def test_gcp_schedule_every_trading_minute_in_new_york_with_oidc_and_retries(gcp
     assert job["schedule"] == "${var.tick_schedule}"
     assert gcp.variables["tick_schedule"]["default"] == "* 9-15 * * 1-5"
     retry = first(job["retry_config"])
-    assert retry["retry_count"] == "${var.tick_retry_count}"
-    assert gcp.variables["tick_retry_count"]["default"] > 0
-    assert retry["max_retry_duration"] == "50s"  # retries stay inside the minute
-    assert job["attempt_deadline"] == "60s"
+    assert retry["retry_count"] == "${local.tick_retry.retry_count}"
+    assert retry["max_retry_duration"] == "${local.tick_retry.max_retry_seconds}s"
+    assert job["attempt_deadline"] == "${local.tick_retry.attempt_deadline_seconds}s"
 
     target = first(job["http_target"])
     assert target["http_method"] == "POST"
@@ -299,6 +310,177 @@ def test_gcp_schedule_every_trading_minute_in_new_york_with_oidc_and_retries(gcp
     assert oidc["audience"] == target["uri"]
     # The operator's pause survives the next apply.
     assert first(job["lifecycle"])["ignore_changes"] == ["paused"]
+
+
+# Cloud Scheduler's retry semantics ("Retry jobs", cloud.google.com/scheduler/docs/configuring/retry-jobs):
+# retries go on "until both limits are reached" (retry_count and max_retry_duration, the latter
+# measured from the first attempt); the interval starts at min_backoff, doubles max_doublings
+# times, then grows linearly up to max_backoff; an attempt fails at the latest when
+# attempt_deadline passes without an answer.
+def _backoffs(min_b: float, max_b: float, doublings: int) -> Iterator[float]:
+    """Scheduler's waits before retry 1, 2, ...: min_backoff, doubled max_doublings times, then
+    growing linearly by the last doubled interval, capped at max_backoff."""
+    interval = step = float(min_b)
+    for n in itertools.count():
+        yield min(interval, max_b)
+        if n < doublings:
+            interval *= 2
+            step = interval
+        else:
+            interval += step
+
+
+def _latest_retry_end(
+    *, deadline: float, count: int, min_b: float, max_b: float, doublings: int, max_duration: float
+) -> float:
+    """A bound on when the last attempt of one execution ends, in seconds after the first one.
+
+    A failed attempt is retried while fewer than `count` retries were made OR less than
+    `max_duration` has passed (retries stop only when both limits are reached). An attempt fails
+    at the latest `deadline` after it starts. So the count-th retry starts at the latest when every
+    attempt before it ran to its deadline, and any later retry follows a failure before
+    `max_duration` by at most `max_b`; the last attempt then runs up to `deadline`.
+    """
+    assert max_duration > 0, "0 means an unlimited retry duration"
+    waits = list(itertools.islice(_backoffs(min_b, max_b, doublings), count))
+    last_counted_start = count * deadline + sum(waits)
+    last_uncounted_start = max_duration + max_b
+    return max(last_counted_start, last_uncounted_start) + deadline
+
+
+def test_latest_retry_end_follows_the_documented_semantics() -> None:
+    # The documentation's own example: min 10 s, max 300 s, max_doublings 3.
+    assert list(itertools.islice(_backoffs(10, 300, 3), 8)) == [10, 20, 40, 80, 160, 240, 300, 300]
+    # By hand: a slow first attempt and one retry (20 + 5 + 20), or fast failures until 20 s.
+    assert _latest_retry_end(deadline=20, count=1, min_b=5, max_b=5, doublings=0, max_duration=20) == 45
+    # More counted retries than fit: 3 x (20 + 5) + 20 runs into the next minute.
+    assert _latest_retry_end(deadline=20, count=3, min_b=5, max_b=5, doublings=0, max_duration=20) == 95
+    # A long retry duration keeps fast failures retrying after the count is spent: 50 + 5 + 20.
+    assert _latest_retry_end(deadline=20, count=1, min_b=5, max_b=5, doublings=0, max_duration=50) == 75
+    # Doubling capped by max_backoff: 1 + 10 + 1 + min(20, 15) + 1.
+    assert _latest_retry_end(deadline=1, count=2, min_b=10, max_b=15, doublings=3, max_duration=1) == 28
+
+
+def test_gcp_tick_retries_end_inside_the_minute_and_the_deadline_is_the_timeout(gcp: Stack) -> None:
+    deadline = gcp.locals["tick_deadline_seconds"]
+    retry = {
+        k: (deadline if v == "${local.tick_deadline_seconds}" else v)
+        for k, v in gcp.locals["tick_retry"].items()
+    }
+    job = gcp.resource("google_cloud_scheduler_job", "tick")
+    config = first(job["retry_config"])
+    # The job reads every number from the one local the arithmetic below uses.
+    assert config["min_backoff_duration"] == "${local.tick_retry.min_backoff_seconds}s"
+    assert config["max_backoff_duration"] == "${local.tick_retry.max_backoff_seconds}s"
+    assert config["max_doublings"] == "${local.tick_retry.max_doublings}"
+    # Attempt deadline == the tick function's timeout: no retry of a tick that is still working
+    # within its own time, no wait for an answer past it. Scheduler allows 15 s .. 30 min.
+    assert retry["attempt_deadline_seconds"] == deadline
+    assert gcp.locals["entry_points"]["tick"]["timeout_seconds"] == "${local.tick_deadline_seconds}"
+    assert 15 <= deadline < 60
+    assert 1 <= retry["retry_count"] <= 5 and retry["max_retry_seconds"] > 0
+    end = _latest_retry_end(
+        deadline=deadline,
+        count=retry["retry_count"],
+        min_b=retry["min_backoff_seconds"],
+        max_b=retry["max_backoff_seconds"],
+        doublings=retry["max_doublings"],
+        max_duration=retry["max_retry_seconds"],
+    )
+    # The schedule fires every minute: the retries of minute T end at least 10 s before T + 1 fires.
+    assert gcp.variables["tick_schedule"]["default"].split()[0] == "*"
+    assert end <= 60 - 10, end
+    # The broker gives up before the deadline, so an outage answers 503 (retried), not 504.
+    budget = gcp.locals["tick_broker_budget_seconds"]
+    assert (
+        gcp.locals["entry_points"]["tick"]["broker_budget_seconds"] == "${local.tick_broker_budget_seconds}"
+    )
+    assert budget + 5 <= deadline
+    env = first(gcp.resource("google_cloudfunctions2_function", "engine")["service_config"])[
+        "environment_variables"
+    ]
+    assert env["ALPACA_RETRY_BUDGET_SECONDS"] == "${tostring(each.value.broker_budget_seconds)}"
+    assert "alpaca_retry_budget_seconds" in Settings.model_fields  # the variable the function reads
+
+
+def test_gcp_secret_rotation_creates_before_it_disables(gcp: Stack) -> None:
+    version = gcp.resource("google_secret_manager_secret_version", "engine")
+    assert first(version["lifecycle"])["create_before_destroy"] is True
+    assert version["deletion_policy"] == "DISABLE"  # provider default DELETE destroys the data
+
+
+def test_gcp_build_identity_has_the_documented_roles_only(gcp: Stack) -> None:
+    grant = gcp.resource("google_project_iam_member", "build")
+    assert grant["for_each"] == "${local.build_roles}"
+    assert grant["member"] == "serviceAccount:${google_service_account.build.email}"
+    roles = set(re.findall(r'"(roles/[a-zA-Z.]+)"', gcp.locals["build_roles"].replace('\\"', '"')))
+    assert roles == {"roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectViewer"}
+    text = "\n".join(p.read_text() for p in (INFRA / "gcp").glob("*.tf"))
+    assert '"roles/cloudbuild.builds.builder"' not in text
+    fn = gcp.resource("google_cloudfunctions2_function", "engine")
+    assert first(fn["build_config"])["service_account"] == "${google_service_account.build.id}"
+
+
+def test_gcp_first_apply_order_apis_then_accounts_then_grants_then_wait(gcp: Stack) -> None:
+    services = gcp.locals["services"]
+    for api in ("iam.googleapis.com", "cloudbuild.googleapis.com", "monitoring.googleapis.com"):
+        assert f'\\"{api}\\"' in services or f'"{api}"' in services, api
+    for name in ("runtime", "scheduler", "build"):
+        account = gcp.resource("google_service_account", name)
+        assert account["depends_on"] == ["${google_project_service.enabled}"], name
+    sleep = gcp.resource("time_sleep", "iam_propagation")
+    assert sleep["create_duration"] == "60s"  # the provider's own Cloud Functions example
+    assert set(sleep["depends_on"]) == {
+        "${google_project_iam_member.build}",
+        "${google_secret_manager_secret_iam_member.runtime}",
+    }
+    fn = gcp.resource("google_cloudfunctions2_function", "engine")
+    assert "${time_sleep.iam_propagation}" in fn["depends_on"]
+    assert "${google_project_service.enabled}" in fn["depends_on"]
+
+
+def _log_line(**fields: Any) -> dict[str, Any]:
+    """One line exactly as the engine writes it (strategy_engine.logs)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    logs.LOGGER.addHandler(handler)
+    try:
+        logs.event("tick", level=logging.ERROR, **fields)
+    finally:
+        logs.LOGGER.removeHandler(handler)
+    line: dict[str, Any] = json.loads(stream.getvalue())
+    return line
+
+
+def test_gcp_alert_matches_problem_outcomes_of_every_function_and_notifies(gcp: Stack) -> None:
+    policy = gcp.resource("google_monitoring_alert_policy", "run_problems")
+    condition = first(first(policy["conditions"])["condition_matched_log"])
+    assert condition["filter"] == "${local.alert_log_filter}"
+    # A log-match condition requires a notification rate limit.
+    assert first(first(policy["alert_strategy"])["notification_rate_limit"])["period"] == "300s"
+    channels = policy["notification_channels"]
+    assert (
+        "var.alert_notification_channels" in channels
+        and "google_monitoring_notification_channel.email" in channels
+    )
+    email = gcp.resource("google_monitoring_notification_channel", "email")
+    assert email["type"] == "email" and email["labels"] == {"email_address": "${var.alert_email}"}
+    assert gcp.variables["alert_notification_channels"]["default"] == []
+
+    text = gcp.locals["alert_log_filter"]
+    regex = re.search(r'service_name =~ "([^"]+)"', text)
+    assert regex
+    pattern = regex.group(1).replace("${var.name_prefix}", gcp.variables["name_prefix"]["default"])
+    names = {f"{gcp.variables['name_prefix']['default']}-{k}" for k in gcp.locals["entry_points"]}
+    assert {n for n in names if re.fullmatch(pattern, n)} == names
+    assert not re.fullmatch(pattern, "other-service-tick")
+    outcomes = re.search(r"jsonPayload\.outcome = \(([^)]*)\)", text)
+    assert outcomes
+    assert set(re.findall(r'"(\w+)"', outcomes.group(1))) == {"failed", "abandoned", "late"}
+    assert "severity >= ERROR" in text
+    # The field the filter reads is where the engine writes it: top level of the JSON line.
+    assert _log_line(outcome="abandoned", run_id="r")["outcome"] == "abandoned"
 
 
 def test_gcp_outputs_name_the_job_for_the_cli(gcp: Stack) -> None:
@@ -342,9 +524,12 @@ def test_aws_schedule_passes_its_scheduled_time_and_retries_inside_the_minute(aw
     target = first(schedule["target"])
     assert target["arn"] == "${aws_lambda_function.engine.arn}"
     assert target["role_arn"] == "${aws_iam_role.scheduler.arn}"
-    assert target["input"].startswith("${jsonencode(")
-    assert 'source = "scheduler"' in target["input"].replace('\\"', '"')
-    assert 'minute = "<aws.scheduler.scheduled-time>"' in target["input"].replace('\\"', '"')
+    # A literal JSON string: jsonencode would escape < and > (see the terraform test below).
+    assert target["input"] == "${local.tick_input}"
+    assert json.loads(aws.locals["tick_input"]) == {
+        "source": "scheduler",
+        "minute": "<aws.scheduler.scheduled-time>",
+    }
     retry = first(target["retry_policy"])
     assert retry["maximum_event_age_in_seconds"] == 60
     assert retry["maximum_retry_attempts"] >= 1
@@ -353,6 +538,32 @@ def test_aws_schedule_passes_its_scheduled_time_and_retries_inside_the_minute(aw
     alarm = aws.resource("aws_cloudwatch_metric_alarm", "tick_errors")  # failures are surfaced instead
     assert alarm["metric_name"] == "Errors"
     assert alarm["dimensions"]["FunctionName"] == "${aws_lambda_function.engine.function_name}"
+
+
+def test_aws_alarms_notify_the_alerts_topic(aws: Stack) -> None:
+    for name in ("tick_errors", "run_problems"):
+        alarm = aws.resource("aws_cloudwatch_metric_alarm", name)
+        assert alarm["alarm_actions"] == ["${aws_sns_topic.alerts.arn}"], name
+        assert alarm["ok_actions"] == ["${aws_sns_topic.alerts.arn}"], name
+    subscription = aws.resource("aws_sns_topic_subscription", "alert_email")
+    assert subscription["count"] == '${var.alert_email == "" ? 0 : 1}'
+    assert subscription["protocol"] == "email" and subscription["endpoint"] == "${var.alert_email}"
+    assert aws.variables["alert_email"]["default"] == ""
+
+    metric = aws.resource("aws_cloudwatch_log_metric_filter", "run_problems")
+    assert metric["log_group_name"] == "${aws_cloudwatch_log_group.engine.name}"
+    assert metric["pattern"] == "${local.run_problem_pattern}"
+    problem = aws.resource("aws_cloudwatch_metric_alarm", "run_problems")
+    assert (
+        problem["metric_name"]
+        == "${aws_cloudwatch_log_metric_filter.run_problems.metric_transformation[0].name}"
+    )
+    assert problem["namespace"] == "${local.metric_namespace}"
+    # CloudWatch JSON filter: one `$.outcome = "x"` term per problem outcome, OR-ed.
+    pattern = aws.locals["run_problem_pattern"]
+    assert re.fullmatch(r'\{ \(\$\.outcome = "\w+"\)( \|\| \(\$\.outcome = "\w+"\))* \}', pattern), pattern
+    assert set(re.findall(r'"(\w+)"', pattern)) == {"failed", "abandoned", "late"}
+    assert _log_line(outcome="late", run_id="r")["outcome"] == "late"
 
 
 def _statements(aws: Stack, name: str) -> list[dict[str, Any]]:
@@ -367,7 +578,15 @@ def test_aws_scheduler_role_may_only_invoke_this_function(aws: Stack) -> None:
     assert statement["resources"] == ["${aws_lambda_function.engine.arn}"]
     (trust,) = _statements(aws, "scheduler_trust")
     assert first(trust["principals"])["identifiers"] == ["scheduler.amazonaws.com"]
-    assert {c["variable"] for c in trust["condition"]} == {"aws:SourceAccount", "aws:SourceArn"}
+    # AWS: scope aws:SourceArn to the schedule GROUP, never to a schedule; the group holds the tick.
+    conditions = {c["variable"]: (c["test"], c["values"]) for c in trust["condition"]}
+    assert conditions == {
+        "aws:SourceAccount": ("StringEquals", ["${local.account_id}"]),
+        "aws:SourceArn": ("ArnEquals", ["${aws_scheduler_schedule_group.engine.arn}"]),
+    }
+    schedule = aws.resource("aws_scheduler_schedule", "tick")
+    assert schedule["group_name"] == "${aws_scheduler_schedule_group.engine.name}"
+    assert "schedule_arn" not in aws.locals
     # Nothing else is attached to the role.
     attached = [
         body
@@ -442,6 +661,63 @@ def _validate(stack: str, tmp_path: Path) -> dict[str, Any]:
     return report
 
 
+def _tf(work: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(TERRAFORM), f"-chdir={work}", *args, "-no-color"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+def _aws_plan_test(tmp_path: Path, edit: tuple[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`terraform test` of a copy of infra/aws (its tests/*.tftest.hcl plan offline)."""
+    work = tmp_path / "aws"
+    shutil.copytree(INFRA / "aws", work, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*"))
+    if edit is not None:
+        path = work / "scheduler.tf"
+        text = path.read_text()
+        assert edit[0] in text
+        path.write_text(text.replace(edit[0], edit[1]))
+    env = _tf_env(tmp_path, mirror=True)
+    init = _tf(work, env, "init", "-backend=false", "-input=false")
+    assert init.returncode == 0, init.stdout + init.stderr
+    return _tf(work, env, "test")
+
+
+needs_aws_mirror = pytest.mark.skipif(
+    not (MIRROR / "registry.terraform.io/hashicorp/aws").is_dir(),
+    reason=f"no hashicorp/aws provider in the local mirror {MIRROR} (terraform test runs offline only)",
+)
+
+
+@needs_terraform
+@needs_aws_mirror
+def test_aws_plan_renders_the_scheduled_time_keyword_and_the_group_trust(tmp_path: Path) -> None:
+    result = _aws_plan_test(tmp_path)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert re.search(r"Success! 3 passed, 0 failed", out), out
+
+
+@needs_terraform
+@needs_aws_mirror
+def test_aws_plan_test_catches_a_jsonencoded_input(tmp_path: Path) -> None:
+    """The check above can fail: built with jsonencode, the keyword arrives escaped."""
+    result = _aws_plan_test(
+        tmp_path,
+        edit=(
+            "input = local.tick_input",
+            'input = jsonencode({ source = "scheduler", minute = "<aws.scheduler.scheduled-time>" })',
+        ),
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "\\u003caws.scheduler.scheduled-time\\u003e" in out, out
+
+
 @needs_terraform
 @pytest.mark.skipif(
     not (MIRROR / "registry.terraform.io/hashicorp/aws").is_dir(),
@@ -455,9 +731,9 @@ def test_aws_stack_validates_against_the_mirrored_provider(tmp_path: Path) -> No
 
 @needs_terraform
 @pytest.mark.skipif(
-    not (MIRROR / "registry.terraform.io/hashicorp/google").is_dir(),
-    reason=f"no hashicorp/google provider in the local mirror {MIRROR}; the Google stack is checked by "
-    "fmt and the HCL tests only",
+    not all((MIRROR / f"registry.terraform.io/hashicorp/{p}").is_dir() for p in ("google", "time")),
+    reason=f"no hashicorp/google and hashicorp/time providers in the local mirror {MIRROR}; the Google "
+    "stack is checked by fmt and the HCL tests only",
 )
 def test_gcp_stack_validates_against_the_mirrored_provider(tmp_path: Path) -> None:
     report = _validate("gcp", tmp_path)

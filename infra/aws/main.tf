@@ -4,16 +4,17 @@
 # exactly one job.
 
 data "aws_caller_identity" "current" {}
-data "aws_partition" "current" {}
-data "aws_region" "current" {}
 
 locals {
   function_name = var.name_prefix
   schedule_name = "${var.name_prefix}-tick"
   account_id    = data.aws_caller_identity.current.account_id
-  # Built by hand rather than read from the schedule, which depends on the role whose trust
-  # policy needs it (a reference would be a cycle).
-  schedule_arn = "arn:${data.aws_partition.current.partition}:scheduler:${data.aws_region.current.name}:${local.account_id}:schedule/default/${local.schedule_name}"
+  # The event the schedule sends (functions/lambda_handler.py reads `source` and `minute`).
+  tick_input = "{\"source\":\"scheduler\",\"minute\":\"<aws.scheduler.scheduled-time>\"}"
+
+  metric_namespace = "StrategyEngine/${var.name_prefix}"
+  # CloudWatch Logs JSON filter syntax: $.field selects a key of a JSON log event, || ORs terms.
+  run_problem_pattern = "{ ($.outcome = \"failed\") || ($.outcome = \"abandoned\") || ($.outcome = \"late\") }"
 }
 
 # ---- secrets --------------------------------------------------------------------------------
@@ -156,6 +157,21 @@ resource "aws_lambda_function_event_invoke_config" "engine" {
   maximum_retry_attempts       = 0
 }
 
+# ---- alarms: every failure signal reaches a person ------------------------------------------
+
+# Alarm and OK notifications of the alarms below. Confirm the e-mail subscription from the
+# message SNS sends; other subscribers (chat, paging) subscribe to the topic outside this stack.
+resource "aws_sns_topic" "alerts" {
+  name = "${var.name_prefix}-alerts"
+}
+
+resource "aws_sns_topic_subscription" "alert_email" {
+  count     = var.alert_email == "" ? 0 : 1
+  topic_arn = aws_sns_topic.alerts.arn
+  protocol  = "email"
+  endpoint  = var.alert_email
+}
+
 resource "aws_cloudwatch_metric_alarm" "tick_errors" {
   alarm_name          = "${var.name_prefix}-tick-errors"
   alarm_description   = "Ticks failed (database or broker outage): minutes were skipped, nothing half-written."
@@ -169,6 +185,38 @@ resource "aws_cloudwatch_metric_alarm" "tick_errors" {
   threshold           = 0
   comparison_operator = "GreaterThanThreshold"
   treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alerts.arn]
+  ok_actions          = [aws_sns_topic.alerts.arn]
+}
+
+# The engine logs one JSON object per line (strategy_engine.logs); a run or strategy that ends
+# failed, abandoned or late says so in its `outcome` field. The filter counts those lines.
+resource "aws_cloudwatch_log_metric_filter" "run_problems" {
+  name           = "${var.name_prefix}-run-problems"
+  log_group_name = aws_cloudwatch_log_group.engine.name
+  pattern        = local.run_problem_pattern
+
+  metric_transformation {
+    name          = "RunProblems"
+    namespace     = local.metric_namespace
+    value         = "1"
+    default_value = "0"
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "run_problems" {
+  alarm_name          = "${var.name_prefix}-run-problems"
+  alarm_description   = "A run or strategy ended failed, abandoned or late (see the function's log lines with that outcome)."
+  namespace           = local.metric_namespace
+  metric_name         = aws_cloudwatch_log_metric_filter.run_problems.metric_transformation[0].name
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alerts.arn]
+  ok_actions          = [aws_sns_topic.alerts.arn]
 }
 
 # ---- backfills: a Function URL that only signed (SigV4) IAM callers can use -----------------

@@ -32,3 +32,8 @@ output "scheduler_role_arn" {
   description = "Role the schedule assumes to invoke the function."
   value       = aws_iam_role.scheduler.arn
 }
+
+output "alerts_topic_arn" {
+  description = "SNS topic the alarms notify (alarm and OK); subscribe more endpoints to it."
+  value       = aws_sns_topic.alerts.arn
+}

@@ -1,6 +1,13 @@
 # The tick: EventBridge Scheduler invokes the function every minute of the trading hours in
 # New York time, passing the scheduled minute in the event so a re-delivery carries the same T.
 
+# The schedule lives in a group of its own: AWS scopes the execution role's confused-deputy guard to
+# a schedule GROUP ("Do not scope the aws:SourceArn statement to a specific schedule"), so the
+# group holds this one schedule and nothing else may use the role.
+resource "aws_scheduler_schedule_group" "engine" {
+  name = var.name_prefix
+}
+
 data "aws_iam_policy_document" "scheduler_trust" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -8,7 +15,8 @@ data "aws_iam_policy_document" "scheduler_trust" {
       type        = "Service"
       identifiers = ["scheduler.amazonaws.com"]
     }
-    # Only this account's tick schedule may use the role (confused-deputy guard).
+    # Confused-deputy guard as AWS documents it for EventBridge Scheduler: this account, and the
+    # schedule group ARN (a schedule ARN here makes every AssumeRole fail: no tick would run).
     condition {
       test     = "StringEquals"
       variable = "aws:SourceAccount"
@@ -17,7 +25,7 @@ data "aws_iam_policy_document" "scheduler_trust" {
     condition {
       test     = "ArnEquals"
       variable = "aws:SourceArn"
-      values   = [local.schedule_arn]
+      values   = [aws_scheduler_schedule_group.engine.arn]
     }
   }
 }
@@ -44,6 +52,7 @@ resource "aws_iam_role_policy" "scheduler" {
 
 resource "aws_scheduler_schedule" "tick" {
   name                         = local.schedule_name
+  group_name                   = aws_scheduler_schedule_group.engine.name
   description                  = "Strategy engine tick, every minute of the NYSE trading hours."
   schedule_expression          = var.tick_schedule
   schedule_expression_timezone = "America/New_York"
@@ -57,11 +66,10 @@ resource "aws_scheduler_schedule" "tick" {
     arn      = aws_lambda_function.engine.arn
     role_arn = aws_iam_role.scheduler.arn
     # Scheduler substitutes the context attribute; it is the same on every retry of one
-    # scheduled invocation, which is what makes the tick's minute T stable.
-    input = jsonencode({
-      source = "scheduler"
-      minute = "<aws.scheduler.scheduled-time>"
-    })
+    # scheduled invocation, which is what makes the tick's minute T stable. A template, not
+    # jsonencode: jsonencode writes < and > as \u003c and \u003e, which Scheduler does not
+    # recognise as its keyword, so the handler would receive the placeholder itself.
+    input = local.tick_input
 
     # Delivery retries stay inside the minute: a tick older than 60 s is dropped, not replayed.
     retry_policy {

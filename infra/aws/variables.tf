@@ -79,6 +79,17 @@ variable "backfill_invoker_arns" {
   default     = []
 }
 
+variable "alert_email" {
+  description = "E-mail address subscribed to the alerts topic (tick errors, failed/abandoned/late runs); empty subscribes nobody. SNS sends a confirmation message first. Pass as TF_VAR_alert_email."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.alert_email == "" || can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.alert_email))
+    error_message = "alert_email must be an e-mail address or empty."
+  }
+}
+
 variable "secret_recovery_window_days" {
   description = "Days a deleted secret can be recovered; 0 deletes at once (for throwaway stacks)."
   type        = number

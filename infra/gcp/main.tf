@@ -4,32 +4,46 @@
 # variables by reference; their runtime identity can read exactly those secrets.
 
 locals {
+  # The tick's request timeout, which is also the scheduler's attempt deadline (scheduler.tf): a
+  # request that outlives its function timeout is answered 504 while the instance keeps running,
+  # so a deadline shorter than the timeout would retry a tick that is still working, and a longer
+  # one would wait for an answer that cannot come. 20 s holds a cold start plus the broker's
+  # retry budget below; the retry arithmetic in scheduler.tf is built on it.
+  tick_deadline_seconds = 20
+  # Alpaca calls give up after this (ALPACA_RETRY_BUDGET_SECONDS, strategy_engine.settings), so a
+  # broker outage answers 503 inside the tick's deadline instead of timing out.
+  tick_broker_budget_seconds = 12
+
   # One Cloud Run service per entry point: each gets its own limits, and the scheduler's
   # invoker grant covers the tick service only.
   entry_points = {
     tick = {
-      description     = "One engine tick for the scheduled minute (Cloud Scheduler, OIDC)."
-      memory          = "1Gi"
-      timeout_seconds = 55 # a tick belongs to its minute
-      max_instances   = 3
+      description           = "One engine tick for the scheduled minute (Cloud Scheduler, OIDC)."
+      memory                = "1Gi"
+      timeout_seconds       = local.tick_deadline_seconds
+      broker_budget_seconds = local.tick_broker_budget_seconds
+      max_instances         = 3
     }
     backfill = {
-      description     = "Replay of a time range through the same core; answers the summary JSON."
-      memory          = "2Gi"
-      timeout_seconds = 900
-      max_instances   = 2
+      description           = "Replay of a time range through the same core; answers the summary JSON."
+      memory                = "2Gi"
+      timeout_seconds       = 900
+      broker_budget_seconds = 20
+      max_instances         = 2
     }
     webhook = {
-      description     = "Supabase database webhook on market_data_1m inserts: ticks the bar's minute + 1."
-      memory          = "1Gi"
-      timeout_seconds = 55
-      max_instances   = 5
+      description           = "Supabase database webhook on market_data_1m inserts: ticks the bar's minute + 1."
+      memory                = "1Gi"
+      timeout_seconds       = 55
+      broker_budget_seconds = 20
+      max_instances         = 5
     }
     health = {
-      description     = "Liveness and database reachability."
-      memory          = "512Mi"
-      timeout_seconds = 10
-      max_instances   = 1
+      description           = "Liveness and database reachability."
+      memory                = "512Mi"
+      timeout_seconds       = 10
+      broker_budget_seconds = 5
+      max_instances         = 1
     }
   }
 
@@ -43,14 +57,30 @@ locals {
   }
   secret_names = toset(["DATABASE_URL", "ALPACA_API_KEY", "ALPACA_SECRET_KEY", "ENGINE_HTTP_SECRET"])
 
+  # Every API the stack calls. iam.googleapis.com must be on before the service accounts are
+  # created (Google: a custom build service account "requires the IAM API to be enabled");
+  # monitoring and logging carry the alert policy.
   services = toset([
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
     "cloudscheduler.googleapis.com",
+    "iam.googleapis.com",
+    "logging.googleapis.com",
+    "monitoring.googleapis.com",
     "run.googleapis.com",
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
+  ])
+
+  # What Google documents for a custom Cloud Build service account that builds functions: build
+  # logs, the built image, and reading the function source (Cloud Functions copies the archive
+  # into its own gcf-v2-sources-<project number>-<region> bucket, created on the first deploy, so
+  # a grant on our bucket alone is not enough). Nothing broader, no cloudbuild.builds.builder.
+  build_roles = toset([
+    "roles/artifactregistry.writer",
+    "roles/logging.logWriter",
+    "roles/storage.objectViewer",
   ])
 }
 
@@ -79,6 +109,16 @@ resource "google_secret_manager_secret_version" "engine" {
   # Write-only: sent to Secret Manager, never stored in the plan or the state.
   secret_data_wo         = local.secret_values[each.value]
   secret_data_wo_version = var.secrets_version
+  # A rotation (secrets_version + 1) replaces every version: secret_data_wo_version forces a new
+  # resource. Create the new version first, redeploy the functions onto it, and only then retire
+  # the old one, and retire it by disabling (recoverable with `gcloud secrets versions enable`),
+  # not by destroying (the provider's default deletion_policy is DELETE). The other order leaves
+  # a window in which a cold start of the running revision reads a destroyed version.
+  deletion_policy = "DISABLE"
+
+  lifecycle {
+    create_before_destroy = true
+  }
 }
 
 # ---- identities -----------------------------------------------------------------------------
@@ -87,24 +127,31 @@ resource "google_service_account" "runtime" {
   account_id   = "${var.name_prefix}-run"
   display_name = "Strategy engine runtime"
   description  = "Identity the engine functions run as: reads its four secrets, nothing else."
+
+  depends_on = [google_project_service.enabled] # the IAM API first, on a fresh project
 }
 
 resource "google_service_account" "scheduler" {
   account_id   = "${var.name_prefix}-sched"
   display_name = "Strategy engine scheduler"
   description  = "Identity Cloud Scheduler signs its OIDC token with: may invoke the tick service, nothing else."
+
+  depends_on = [google_project_service.enabled]
 }
 
 resource "google_service_account" "build" {
   account_id   = "${var.name_prefix}-build"
   display_name = "Strategy engine build"
   description  = "Identity Cloud Build uses to turn the source archive into the function image (instead of the broad default compute account)."
+
+  depends_on = [google_project_service.enabled]
 }
 
 resource "google_project_iam_member" "build" {
-  project = var.project_id
-  role    = "roles/cloudbuild.builds.builder"
-  member  = "serviceAccount:${google_service_account.build.email}"
+  for_each = local.build_roles
+  project  = var.project_id
+  role     = each.value
+  member   = "serviceAccount:${google_service_account.build.email}"
 }
 
 # The runtime identity may read exactly the engine's secrets: one grant per secret, none on the
@@ -135,10 +182,17 @@ resource "google_storage_bucket_object" "source" {
   source = var.source_zip
 }
 
-resource "google_storage_bucket_iam_member" "build_reads_source" {
-  bucket = google_storage_bucket.source.name
-  role   = "roles/storage.objectViewer"
-  member = "serviceAccount:${google_service_account.build.email}"
+# IAM grants take time to reach every Google service; the provider's own Cloud Functions
+# example ("Cloudfunctions2 Basic Builder") waits 60 s after the builder's grants before it
+# creates the function, or the first build cannot read the source. The runtime's secret grants
+# wait too: Cloud Run checks the runtime identity can read each referenced secret at deploy.
+resource "time_sleep" "iam_propagation" {
+  create_duration = "60s"
+
+  depends_on = [
+    google_project_iam_member.build,
+    google_secret_manager_secret_iam_member.runtime,
+  ]
 }
 
 # ---- the functions --------------------------------------------------------------------------
@@ -176,6 +230,8 @@ resource "google_cloudfunctions2_function" "engine" {
       # Private services are only reachable with a Google identity token that Cloud Run has
       # already checked (the scheduler's OIDC token); public ones must check the bearer secret.
       ENGINE_TRUST_PLATFORM_AUTH = contains(var.public_entry_points, each.key) ? "false" : "true"
+      # The broker gives up inside the request timeout (see tick_deadline_seconds).
+      ALPACA_RETRY_BUDGET_SECONDS = tostring(each.value.broker_budget_seconds)
     }
 
     # Secrets by reference, pinned to the version Terraform wrote: a rotation (secrets_version)
@@ -193,9 +249,7 @@ resource "google_cloudfunctions2_function" "engine" {
 
   depends_on = [
     google_project_service.enabled,
-    google_project_iam_member.build,
-    google_storage_bucket_iam_member.build_reads_source,
-    google_secret_manager_secret_iam_member.runtime,
+    time_sleep.iam_propagation, # after the build and secret grants, and their propagation
   ]
 }
 

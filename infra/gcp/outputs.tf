@@ -36,3 +36,8 @@ output "secret_ids" {
   description = "Secret Manager secret per environment variable (values never in the state)."
   value       = { for name, s in google_secret_manager_secret.engine : name => s.secret_id }
 }
+
+output "alert_policy" {
+  description = "Cloud Monitoring alert policy on failed, abandoned or late runs and ERROR lines."
+  value       = google_monitoring_alert_policy.run_problems.name
+}

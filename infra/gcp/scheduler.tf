@@ -15,25 +15,48 @@ resource "google_cloud_run_v2_service_iam_member" "scheduler_invokes_tick" {
   member   = "serviceAccount:${google_service_account.scheduler.email}"
 }
 
-resource "google_cloud_scheduler_job" "tick" {
-  name        = "${var.name_prefix}-tick"
-  description = "Strategy engine tick, every minute of the NYSE trading hours. Pause it (strategy-engine schedule pause) to stop all ticks."
-  region      = var.region
-  schedule    = var.tick_schedule
-  time_zone   = "America/New_York"
-  paused      = var.start_paused
-  # Longer than the tick's own 55 s timeout, so Scheduler never gives up on a tick that is
-  # still working and fires a concurrent duplicate.
-  attempt_deadline = "60s"
+# Retries, from Cloud Scheduler's documented semantics ("Retry jobs"):
+# - with both retry_count and max_retry_duration set, retries go on "until both limits are
+#   reached", so neither is a cap on its own;
+# - "the next scheduled execution time might be skipped if the retries continue through that
+#   time", and a one-minute schedule has no time to spare;
+# - an attempt fails when it is not acknowledged within attempt_deadline; a function past its
+#   timeout answers 504 while its instance keeps running.
+# So: every attempt ends by tick_deadline_seconds (the function timeout is the attempt deadline),
+# a constant 5 s backoff, one counted retry and a retry duration of one deadline. The last retry
+# then starts by max(deadline + backoff, max_retry_duration + backoff) = 25 s after the first
+# attempt and ends by 45 s, inside the minute and 15 s before the next execution
+# (tests/test_infra.py recomputes this). A retry that meets a tick still running on the timed-out
+# instance answers 200 `busy` and one that meets a finished minute 200 `already_processed`
+# (tests/test_http_overlap.py), so neither is retried again.
+locals {
+  tick_retry = {
+    retry_count              = 1
+    min_backoff_seconds      = 5
+    max_backoff_seconds      = 5
+    max_doublings            = 0
+    max_retry_seconds        = local.tick_deadline_seconds
+    attempt_deadline_seconds = local.tick_deadline_seconds
+  }
+}
 
-  # A 5xx (database or broker outage) is retried inside the minute with the same
-  # X-CloudScheduler-ScheduleTime; later than 50 s the next tick owns the market.
+resource "google_cloud_scheduler_job" "tick" {
+  name             = "${var.name_prefix}-tick"
+  description      = "Strategy engine tick, every minute of the NYSE trading hours. Pause it (strategy-engine schedule pause) to stop all ticks."
+  region           = var.region
+  schedule         = var.tick_schedule
+  time_zone        = "America/New_York"
+  paused           = var.start_paused
+  attempt_deadline = "${local.tick_retry.attempt_deadline_seconds}s"
+
+  # A 5xx (database or broker outage) is retried with the same X-CloudScheduler-ScheduleTime, so
+  # the retry redoes the same minute T and only what the outage left undone.
   retry_config {
-    retry_count          = var.tick_retry_count
-    min_backoff_duration = "5s"
-    max_backoff_duration = "20s"
-    max_doublings        = 2
-    max_retry_duration   = "50s"
+    retry_count          = local.tick_retry.retry_count
+    min_backoff_duration = "${local.tick_retry.min_backoff_seconds}s"
+    max_backoff_duration = "${local.tick_retry.max_backoff_seconds}s"
+    max_doublings        = local.tick_retry.max_doublings
+    max_retry_duration   = "${local.tick_retry.max_retry_seconds}s"
   }
 
   http_target {

@@ -49,17 +49,6 @@ variable "tick_schedule" {
   }
 }
 
-variable "tick_retry_count" {
-  description = "Cloud Scheduler retries of a failed tick (a 5xx from a database or broker outage). Retries stop after 50 s, inside the minute, and carry the same X-CloudScheduler-ScheduleTime, so the engine redoes the same minute at most once."
-  type        = number
-  default     = 3
-
-  validation {
-    condition     = var.tick_retry_count >= 0 && var.tick_retry_count <= 5
-    error_message = "tick_retry_count must be between 0 and 5 (Cloud Scheduler's limit)."
-  }
-}
-
 variable "start_paused" {
   description = "Create the Cloud Scheduler job paused. Later pauses and resumes belong to `strategy-engine schedule pause|resume`; Terraform ignores the job's paused state after creation so an apply never undoes the kill switch."
   type        = bool
@@ -81,6 +70,28 @@ variable "tick_min_instances" {
   description = "Warm instances kept for the tick function; 0 saves money, 1 removes the cold start from the first tick of the day."
   type        = number
   default     = 0
+}
+
+variable "alert_notification_channels" {
+  description = "Cloud Monitoring notification channels (projects/P/notificationChannels/ID) the run-problems alert notifies, in addition to alert_email."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.alert_notification_channels : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", c))])
+    error_message = "alert_notification_channels must be full channel names: projects/P/notificationChannels/ID."
+  }
+}
+
+variable "alert_email" {
+  description = "E-mail address given its own notification channel for the run-problems alert; empty creates none. Pass as TF_VAR_alert_email."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.alert_email == "" || can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.alert_email))
+    error_message = "alert_email must be an e-mail address or empty."
+  }
 }
 
 variable "secrets_version" {

@@ -11,10 +11,9 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
-from uuid import UUID
 
 from strategy_engine.brokers.base import Broker
-from strategy_engine.core.models import BrokerAccount
+from strategy_engine.core.models import BrokerAccount, RowId
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -27,7 +26,7 @@ def one_per_account(make: Callable[[BrokerAccount], Broker]) -> Callable[[Broker
     Thread-safe; the client is built on first use, so an account the invocation never reaches
     costs nothing. An error building it is not cached (the next strategy tries again).
     """
-    built: dict[UUID, Broker] = {}
+    built: dict[RowId, Broker] = {}
     lock = threading.Lock()
 
     def get(account: BrokerAccount) -> Broker:

@@ -39,6 +39,7 @@ from strategy_engine.core.models import (
     OrderIntent,
     Outcome,
     Position,
+    RowId,
     Signal,
     StrategyRun,
 )
@@ -66,7 +67,7 @@ class Invocation:
     """What one tick shares between its strategies: the intent connection, adopted accounts."""
 
     intents: IntentLog
-    adopted: set[uuid.UUID] = field(default_factory=set)
+    adopted: set[RowId] = field(default_factory=set)
 
 
 def open_account(
@@ -91,7 +92,7 @@ def open_account(
     return AccountView(broker, acct, positions, working)
 
 
-def _refresh(s: Session, broker: Broker, account_id: uuid.UUID, listed: Sequence[Order]) -> list[Order]:
+def _refresh(s: Session, broker: Broker, account_id: RowId, listed: Sequence[Order]) -> list[Order]:
     """Every journal order not final, updated: from the open list, else looked up by client id.
 
     Returns the looked-up ones still not final (`stopped`, `pending_cancel`, `held`, ...): the
@@ -116,8 +117,8 @@ def _refresh(s: Session, broker: Broker, account_id: uuid.UUID, listed: Sequence
 def reconcile(
     s: Session,
     view: AccountView,
-    account_id: uuid.UUID,
-    strategy_id: uuid.UUID,
+    account_id: RowId,
+    strategy_id: RowId,
     day: DayState,
     run: Invocation,
     minute: datetime,
@@ -206,7 +207,7 @@ def working_exposure(
 
 
 def sender(
-    broker: Broker, run: Invocation, strategy_id: uuid.UUID | None, account_id: uuid.UUID, minute: datetime
+    broker: Broker, run: Invocation, strategy_id: RowId | None, account_id: RowId, minute: datetime
 ) -> Submit:
     """`broker.submit`, preceded for a real broker by the intent committed on its own connection."""
     if not broker.authoritative:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
 from strategy_engine.core.errors import InputError
-from strategy_engine.core.models import Account, Limits
+from strategy_engine.core.models import Account, Limits, RowId
 from strategy_engine.core.strategies import parse_config
 from strategy_engine.store import Session
 from strategy_engine.store import accounts as acct_store
@@ -24,7 +23,7 @@ def save_strategy(
     is_active: bool = False,
     limits: Limits | None = None,
     initial_cash: float | None = None,
-) -> UUID:
+) -> RowId:
     """Validate, then write definition, account (if new) and limits in one transaction."""
     if not isinstance(config, dict):
         raise InputError("config must be a JSON object")

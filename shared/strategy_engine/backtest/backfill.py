@@ -1,4 +1,5 @@
-"""Backfill (DESIGN §6): a range replayed through the tick's strategy and risk code, with a report.
+"""Backfill: a range replayed through the tick's strategy and risk code, with a report
+(docs/architecture.md, "Backfill").
 
 `run_backfill` validates everything before it writes anything, reads the range in a constant
 number of statements (the last `sma_window` bars before `start` per symbol, the bars of the
@@ -40,7 +41,7 @@ from strategy_engine.backtest.market_arrays import MarketArrays, session_grid, t
 from strategy_engine.backtest.replay import Replay, ReplaySetup
 from strategy_engine.core import calendar
 from strategy_engine.core.errors import InputError, NotFound, Unavailable
-from strategy_engine.core.models import Limits
+from strategy_engine.core.models import Limits, RowId
 from strategy_engine.core.strategies import StrategySpec, get_spec, parse_config
 from strategy_engine.core.strategies.naive_flow_trend import NaiveFlowTrendConfig
 from strategy_engine.logs import event
@@ -107,7 +108,7 @@ def parse_request(doc: Mapping[str, Any]) -> BackfillRequest:
 
 @dataclass(frozen=True)
 class Plan:
-    strategy_id: uuid.UUID
+    strategy_id: RowId
     name: str
     spec: StrategySpec
     raw_config: dict[str, Any]  # the stored config with the request's overrides

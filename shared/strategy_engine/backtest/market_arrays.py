@@ -121,7 +121,10 @@ def features(market: MarketArrays, grid: IntArray, cfg: NaiveFlowTrendConfig) ->
 
 
 def candidates(f: FeatureGrid, allow_short: bool) -> list[tuple[IntArray, IntArray, IntArray]]:
-    """Per symbol, the minutes where the strategy orders when (flat, long, short): DESIGN §3."""
+    """Per symbol, the minutes where the strategy orders when (flat, long, short).
+
+    The decision table of docs/architecture.md, "Naive Flow + Trend".
+    """
     up, down = f.trend == UP, f.trend == DOWN
     bull, bear = f.flow == BULLISH, f.flow == BEARISH
     entry = f.enough & ((up & bull) | (allow_short & down & bear))

@@ -62,7 +62,10 @@ def round_trips(r: Replay) -> tuple[float, list[float], dict[int, tuple[float, f
 
 
 def summarise(r: Replay) -> dict[str, Any]:
-    """The summary of DESIGN §6 plus profit factor, Sharpe and round trips (module docstring)."""
+    """The summary (docs/architecture.md, "Backfill") plus profit factor, Sharpe and round trips.
+
+    Conventions in the module docstring.
+    """
     equity = np.concatenate(([r.initial_cash], r.equity))
     peak = np.maximum.accumulate(equity)
     drawdown = peak - equity

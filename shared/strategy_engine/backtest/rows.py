@@ -19,7 +19,7 @@ import numpy as np
 from strategy_engine.backtest.market_arrays import FloatArray
 from strategy_engine.backtest.replay import Replay
 from strategy_engine.core.decide import decision_payload
-from strategy_engine.core.models import Decision
+from strategy_engine.core.models import Decision, RowId
 from strategy_engine.core.strategies.naive_flow_trend import FLOW_NAMES, TREND_NAMES, flow_ratio
 from strategy_engine.store.backfill import copy_escape
 
@@ -88,7 +88,7 @@ def _hold_lines(r: Replay, j: int, a: int, b: int, template: str, minutes: list[
 def lines(
     r: Replay,
     run_id: UUID,
-    strategy_id: UUID,
+    strategy_id: RowId,
     *,
     chunk_rows: int = 20_000,
     on_progress: Callable[[float], None] | None = None,

@@ -1,7 +1,7 @@
 """Alpaca paper trading through alpaca-py, made safe for a stateless once-a-minute tick.
 
 alpaca-py sends requests without a timeout and re-sends 429/504 by itself, 3 s apart, POST
-included (reference/alpaca.md §3): a stalled socket would hang the tick, and its invisible
+included (alpacahq/alpaca-py, rest.py `_retry`): a stalled socket would hang the tick, and its invisible
 retries would eat the minute. So the client's own retries are switched off (`_retry = 0`), its
 session gets a transport with a default timeout, and one tenacity loop bounded in attempts and in
 total time wraps every call. Re-sending an order is safe because it carries the tick's

@@ -22,6 +22,10 @@ class NotFound(InputError):
     status = 404
 
 
+class MigrationRefused(InputError):
+    """A migration met data or a schema it cannot use safely; that migration changed nothing."""
+
+
 class Unavailable(EngineError):
     """A dependency (database, broker) is unreachable or failing; retry later."""
 

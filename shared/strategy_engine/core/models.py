@@ -14,6 +14,10 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+# The id of a row in broker_accounts or strategy_definitions: those tables may predate the
+# engine, so their key is whatever it was (uuid, bigint or integer) and the engine only carries it.
+RowId = UUID | int
+
 
 class Side(StrEnum):
     BUY = "buy"
@@ -204,17 +208,17 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class StrategyDef:
-    id: UUID
+    id: RowId
     name: str
     strategy_type: str
     is_active: bool
     config: dict[str, Any]
-    account_id: UUID | None
+    account_id: RowId | None
 
 
 @dataclass(frozen=True, slots=True)
 class BrokerAccount:
-    id: UUID
+    id: RowId
     name: str
     broker: str  # 'alpaca' | 'simulated'
     #: Which Alpaca key pair the row trades with (a setting name, never a key); None: the default.

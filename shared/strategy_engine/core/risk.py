@@ -1,4 +1,4 @@
-"""The pre-trade risk gate (DESIGN §4): pure, ordered, and self-explaining.
+"""The pre-trade risk gate (docs/architecture.md, "The risk gate"): pure, ordered, and self-explaining.
 
 Each check returns what it saw and the limit it compared against. The gate evaluates every
 check, blocks on the first failure, and the engine stores all of them in the decision's
@@ -34,7 +34,7 @@ class RiskCode(StrEnum):
 
 # Checks an order that only reduces a position skips: it can always get out.
 # max_position_size is skipped too: a reduction makes |position| smaller by definition, and a
-# limit lowered after entry must not trap the position (DESIGN §4 says "it can always get out").
+# limit lowered after entry must not trap the position (docs/architecture.md, "The risk gate").
 REDUCE_ONLY_SKIPS = frozenset(
     {
         RiskCode.MAX_DAILY_TRADES,

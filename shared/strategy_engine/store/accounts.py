@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from uuid import UUID
 
 import psycopg
 
 from strategy_engine.core.errors import AccountConflict, NotFound
-from strategy_engine.core.models import Account, BrokerAccount, Position
-from strategy_engine.store.session import Session, exact
+from strategy_engine.core.models import Account, BrokerAccount, Position, RowId
+from strategy_engine.store.session import Session, exact, row_id
 
 
-def ensure_account(s: Session, name: str, broker: str) -> UUID:
+def ensure_account(s: Session, name: str, broker: str) -> RowId:
     row = s.fetchone(
         "insert into public.broker_accounts (name, broker, is_paper) values (%s, %s, true)"
         " on conflict (name) do update set broker = excluded.broker returning id",
@@ -25,7 +24,7 @@ def ensure_account(s: Session, name: str, broker: str) -> UUID:
     )
     if row is None:  # RETURNING always yields a row; this guards a broken driver
         raise RuntimeError("upsert returned no row")
-    return UUID(str(row[0]))
+    return row_id(row[0])
 
 
 def find_account(s: Session, name: str) -> tuple[BrokerAccount, bool] | None:
@@ -37,7 +36,7 @@ def find_account(s: Session, name: str) -> tuple[BrokerAccount, bool] | None:
     )
     if row is None:
         return None
-    return BrokerAccount(UUID(str(row[0])), name, row[1], row[3]), bool(row[2])
+    return BrokerAccount(row_id(row[0]), name, row[1], row[3]), bool(row[2])
 
 
 def check_alpaca_account(s: Session, account: BrokerAccount, reached: str | None) -> None:
@@ -83,7 +82,7 @@ def _conflict(account: BrokerAccount, reached: str, other: str) -> AccountConfli
     )
 
 
-def positions(s: Session, account_id: UUID) -> list[Position]:
+def positions(s: Session, account_id: RowId) -> list[Position]:
     rows = s.fetchall(
         "select symbol, qty::float8, coalesce(avg_entry_price, 0)::float8 from public.broker_positions"
         " where account_id = %s and qty <> 0 order by symbol",
@@ -92,7 +91,7 @@ def positions(s: Session, account_id: UUID) -> list[Position]:
     return [Position(r[0], r[1], r[2]) for r in rows]
 
 
-def lock_account(s: Session, account_id: UUID) -> Account | None:
+def lock_account(s: Session, account_id: RowId) -> Account | None:
     """Lock the account's own row until commit and read its balance (None before the first one).
 
     The lock is on `broker_accounts`, a row that exists as long as the account does, so the
@@ -110,7 +109,7 @@ def lock_account(s: Session, account_id: UUID) -> Account | None:
     return None if row[0] is None else Account(row[0], row[1], row[2])
 
 
-def save_mirror(s: Session, account_id: UUID, acct: Account, pos: Sequence[Position]) -> None:
+def save_mirror(s: Session, account_id: RowId, acct: Account, pos: Sequence[Position]) -> None:
     """Replace the account's positions and balance in three statements, whatever their number."""
     s.execute(
         """

@@ -23,6 +23,7 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Jsonb
 
+from strategy_engine.core.models import RowId
 from strategy_engine.store.journal import LOG_COLUMNS
 from strategy_engine.store.market import FLOW_CENTS, FLOW_DIRECTION
 from strategy_engine.store.session import Session, unavailable
@@ -47,11 +48,11 @@ def bars_arrays(
     """(ts in Unix µs, close) per symbol for start <= ts < end, ascending: one statement."""
     rows = s.fetchall(
         """
-        select m.symbol,
+        select m.symbol::text,
                string_agg(timestamptz_send(m.ts), ''::bytea order by m.ts),
                string_agg(float8send(m.close::float8), ''::bytea order by m.ts)
         from public.market_data_1m m
-        where m.symbol = any(%(symbols)s) and m.ts >= %(start)s and m.ts < %(end)s
+        where m.symbol::text = any(%(symbols)s) and m.ts >= %(start)s and m.ts < %(end)s
           and m.close is not null
         group by m.symbol
         """,
@@ -66,7 +67,7 @@ def flow_arrays(
     """(ts in Unix µs, bullish cents, bearish cents) per underlying and distinct ts: one statement."""
     rows = s.fetchall(
         f"""
-        select underlying,
+        select underlying::text,
                string_agg(timestamptz_send(ts), ''::bytea order by ts),
                string_agg(int8send(bull), ''::bytea order by ts),
                string_agg(int8send(bear), ''::bytea order by ts)
@@ -77,7 +78,7 @@ def flow_arrays(
           from (
             select f.underlying, f.ts, {FLOW_CENTS} as cents, {FLOW_DIRECTION} as dir
             from public.options_flow f
-            where f.underlying = any(%(symbols)s) and f.ts >= %(start)s and f.ts < %(end)s
+            where f.underlying::text = any(%(symbols)s) and f.ts >= %(start)s and f.ts < %(end)s
           ) x
           where cents is not null
           group by underlying, ts
@@ -92,7 +93,7 @@ def flow_arrays(
 def insert_run(
     s: Session,
     run_id: UUID,
-    strategy_id: UUID,
+    strategy_id: RowId,
     strategy_name: str,
     start: datetime,
     end: datetime,
@@ -170,15 +171,17 @@ def copy_out_range(
     """
     queries = (
         sql.SQL(
-            "copy (select symbol, ts, close::float8 from public.market_data_1m where symbol = any({s})"
-            " and ts >= {a} and ts < {b} and close is not null order by symbol, ts) to stdout (format binary)"
+            "copy (select symbol::text, ts, close::float8 from public.market_data_1m"
+            " where symbol::text = any({s}) and ts >= {a} and ts < {b} and close is not null"
+            " order by symbol, ts) to stdout (format binary)"
         ),
         sql.SQL(
-            "copy (select f.underlying, f.ts, "
+            "copy (select f.underlying::text, f.ts, "
             + FLOW_CENTS
             + ", "
             + FLOW_DIRECTION.replace("\n", " ")
-            + " from public.options_flow f where f.underlying = any({s}) and f.ts >= {fa} and f.ts < {b}"
+            + " from public.options_flow f"
+            " where f.underlying::text = any({s}) and f.ts >= {fa} and f.ts < {b}"
             " order by f.underlying, f.ts) to stdout (format binary)"
         ),
     )

@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from uuid import UUID
 
-from strategy_engine.core.models import FINAL_ORDER_STATUSES, OrderIntent, Side
+from strategy_engine.core.models import FINAL_ORDER_STATUSES, OrderIntent, RowId, Side
 from strategy_engine.store.session import Session, exact, sibling
 
 INTENT, VOID = "intent", "void"
@@ -32,7 +31,7 @@ class Pending:
     """An intent whose minute never recorded the broker's answer."""
 
     client_order_id: str
-    strategy_id: UUID | None
+    strategy_id: RowId | None
     minute: datetime
     symbol: str
     side: Side
@@ -58,7 +57,7 @@ class IntentLog:
             self._side = None
 
     def write(
-        self, strategy_id: UUID | None, account_id: UUID, source: str, minute: datetime, intent: OrderIntent
+        self, strategy_id: RowId | None, account_id: RowId, source: str, minute: datetime, intent: OrderIntent
     ) -> bool:
         """Commit the intent; False when its client id already names a live order (send nothing).
 
@@ -109,7 +108,7 @@ class IntentLog:
             )
 
 
-def pending(s: Session, account_id: UUID, strategy_id: UUID | None) -> list[Pending]:
+def pending(s: Session, account_id: RowId, strategy_id: RowId | None) -> list[Pending]:
     """Intents of this account left by minutes that never completed: the strategy's own and the
     manual ones (no strategy), oldest first. Other strategies' intents wait for their own runs,
     which lock their own day rows (reconciling them here could deadlock on those rows)."""
@@ -126,7 +125,7 @@ def pending(s: Session, account_id: UUID, strategy_id: UUID | None) -> list[Pend
     return [Pending(r[0], r[1], r[2], r[3], Side(r[4]), r[5], r[6]) for r in rows]
 
 
-def unsettled(s: Session, account_id: UUID) -> list[str]:
+def unsettled(s: Session, account_id: RowId) -> list[str]:
     """Client ids of this account's orders the broker may still change (not final), oldest first."""
     rows = s.fetchall(
         "select client_order_id from public.paper_trades where account_id = %s"

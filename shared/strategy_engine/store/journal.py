@@ -13,7 +13,7 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 
 from strategy_engine.core.decide import decision_payload
-from strategy_engine.core.models import Decision, Order
+from strategy_engine.core.models import Decision, Order, RowId
 from strategy_engine.store.session import Session, exact
 
 LOG_COLUMNS = (
@@ -34,7 +34,7 @@ LOG_COLUMNS = (
 
 
 def decision_row(
-    d: Decision, strategy_id: UUID, *, engine_run_id: UUID | None, backfill_run_id: UUID | None
+    d: Decision, strategy_id: RowId, *, engine_run_id: UUID | None, backfill_run_id: UUID | None
 ) -> tuple[Any, ...]:
     return (
         engine_run_id,
@@ -61,8 +61,8 @@ def write_decisions(s: Session, rows: Sequence[tuple[Any, ...]]) -> int:
 
 def record_orders(
     s: Session,
-    strategy_id: UUID | None,
-    account_id: UUID,
+    strategy_id: RowId | None,
+    account_id: RowId,
     source: str,
     minute: datetime | None,
     orders: Iterable[tuple[Order, str | None]],
@@ -112,7 +112,7 @@ def record_orders(
 
 
 def last_trades(
-    s: Session, strategy_id: UUID, symbols: Sequence[str], before: datetime
+    s: Session, strategy_id: RowId, symbols: Sequence[str], before: datetime
 ) -> dict[str, datetime]:
     """The decision minute of this strategy's last accepted order per symbol (for cool-down)."""
     rows = s.fetchall(
@@ -163,7 +163,7 @@ def recent_runs(s: Session, limit: int = 10) -> list[tuple[Any, ...]]:
     )
 
 
-def decision_counts(s: Session, strategy_id: UUID) -> list[tuple[str, str, str | None, int]]:
+def decision_counts(s: Session, strategy_id: RowId) -> list[tuple[str, str, str | None, int]]:
     """(reason, outcome, risk_code, count) of a strategy's live decisions."""
     rows = s.fetchall(
         """

@@ -14,18 +14,18 @@ from typing import Any
 from strategy_engine.store.session import Session
 
 # Premium in integer cents; NULL when neither notional nor size*price is known (ignored).
-FLOW_CENTS = "round(coalesce(f.notional, f.size * f.trade_price * 100) * 100)::bigint"
-# +1 bullish, -1 bearish: calls bought or puts sold are bullish; side 'unknown' follows the type.
+# Every column is cast (numeric, text) so that tables made elsewhere with double precision,
+# varchar or enum columns give the same cents and directions as the engine's own.
+FLOW_CENTS = (
+    "round(coalesce(f.notional::numeric, f.size::numeric * f.trade_price::numeric * 100) * 100)::bigint"
+)
+# +1 bullish, -1 bearish: calls bought or puts sold are bullish; side 'unknown' follows the type
+# (the product of the type's sign and the side's sign; anything unrecognised counts 0).
 FLOW_DIRECTION = """
-  case
-    when lower(f.option_type) in ('call', 'c') and lower(coalesce(f.side, 'unknown')) in ('buy', 'unknown')
-      then 1
-    when lower(f.option_type) in ('put', 'p') and lower(coalesce(f.side, 'unknown')) = 'sell' then 1
-    when lower(f.option_type) in ('put', 'p') and lower(coalesce(f.side, 'unknown')) in ('buy', 'unknown')
-      then -1
-    when lower(f.option_type) in ('call', 'c') and lower(coalesce(f.side, 'unknown')) = 'sell' then -1
-    else 0
-  end"""
+  (case lower(f.option_type::text) when 'call' then 1 when 'c' then 1 when 'put' then -1 when 'p' then -1
+     else 0 end)
+  * (case lower(coalesce(f.side::text, 'unknown')) when 'buy' then 1 when 'unknown' then 1
+       when 'sell' then -1 else 0 end)"""
 
 
 def recent_closes(
@@ -38,7 +38,7 @@ def recent_closes(
         from unnest(%(symbols)s::text[]) as sym(symbol)
         cross join lateral (
           select m.ts, m.close from public.market_data_1m m
-          where m.symbol = sym.symbol and m.ts < %(t)s and m.close is not null
+          where m.symbol::text = sym.symbol and m.ts < %(t)s and m.close is not null
           order by m.ts desc limit %(n)s
         ) b
         order by sym.symbol, b.ts
@@ -58,13 +58,13 @@ def flow_sums(
     """(bullish cents, bearish cents) per underlying with start <= ts < end: one statement."""
     rows = s.fetchall(
         f"""
-        select underlying,
+        select underlying::text,
                coalesce(sum(cents) filter (where dir > 0), 0)::bigint,
                coalesce(sum(cents) filter (where dir < 0), 0)::bigint
         from (
           select f.underlying, {FLOW_CENTS} as cents, {FLOW_DIRECTION} as dir
           from public.options_flow f
-          where f.underlying = any(%(symbols)s) and f.ts >= %(start)s and f.ts < %(end)s
+          where f.underlying::text = any(%(symbols)s) and f.ts >= %(start)s and f.ts < %(end)s
         ) x
         where cents is not null
         group by underlying
@@ -78,8 +78,8 @@ def bars_range(s: Session, symbols: Sequence[str], start: datetime, end: datetim
     """(symbol, ts, close) with start <= ts < end, ordered by symbol, ts: the backfill's bulk read."""
     return s.fetchall(
         """
-        select m.symbol, m.ts, m.close::float8 from public.market_data_1m m
-        where m.symbol = any(%(symbols)s) and m.ts >= %(start)s and m.ts < %(end)s
+        select m.symbol::text, m.ts, m.close::float8 from public.market_data_1m m
+        where m.symbol::text = any(%(symbols)s) and m.ts >= %(start)s and m.ts < %(end)s
           and m.close is not null
         order by m.symbol, m.ts
         """,
@@ -91,10 +91,10 @@ def flow_range(s: Session, symbols: Sequence[str], start: datetime, end: datetim
     """(underlying, ts, signed cents) per event: +cents bullish, -cents bearish, ordered."""
     return s.fetchall(
         f"""
-        select underlying, ts, (dir * cents)::bigint from (
+        select underlying::text, ts, (dir * cents)::bigint from (
           select f.underlying, f.ts, {FLOW_CENTS} as cents, {FLOW_DIRECTION} as dir
           from public.options_flow f
-          where f.underlying = any(%(symbols)s) and f.ts >= %(start)s and f.ts < %(end)s
+          where f.underlying::text = any(%(symbols)s) and f.ts >= %(start)s and f.ts < %(end)s
         ) x
         where cents is not null and dir <> 0
         order by underlying, ts

@@ -3,7 +3,7 @@
 History goes in `supabase_migrations.schema_migrations`, the table the Supabase CLI itself
 uses, so `strategy-engine db migrate` and `supabase db push` agree on what is applied. Each
 file runs in its own transaction with its history row, under a transaction-scoped advisory
-lock so two migrators never race.
+lock so two migrators never race: a file that fails leaves nothing of itself and no record.
 """
 
 from __future__ import annotations
@@ -12,9 +12,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
+from strategy_engine.core.errors import MigrationRefused
 from strategy_engine.store.session import Session
 
 MIGRATION_NAME = re.compile(r"^(\d{14})_(.+)\.sql$")
+REFUSED = "SEM01"  # the SQLSTATE our preflight raises: data or a schema the engine cannot use
 _LOCK_KEY = 7_316_204_519  # arbitrary, constant: serialises concurrent migrators
 
 
@@ -58,25 +62,41 @@ def applied_versions(s: Session) -> set[str]:
     return {r[0] for r in s.fetchall("select version from supabase_migrations.schema_migrations")}
 
 
+def refusal(mig: Migration, exc: psycopg.Error) -> MigrationRefused:
+    """One line for a person: which file, and the server's reason (ours says what to do)."""
+    diag = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+    what = "refused" if exc.sqlstate == REFUSED else "failed"
+    return MigrationRefused(
+        f"migration {mig.path.name} {what}, nothing of it applied: {' '.join(diag.split())}"
+    )
+
+
 def migrate(s: Session, folder: Path | None = None) -> list[str]:
-    """Apply what is pending; return the versions applied now (empty when up to date)."""
+    """Apply what is pending; return the versions applied now (empty when up to date).
+
+    Raises `MigrationRefused` (exit 2) naming the file and the reason when a file cannot be
+    applied; the files before it stay applied and recorded, that file and those after it do not.
+    """
     folder = folder or default_dir()
     done: list[str] = []
     for mig in discover(folder):
-        with s.transaction():
-            s.execute("select pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            _ensure_history(s)
-            exists = s.fetchone(
-                "select 1 from supabase_migrations.schema_migrations where version = %s", (mig.version,)
-            )
-            if exists:
-                continue
-            body = mig.path.read_text(encoding="utf-8")
-            s.execute(body)
-            s.execute(
-                "insert into supabase_migrations.schema_migrations (version, statements, name)"
-                " values (%s, %s, %s)",
-                (mig.version, [body], mig.name),
-            )
-            done.append(mig.version)
+        try:
+            with s.transaction():
+                s.execute("select pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                _ensure_history(s)
+                exists = s.fetchone(
+                    "select 1 from supabase_migrations.schema_migrations where version = %s", (mig.version,)
+                )
+                if exists:
+                    continue
+                body = mig.path.read_text(encoding="utf-8")
+                s.execute(body)
+                s.execute(
+                    "insert into supabase_migrations.schema_migrations (version, statements, name)"
+                    " values (%s, %s, %s)",
+                    (mig.version, [body], mig.name),
+                )
+        except psycopg.Error as exc:
+            raise refusal(mig, exc) from None
+        done.append(mig.version)
     return done

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+from uuid import UUID
 
 import psycopg
 from psycopg import sql
@@ -21,6 +22,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.types.numeric import FloatLoader
 
 from strategy_engine.core.errors import Busy, DatabaseUnavailable, InputError
+from strategy_engine.core.models import RowId
 
 Params = Sequence[Any] | dict[str, Any] | None
 
@@ -45,6 +47,16 @@ def exact(x: float | None) -> Decimal | None:
     never leaves memory, must see the same numbers as the tick).
     """
     return None if x is None else Decimal(repr(float(x)))
+
+
+def row_id(value: object) -> RowId:
+    """A broker_accounts / strategy_definitions key as the driver read it (uuid.UUID or int).
+
+    Raises TypeError for any other type (the migrations refuse such keys).
+    """
+    if isinstance(value, UUID) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise TypeError(f"unsupported key type {type(value).__name__}")
 
 
 def unavailable(exc: Exception) -> DatabaseUnavailable | Busy:

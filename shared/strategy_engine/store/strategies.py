@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
-from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
-from strategy_engine.core.models import BrokerAccount, DayState, Limits, StrategyDef
-from strategy_engine.store.session import Session, exact
+from strategy_engine.core.models import BrokerAccount, DayState, Limits, RowId, StrategyDef
+from strategy_engine.store.session import Session, exact, row_id
 
 _DEF_COLS = """
   d.id, d.name, d.strategy_type, d.is_active, d.config, d.account_id,
@@ -34,8 +33,8 @@ class StrategyRow:
 
 
 def _row(r: tuple[Any, ...]) -> StrategyRow:
-    d = StrategyDef(r[0], r[1], r[2], r[3], r[4] or {}, r[5])
-    acct = None if r[6] is None else BrokerAccount(r[6], r[7], r[8], r[16])
+    d = StrategyDef(row_id(r[0]), r[1], r[2], r[3], r[4] or {}, None if r[5] is None else row_id(r[5]))
+    acct = None if r[6] is None else BrokerAccount(row_id(r[6]), r[7], r[8], r[16])
     lim = Limits(
         max_daily_trades=r[10],
         max_position_size=r[11],
@@ -48,13 +47,19 @@ def _row(r: tuple[Any, ...]) -> StrategyRow:
 
 
 def load_all(s: Session, name: str | None = None) -> list[StrategyRow]:
-    """Every definition (active or not: an inactive one runs with its orders blocked)."""
-    where, params = ("where d.name = %s", (name,)) if name else ("", ())
-    rows = s.fetchall(f"select {_DEF_COLS} {_DEF_FROM} {where} order by d.name", params)
+    """Every definition (active or not: an inactive one runs with its orders blocked).
+
+    Rows without a strategy_type (a definitions table that predates the engine) are not the
+    engine's and are left alone.
+    """
+    where, params = ("and d.name = %s", (name,)) if name else ("", ())
+    rows = s.fetchall(
+        f"select {_DEF_COLS} {_DEF_FROM} where d.strategy_type is not null {where} order by d.name", params
+    )
     return [_row(r) for r in rows]
 
 
-def switch_and_limits(s: Session, strategy_id: UUID) -> tuple[bool, Limits]:
+def switch_and_limits(s: Session, strategy_id: RowId) -> tuple[bool, Limits]:
     """(is_active, limits) as committed now: read under the claim, so a change made while an
     earlier strategy of the same invocation ran takes effect. A deleted strategy is inactive."""
     row = s.fetchone(f"select {_DEF_COLS} {_DEF_FROM} where d.id = %s", (strategy_id,))
@@ -64,7 +69,7 @@ def switch_and_limits(s: Session, strategy_id: UUID) -> tuple[bool, Limits]:
     return fresh.definition.is_active, fresh.limits
 
 
-def claim(s: Session, strategy_id: UUID, trading_date: date) -> tuple[DayState, datetime | None] | None:
+def claim(s: Session, strategy_id: RowId, trading_date: date) -> tuple[DayState, datetime | None] | None:
     """Lock this strategy's day row FOR UPDATE SKIP LOCKED; None when another worker holds it.
 
     The upsert first makes sure the row exists; it waits only for a concurrent inserter of the
@@ -86,7 +91,7 @@ def claim(s: Session, strategy_id: UUID, trading_date: date) -> tuple[DayState, 
 
 
 def save_state(
-    s: Session, strategy_id: UUID, day: DayState, minute: datetime, last_trade_at: datetime | None
+    s: Session, strategy_id: RowId, day: DayState, minute: datetime, last_trade_at: datetime | None
 ) -> None:
     s.execute(
         """
@@ -106,8 +111,8 @@ def upsert_definition(
     config: dict[str, Any],
     *,
     is_active: bool,
-    account_id: UUID | None,
-) -> UUID:
+    account_id: RowId | None,
+) -> RowId:
     row = s.fetchone(
         """
         insert into public.strategy_definitions (name, strategy_type, is_active, config, account_id)
@@ -121,7 +126,7 @@ def upsert_definition(
     )
     if row is None:  # RETURNING always yields a row; this guards a broken driver
         raise RuntimeError("upsert returned no row")
-    return UUID(str(row[0]))
+    return row_id(row[0])
 
 
 def set_active(s: Session, name: str, is_active: bool) -> bool:
@@ -132,7 +137,7 @@ def set_active(s: Session, name: str, is_active: bool) -> bool:
     return cur.rowcount > 0
 
 
-def upsert_limits(s: Session, strategy_id: UUID, limits: Limits) -> None:
+def upsert_limits(s: Session, strategy_id: RowId, limits: Limits) -> None:
     s.execute(
         """
         insert into public.strategy_limits (strategy_id, max_daily_trades, max_position_size,

@@ -1,4 +1,6 @@
-"""Naive Flow + Trend: an SMA trend confirmed by options-flow sentiment (DESIGN §3).
+"""Naive Flow + Trend: an SMA trend confirmed by options-flow sentiment.
+
+The rules are docs/architecture.md, "Naive Flow + Trend".
 
 The classifiers take numpy arrays or scalars alike, so the backfill classifies a year of
 minutes in one call and the tick classifies one minute with the very same arithmetic.
@@ -101,7 +103,7 @@ def flow_of(bull_cents: int, bear_cents: int, min_premium: float, min_ratio: flo
 def decide_position(
     trend: int, flow: int, position_qty: float, enough_bars: bool, cfg: NaiveFlowTrendConfig
 ) -> tuple[Action, float, str]:
-    """The decision table of DESIGN §3, rows checked in order."""
+    """The decision table of docs/architecture.md, "Naive Flow + Trend", rows checked in order."""
     if not enough_bars:
         return Action.HOLD, 0.0, "insufficient_bars"
     if position_qty == 0:
