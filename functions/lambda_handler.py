@@ -18,12 +18,14 @@
   so ENGINE_TRUST_PLATFORM_AUTH is not trusted on a URL whose auth type is NONE.
 
 Secrets: ENGINE_SECRET_ARN names one Secrets Manager secret, a JSON object of settings
-(DATABASE_URL, ALPACA_API_KEY, ALPACA_SECRET_KEY, ENGINE_HTTP_SECRET), and ENGINE_SECRET_VERSION
-the version of it to read (infra/aws sets it to the version Terraform wrote, so a rotation changes
-the function's configuration and Lambda starts fresh containers on it). It is fetched by VersionId
-with boto3 on the first invocation of a container and kept (in the environment the settings read),
-keyed on (ARN, version): a container that sees another version fetches again. Without a version
-the secret's current version (AWSCURRENT) is read. A failed fetch is not cached.
+(DATABASE_URL, ALPACA_API_KEY, ALPACA_SECRET_KEY, ENGINE_HTTP_SECRET, and the key pairs
+ALPACA_<REF>_API_KEY / ALPACA_<REF>_SECRET_KEY that broker accounts name by credentials_ref), and
+ENGINE_SECRET_VERSION the version of it to read (infra/aws sets it to the version Terraform wrote,
+so a rotation changes the function's configuration and Lambda starts fresh containers on it). It
+is fetched by VersionId with boto3 on the first invocation of a container and kept (in the
+environment the settings read), keyed on (ARN, version): a container that sees another version
+fetches again. Without a version the secret's current version (AWSCURRENT) is read. A failed
+fetch is not cached.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any
 from strategy_engine import logs
 from strategy_engine.core.errors import Unavailable
 from strategy_engine.http import api
-from strategy_engine.settings import Settings, get_settings
+from strategy_engine.settings import Settings, get_settings, is_credential_setting
 
 SECRET_ARN_ENV = "ENGINE_SECRET_ARN"  # noqa: S105 - the variable's name, not a secret
 SECRET_VERSION_ENV = "ENGINE_SECRET_VERSION"  # noqa: S105 - the variable's name, not a secret
@@ -122,11 +124,12 @@ def load_secrets() -> None:
         return
     doc = _parse_secret(_fetch(*wanted))
     known = {name.upper() for name in Settings.model_fields}
-    unknown = sorted(k for k in doc if k.upper() not in known)
+    taken = {k for k in doc if k.upper() in known or is_credential_setting(k)}
+    unknown = sorted(k for k in doc if k not in taken)
     if unknown:
         logs.event("secret keys ignored", level=logging.WARNING, keys=unknown)
     for key, value in doc.items():
-        if key.upper() in known:
+        if key in taken:
             os.environ[key.upper()] = value
     get_settings.cache_clear()
     _loaded = wanted

@@ -42,7 +42,7 @@ def fake() -> Iterator[FakeAlpaca]:
 
 def deps(fake: FakeAlpaca) -> engine.Deps:
     return engine.Deps(
-        alpaca_broker=lambda: AlpacaPaperBroker(
+        alpaca_broker=lambda _account: AlpacaPaperBroker(
             SecretStr(KEY),
             SecretStr(SECRET),
             fake.url,
@@ -143,7 +143,7 @@ KILLER = textwrap.dedent(
             os._exit(137)  # killed between the broker's answer and the commit
 
     db, minute, url, key, secret = sys.argv[1:]
-    broker = lambda: DiesAfterAlpacaAccepts(SecretStr(key), SecretStr(secret), url, timeout_seconds=5)
+    broker = lambda _account: DiesAfterAlpacaAccepts(SecretStr(key), SecretStr(secret), url, timeout_seconds=5)
     with connect(db) as s:
         replay = TickPolicy(max_lag_seconds=0)
         engine.tick(s, datetime.fromisoformat(minute), deps=engine.Deps(alpaca_broker=broker, policy=replay))

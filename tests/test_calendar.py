@@ -263,3 +263,47 @@ def test_is_open_when_any_minute_of_2025_then_inside_its_new_york_session(ts: da
     if expected:
         ny = minute.astimezone(calendar.NEW_YORK)
         assert (9, 30) <= (ny.hour, ny.minute) < (16, 0)
+
+
+# ---- the shipped session table (core.sessions) ---------------------------------------------------
+
+
+def test_shipped_sessions_equal_the_library_build() -> None:
+    """nyse_sessions.json is exactly what exchange_calendars gives for 2020..2030 (rebuild: see core.sessions)."""
+    import json
+
+    from strategy_engine.core import sessions
+
+    shipped = json.loads(sessions.DATA.read_text(encoding="utf-8"))
+    built = sessions.build()
+    assert {k: v for k, v in shipped.items() if k != "source"} == {
+        k: v for k, v in built.items() if k != "source"
+    }
+
+
+def test_every_day_2020_to_2030_from_the_table_equals_the_library() -> None:
+    """Day by day against the library's own schedule (not through the table's format)."""
+    import exchange_calendars as xcals
+
+    from strategy_engine.core import sessions
+
+    cal = xcals.get_calendar("XNYS", start="2020-01-01", end="2030-12-31")
+    library = {
+        ts.date(): (row.open.to_pydatetime(), row.close.to_pydatetime())
+        for ts, row in cal.schedule.iterrows()
+    }
+    day, checked = sessions.FIRST, 0
+    while day <= sessions.LAST:
+        assert sessions.covers(day)
+        assert calendar.session_bounds(day) == library.get(day), day
+        checked += 1
+        day += timedelta(days=1)
+    assert checked == 4018 and len(library) == 2763  # 11 years of NYSE sessions
+
+
+def test_outside_the_table_the_library_answers() -> None:
+    from strategy_engine.core import sessions
+
+    assert not sessions.covers(date(2019, 12, 31))
+    assert calendar.session_bounds(date(2019, 12, 31)) == (utc(2019, 12, 31, 14, 30), utc(2019, 12, 31, 21))
+    assert calendar.session_bounds(date(2019, 12, 25)) is None

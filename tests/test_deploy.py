@@ -245,6 +245,8 @@ def test_runtime_lock_is_hashed_tested_and_lean() -> None:
     # Development and CLI-only tools stay out of the functions.
     names = {name for name, _, _ in runtime}
     assert not {"pytest", "mypy", "ruff", "moto", "python-hcl2", "pgserver", "typer"} & names
+    # Only the CLI's backfill report draws charts: matplotlib (~70 MB with its fonts) stays out.
+    assert not {"matplotlib", "fonttools", "pillow", "kiwisolver"} & names
 
 
 # ---- real builds ----------------------------------------------------------------------------
@@ -382,7 +384,9 @@ import json, sys
 import functions.lambda_handler as entry
 import strategy_engine
 result = entry.handler(json.loads(sys.argv[1]), None)
-print(json.dumps({"result": result, "entry": entry.__file__, "library": strategy_engine.__file__}, default=str))
+heavy = sorted(m for m in ("pandas", "exchange_calendars", "matplotlib", "flask") if m in sys.modules)
+print(json.dumps({"result": result, "entry": entry.__file__, "library": strategy_engine.__file__,
+                  "heavy": heavy}, default=str))
 """
 
 
@@ -404,6 +408,7 @@ def test_lambda_zip_answers_a_scheduled_event(lambda_package: tuple[Path, Path],
     assert reply["trigger"] == "eventbridge"
     assert reply["minute"] == "2025-06-13T14:00:00+00:00"
     assert _runs_at(db_url, minute) == 1
+    assert answer["heavy"] == [], "a tick through the Lambda handler imported these"
 
 
 def test_the_supabase_cli_is_the_one_pinned_in_node_modules(tripwires: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -237,11 +238,17 @@ def test_secrets_fetched_once_per_container(db: str, aws: Any, monkeypatch: pyte
         "ENGINE_HTTP_SECRET": SECRET,
         "ALPACA_API_KEY": "PKSECRETSMANAGER01",
         "ALPACA_SECRET_KEY": "from-secrets-manager",
+        "ALPACA_PAPER2_API_KEY": "PKSECRETSMANAGER02",
         "SOMETHING_ELSE": "ignored",
     }
     arn = _secret(aws, doc)
     monkeypatch.setenv(lambda_handler.SECRET_ARN_ENV, arn)
+    monkeypatch.delenv("ALPACA_PAPER2_API_KEY", raising=False)
+    monkeypatch.delenv("SOMETHING_ELSE", raising=False)
     assert lambda_handler.handler(EVENT, Context())["orders"] == 3
+    # a key pair a broker account names by credentials_ref is taken; anything else is not
+    assert os.environ.get("ALPACA_PAPER2_API_KEY") == "PKSECRETSMANAGER02"
+    assert "SOMETHING_ELSE" not in os.environ
     settings = get_settings()
     assert (
         settings.engine_http_secret is not None and settings.engine_http_secret.get_secret_value() == SECRET

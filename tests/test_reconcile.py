@@ -148,7 +148,7 @@ def test_store_error_after_accept_then_the_next_minute_records_the_order(
     setup(session)
     fake.set_policy(fill)
     poisoned = engine.Deps(
-        alpaca_broker=lambda: _StoreFailsAfterAccept(
+        alpaca_broker=lambda _account: _StoreFailsAfterAccept(
             SecretStr(KEY), SecretStr(SECRET), fake.url, timeout_seconds=5
         ),
         policy=REPLAY,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
-from strategy_engine import execution
+from strategy_engine import concurrency, execution
 from strategy_engine.brokers.base import Broker
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core import calendar
@@ -58,17 +58,17 @@ from strategy_engine.store.intents import IntentLog
 from strategy_engine.store.strategies import StrategyRow
 
 
-def _default_alpaca() -> Broker:
+def _default_alpaca(account: BrokerAccount) -> Broker:
     from strategy_engine.brokers.alpaca import AlpacaPaperBroker
 
-    return AlpacaPaperBroker.from_settings(get_settings())
+    return AlpacaPaperBroker.from_settings(get_settings(), account.credentials_ref)
 
 
 @dataclass
 class Deps:
     """What the engine needs from outside, so tests and backfill can swap any of it."""
 
-    alpaca_broker: Callable[[], Broker] = _default_alpaca
+    alpaca_broker: Callable[[BrokerAccount], Broker] = _default_alpaca
     slippage_bps: float = 0.0
     simulated_broker: Callable[[Account, list[Position], datetime, float], Broker] = field(
         default=lambda acct, pos, minute, slip: SimulatedBroker(acct.cash, pos, slip, now=minute)
@@ -121,7 +121,8 @@ def tick(
     Runs left `running` by a dead process (older than `engine_run_timeout_seconds`) are closed as
     `abandoned` first. Each strategy's failure is its own (`_run_strategy`).
     """
-    deps = deps or Deps()
+    base = deps or Deps()
+    deps = replace(base, alpaca_broker=concurrency.one_per_account(base.alpaca_broker))  # per invocation
     started = time.perf_counter()
     minute = calendar.floor_minute(minute)
     inv = Invocation(minute, deps.policy, deps.clock, deps.sleep)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from strategy_engine.brokers.base import Broker
+from strategy_engine.concurrency import gather3
 from strategy_engine.core import calendar, exposure
 from strategy_engine.core.decide import Submit, processed_run
 from strategy_engine.core.errors import OrderRejected
@@ -72,7 +73,7 @@ class Invocation:
 def open_account(
     s: Session,
     account: BrokerAccount,
-    alpaca: Callable[[], Broker],
+    alpaca: Callable[[BrokerAccount], Broker],
     simulated: Callable[[Account, list[Position]], Broker],
 ) -> AccountView:
     """Lock the account's row; for a real broker, mirror it and refresh unsettled orders.
@@ -83,8 +84,9 @@ def open_account(
         positions = acct_store.positions(s, account.id)
         broker = simulated(balance, positions)
         return AccountView(broker, balance, positions, broker.open_orders())
-    broker = alpaca()
-    acct, positions, listed = broker.account(), broker.positions(), broker.open_orders()
+    broker = alpaca(account)
+    acct, positions, listed = gather3(broker.account, broker.positions, broker.open_orders)
+    acct_store.check_alpaca_account(s, account, acct.account_number)  # before anything is written
     acct_store.save_mirror(s, account.id, acct, positions)
     working = [*listed, *_refresh(s, broker, account.id, listed)]
     return AccountView(broker, acct, positions, working)

@@ -102,7 +102,7 @@ class Invocation:
         return age if age > self.policy.max_lag_seconds else None
 
     def gate(
-        self, account: BrokerAccount, broker: Callable[[], Broker]
+        self, account: BrokerAccount, broker: Callable[[BrokerAccount], Broker]
     ) -> tuple[StrategyOutcome, str] | None:
         """Why a strategy on `account` must not start now (outcome, detail), or None to go on.
 
@@ -120,13 +120,14 @@ class Invocation:
         if age is not None:
             limit = self.policy.max_lag_seconds
             return StrategyOutcome.LATE, f"minute is {age:.0f}s old (MAX_TICK_LAG_SECONDS={limit:g})"
-        if not self._is_open(account.broker, broker):
+        if not self._is_open(account, broker):
             return StrategyOutcome.MARKET_CLOSED, "the broker's clock says the market is closed"
         return None
 
-    def _is_open(self, name: str, broker: Callable[[], Broker]) -> bool:
+    def _is_open(self, account: BrokerAccount, broker: Callable[[BrokerAccount], Broker]) -> bool:
+        name = account.broker  # one clock per broker: every account of it shares the market's hours
         if name not in self._broker_open:
-            stamp, is_open = broker().clock()
+            stamp, is_open = broker(account).clock()
             self._broker_open[name] = is_open
             if not is_open:  # the engine asks only when the calendar says open
                 event(

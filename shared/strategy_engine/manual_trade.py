@@ -98,11 +98,14 @@ def _account(s: Session, name: str, settings: Settings) -> BrokerAccount:
         if name != DEFAULT_ACCOUNT or not (settings.alpaca_api_key and settings.alpaca_secret_key):
             hint = f" (the default {DEFAULT_ACCOUNT!r} is created when ALPACA_API_KEY/SECRET are set)"
             raise NotFound(f"unknown account {name!r}" + ("" if name != DEFAULT_ACCOUNT else hint))
-        found = (acct_store.ensure_account(s, name, "alpaca"), "alpaca", True)
-    account_id, broker_name, is_paper = found
+        acct_store.ensure_account(s, name, "alpaca")
+        found = acct_store.find_account(s, name)
+        if found is None:  # created just above in this transaction: cannot happen
+            raise NotFound(f"unknown account {name!r}")
+    account, is_paper = found
     if not is_paper:
         raise LiveTradingRefused(f"account {name!r} is not a paper account")
-    return BrokerAccount(account_id, name, broker_name)
+    return account
 
 
 def _place(

@@ -132,8 +132,8 @@ def save_strategy(
         active = is_active if is_active is not None else bool(existing and existing[0].definition.is_active)
         found = acct_store.find_account(s, account)
         if require_keys:
-            check_broker(found[1] if found else broker)
-        account_id = found[0] if found else acct_store.ensure_account(s, account, broker)
+            check_broker(found[0].broker if found else broker)
+        account_id = found[0].id if found else acct_store.ensure_account(s, account, broker)
         if initial_cash is not None:
             acct_store.save_mirror(s, account_id, Account(initial_cash, initial_cash, initial_cash), [])
         sid = strat_store.upsert_definition(

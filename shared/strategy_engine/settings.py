@@ -2,14 +2,23 @@
 
 Secrets are `SecretStr`: their repr and str are masked, so a settings object can be logged or
 put in an error without leaking a key. `database_url` is a secret too (it carries a password).
+
+Alpaca keys: ALPACA_API_KEY / ALPACA_SECRET_KEY are the default pair; a broker account whose
+`credentials_ref` is REF trades with ALPACA_<REF>_API_KEY / ALPACA_<REF>_SECRET_KEY instead
+(the database holds only the name REF, never a key).
 """
 
 from __future__ import annotations
 
+import os
+import re
 from functools import lru_cache
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from strategy_engine.core.errors import InputError
 
 PAPER_BASE_URL = "https://paper-api.alpaca.markets"
 
@@ -59,3 +68,34 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+CREDENTIALS_REF = re.compile(r"[A-Z][A-Z0-9_]{0,39}")  # also a CHECK on broker_accounts
+_CREDENTIAL_SETTING = re.compile(r"ALPACA_[A-Z][A-Z0-9_]{0,39}_(API|SECRET)_KEY")
+
+
+def credential_names(ref: str | None) -> tuple[str, str]:
+    """(key id name, secret name) of the pair `ref` names; None -> the default pair.
+
+    Raises InputError when `ref` is not upper-case letters, digits and _ (at most 40).
+    """
+    if ref is None:
+        return "ALPACA_API_KEY", "ALPACA_SECRET_KEY"
+    if not CREDENTIALS_REF.fullmatch(ref):
+        raise InputError(f"invalid credentials_ref {ref!r}: expected A-Z, 0-9 and _ (e.g. PAPER2)")
+    return f"ALPACA_{ref}_API_KEY", f"ALPACA_{ref}_SECRET_KEY"
+
+
+def is_credential_setting(name: str) -> bool:
+    """True for ALPACA_<REF>_API_KEY / ALPACA_<REF>_SECRET_KEY (e.g. keys in a Lambda secret)."""
+    return bool(_CREDENTIAL_SETTING.fullmatch(name.upper()))
+
+
+def alpaca_keys(settings: Settings, ref: str | None) -> tuple[SecretStr, SecretStr]:
+    """The key pair `ref` names, from the environment, else `.env`; empty when unset."""
+    if ref is None:
+        return settings.alpaca_api_key or SecretStr(""), settings.alpaca_secret_key or SecretStr("")
+    names = credential_names(ref)
+    missing = [n for n in names if not os.environ.get(n)]
+    dotenv = dotenv_values(".env") if missing else {}
+    return tuple(SecretStr(os.environ.get(n) or dotenv.get(n) or "") for n in names)  # type: ignore[return-value]

@@ -7,7 +7,12 @@ schedule (`Policy`: the next request by default; `FakeAlpaca(fill="instant")` fi
 POST, "manual" only on `fake.fill(...)`), and oversells, buying power, wash trades and the
 pattern-day-trader rule are refused with 403. It can be told to misbehave (`faults`): a status
 for the next N requests of a route, a slow answer, an odd answer. HTTP/1.0, one request per
-connection, so stopping never waits on an idle keep-alive socket.
+connection, so stopping never waits on an idle keep-alive socket; `keep_alive=True` (the latency
+benchmark) answers HTTP/1.1 on persistent connections instead, and `delay` adds a fixed time to
+every request before it is handled (a network round trip).
+
+Several accounts share one server, as at Alpaca: `add_account` returns another account reached
+with other keys, with its own book, request counts and faults.
 
 Every request the server answers is one tick of its schedule, counted before the answer is
 built: with the default policy an order placed by one request is filled when the next arrives.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +46,11 @@ class _Server(ThreadingHTTPServer):
     fake: FakeAlpaca
 
 
+class _KeepAliveServer(_Server):
+    daemon_threads = True  # idle persistent connections must not hold up server_close()
+    block_on_close = False
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
@@ -50,6 +61,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: pytest shows what the assertions need."""
+
+
+class _KeepAliveHandler(_Handler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out apart: no delayed-ACK stall between
 
 
 class FakeAlpaca(Book):
@@ -70,18 +86,38 @@ class FakeAlpaca(Book):
         multiplier: int = 2,
         shorting: bool = False,
         pdt: bool = True,
+        keep_alive: bool = False,
+        delay: float = 0.0,
     ) -> None:
         super().__init__(fill=fill, cash=cash, multiplier=multiplier, shorting=shorting, pdt=pdt)
-        self.key, self.secret = key, secret
+        self.key, self.secret, self.delay = key, secret, delay
         self.requests: Counter[str] = Counter()
         self._faults = Faults()
         self._lock = threading.RLock()
         self._stopping = threading.Event()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._accounts: dict[tuple[str, str], FakeAlpaca] = {(key, secret): self}
+        self._server: _Server
+        if keep_alive:
+            self._server = _KeepAliveServer(("127.0.0.1", 0), _KeepAliveHandler)
+        else:
+            self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-alpaca"
         )
+
+    def add_account(
+        self, key: str, secret: str, account_number: str, *, fill: PolicySpec = "realistic"
+    ) -> FakeAlpaca:
+        """Another Alpaca account on this server, reached with (key, secret); not started itself."""
+        other = FakeAlpaca.__new__(FakeAlpaca)
+        Book.__init__(other, fill=fill)
+        other.key, other.secret, other.delay, other.account_number = key, secret, self.delay, account_number
+        other.requests, other._faults = Counter(), Faults()
+        other._lock, other._stopping, other._accounts = self._lock, self._stopping, self._accounts
+        other._server, other._thread = self._server, self._thread
+        self._accounts[(key, secret)] = other
+        return other
 
     @property
     def url(self) -> str:
@@ -151,15 +187,21 @@ class FakeAlpaca(Book):
     tick.__doc__ = Book.tick.__doc__
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
+        """Route to the account the request's keys reach; unknown keys get 401."""
+        if self.delay:
+            time.sleep(self.delay)
+        keys = (str(h.headers.get("APCA-API-KEY-ID")), str(h.headers.get("APCA-API-SECRET-KEY")))
+        self._accounts.get(keys, self)._handle(h, keys)
+
+    def _handle(self, h: BaseHTTPRequestHandler, keys: tuple[str, str]) -> None:
         path, _, query = h.path.partition("?")
         route = route_of(h.command, path)
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length) if length else b""  # read whatever the answer: the connection may go on
         with self._lock:
             self.requests[route] += 1
             fault = self._faults.take(route)
-        if (h.headers.get("APCA-API-KEY-ID"), h.headers.get("APCA-API-SECRET-KEY")) != (
-            self.key,
-            self.secret,
-        ):
+        if keys != (self.key, self.secret):
             send(h, 401, ERRORS[401])
             return
         if fault is not None and fault.status is not None:
@@ -168,9 +210,8 @@ class FakeAlpaca(Book):
         if fault is not None and fault.odd == "redirect":
             send(h, *mangle("redirect", 200, None))
             return
-        length = int(h.headers.get("Content-Length") or 0)
         try:
-            body = json.loads(h.rfile.read(length)) if length else {}
+            body = json.loads(raw) if raw else {}
         except ValueError:
             send(h, 400, {"code": 40010000, "message": "request body format is invalid"})
             return

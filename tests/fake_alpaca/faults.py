@@ -111,7 +111,8 @@ def send(h: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str
     try:
         h.send_response(status)
         h.send_header("Content-Type", kind)
-        h.send_header("Connection", "close")
+        if h.protocol_version == "HTTP/1.0":
+            h.send_header("Connection", "close")
         h.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             h.send_header(name, value)

@@ -99,7 +99,7 @@ def account(book: Book) -> Json:
     long_value, short_value = book.market_values()
     equity = book.equity()
     return {
-        "id": ACCOUNT_ID, "account_number": "PA3FAKE0001", "status": "ACTIVE", "currency": "USD",
+        "id": ACCOUNT_ID, "account_number": book.account_number, "status": "ACTIVE", "currency": "USD",
         "cash": str(book.cash), "buying_power": str(book.buying_power()),
         "regt_buying_power": str(book.buying_power()), "non_marginable_buying_power": str(max(book.cash, 0)),
         "equity": str(equity), "last_equity": str(equity), "portfolio_value": str(equity),

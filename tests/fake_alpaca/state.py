@@ -10,6 +10,7 @@ cash), for a wash trade (an opposite-side order still working) and by the patter
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -79,6 +80,8 @@ class Book:
         self.positions: dict[str, tuple[Decimal, Decimal]] = {}  # symbol -> (signed qty, avg price)
         self.orders: dict[str, Json] = {}  # by order id, in creation order
         self.orders_accepted = 0
+        self.order_times: list[float] = []  # time.perf_counter() when each order was accepted
+        self.account_number = "PA3FAKE0001"
         self.is_open = True
         self.ticks = 0
         self.cancel_after = 1  # ticks a DELETE spends in pending_cancel
@@ -171,6 +174,7 @@ class Book:
         }  # fmt: skip
         self.orders[order["id"]] = order
         self.orders_accepted += 1
+        self.order_times.append(time.perf_counter())
         policy = self._plan[order["id"]] = self.policies.get(symbol, self.policy)
         if policy.after == 0:
             self._scheduled_fill(order)

@@ -273,7 +273,7 @@ def _publish(
         html, png = report.write_report(
             Path(req.report_path) if req.report_path else folder / f"{stem}.html", r, summary, meta
         )
-    except OSError as exc:
+    except (OSError, ImportError) as exc:  # ImportError: the deployed functions ship no matplotlib
         note = {"report_error": f"report not written: {exc}"}
         store.set_report(s, uuid.UUID(run_id), None, note)
         return {"report_path": None, **note}

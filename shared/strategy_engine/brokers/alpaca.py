@@ -51,7 +51,7 @@ from strategy_engine.brokers.alpaca_http import (
 from strategy_engine.brokers.paper_url import checked_base_url
 from strategy_engine.core.errors import BrokerUnavailable, OrderRejected
 from strategy_engine.core.models import Account, Order, OrderIntent, Position
-from strategy_engine.settings import PAPER_BASE_URL, Settings
+from strategy_engine.settings import PAPER_BASE_URL, Settings, alpaca_keys, credential_names
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class AlpacaPaperBroker:
         secret_key: SecretStr,
         base_url: str = PAPER_BASE_URL,
         *,
+        key_names: tuple[str, str] = ("ALPACA_API_KEY", "ALPACA_SECRET_KEY"),
         timeout_seconds: float = 10.0,
         retry_budget_seconds: float = 20.0,
         max_attempts: int = 6,
@@ -88,7 +89,7 @@ class AlpacaPaperBroker:
     ) -> None:
         override = checked_base_url(base_url)  # first: the live host is refused whatever else is wrong
         if not api_key.get_secret_value() or not secret_key.get_secret_value():
-            raise BrokerAuthError("ALPACA_API_KEY and ALPACA_SECRET_KEY must both be set")
+            raise BrokerAuthError(f"{key_names[0]} and {key_names[1]} must both be set")
         self.base_url = override or PAPER_BASE_URL
         self._secrets = (api_key, secret_key)
         client = TradingClient(
@@ -118,11 +119,17 @@ class AlpacaPaperBroker:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AlpacaPaperBroker:
+    def from_settings(cls, settings: Settings, credentials_ref: str | None = None) -> AlpacaPaperBroker:
+        """The broker for the key pair `credentials_ref` names (None: the default pair).
+
+        Raises InputError for a malformed ref, BrokerAuthError when its keys are not set.
+        """
+        key, secret = alpaca_keys(settings, credentials_ref)
         return cls(
-            settings.alpaca_api_key or SecretStr(""),
-            settings.alpaca_secret_key or SecretStr(""),
+            key,
+            secret,
             settings.alpaca_base_url,
+            key_names=credential_names(credentials_ref),
             timeout_seconds=settings.alpaca_timeout_seconds,
             retry_budget_seconds=settings.alpaca_retry_budget_seconds,
         )

@@ -75,6 +75,7 @@ def account(raw: Any) -> Account:
         cash=_num(a, "cash", "account"),
         buying_power=_num(a, "buying_power", "account"),
         equity=_num(a, "equity", "account"),
+        account_number=str(a["account_number"]) if a.get("account_number") else None,
     )
 
 

@@ -156,8 +156,8 @@ def _summary(
     found = acct_store.find_account(s, "demo-sim")
     if found is None:
         raise RuntimeError("the demo account vanished")
-    bal = acct_store.lock_account(s, found[0])
-    pos = acct_store.positions(s, found[0])
+    bal = acct_store.lock_account(s, found[0].id)
+    pos = acct_store.positions(s, found[0].id)
     last = {b[0]: b[5] for b in data.bars}
     equity = (bal.cash if bal else 0.0) + sum(p.qty * last[p.symbol] for p in pos)
     unrealized = sum(p.qty * (last[p.symbol] - p.avg_entry_price) for p in pos)

@@ -1,6 +1,8 @@
 """NYSE regular sessions from exchange_calendars (XNYS): holidays and 13:00 half days included.
 
-The calendar object is cached per process: it is safe to lose and costly to build.
+2020..2030 come from the table precomputed from the library (`core.sessions`), so the tick
+imports neither pandas nor exchange_calendars; other years ask the library itself (imported
+then, its calendar object cached per process: safe to lose and costly to build).
 """
 
 from __future__ import annotations
@@ -10,9 +12,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import exchange_calendars as xcals
-import pandas as pd
-
+from strategy_engine.core import sessions
 from strategy_engine.core.errors import InputError
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -20,6 +20,8 @@ NEW_YORK = ZoneInfo("America/New_York")
 
 @lru_cache(maxsize=1)
 def _xnys() -> Any:
+    import exchange_calendars as xcals
+
     return xcals.get_calendar("XNYS", start="2015-01-01")
 
 
@@ -29,7 +31,19 @@ def trading_date(minute: datetime) -> date:
 
 
 def session_bounds(day: date) -> tuple[datetime, datetime] | None:
-    """(open, close) in UTC of the regular session on `day`, or None when NYSE is closed."""
+    """(open, close) in UTC of the regular session on `day`, or None when NYSE is closed.
+
+    Raises InputError for a day outside both the shipped table and the library's range.
+    """
+    if sessions.covers(day):
+        return sessions.bounds(day)
+    return library_session_bounds(day)
+
+
+def library_session_bounds(day: date) -> tuple[datetime, datetime] | None:
+    """`session_bounds` as exchange_calendars answers it (the source of the shipped table)."""
+    import pandas as pd
+
     cal = _xnys()
     label = pd.Timestamp(day)
     first, last = cal.first_session.date(), cal.last_session.date()

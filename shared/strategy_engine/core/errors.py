@@ -40,6 +40,11 @@ class BrokerUnavailable(Unavailable):
     pass
 
 
+class AccountConflict(BrokerUnavailable):
+    """A broker account's credentials reach an Alpaca account that another row already uses, or
+    not the one recorded for it: refused before any order, until the configuration is fixed."""
+
+
 class Busy(EngineError):
     """A lock the work needs is held by another worker past `lock_timeout`: answer `busy`, write nothing."""
 

@@ -151,6 +151,8 @@ class Account:
     cash: float
     buying_power: float
     equity: float
+    #: The broker's own id of the account (Alpaca's account_number); None for the simulated one.
+    account_number: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +223,8 @@ class BrokerAccount:
     id: RowId
     name: str
     broker: str  # 'alpaca' | 'simulated'
+    #: Which Alpaca key pair the row trades with (a setting name, never a key); None: the default.
+    credentials_ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

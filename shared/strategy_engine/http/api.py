@@ -37,6 +37,7 @@ from pydantic import ConfigDict, field_validator
 from strategy_engine import engine, invocation, logs
 from strategy_engine.core import calendar
 from strategy_engine.core.errors import InputError, Unavailable
+from strategy_engine.core.models import BrokerAccount
 from strategy_engine.http.messages import (
     MAX_BODY_BYTES,
     BarRecord,
@@ -312,7 +313,8 @@ def _broker(services: Services) -> dict[str, Any]:
     if st.alpaca_api_key is None or st.alpaca_secret_key is None:
         return {"status": "not_configured"}
     try:
-        services.deps().alpaca_broker().clock()
+        # The default key pair (credentials_ref None): the account the deploy configured.
+        services.deps().alpaca_broker(BrokerAccount(0, "readiness", "alpaca")).clock()
     except Unavailable as exc:
         return {"status": "unavailable", "error": str(exc)}
     except InputError as exc:  # e.g. a live (non-paper) endpoint refused before any request

@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from strategy_engine.core.errors import NotFound
-from strategy_engine.core.models import Account, Position, RowId
+import psycopg
+
+from strategy_engine.core.errors import AccountConflict, NotFound
+from strategy_engine.core.models import Account, BrokerAccount, Position, RowId
 from strategy_engine.store.session import Session, exact, row_id
 
 
@@ -25,11 +27,59 @@ def ensure_account(s: Session, name: str, broker: str) -> RowId:
     return row_id(row[0])
 
 
-def find_account(s: Session, name: str) -> tuple[RowId, str, bool] | None:
+def find_account(s: Session, name: str) -> tuple[BrokerAccount, bool] | None:
+    """(account, is_paper) by name."""
     row = s.fetchone(
-        "select id, broker, coalesce(is_paper, true) from public.broker_accounts where name = %s", (name,)
+        "select id, broker, coalesce(is_paper, true), credentials_ref from public.broker_accounts"
+        " where name = %s",
+        (name,),
     )
-    return None if row is None else (row_id(row[0]), row[1], bool(row[2]))
+    if row is None:
+        return None
+    return BrokerAccount(row_id(row[0]), name, row[1], row[3]), bool(row[2])
+
+
+def check_alpaca_account(s: Session, account: BrokerAccount, reached: str | None) -> None:
+    """Hold `account` to the one Alpaca account its credentials reach (`reached`, its number).
+
+    The first use records the number; later uses must reach the same one, and no other row may
+    hold it (a unique index backs this against a concurrent first use). One statement, two on
+    first use. Raises AccountConflict (one line) otherwise; nothing is written then.
+    """
+    if not reached:
+        raise AccountConflict(f"broker account {account.name!r}: Alpaca answered without an account number")
+    row = s.fetchone(
+        """
+        select a.alpaca_account_number,
+               (select o.name from public.broker_accounts o
+                where o.alpaca_account_number = %(n)s and o.id <> a.id order by o.name limit 1)
+        from public.broker_accounts a where a.id = %(id)s
+        """,
+        {"id": account.id, "n": reached},
+    )
+    recorded, other = row if row is not None else (None, None)
+    if other is not None:
+        raise _conflict(account, reached, other)
+    if recorded is not None and recorded != reached:
+        raise AccountConflict(
+            f"broker account {account.name!r} is Alpaca account {recorded}, but its credentials"
+            f" ({account.credentials_ref or 'default'}) now reach {reached}: refused"
+        )
+    if recorded is None:
+        try:
+            s.execute(
+                "update public.broker_accounts set alpaca_account_number = %s where id = %s",
+                (reached, account.id),
+            )
+        except psycopg.errors.UniqueViolation:
+            raise _conflict(account, reached, "another broker account") from None
+
+
+def _conflict(account: BrokerAccount, reached: str, other: str) -> AccountConflict:
+    return AccountConflict(
+        f"broker account {account.name!r} reaches Alpaca account {reached}, already used by {other!r}:"
+        f" give it its own credentials (credentials_ref); refused"
+    )
 
 
 def positions(s: Session, account_id: RowId) -> list[Position]:

@@ -17,7 +17,7 @@ _DEF_COLS = """
   d.id, d.name, d.strategy_type, d.is_active, d.config, d.account_id,
   a.id, a.name, a.broker, coalesce(a.is_paper, true),
   l.max_daily_trades, l.max_position_size, l.max_notional_per_trade, l.max_notional_per_day,
-  l.max_open_positions, l.cool_down_minutes
+  l.max_open_positions, l.cool_down_minutes, a.credentials_ref
 """
 _DEF_FROM = """
   from public.strategy_definitions d
@@ -36,7 +36,7 @@ class StrategyRow:
 
 def _row(r: tuple[Any, ...]) -> StrategyRow:
     d = StrategyDef(row_id(r[0]), r[1], r[2], r[3], r[4] or {}, None if r[5] is None else row_id(r[5]))
-    acct = None if r[6] is None else BrokerAccount(row_id(r[6]), r[7], r[8])
+    acct = None if r[6] is None else BrokerAccount(row_id(r[6]), r[7], r[8], r[16])
     lim = Limits(
         max_daily_trades=r[10],
         max_position_size=r[11],
