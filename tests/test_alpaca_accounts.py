@@ -97,7 +97,7 @@ def test_a_second_row_reaching_the_same_alpaca_account_is_refused(
     outcome, error = got["b"]
     assert outcome is StrategyOutcome.FAILED
     assert error == (
-        "broker account 'alpaca-b' reaches Alpaca account PA3FAKE0001, already used by 'alpaca-a':"
+        "AccountConflict: broker account 'alpaca-b' reaches Alpaca account PA3FAKE0001, already used by 'alpaca-a':"
         " give it its own credentials (credentials_ref); refused"
     )
     assert "\n" not in error
@@ -120,7 +120,7 @@ def test_credentials_that_now_reach_another_account_are_refused(
     outcome, error = outcomes(result)["b"]
     assert outcome is StrategyOutcome.FAILED
     assert error == (
-        "broker account 'alpaca-b' is Alpaca account PA3OTHER, but its credentials (SECOND)"
+        "AccountConflict: broker account 'alpaca-b' is Alpaca account PA3OTHER, but its credentials (SECOND)"
         " now reach PA3FAKE0002: refused"
     )
     assert second.orders == {}
@@ -136,7 +136,7 @@ def test_unset_credentials_fail_their_row_only_and_name_the_settings(
     result = engine.tick(session, T, deps=at(T))
     outcome, error = outcomes(result)["b"]
     assert outcome is StrategyOutcome.FAILED
-    assert error == "ALPACA_THIRD_API_KEY and ALPACA_THIRD_SECRET_KEY must both be set"
+    assert error == "BrokerAuthError: ALPACA_THIRD_API_KEY and ALPACA_THIRD_SECRET_KEY must both be set"
     assert outcomes(result)["a"][0] is StrategyOutcome.PROCESSED
     assert len(first.orders) == 1
 

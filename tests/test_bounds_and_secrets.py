@@ -137,7 +137,7 @@ def test_http_adapters_and_logs_never_carry_the_secrets(
     for target, body in (
         ("tick", {}),
         ("backfill", {"strategy": "nft", "start": START, "end": END}),
-        ("health", None),
+        ("ready", None),  # /health touches no dependency; /ready reports the database
     ):
         client: FlaskClient = ff_app(target).test_client()
         r = client.post("/", headers=AUTH, json=body) if body is not None else client.get("/", headers=AUTH)

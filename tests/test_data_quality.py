@@ -41,7 +41,9 @@ def _tick_and_backfill(s: Session) -> tuple[Any, Any]:
     """The tick's decision at T and the backfill's, for the strategy `nft`."""
     result = engine.tick(s, T)
     assert result.status == "ok", result.as_json()
-    req = backfill.BackfillRequest(strategy="nft", start=T, end=T + timedelta(minutes=1), report=False)
+    req = backfill.BackfillRequest(
+        strategy="nft", start=T, end=T + timedelta(minutes=1), report=False, all_decisions=True
+    )
     backfill.execute(s, req)
     (live,) = s.fetchall(LOG, ("live", T))
     (back,) = s.fetchall(LOG, ("backfill", T))
@@ -233,7 +235,9 @@ def test_a_recorded_split_is_adjusted_and_the_series_goes_on(session: Session) -
 
 def _tick_and_backfill_at(s: Session, t: datetime) -> tuple[Any, Any]:
     engine.tick(s, t)
-    req = backfill.BackfillRequest(strategy="nft", start=t, end=t + timedelta(minutes=1), report=False)
+    req = backfill.BackfillRequest(
+        strategy="nft", start=t, end=t + timedelta(minutes=1), report=False, all_decisions=True
+    )
     backfill.execute(s, req)
     (live,) = s.fetchall(LOG, ("live", t))
     (back,) = s.fetchall(LOG, ("backfill", t))
