@@ -98,11 +98,15 @@ def record_orders(
         insert into public.paper_trades (strategy_id, account_id, source, decision_minute, client_order_id,
           broker_order_id, symbol, side, qty, status, filled_qty, filled_avg_price, submitted_at, error,
           updated_at)
-        select %(strategy)s, %(account)s, %(source)s, %(minute)s, u.* , now()
+        select %(strategy)s, %(account)s, r.source, %(minute)s, u.cid, u.bid, u.sym, r.side, u.qty, r.status,
+          u.fq, u.fp, u.at, u.e, now()
         from unnest(%(cid)s::text[], %(bid)s::text[], %(sym)s::text[], %(side)s::text[],
                     %(qty)s::numeric[], %(st)s::text[], %(fq)s::numeric[], %(fp)s::numeric[],
                     %(at)s::timestamptz[], %(e)s::text[])
           as u(cid, bid, sym, side, qty, st, fq, fp, at, e)
+          -- the labels in the columns' own types (text, varchar or an existing table's enum)
+          cross join lateral jsonb_populate_record(null::public.paper_trades,
+            jsonb_build_object('source', %(source)s::text, 'side', u.side, 'status', u.st)) r
         on conflict (client_order_id) do update set broker_order_id = excluded.broker_order_id,
           status = excluded.status, filled_qty = excluded.filled_qty,
           filled_avg_price = excluded.filled_avg_price, error = excluded.error, updated_at = now()
@@ -119,7 +123,7 @@ def last_trades(
         """
         select symbol, max(decision_minute) from public.paper_trades
         where strategy_id = %s and symbol = any(%s) and decision_minute < %s
-          and coalesce(status, '') not in ('rejected', 'failed')
+          and coalesce(status::text, '') not in ('rejected', 'failed')
         group by symbol
         """,
         (strategy_id, list(symbols), before),
@@ -130,7 +134,7 @@ def last_trades(
 def open_orders(s: Session, account_id: RowId) -> list[str]:
     """Client ids of this account's orders still working at the broker (status to refresh)."""
     rows = s.fetchall(
-        "select client_order_id from public.paper_trades where account_id = %s and status = any(%s)"
+        "select client_order_id from public.paper_trades where account_id = %s and status::text = any(%s)"
         " and client_order_id is not null order by client_order_id",
         (account_id, list(OPEN_STATUSES)),
     )
