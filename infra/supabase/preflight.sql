@@ -344,7 +344,7 @@ begin
 
   -- Which of the engine's tables exist before this file: those it creates now get the engine's
   -- mark at the end of the file; the others' security (RLS, policies, grants) is left alone.
-  perform set_config('agenttrader.tables_before',
+  perform set_config('agenttrader.tables_before', 'checked:' ||
     coalesce((select string_agg(t, ',') from unnest(tables) t where to_regclass('public.' || t) is not null), ''),
     true);
 end
@@ -355,14 +355,20 @@ $preflight$;
 do $mark$
 declare
   t text;
+  before text := current_setting('agenttrader.tables_before', true);
 begin
+  -- without the list from this transaction's preflight, no table can be told apart
+  if before is null or before not like 'checked:%' then
+    raise exception 'the preflight at the top of this file did not run in this transaction: apply the'
+      ' file in one transaction (supabase db push, strategy-engine db migrate, or psql --single-transaction)';
+  end if;
   foreach t in array array[
     'market_data_1m', 'options_flow', 'broker_accounts', 'broker_positions', 'broker_balances',
     'paper_trades', 'strategy_definitions', 'strategy_limits', 'strategy_state', 'strategy_logs',
     'engine_runs', 'backfill_runs']
   loop
     if to_regclass('public.' || t) is not null
-       and not t = any(string_to_array(current_setting('agenttrader.tables_before'), ',')) then
+       and not t = any(string_to_array(substr(before, length('checked:') + 1), ',')) then
       execute format('comment on table public.%I is %L', t, 'agenttrader-engine');
     end if;
   end loop;

@@ -341,7 +341,7 @@ begin
 
   -- Which of the engine's tables exist before this file: those it creates now get the engine's
   -- mark at the end of the file; the others' security (RLS, policies, grants) is left alone.
-  perform set_config('agenttrader.tables_before',
+  perform set_config('agenttrader.tables_before', 'checked:' ||
     coalesce((select string_agg(t, ',') from unnest(tables) t where to_regclass('public.' || t) is not null), ''),
     true);
 end
