@@ -71,7 +71,9 @@ def test_the_projects_own_rls_policies_and_grants_survive_the_migrations(empty_d
             "select c.relname::text, obj_description(c.oid, 'pg_class') from pg_class c"
             " where c.relnamespace = 'public'::regnamespace and c.relkind = 'r'"
         ))  # fmt: skip
-        assert marks == {t: (None if t in ("paper_trades", "market_data_1m") else MARK) for t in ENGINE_TABLES}
+        assert marks == {
+            t: (None if t in ("paper_trades", "market_data_1m") else MARK) for t in ENGINE_TABLES
+        }
         # the engine's own tables: anon reads nothing there
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             _as(s, "anon", "select * from public.strategy_logs")
@@ -147,8 +149,12 @@ def test_unique_keys_are_found_by_their_columns_not_by_a_name(empty_db_url: str)
             "insert into public.market_data_1m values ('SPY', '2025-06-13 13:30+00', 1), ('SPY', '2025-06-13 13:30+00', 1)"
         )
         with pytest.raises(psycopg.errors.UniqueViolation):
-            s.execute("create unique index concurrently market_data_1m_symbol_ts_key on public.market_data_1m (symbol, ts)")
-        s.execute("delete from public.market_data_1m where ctid = (select max(ctid) from public.market_data_1m)")
+            s.execute(
+                "create unique index concurrently market_data_1m_symbol_ts_key on public.market_data_1m (symbol, ts)"
+            )
+        s.execute(
+            "delete from public.market_data_1m where ctid = (select max(ctid) from public.market_data_1m)"
+        )
         assert _valid_unique_keys(s, "market_data_1m") == []
         migrate(s)
         assert _valid_unique_keys(s, "strategy_limits") == [["id"], ["strategy_id"]]

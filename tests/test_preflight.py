@@ -15,9 +15,9 @@ SYNC = REPO / "infra" / "supabase" / "sync_preflight.py"
 SECTIONS = REPO / "infra" / "supabase" / "preflight.sql"
 
 
-def _check() -> subprocess.CompletedProcess[str]:
+def _check(script: Path = SYNC) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(SYNC), "--check"], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=60, check=False
     )
 
 
@@ -39,9 +39,7 @@ def test_a_copy_edited_by_hand_is_caught(tmp_path: Path) -> None:
     for m in discover(default_dir()):
         text = m.path.read_text()
         (copy / "migrations" / m.path.name).write_text(text.replace("problems[1] ||", "problems[2] ||"))
-    result = subprocess.run(
-        [sys.executable, str(copy / SYNC.name), "--check"], capture_output=True, text=True, timeout=60, check=False
-    )
+    result = _check(copy / SYNC.name)
     assert result.returncode == 1
     names = [m.path.name for m in discover(default_dir())[1:]]
     assert result.stderr == f"preflight copies differ from preflight.sql in: {', '.join(names)}\n"
