@@ -10,7 +10,7 @@ NODE   := node_modules/.installed
 # sudo only when not root, and only when it exists (a container running as root has none)
 SUDO   := $(if $(filter 0,$(shell id -u)),,$(shell command -v sudo 2>/dev/null))
 
-.PHONY: demo test test-tools pg15 lint bench clean
+.PHONY: demo test test-tools pg15 lint bench clean mutation
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required" >&2; exit 1; }
@@ -55,6 +55,17 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/tick.py
 	$(BIN)/python benchmarks/backfill.py
 	$(BIN)/python benchmarks/cold_start.py
+
+# Mutation testing (mutmut, configured in pyproject [tool.mutmut]); slow: not part of `make test`.
+# MUTANTS narrows the run, e.g. make mutation MUTANTS='strategy_engine.brokers.simulated*'
+MUTANTS ?=
+mutation: $(STAMP)
+	rm -rf build/mutation && mkdir -p build/mutation/infra/supabase
+	ln -s ../../shared build/mutation/src
+	ln -s ../../tests build/mutation/tests
+	ln -s ../../../../infra/supabase/migrations build/mutation/infra/supabase/migrations
+	cp pyproject.toml build/mutation/
+	cd build/mutation && ../../$(BIN)/mutmut run $(MUTANTS); ../../$(BIN)/mutmut results
 
 clean:
 	rm -rf $(VENV) node_modules build *.egg-info shared/*.egg-info

@@ -129,7 +129,7 @@ def workload(base_url: str, n: int, repeat: int, size_mean: float) -> None:
         req = backfill.BackfillRequest(strategy=name, start=START, end=END, report=False)
         p = backfill.plan(s, req)
         cfg = p.config
-        data = backfill.load(s, cfg.symbols, START, END, cfg.sma_window, cfg.flow_lookback_minutes)
+        data = market_arrays.load(s, cfg.symbols, START, END, cfg.sma_window, cfg.flow_lookback_minutes)
         grid = market_arrays.session_grid(START, END)
         setup = replay.ReplaySetup(sid, p.spec, cfg, p.limits)
         sm = n * grid.shape[0]

@@ -9,6 +9,8 @@ DATABASE ... TEMPLATE), so tests never see each other's rows.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -17,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from strategy_engine.backtest import synthetic
 from strategy_engine.core.models import Limits, RowId
 from strategy_engine.seed import save_strategy
+from strategy_engine.settings import Settings, get_settings
 from strategy_engine.store import Session, connect, embedded, market
 from strategy_engine.store.journal import reset_database
 from strategy_engine.store.migrations import migrate
@@ -28,13 +32,31 @@ from tests import pg15
 
 TEMPLATE = "se_template"
 
+# Fuzzing replays the same examples everywhere in CI (CI=... set); locally it explores.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+@pytest.fixture(autouse=True)
+def no_dotenv(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Settings never read a `.env` from the working directory in tests: only the environment."""
+    monkeypatch.setitem(Settings.model_config, "env_file", None)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
 
 @pytest.fixture(scope="session")
-def pg_base_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The test server's URL (database `postgres`), started once per test session."""
+def pg_base_url() -> str:
+    """The test server's URL (database `postgres`), started once per test session.
+
+    Its folder is this session's own (mkdtemp), not under pytest's numbered basetemp, which a
+    concurrent run may clean while this server still uses it.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="se-test-pg-"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return embedded.start(tmp_path_factory.mktemp("pg") / "data")
+        return embedded.start(folder / "data")
 
 
 # Modules whose database tests run on both servers (the rest run on 16 only, to keep time).

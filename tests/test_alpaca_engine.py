@@ -81,18 +81,22 @@ def assert_one_order_per_row(s: Session, fake: FakeAlpaca) -> None:
         assert placed["id"] == broker_id
 
 
-FILLED = pytest.mark.parametrize(
+FILLED = pytest.mark.parametrize(  # the fake's fill policy: inside the POST, on its own schedule, never
     "fill",
-    [pytest.param(True, id="filled-at-once"), pytest.param(False, id="left-accepted")],
+    [
+        pytest.param("instant", id="filled-at-once"),
+        pytest.param("realistic", id="filled-later"),
+        pytest.param("manual", id="left-accepted"),
+    ],
 )
 
 
 @FILLED
 def test_outage_on_submission_fails_the_minute_whole_and_the_retry_places_each_order_once(
-    session: Session, fake: FakeAlpaca, fill: bool
+    session: Session, fake: FakeAlpaca, fill: str
 ) -> None:
     setup(session)
-    fake.fill = fill
+    fake.set_policy(fill)
     fake.fail(POST, 503, times=10_000, after=1)  # IWM lands, then Alpaca goes down
     failed = engine.tick(session, T, deps=deps(fake))
     assert failed.status == "failed"
@@ -135,11 +139,11 @@ KILLER = textwrap.dedent(
 
 @FILLED
 def test_a_process_killed_after_alpaca_accepted_leaves_one_order_and_one_row_after_the_retry(
-    db_url: str, fake: FakeAlpaca, fill: bool
+    db_url: str, fake: FakeAlpaca, fill: str
 ) -> None:
     with connect(db_url) as s:
         setup(s, ("SPY",))
-    fake.fill = fill
+    fake.set_policy(fill)
     killed = subprocess.run(
         [sys.executable, "-c", KILLER, db_url, T.isoformat(), fake.url, KEY, SECRET],
         capture_output=True,
@@ -156,7 +160,8 @@ def test_a_process_killed_after_alpaca_accepted_leaves_one_order_and_one_row_aft
         assert retry.orders == 1
         assert (fake.requests[POST], fake.orders_accepted) == (2, 1)  # the retry was told "duplicate"
         assert_one_order_per_row(s, fake)
-        status = ("filled", 1.0, 100.0) if fill else ("accepted", 0.0, None)
+        # the row keeps what the retry's adoption read: filled unless the order never fills
+        status = ("accepted", 0.0, None) if fill == "manual" else ("filled", 1.0, 100.0)
         assert [r[3:] for r in trades(s)] == [(*status, "strategy")]
 
 
@@ -183,10 +188,10 @@ def test_a_rejected_order_is_logged_with_the_brokers_words_and_the_others_go_on(
     assert logged is not None
     assert logged[0] == "failed"
     assert "(40310000): insufficient buying power" in logged[1]
-    assert [(r[0], r[3]) for r in trades(session)] == [
+    assert [(r[0], r[3]) for r in trades(session)] == [  # Alpaca answers a POST before it fills
         ("IWM", "rejected"),
-        ("QQQ", "filled"),
-        ("SPY", "filled"),
+        ("QQQ", "accepted"),
+        ("SPY", "accepted"),
     ]
     assert session.fetchone("select last_run_minute from strategy_state") == (T,)
 
@@ -195,7 +200,7 @@ def test_the_mirror_is_refreshed_before_deciding_and_open_orders_later(
     session: Session, fake: FakeAlpaca
 ) -> None:
     setup(session)
-    fake.fill = False
+    fake.set_policy("manual")
     fake.cash = Decimal("54321.5")
     fake.positions["TSLA"] = (Decimal(2), Decimal("250.5"))
     engine.tick(session, T, deps=deps(fake))
@@ -205,7 +210,7 @@ def test_the_mirror_is_refreshed_before_deciding_and_open_orders_later(
     ]
     assert {r[3:6] for r in trades(session)} == {("accepted", 0.0, None)}
 
-    fake.fill_open_orders()
+    fake.fill()
     later = engine.tick(session, T + timedelta(minutes=1), deps=deps(fake))
     assert later.orders == 0  # now long everywhere: hold
     assert {r[3:6] for r in trades(session)} == {("filled", 1.0, 100.0)}
@@ -217,8 +222,9 @@ def test_the_mirror_is_refreshed_before_deciding_and_open_orders_later(
 def test_manual_trade_on_alpaca_goes_through_the_same_path(session: Session, fake: FakeAlpaca) -> None:
     seed(session, account=ACCOUNT, broker="alpaca")
     order = manual_trade.manual_trade(session, ACCOUNT, "spy", "buy", 2, deps=deps(fake))
-    assert (order.symbol, order.qty, order.status) == ("SPY", 2.0, "filled")
-    assert [r[3:] for r in trades(session)] == [("filled", 2.0, 100.0, "manual")]
+    assert (order.symbol, order.qty, order.status) == ("SPY", 2.0, "accepted")  # fills after the POST
+    assert [r[3:] for r in trades(session)] == [("accepted", 0.0, None, "manual")]
+    assert fake.by_client_id(order.client_order_id) is not None
     with pytest.raises(InputError):
         manual_trade.manual_trade(session, ACCOUNT, "SPY", "buy", 0, deps=deps(fake))
     assert fake.requests[POST] == 1

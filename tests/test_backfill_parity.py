@@ -44,7 +44,7 @@ CONFIG: dict[str, Any] = {
 TIGHT = Limits(
     max_daily_trades=20,
     max_notional_per_trade=5_000,
-    max_notional_per_day=50_000,
+    max_notional_per_day=30_000,
     max_open_positions=2,
     cool_down_minutes=10,
 )
@@ -63,6 +63,58 @@ LOG = """
     select decision_minute, symbol, action, qty, reason, risk_code, outcome, client_order_id, signal_payload
     from public.strategy_logs where {} order by decision_minute, symbol
 """
+
+
+# Bad values and vendor spellings, spread over the generated rows (every k-th row by key).
+BAD_BAR_VALUES = ("'NaN'", "'Infinity'", "'-Infinity'", "0", "-5", "1e30", "null", "1e400")
+BAD_FLOW = (
+    "notional = 'NaN'",
+    "notional = 'Infinity'",
+    "notional = 1e30",
+    "notional = -100",
+    "size = -3",
+    "trade_price = 'NaN'",
+    "trade_price = -1, notional = null",
+    "notional = null, size = null",
+)
+SPELLINGS = (
+    "option_type = ' CALL'",
+    "option_type = 'C'",
+    "option_type = 'p'",
+    "option_type = 'Put '",
+    "option_type = 'straddle'",
+    "side = 'ASK'",
+    "side = ' bid'",
+    "side = 'above_ask'",
+    "side = 'Below_Bid'",
+    "side = 'mid'",
+    "side = 'Buy '",
+    "side = 'xyz'",
+    "side = ''",
+    "side = 'UNKNOWN'",
+)
+
+
+def spoil(s: Session) -> None:
+    """Bad bars (each column in turn), bad flow and vendor spellings; QQQ splits 4:1 on 2025-07-03
+    with a corporate action recorded, XLF 10:1 on 2025-07-07 with none (a break)."""
+    for k, value in enumerate(BAD_BAR_VALUES):
+        column = ("close", "open", "high", "low")[k % 4]
+        s.execute(
+            f"update market_data_1m set {column} = {value}"
+            " where (extract(epoch from ts)::bigint / 60) %% 53 = %s",
+            (k * 5,),
+        )
+    for k, change in enumerate(BAD_FLOW + SPELLINGS):
+        s.execute(f"update options_flow set {change} where id %% 61 = %s", (k,))
+    for sym, ex, ratio, recorded in (("QQQ", "2025-07-03", 4, True), ("XLF", "2025-07-07", 10, False)):
+        s.execute(
+            "update market_data_1m set open = open / %s, high = high / %s, low = low / %s,"
+            " close = close / %s where symbol = %s and ts >= %s::date + interval '4 hours'",
+            (ratio, ratio, ratio, ratio, sym, ex),
+        )
+        if recorded:
+            s.execute("insert into corporate_actions values (%s, %s, %s)", (sym, ex, ratio))
 
 
 def _first_difference(live: list[Any], back: list[Any]) -> str:
@@ -86,6 +138,7 @@ def _live_and_backfill(s: Session) -> dict[str, tuple[backfill.BackfillResult, l
             SYMBOLS, date(2025, 7, 2), date(2025, 7, 7), missing_bar_prob=0.03, outages=(OUTAGE,)
         ),
     )
+    spoil(s)
     deps = engine.Deps(slippage_bps=SLIPPAGE)
     for minute in data.minutes:
         for name, (start, end) in RANGES.items():
@@ -195,3 +248,22 @@ def test_closed_minutes_have_no_decisions_in_either_path(parity: Any) -> None:
     minutes = {row[0] for row in runs["tight"][2]}
     assert minutes.isdisjoint(CLOSED)
     assert {m.date() for m in minutes} == {date(2025, 7, 2), date(2025, 7, 3), date(2025, 7, 7)}
+
+
+def test_bad_rows_are_counted_and_splits_never_trade(parity: Any) -> None:
+    """The spoiled rows show in the payloads; from the first bar after the unrecorded XLF split
+    the strategy holds on insufficient_bars until a whole SMA window has refilled; the recorded
+    QQQ split does not interrupt its series."""
+    _, runs = parity
+    _, live, _ = runs["tight"]
+    assert sum(1 for r in live if r[8]["ignored_bars"] > 0) > 100
+    assert sum(1 for r in live if r[8]["ignored_flow"] > 0) > 100
+    window = 20  # the default sma_window
+    xlf = [r for r in live if r[1] == "XLF" and r[0].date() == date(2025, 7, 7)]
+    pre = xlf[0][8]["close"]
+    k = next(i for i, r in enumerate(xlf) if r[8]["close"] < pre / 5)  # the first post-split bar
+    after = xlf[k : k + window - 1]
+    assert len(after) == window - 1 and xlf[k - 1][8]["close"] > pre / 2
+    assert {(r[4], r[6]) for r in after} == {("insufficient_bars", "held")}
+    qqq = [r for r in live if r[1] == "QQQ" and r[0].date() == date(2025, 7, 3)]
+    assert qqq and "insufficient_bars" not in {r[4] for r in qqq}

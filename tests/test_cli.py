@@ -95,17 +95,24 @@ def test_bad_input_is_one_line_and_writes_nothing(db_url: str, args: list[str], 
     assert _rows(db_url) == before
 
 
-def test_bad_stored_config_is_one_line_and_writes_nothing(db_url: str) -> None:
+def test_bad_stored_config_fails_that_strategy_alone_exit_1(db_url: str) -> None:
+    """Not retryable (exit 1, not 3): the run is recorded failed with the error, no decision."""
     with connect(db_url) as s:
         seed(s)
         s.execute('update strategy_definitions set config = \'{"order_qty": "lots"}\'')
-    before = _rows(db_url)
-    proc = cli("run", "--minute", T.isoformat(), "--database-url", db_url)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "error: strategy 'nft': invalid strategy config: config.order_qty: Input should be a valid number"
+    proc = cli("run", "--minute", T.isoformat(), "--database-url", db_url, "--json")
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "failed"
+    assert [(r["strategy"], r["outcome"], r["retryable"]) for r in doc["strategies"]] == [
+        ("nft", "failed", False)
     ]
-    assert _rows(db_url) == before
+    assert doc["strategies"][0]["error"] == (
+        "InputError: invalid strategy config: config.order_qty: Input should be a valid number"
+    )
+    with connect(db_url) as s:
+        assert s.fetchall("select status from engine_runs") == [("failed",)]
+        assert s.fetchall("select count(*) from strategy_logs") == [(0,)]
 
 
 def test_unreachable_database_is_one_line_exit_3() -> None:

@@ -21,6 +21,7 @@ ENGINE_TABLES = (
     "paper_trades",
     "market_data_1m",
     "options_flow",
+    "corporate_actions",
 )
 
 LEGACY_SCHEMA = """

@@ -45,6 +45,8 @@ def _replay(closes: list[float], fills: list[tuple[int, Side, float, str]], bloc
         zeros == 0,
         zeros.astype(np.int8),
         zeros.astype(np.int8),
+        zeros,
+        zeros,
     )
     r = Replay(("AAA",), grid, features, 100.0)
     pos, cash = np.zeros((1, m)), np.full(m, 100.0)

@@ -14,13 +14,14 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
 from strategy_engine.brokers.base import Broker
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core import calendar
+from strategy_engine.core.data_quality import window_features
 from strategy_engine.core.decide import (
     MinuteInputs,
     client_order_id,
@@ -29,7 +30,6 @@ from strategy_engine.core.decide import (
     processed_run,
 )
 from strategy_engine.core.errors import InputError, LiveTradingRefused, NotFound, Unavailable
-from strategy_engine.core.indicators import last_smas
 from strategy_engine.core.models import (
     Account,
     BrokerAccount,
@@ -47,6 +47,7 @@ from strategy_engine.core.risk import RiskContext
 from strategy_engine.core.strategies import StrategySpec, get_spec, parse_config
 from strategy_engine.core.strategies.base import StrategyConfig
 from strategy_engine.logs import event
+from strategy_engine.settings import get_settings
 from strategy_engine.store import Session, journal, market
 from strategy_engine.store import accounts as acct_store
 from strategy_engine.store import strategies as strat_store
@@ -55,7 +56,6 @@ from strategy_engine.store.strategies import StrategyRow
 
 def _default_alpaca() -> Broker:
     from strategy_engine.brokers.alpaca import AlpacaPaperBroker
-    from strategy_engine.settings import get_settings
 
     return AlpacaPaperBroker.from_settings(get_settings())
 
@@ -69,6 +69,7 @@ class Deps:
     simulated_broker: Callable[[Account, list[Position], datetime, float], Broker] = field(
         default=lambda acct, pos, minute, slip: SimulatedBroker(acct.cash, pos, slip, now=minute)
     )
+    run_timeout_seconds: float = field(default_factory=lambda: get_settings().engine_run_timeout_seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,24 +80,24 @@ class _Planned:
     config: StrategyConfig
 
 
-def plan(s: Session, only: str | None) -> list[_Planned]:
-    """Load and validate every definition before anything is written: bad config -> InputError."""
+def plan(s: Session, only: str | None) -> list[_Planned | StrategyRun]:
+    """Load and check every definition before anything is written. One that cannot run (bad config,
+    no account) is that strategy's failed run; a live account refuses the tick (LiveTradingRefused)."""
     rows = strat_store.load_all(s, only)
     if only and not rows:
         raise NotFound(f"unknown strategy {only!r}")
-    out = []
+    out: list[_Planned | StrategyRun] = []
     for row in rows:
-        spec = get_spec(row.definition.strategy_type)
-        try:
-            cfg = parse_config(row.definition.strategy_type, row.definition.config)
-        except InputError as exc:
-            raise InputError(f"strategy {row.definition.name!r}: {exc}") from None
-        account = row.account
-        if account is None:
-            raise InputError(f"strategy {row.definition.name!r} has no account_id")
-        if not row.account_is_paper:
+        name, account = row.definition.name, row.account
+        if account is not None and not row.account_is_paper:
             raise LiveTradingRefused(f"account {account.name!r} is not a paper account")
-        out.append(_Planned(row, account, spec, cfg))
+        try:
+            if account is None:
+                raise InputError("no account_id")
+            spec = get_spec(row.definition.strategy_type)
+            out.append(_Planned(row, account, spec, parse_config(spec.strategy_type, row.definition.config)))
+        except Exception as exc:
+            out.append(_failed(None, name, None, exc))
     return out
 
 
@@ -108,38 +109,45 @@ def tick(
     only: str | None = None,
     deps: Deps | None = None,
 ) -> RunResult:
-    """Run every strategy (or `only`) for decision minute T; one engine_runs row per call."""
+    """Run every strategy (or `only`) for decision minute T; one engine_runs row per call.
+
+    Runs left `running` by a dead process (older than `engine_run_timeout_seconds`) are closed as
+    `abandoned` first. Each strategy's failure is its own (`_run_strategy`).
+    """
     deps = deps or Deps()
     started = time.perf_counter()
     minute = calendar.floor_minute(minute)
     market_open = calendar.is_open(minute)  # an out-of-range minute is refused before any write
     planned = plan(s, only)
     run_id = uuid.uuid4()
+    for old in journal.close_abandoned(s, deps.run_timeout_seconds, run_id):
+        event("run abandoned", level=logging.WARNING, run_id=str(old), closed_by=str(run_id))
     journal.start_run(s, run_id, trigger, minute)
     runs: list[StrategyRun] = []
     status = "market_closed"
+    try:
+        for p in planned if market_open else []:
+            runs.append(p if isinstance(p, StrategyRun) else _run_strategy(s, deps, run_id, minute, p))
+    except LiveTradingRefused:
+        _finish(s, RunResult(run_id, minute, trigger, "failed", tuple(runs)), started)
+        raise
     if market_open:
-        for p in planned:
-            runs.append(_run_strategy(s, deps, run_id, minute, p))
         status = "failed" if any(r.outcome is StrategyOutcome.FAILED for r in runs) else "ok"
-    ms = (time.perf_counter() - started) * 1000
-    result = RunResult(run_id, minute, trigger, status, tuple(runs), ms)
-    counts = {
-        "strategies": len(runs),
-        "decisions": sum(r.decisions for r in runs),
-        "orders": result.orders,
-        "blocked": sum(r.blocked for r in runs),
-        "failed": sum(r.failed for r in runs),
-    }
-    journal.finish_run(s, run_id, status, counts, result.as_json()["strategies"], ms)
-    level = logging.ERROR if status == "failed" else logging.INFO
+    return _finish(s, RunResult(run_id, minute, trigger, status, tuple(runs)), started)
+
+
+def _finish(s: Session, result: RunResult, started: float) -> RunResult:
+    result = replace(result, duration_ms=(time.perf_counter() - started) * 1000)
+    counts, ms = result.counts(), result.duration_ms
+    journal.finish_run(s, result.run_id, result.status, counts, result.as_json()["strategies"], ms)
+    level = logging.ERROR if result.status == "failed" else logging.INFO
     event(
         "tick",
         level=level,
-        run_id=str(run_id),
-        minute=minute.isoformat(),
-        trigger=trigger,
-        outcome=status,
+        run_id=str(result.run_id),
+        minute=result.minute.isoformat(),
+        trigger=result.trigger,
+        outcome=result.status,
         duration_ms=round(ms, 3),
         **counts,
     )
@@ -147,21 +155,23 @@ def tick(
 
 
 def _run_strategy(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime, p: _Planned) -> StrategyRun:
-    name = p.row.definition.name
+    """One strategy's minute in its own transaction; any exception fails this strategy alone."""
     try:
         with s.transaction():
             return _strategy_minute(s, deps, run_id, minute, p)
-    except Unavailable as exc:
-        event(
-            "strategy failed",
-            level=logging.ERROR,
-            run_id=str(run_id),
-            strategy=name,
-            minute=minute.isoformat(),
-            outcome="failed",
-            error=str(exc),
-        )
-        return StrategyRun(name, StrategyOutcome.FAILED, error=str(exc))
+    except LiveTradingRefused:
+        raise
+    except Exception as exc:
+        return _failed(run_id, p.row.definition.name, minute, exc)
+
+
+def _failed(run_id: uuid.UUID | None, name: str, minute: datetime | None, exc: Exception) -> StrategyRun:
+    at, kind = (minute.isoformat() if minute else None), type(exc).__name__
+    fields = {"run_id": str(run_id), "strategy": name, "minute": at, "error_class": kind, "error": str(exc)}
+    event("strategy failed", level=logging.ERROR, **fields)
+    return StrategyRun(
+        name, StrategyOutcome.FAILED, error=f"{kind}: {exc}", retryable=isinstance(exc, Unavailable)
+    )
 
 
 def _strategy_minute(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime, p: _Planned) -> StrategyRun:
@@ -260,25 +270,9 @@ def _features(
     s: Session, symbols: Sequence[str], minute: datetime, cfg: StrategyConfig
 ) -> dict[str, Features]:
     """Two statements for any number of symbols: last N bars (LATERAL) and flow sums."""
-    window = cfg.bars_needed
-    closes = market.recent_closes(s, symbols, minute, window)
+    closes = market.recent_closes(s, symbols, minute, cfg.bars_needed)
     flow = market.flow_sums(s, symbols, minute - timedelta(minutes=cfg.flow_minutes), minute)
-    values = [[c for _, c in closes.get(sym, [])] for sym in symbols]
-    smas = last_smas(values, window)
-    out: dict[str, Features] = {}
-    for sym, vals, sma in zip(symbols, values, smas, strict=True):
-        bars = closes.get(sym, [])
-        bull, bear = flow.get(sym, (0, 0))
-        out[sym] = Features(
-            symbol=sym,
-            bars=len(vals),
-            close=vals[-1] if vals else None,
-            sma=sma,
-            last_bar_ts=bars[-1][0] if bars else None,
-            bull_cents=bull,
-            bear_cents=bear,
-        )
-    return out
+    return window_features(symbols, closes, flow, minute, cfg.bars_needed)
 
 
 def _summarise(run_id: uuid.UUID, name: str, minute: datetime, decisions: Sequence[Decision]) -> StrategyRun:

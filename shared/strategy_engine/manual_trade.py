@@ -41,7 +41,7 @@ def manual_trade(
     account = BrokerAccount(account_id, account_name, broker_name)
     minute = now_minute()
     with s.transaction():
-        last = market.recent_closes(s, [symbol], minute + timedelta(minutes=1), 1).get(symbol, [])
+        last = market.recent_closes(s, [symbol], minute + timedelta(minutes=1), 1)[symbol].bars
         price = last[-1][1] if last else 0.0
         if account.broker != "alpaca" and price <= 0:
             raise InputError(f"no price for {symbol}: the simulated broker fills at the last close")

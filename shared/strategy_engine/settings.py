@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     supabase_report_bucket: str = "backfill-reports"
     embedded_data_dir: str | None = Field(default=None, description="embedded Postgres folder")
     backfill_max_days: int = Field(default=400, gt=0)
+    backfill_max_symbol_minutes: int = Field(
+        default=2_000_000, gt=0, description="symbols x session minutes one backfill may replay"
+    )
+    engine_run_timeout_seconds: float = Field(
+        default=900, gt=0, description="the tick function's timeout: a run older than it is abandoned"
+    )
 
 
 @lru_cache(maxsize=1)

@@ -25,7 +25,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -37,16 +36,17 @@ from pydantic import (
 )
 
 from strategy_engine.backtest import replay, report, rows, upload
-from strategy_engine.backtest.market_arrays import MarketArrays, session_grid, to_us
+from strategy_engine.backtest.market_arrays import check_budget, load, session_grid
 from strategy_engine.backtest.replay import Replay, ReplaySetup
 from strategy_engine.core import calendar
 from strategy_engine.core.errors import InputError, NotFound, Unavailable
 from strategy_engine.core.models import Limits, RowId
 from strategy_engine.core.strategies import StrategySpec, get_spec, parse_config
+from strategy_engine.core.strategies.base import check_text
 from strategy_engine.core.strategies.naive_flow_trend import NaiveFlowTrendConfig
 from strategy_engine.logs import event
 from strategy_engine.settings import Settings, get_settings
-from strategy_engine.store import Session, market
+from strategy_engine.store import Session
 from strategy_engine.store import backfill as store
 from strategy_engine.store import strategies as strat_store
 
@@ -71,6 +71,11 @@ class BackfillRequest(BaseModel):
     report: bool = True
     report_path: str | None = Field(default=None, pattern=r"\.html$", max_length=1000)
     upload_report: bool = True
+
+    @field_validator("strategy", "report_path")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        return None if v is None else check_text(v)
 
     @field_validator("start", "end")
     @classmethod
@@ -136,26 +141,6 @@ def plan(s: Session, req: BackfillRequest) -> Plan:
     return Plan(d.id, d.name, get_spec(d.strategy_type), raw, _config(d.strategy_type, raw), rows[0].limits)
 
 
-def load(
-    s: Session, symbols: tuple[str, ...], start: datetime, end: datetime, window: int, flow_minutes: int
-) -> MarketArrays:
-    """Three statements whatever the range or the number of symbols."""
-    warm = market.recent_closes(s, symbols, start, window)
-    bars = store.bars_arrays(s, symbols, start, end)
-    flow = store.flow_arrays(s, symbols, start - timedelta(minutes=flow_minutes), end)
-    syms = tuple(sorted(symbols))
-    empty_i, empty_f = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-    ts, close = [], []
-    for sym in syms:
-        w_ts = np.array([to_us(t) for t, _ in warm[sym]], dtype=np.int64)
-        w_close = np.array([c for _, c in warm[sym]], dtype=np.float64)
-        b_ts, b_close = bars.get(sym, (empty_i, empty_f))
-        ts.append(np.concatenate((w_ts, b_ts)))
-        close.append(np.concatenate((w_close, b_close)))
-    flows = [flow.get(sym, (empty_i, empty_i, empty_i)) for sym in syms]
-    return MarketArrays(syms, tuple(ts), tuple(close), *(tuple(f[k] for f in flows) for k in range(3)))
-
-
 @dataclass
 class BackfillResult:
     doc: dict[str, Any]
@@ -189,13 +174,17 @@ def execute(
     note = progress or (lambda stage, fraction: None)
     clock = [time.perf_counter()]
     p = plan(s, req)
+    grid = session_grid(req.start, req.end)
+    check_budget(
+        len(p.config.symbols), grid.shape[0], (settings or get_settings()).backfill_max_symbol_minutes
+    )
     note("load", 0.0)
     data = load(s, p.config.symbols, req.start, req.end, p.config.sma_window, p.config.flow_lookback_minutes)
     clock.append(time.perf_counter())
     setup = ReplaySetup(
         p.strategy_id, p.spec, p.config, p.limits, req.initial_cash, req.slippage_bps, as_active
     )
-    r = replay.run(data, session_grid(req.start, req.end), setup, lambda f: note("replay", f))
+    r = replay.run(data, grid, setup, lambda f: note("replay", f))
     summary = report.summarise(r)
     clock.append(time.perf_counter())
     doc = _record(s, p, req, r, summary, as_active, lambda f: note("write", f))

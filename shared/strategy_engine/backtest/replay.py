@@ -118,6 +118,8 @@ class _Loop:
             None if ts < 0 else to_datetime(ts),
             f.bull.item(j, i),
             f.bear.item(j, i),
+            f.ignored_bars.item(j, i),
+            f.ignored_flow.item(j, i),
         )
 
     def step(self, i: int, js: list[int]) -> None:

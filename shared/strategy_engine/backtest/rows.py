@@ -26,7 +26,7 @@ from strategy_engine.store.backfill import copy_escape
 NULL = "\\N"
 PAYLOAD = (
     '{"close":%s,"sma":%s,"trend":%s,"flow":%s,"bull":%s,"bear":%s,"net":%s,'
-    '"ratio":%s,"position_qty":%s,"bars":%s}'
+    '"ratio":%s,"position_qty":%s,"bars":%s,"ignored_bars":%s,"ignored_flow":%s}'
 )
 HOLD_REASONS = ("insufficient_bars", "no_entry", "hold_position")
 # Code -> JSON text, indexed by code + 1 (codes are -1, 0, 1); index 3 is "no trend" (too few bars).
@@ -57,7 +57,7 @@ def decision_line(d: Decision, prefix: str, minute: str) -> str:
         d.verdict.code if d.verdict and d.verdict.code else None,
         d.outcome.value,
         d.intent.client_order_id if d.intent else None,
-        json.dumps(decision_payload(d)),
+        json.dumps(decision_payload(d), allow_nan=False),
     ]
     return prefix + "\t".join(NULL if f is None else copy_escape(f) for f in fields) + "\n"
 
@@ -81,6 +81,8 @@ def _hold_lines(r: Replay, j: int, a: int, b: int, template: str, minutes: list[
         _floats(flow_ratio(bull, bear)),
         _floats(pos),
         list(map(str, f.bars[j, a:b].tolist())),
+        list(map(str, f.ignored_bars[j, a:b].tolist())),
+        list(map(str, f.ignored_flow[j, a:b].tolist())),
     )
     return [template % row for row in zip(*columns, strict=True)]
 

@@ -25,8 +25,8 @@ from dataclasses import replace
 from typing import Any
 
 from strategy_engine.backtest import replay, report
-from strategy_engine.backtest.backfill import BackfillRequest, Progress, load, parameters, plan
-from strategy_engine.backtest.market_arrays import IntArray, MarketArrays, session_grid
+from strategy_engine.backtest.backfill import BackfillRequest, Progress, parameters, plan
+from strategy_engine.backtest.market_arrays import IntArray, MarketArrays, load, session_grid
 from strategy_engine.backtest.replay import ReplaySetup
 from strategy_engine.core.errors import InputError
 from strategy_engine.core.strategies.naive_flow_trend import NaiveFlowTrendConfig

@@ -51,7 +51,7 @@ def run(
         result = engine.tick(s, t, trigger="cli", only=strategy)
     emit(result.as_json(), as_json, lambda: views.print_run(result))
     if result.status == "failed":
-        raise typer.Exit(3)
+        raise typer.Exit(3 if result.retryable else 1)
 
 
 @app.command()

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from strategy_engine.core import risk
+from strategy_engine.core.data_quality import finite
 from strategy_engine.core.errors import OrderRejected
 from strategy_engine.core.models import (
     Action,
@@ -75,8 +76,13 @@ def _payload(signal_payload: dict[str, Any], decision: Decision) -> dict[str, An
 
 
 def decision_payload(decision: Decision) -> dict[str, Any]:
-    """What `strategy_logs.signal_payload` holds: the signal's inputs plus every risk check."""
-    return _payload(decision.signal.payload, decision)
+    """What `strategy_logs.signal_payload` holds: the signal's inputs plus every risk check.
+
+    NaN and infinities become null here, at the journal's boundary, whatever reached them
+    (the data-quality rule upstream means none should).
+    """
+    out: dict[str, Any] = finite(_payload(decision.signal.payload, decision))
+    return out
 
 
 def decide_minute(

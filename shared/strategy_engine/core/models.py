@@ -79,6 +79,8 @@ class Features:
     last_bar_ts: datetime | None
     bull_cents: int  # bullish flow premium in the lookback, integer cents
     bear_cents: int
+    ignored_bars: int = 0  # bad bars left out of the window (core.data_quality)
+    ignored_flow: int = 0  # flow events of the lookback left out
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +208,8 @@ class StrategyRun:
     orders: int = 0
     blocked: int = 0
     failed: int = 0
-    error: str | None = None
+    error: str | None = None  # "<error class>: <message>" of a failed strategy-minute
+    retryable: bool = False  # failed on an outage (Unavailable): a retry of the minute may succeed
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +224,22 @@ class RunResult:
     @property
     def orders(self) -> int:
         return sum(s.orders for s in self.strategies)
+
+    def counts(self) -> dict[str, int]:
+        """What `engine_runs` counts of the run."""
+        runs = self.strategies
+        return {
+            "strategies": len(runs),
+            "decisions": sum(r.decisions for r in runs),
+            "orders": self.orders,
+            "blocked": sum(r.blocked for r in runs),
+            "failed": sum(r.failed for r in runs),
+        }
+
+    @property
+    def retryable(self) -> bool:
+        """Would retrying the minute help? Only when a strategy failed on an outage."""
+        return any(s.outcome is StrategyOutcome.FAILED and s.retryable for s in self.strategies)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -239,6 +258,7 @@ class RunResult:
                     "blocked": s.blocked,
                     "failed": s.failed,
                     "error": s.error,
+                    "retryable": s.retryable,
                 }
                 for s in self.strategies
             ],

@@ -14,7 +14,7 @@ caller (Cloud Run IAM checking the scheduler's OIDC token, a Lambda URL with AWS
 closed. A wrong or missing bearer is 401.
 
 Outcomes: refused input 4xx with a JSON error naming the field; a database or broker outage
-(`Unavailable`, or a tick whose status is `failed`) 503 with Retry-After, so the scheduler
+(`Unavailable`, or a tick in which a strategy failed on one) 503 with Retry-After, so the scheduler
 retries the same minute; anything unexpected 500 with the request id only (the stack trace goes
 to the log, never to the caller). Every request logs one `request` line.
 """
@@ -217,11 +217,11 @@ def _minute(
 
 
 def run_tick(services: Services, minute: datetime, trigger: str, only: str | None = None) -> HttpResponse:
-    """One engine tick; a failed strategy (an outage) is 503 so the scheduler retries minute T."""
+    """One tick: 503 only if a strategy failed on an outage; a failure a retry would repeat is 200."""
     with services.open_session() as s:
         result = engine.tick(s, minute, trigger=trigger, only=only, deps=services.deps())
     doc = result.as_json()
-    return _unavailable(doc) if result.status == "failed" else HttpResponse(200, doc)
+    return _unavailable(doc) if result.retryable else HttpResponse(200, doc)
 
 
 def _tick(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:

@@ -4,12 +4,14 @@ request bodies every route validates before anything reaches the core."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from strategy_engine.core.data_quality import finite
+from strategy_engine.core.strategies.base import check_text
 
 if TYPE_CHECKING:
     import flask
@@ -73,9 +75,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
+Text = Annotated[str, AfterValidator(check_text)]  # no NUL or other control character
+
+
 class TickBody(_Strict):
-    minute: str | None = None  # ISO 8601 with an offset; parsed by calendar.parse_minute
-    strategy: str | None = Field(default=None, min_length=1, max_length=200)
+    minute: Text | None = None  # ISO 8601 with an offset; parsed by calendar.parse_minute
+    strategy: Text | None = Field(default=None, min_length=1, max_length=200)
 
 
 class WebhookPayload(_Strict):
@@ -116,17 +121,6 @@ def validate(model: type[M], data: bytes | dict[str, Any], prefix: str = "") -> 
         raise HttpError(400, f"{first['field']}: {first['message']}", fields=fields) from None
     except OverflowError:  # a validator's date arithmetic (year 1 at +14:00 has no UTC minute)
         raise HttpError.invalid(prefix or "body", "a time is out of range") from None
-
-
-def finite(value: Any) -> Any:
-    """NaN and infinities become null: the response stays valid JSON whatever a summary holds."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value
 
 
 def from_flask(request: flask.Request) -> HttpRequest:

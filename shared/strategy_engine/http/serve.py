@@ -12,6 +12,8 @@ same status codes). Unlike the deployed functions it may use the embedded Postgr
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Annotated
 
 import flask
@@ -49,7 +51,31 @@ def services_for(database_url: str | None) -> api.Services:
     return api.Services.from_settings(url)
 
 
+# A query parameter whose name says it carries a credential (access_token, api_key, secret, ...).
+_CREDENTIAL_PARAM = re.compile(
+    r"(?P<head>[?&;][^=&\s\"]*(?:token|key|secret|password|passwd|pwd|auth|signature|credential)"
+    r"[^=&\s\"]*=)[^&\s\"]*",
+    re.IGNORECASE,
+)
+
+
+class MaskCredentials(logging.Filter):
+    """Masks credential query parameters in werkzeug's access log lines (the request line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = _CREDENTIAL_PARAM.sub(r"\g<head>***", record.getMessage()), ()
+        return True
+
+
+def mask_access_log() -> None:
+    """Install MaskCredentials on werkzeug's logger once."""
+    log = logging.getLogger("werkzeug")
+    if not any(isinstance(f, MaskCredentials) for f in log.filters):
+        log.addFilter(MaskCredentials())
+
+
 def _run(app: flask.Flask, host: str, port: int) -> None:
+    mask_access_log()
     app.run(host=host, port=port, debug=False, use_reloader=False)
 
 

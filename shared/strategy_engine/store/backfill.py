@@ -12,7 +12,8 @@ Flow premium and direction come from the same SQL expressions as the tick's `flo
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -23,14 +24,25 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Jsonb
 
+from strategy_engine.core.data_quality import finite
 from strategy_engine.core.models import RowId
 from strategy_engine.store.journal import LOG_COLUMNS
-from strategy_engine.store.market import FLOW_CENTS, FLOW_DIRECTION
+from strategy_engine.store.market import (
+    BAD_BAR,
+    EX_TIME,
+    FLOW_CENTS,
+    FLOW_DIRECTION,
+    FLOW_IGNORED,
+    GOOD_BAR,
+    SPLITS,
+    clamped_sum,
+)
 from strategy_engine.store.session import Session, unavailable
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00Z in Unix microseconds: timestamptz_send's origin
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -42,52 +54,86 @@ def _times(blob: bytes | None) -> IntArray:
     return _ints(blob) + PG_EPOCH_US
 
 
+@dataclass(frozen=True)
+class BarArrays:
+    """One symbol's bars from its warm-up on: good bars (ts in Unix µs, close), bad bar times, splits."""
+
+    ts: IntArray
+    close: FloatArray
+    bad_ts: IntArray
+    splits: tuple[tuple[int, float], ...]  # (ex time in Unix µs, ratio), ascending
+
+
 def bars_arrays(
-    s: Session, symbols: Sequence[str], start: datetime, end: datetime
-) -> dict[str, tuple[IntArray, FloatArray]]:
-    """(ts in Unix µs, close) per symbol for start <= ts < end, ascending: one statement."""
+    s: Session, symbols: Sequence[str], start: datetime, end: datetime, window: int
+) -> dict[str, BarArrays]:
+    """Per symbol, every bar from the oldest of the last `window` good bars before `start` (all
+    history when there are fewer) up to `end`, split by the data-quality rule: one statement."""
     rows = s.fetchall(
-        """
-        select m.symbol::text,
-               string_agg(timestamptz_send(m.ts), ''::bytea order by m.ts),
-               string_agg(float8send(m.close::float8), ''::bytea order by m.ts)
-        from public.market_data_1m m
-        where m.symbol::text = any(%(symbols)s) and m.ts >= %(start)s and m.ts < %(end)s
-          and m.close is not null
-        group by m.symbol
+        f"""
+        select sym.symbol,
+               string_agg(case when {GOOD_BAR} then timestamptz_send(m.ts) end, ''::bytea order by m.ts),
+               string_agg(case when {GOOD_BAR} then float8send(m.close::float8) end, ''::bytea order by m.ts),
+               string_agg(case when {BAD_BAR} then timestamptz_send(m.ts) end, ''::bytea order by m.ts),
+               c.ex, c.ratio
+        from unnest(%(symbols)s::text[]) as sym(symbol)
+        cross join lateral (
+          select case when count(*) < %(n)s then '-infinity'::timestamptz else min(w.ts) end as lo
+          from (
+            select m.ts from public.market_data_1m m
+            where m.symbol::text = sym.symbol and m.ts < %(start)s and {GOOD_BAR}
+            order by m.ts desc limit %(n)s
+          ) w
+        ) l
+        cross join lateral ({SPLITS} and {EX_TIME} < %(end)s) c
+        left join public.market_data_1m m on m.symbol::text = sym.symbol and m.ts >= l.lo and m.ts < %(end)s
+        group by sym.symbol, c.ex, c.ratio
         """,
-        {"symbols": list(symbols), "start": start, "end": end},
+        {"symbols": list(symbols), "start": start, "end": end, "n": window},
     )
-    return {r[0]: (_times(r[1]), np.frombuffer(r[2] or b"", dtype=">f8").astype(np.float64)) for r in rows}
+    return {
+        r[0]: BarArrays(
+            _times(r[1]),
+            np.frombuffer(r[2] or b"", dtype=">f8").astype(np.float64),
+            _times(r[3]),
+            tuple((_us(ex), float(ratio)) for ex, ratio in zip(r[4] or [], r[5] or [], strict=True)),
+        )
+        for r in rows
+    }
+
+
+def _us(t: datetime) -> int:
+    d = t - EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
 
 def flow_arrays(
     s: Session, symbols: Sequence[str], start: datetime, end: datetime
-) -> dict[str, tuple[IntArray, IntArray, IntArray]]:
-    """(ts in Unix µs, bullish cents, bearish cents) per underlying and distinct ts: one statement."""
+) -> dict[str, tuple[IntArray, IntArray, IntArray, IntArray]]:
+    """(ts in Unix µs, bullish cents, bearish cents, ignored events) per underlying and distinct
+    ts: one statement. Cents per ts are clamped like the tick's sums (`market.clamped_sum`)."""
     rows = s.fetchall(
         f"""
         select underlying::text,
                string_agg(timestamptz_send(ts), ''::bytea order by ts),
                string_agg(int8send(bull), ''::bytea order by ts),
-               string_agg(int8send(bear), ''::bytea order by ts)
+               string_agg(int8send(bear), ''::bytea order by ts),
+               string_agg(int8send(ignored), ''::bytea order by ts)
         from (
-          select underlying, ts,
-                 coalesce(sum(cents) filter (where dir > 0), 0)::bigint as bull,
-                 coalesce(sum(cents) filter (where dir < 0), 0)::bigint as bear
+          select underlying, ts, {clamped_sum("dir > 0")} as bull, {clamped_sum("dir < 0")} as bear,
+                 count(*) filter (where {FLOW_IGNORED})::bigint as ignored
           from (
             select f.underlying, f.ts, {FLOW_CENTS} as cents, {FLOW_DIRECTION} as dir
             from public.options_flow f
             where f.underlying::text = any(%(symbols)s) and f.ts >= %(start)s and f.ts < %(end)s
           ) x
-          where cents is not null
           group by underlying, ts
         ) per_ts
         group by underlying
         """,
         {"symbols": list(symbols), "start": start, "end": end},
     )
-    return {r[0]: (_times(r[1]), _ints(r[2]), _ints(r[3])) for r in rows}
+    return {r[0]: (_times(r[1]), _ints(r[2]), _ints(r[3]), _ints(r[4])) for r in rows}
 
 
 def insert_run(
@@ -114,9 +160,9 @@ def insert_run(
             strategy_name,
             start,
             end,
-            Jsonb(parameters),
+            Jsonb(finite(parameters)),
             config_hash,
-            Jsonb(summary),
+            Jsonb(finite(summary)),
             status,
         ),
     )
@@ -126,7 +172,7 @@ def set_report(s: Session, run_id: UUID, report_path: str | None, note: dict[str
     """Record where the report is (a Storage key or a local path) and any note about it."""
     s.execute(
         "update public.backfill_runs set report_path = %s, summary = summary || %s where id = %s",
-        (report_path, Jsonb(note), run_id),
+        (report_path, Jsonb(finite(note)), run_id),
     )
 
 
@@ -171,15 +217,16 @@ def copy_out_range(
     """
     queries = (
         sql.SQL(
-            "copy (select symbol::text, ts, close::float8 from public.market_data_1m"
-            " where symbol::text = any({s}) and ts >= {a} and ts < {b} and close is not null"
-            " order by symbol, ts) to stdout (format binary)"
+            "copy (select m.symbol::text, m.ts, m.close::float8 from public.market_data_1m m"
+            " where m.symbol::text = any({s}) and m.ts >= {a} and m.ts < {b} and "
+            + GOOD_BAR
+            + " order by m.symbol, m.ts) to stdout (format binary)"
         ),
         sql.SQL(
             "copy (select f.underlying::text, f.ts, "
             + FLOW_CENTS
             + ", "
-            + FLOW_DIRECTION.replace("\n", " ")
+            + FLOW_DIRECTION
             + " from public.options_flow f"
             " where f.underlying::text = any({s}) and f.ts >= {fa} and f.ts < {b}"
             " order by f.underlying, f.ts) to stdout (format binary)"

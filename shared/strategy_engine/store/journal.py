@@ -12,6 +12,7 @@ from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
+from strategy_engine.core.data_quality import finite
 from strategy_engine.core.decide import decision_payload
 from strategy_engine.core.models import Decision, Order, RowId
 from strategy_engine.store.session import Session, exact
@@ -160,6 +161,20 @@ def start_run(s: Session, run_id: UUID, trigger: str, minute: datetime) -> None:
     )
 
 
+def close_abandoned(s: Session, older_than_seconds: float, by: UUID) -> list[UUID]:
+    """Close runs still `running` after the function's timeout: their process is dead. One statement."""
+    rows = s.fetchall(
+        """
+        update public.engine_runs set status = 'abandoned', finished_at = now(),
+          detail = jsonb_build_object('closed_by', %s::text, 'reason', 'running past the function timeout')
+        where status = 'running' and started_at < now() - make_interval(secs => %s)
+        returning id
+        """,
+        (str(by), older_than_seconds),
+    )
+    return [r[0] for r in rows]
+
+
 def finish_run(s: Session, run_id: UUID, status: str, counts: dict[str, int], detail: Any, ms: float) -> None:
     s.execute(
         """
@@ -174,7 +189,7 @@ def finish_run(s: Session, run_id: UUID, status: str, counts: dict[str, int], de
             counts.get("orders", 0),
             counts.get("blocked", 0),
             counts.get("failed", 0),
-            Jsonb(detail),
+            Jsonb(finite(detail)),
             ms,
             run_id,
         ),

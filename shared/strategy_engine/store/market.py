@@ -1,106 +1,133 @@
-"""Bars and options flow: the tick's constant-query snapshot reads and the backfill's bulk reads.
+"""Bars and options flow: the tick's constant-query snapshot reads, and the SQL both paths share.
 
 A flow event's premium is `notional`, else `size * trade_price * 100`, in integer cents, and
 its direction is computed here in SQL for both paths, so the tick and the backfill sum the
-same integers.
+same integers. Which bars and events count is `core.data_quality`'s rule, written here once as
+SQL (`GOOD_BAR`, `FLOW_CENTS`, `FLOW_DIRECTION`) and used by the tick's and the backfill's
+statements alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+from strategy_engine.core import data_quality as dq
 from strategy_engine.store.session import Session
 
-# Premium in integer cents; NULL when neither notional nor size*price is known (ignored).
+
+def _sql_map(column: str, mapping: Mapping[str, str], default: str) -> str:
+    """A SQL CASE over lower(btrim(column)) generated from one of data_quality's spelling maps."""
+    arms = " ".join(f"when '{k}' then '{v}'" for k, v in mapping.items())
+    return f"(case lower(btrim({column}::text)) {arms} else {default} end)"
+
+
+def _sql_direction() -> str:
+    kind = _sql_map("f.option_type", dq.OPTION_TYPES, "null")
+    side = _sql_map("f.side", dq.SIDES, "'unknown'")
+    arms = " ".join(f"when ('{k}'::text, '{s}'::text) then {d}" for (k, s), d in dq.DIRECTIONS.items())
+    return f"(case ({kind}, {side}) {arms} else 0 end)"
+
+
+def _bounded(column: str, bound: int) -> str:
+    # numeric NaN sorts above every number and Infinity, so `<= bound` refuses both.
+    return f"({column} is null or ({column}::numeric >= 0 and {column}::numeric <= {bound}))"
+
+
+# A bar counts when its close is positive and finite (and at most MAX_PRICE) and so is each of
+# open, high and low that is present (close-only feeds leave them null); any other bar is a
+# missing bar, in the tick and the backfill alike. NaN sorts above every number in numeric.
+GOOD_BAR = " and ".join(
+    [f"m.close > 0 and m.close <= {dq.MAX_PRICE}"]
+    + [f"(m.{c} is null or (m.{c} > 0 and m.{c} <= {dq.MAX_PRICE}))" for c in ("open", "high", "low")]
+)
+BAD_BAR = f"({GOOD_BAR}) is not true"
 # Every column is cast (numeric, text) so that tables made elsewhere with double precision,
 # varchar or enum columns give the same cents and directions as the engine's own.
+_PREMIUM = "coalesce(f.notional::numeric, f.size::numeric * f.trade_price::numeric * 100)"
+# Premium in integer cents; NULL for an ignored event: a bad size, price or notional, an unknown
+# premium (neither notional nor size * price), or one above MAX_PREMIUM dollars.
 FLOW_CENTS = (
-    "round(coalesce(f.notional::numeric, f.size::numeric * f.trade_price::numeric * 100) * 100)::bigint"
+    f"(case when {_bounded('f.size', 2**31)} and {_bounded('f.trade_price', dq.MAX_OPTION_PRICE)}"
+    f" and {_bounded('f.notional', dq.MAX_PREMIUM)} and {_PREMIUM} <= {dq.MAX_PREMIUM}"
+    f" then round({_PREMIUM} * 100)::bigint end)"
 )
-# +1 bullish, -1 bearish: calls bought or puts sold are bullish; side 'unknown' follows the type
-# (the product of the type's sign and the side's sign; anything unrecognised counts 0).
-FLOW_DIRECTION = """
-  (case lower(f.option_type::text) when 'call' then 1 when 'c' then 1 when 'put' then -1 when 'p' then -1
-     else 0 end)
-  * (case lower(coalesce(f.side::text, 'unknown')) when 'buy' then 1 when 'unknown' then 1
-       when 'sell' then -1 else 0 end)"""
+# +1 bullish, -1 bearish, 0 for an option type no vendor table knows (ignored).
+FLOW_DIRECTION = _sql_direction()
+# A split's ex time: midnight in New York of its ex date (bars before it are pre-split prices).
+EX_TIME = "(a.ex_date::timestamp at time zone 'America/New_York')"
+# (ex times, ratios) of one symbol's splits, ascending; the caller adds a bound on EX_TIME.
+SPLITS = (
+    f"select array_agg({EX_TIME} order by a.ex_date) as ex,"
+    " array_agg(a.split_ratio::float8 order by a.ex_date) as ratio"
+    " from public.corporate_actions a where a.symbol = sym.symbol"
+)
+# Whether an event is ignored, and a clamped sum: both over the columns `cents` and `dir`.
+FLOW_IGNORED = "(cents is null or dir = 0)"
 
 
-def recent_closes(
-    s: Session, symbols: Sequence[str], minute: datetime, n: int
-) -> dict[str, list[tuple[datetime, float]]]:
-    """The last `n` bars (ts < T) per symbol, oldest first: one statement, N index scans."""
+def clamped_sum(condition: str) -> str:
+    """The sum of `cents` where `condition`, in numeric, clamped at MAX_SUM_CENTS: never overflows."""
+    return f"least(coalesce(sum(cents) filter (where {condition}), 0), {dq.MAX_SUM_CENTS})::bigint"
+
+
+class Window(NamedTuple):
+    """One symbol's last bars before T: what the strategy may see, and what was left out."""
+
+    bars: list[tuple[datetime, float]]  # good bars, oldest first (at most n)
+    ignored: int  # bad bars between the oldest bar loaded (all history if fewer than n) and T
+    splits: list[tuple[datetime, float]]  # (ex time, ratio) with ex <= T, ascending
+
+
+def recent_closes(s: Session, symbols: Sequence[str], minute: datetime, n: int) -> dict[str, Window]:
+    """The last `n` good bars (ts < T) per symbol, the bad bars among them, known splits: one statement."""
     rows = s.fetchall(
-        """
-        select sym.symbol, b.ts, b.close::float8
+        f"""
+        select sym.symbol, g.ts, g.closes,
+          (select count(*) from public.market_data_1m m
+           where m.symbol::text = sym.symbol and m.ts < %(t)s
+             and m.ts >= (case when g.n < %(n)s then '-infinity' else g.oldest end) and {BAD_BAR}),
+          c.ex, c.ratio
         from unnest(%(symbols)s::text[]) as sym(symbol)
         cross join lateral (
-          select m.ts, m.close from public.market_data_1m m
-          where m.symbol::text = sym.symbol and m.ts < %(t)s and m.close is not null
-          order by m.ts desc limit %(n)s
-        ) b
-        order by sym.symbol, b.ts
+          select array_agg(b.ts order by b.ts) as ts, array_agg(b.close order by b.ts) as closes,
+                 min(b.ts) as oldest, count(*) as n
+          from (
+            select m.ts, m.close::float8 as close from public.market_data_1m m
+            where m.symbol::text = sym.symbol and m.ts < %(t)s and {GOOD_BAR}
+            order by m.ts desc limit %(n)s
+          ) b
+        ) g
+        cross join lateral ({SPLITS} and {EX_TIME} <= %(t)s) c
         """,
         {"symbols": list(symbols), "t": minute, "n": n},
-        binary=True,
     )
-    out: dict[str, list[tuple[datetime, float]]] = {sym: [] for sym in symbols}
-    for symbol, ts, close in rows:
-        out[symbol].append((ts, close))
+    out = {sym: Window([], 0, []) for sym in symbols}
+    for symbol, ts, closes, ignored, ex, ratios in rows:
+        bars = list(zip(ts or [], closes or [], strict=True))
+        out[symbol] = Window(bars, int(ignored), list(zip(ex or [], ratios or [], strict=True)))
     return out
 
 
 def flow_sums(
     s: Session, symbols: Sequence[str], start: datetime, end: datetime
-) -> dict[str, tuple[int, int]]:
-    """(bullish cents, bearish cents) per underlying with start <= ts < end: one statement."""
+) -> dict[str, tuple[int, int, int]]:
+    """(bullish cents, bearish cents, ignored events) per underlying, start <= ts < end: one statement."""
     rows = s.fetchall(
         f"""
-        select underlying::text,
-               coalesce(sum(cents) filter (where dir > 0), 0)::bigint,
-               coalesce(sum(cents) filter (where dir < 0), 0)::bigint
+        select underlying::text, {clamped_sum("dir > 0")}, {clamped_sum("dir < 0")},
+               count(*) filter (where {FLOW_IGNORED})
         from (
           select f.underlying, {FLOW_CENTS} as cents, {FLOW_DIRECTION} as dir
           from public.options_flow f
           where f.underlying::text = any(%(symbols)s) and f.ts >= %(start)s and f.ts < %(end)s
         ) x
-        where cents is not null
         group by underlying
         """,
         {"symbols": list(symbols), "start": start, "end": end},
     )
-    return {r[0]: (int(r[1]), int(r[2])) for r in rows}
-
-
-def bars_range(s: Session, symbols: Sequence[str], start: datetime, end: datetime) -> list[tuple[Any, ...]]:
-    """(symbol, ts, close) with start <= ts < end, ordered by symbol, ts: the backfill's bulk read."""
-    return s.fetchall(
-        """
-        select m.symbol::text, m.ts, m.close::float8 from public.market_data_1m m
-        where m.symbol::text = any(%(symbols)s) and m.ts >= %(start)s and m.ts < %(end)s
-          and m.close is not null
-        order by m.symbol, m.ts
-        """,
-        {"symbols": list(symbols), "start": start, "end": end},
-    )
-
-
-def flow_range(s: Session, symbols: Sequence[str], start: datetime, end: datetime) -> list[tuple[Any, ...]]:
-    """(underlying, ts, signed cents) per event: +cents bullish, -cents bearish, ordered."""
-    return s.fetchall(
-        f"""
-        select underlying::text, ts, (dir * cents)::bigint from (
-          select f.underlying, f.ts, {FLOW_CENTS} as cents, {FLOW_DIRECTION} as dir
-          from public.options_flow f
-          where f.underlying::text = any(%(symbols)s) and f.ts >= %(start)s and f.ts < %(end)s
-        ) x
-        where cents is not null and dir <> 0
-        order by underlying, ts
-        """,
-        {"symbols": list(symbols), "start": start, "end": end},
-    )
+    return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in rows}
 
 
 def insert_bars(s: Session, rows: Sequence[tuple[Any, ...]]) -> int:

@@ -9,6 +9,7 @@ errors into ours once, here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -26,16 +27,27 @@ from strategy_engine.core.models import RowId
 Params = Sequence[Any] | dict[str, Any] | None
 
 
+# user:password@ inside any URL, and password=... in a conninfo string or a query.
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s\"']*:)[^@\s\"']*@", re.IGNORECASE)
+_KV_PASSWORD = re.compile(r"(?P<head>password\s*=\s*)(?:'[^']*'|[^\s&\"']+)", re.IGNORECASE)
+
+
+def redact_text(text: str) -> str:
+    """Any text (a driver's message, a URL however malformed) with passwords masked as ***."""
+    return _KV_PASSWORD.sub(r"\g<head>***", _URL_PASSWORD.sub(r"\g<head>***@", text))
+
+
 def redact_url(url: str) -> str:
     """The URL with its password replaced, for messages a person reads."""
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
-        return "<unparseable database url>"
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+        return redact_text(url)
+    if not password:
+        return redact_text(url)
+    netloc = parts.netloc.replace(f":{password}@", ":***@")
+    return redact_text(urlunsplit(parts._replace(netloc=netloc)))
 
 
 def exact(x: float | None) -> Decimal | None:
@@ -61,7 +73,7 @@ def row_id(value: object) -> RowId:
 def unavailable(exc: Exception) -> DatabaseUnavailable:
     # psycopg messages carry host and port, never the password; keep only the first line.
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return DatabaseUnavailable(f"database unavailable: {first}")
+    return DatabaseUnavailable(f"database unavailable: {redact_text(first)}")
 
 
 def connect(url: str, *, connect_timeout: int = 10, application_name: str = "strategy-engine") -> Session:
@@ -78,7 +90,8 @@ def connect(url: str, *, connect_timeout: int = 10, application_name: str = "str
     except psycopg.OperationalError as exc:
         raise unavailable(exc) from None
     except psycopg.ProgrammingError as exc:
-        raise InputError(f"invalid database url: {str(exc).splitlines()[0]}") from None
+        # psycopg quotes the whole URI in some of these messages, password included.
+        raise InputError(f"invalid database url: {redact_text(str(exc).splitlines()[0])}") from None
     conn.adapters.register_loader("numeric", FloatLoader)
     return Session(conn)
 

@@ -8,7 +8,9 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from strategy_engine.core.errors import InputError
 from strategy_engine.core.models import BrokerAccount, DayState, Limits, RowId, StrategyDef
+from strategy_engine.core.strategies.base import check_text
 from strategy_engine.store.session import Session, exact, row_id
 
 _DEF_COLS = """
@@ -49,9 +51,15 @@ def _row(r: tuple[Any, ...]) -> StrategyRow:
 def load_all(s: Session, name: str | None = None) -> list[StrategyRow]:
     """Every definition (active or not: an inactive one runs with its orders blocked).
 
+
     Rows without a strategy_type (a definitions table that predates the engine) are not the
-    engine's and are left alone.
+    engine's and are left alone. A name with a control character is refused (InputError)
+    before it reaches SQL.
     """
+    try:
+        check_text(name or "")
+    except ValueError as exc:
+        raise InputError(f"strategy name: {exc}") from None
     where, params = ("and d.name = %s", (name,)) if name else ("", ())
     rows = s.fetchall(
         f"select {_DEF_COLS} {_DEF_FROM} where d.strategy_type is not null {where} order by d.name", params

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -16,6 +17,15 @@ def check_symbol(symbol: object) -> str:
     if not isinstance(symbol, str) or not re.match(SYMBOL_PATTERN, symbol):
         raise ValueError(f"invalid symbol {symbol!r} (upper-case ticker expected)")
     return symbol
+
+
+def check_text(value: str) -> str:
+    """Names and paths from outside: no NUL or other control character (Postgres text refuses NUL,
+    a log line or a file name should not carry the rest). Raises ValueError."""
+    bad = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise ValueError(f"control character U+{ord(bad):04X} not allowed")
+    return value
 
 
 class StrategyConfig(BaseModel):

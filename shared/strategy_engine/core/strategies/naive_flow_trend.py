@@ -141,5 +141,7 @@ def naive_flow_trend(features: Features, position_qty: float, cfg: NaiveFlowTren
         "ratio": ratio_of(features.bull_cents, features.bear_cents),
         "position_qty": position_qty,
         "bars": features.bars,
+        "ignored_bars": features.ignored_bars,
+        "ignored_flow": features.ignored_flow,
     }
     return Signal(features.symbol, action, qty, reason, payload)

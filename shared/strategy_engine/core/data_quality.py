@@ -1,0 +1,180 @@
+"""The one data-quality rule of the tick and the backfill: which rows count, and how vendors spell.
+
+Bars: a bar whose close is null, or whose close, open, high or low is not finite, not positive
+or above `MAX_PRICE`, is a missing bar (the SQL predicate `store.market.GOOD_BAR`). A null
+open, high or low alone is not: close-only feeds exist, and the strategy reads the close.
+Flow: an event whose size, trade price or premium is negative, not finite or absurd (trade
+price above `MAX_OPTION_PRICE` dollars, premium above `MAX_PREMIUM` dollars) is ignored; sums of
+premium are clamped at `MAX_SUM_CENTS`, so no sum can overflow a bigint or an int64.
+
+Vendor spellings: `OPTION_TYPES` and `SIDES` map every accepted spelling (trimmed, lower case)
+to ours; `store.market` generates its SQL CASE from these very dicts.
+
+Series breaks: consecutive bars whose closes differ by more than a factor `BREAK_RATIO` (after
+split adjustment) are a break in the series: only the bars after the last break count, so a
+split the engine does not know about reads as too few bars (`insufficient_bars`) until the
+window refills, never as a trend. `split_factors` is the adjustment from known splits; the
+scalar and array forms use the same multiplications, so the tick and the backfill agree bit for
+bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from strategy_engine.core.indicators import last_smas
+from strategy_engine.core.models import Features
+
+MAX_PRICE = 1_000_000_000  # dollars per share: no listed stock is near it; 1e30 is a feed error
+MAX_OPTION_PRICE = 1_000_000  # dollars per contract share
+MAX_PREMIUM = 10_000_000_000  # dollars per flow event ($1e10): a thousand times the largest prints
+MAX_SUM_CENTS = 10**17  # a clamp on any flow sum: bull + bear stays far below 2**63
+# A one-bar move of more than 20% either way is a break. The smallest common split is 5:4 (1.25);
+# a liquid name moving 20% within a minute (or across a missing stretch) is a halt or an event,
+# and holding for one SMA window after it is the safe side.
+BREAK_RATIO = 1.2
+
+OPTION_TYPES: Mapping[str, str] = {"call": "call", "c": "call", "put": "put", "p": "put"}
+SIDES: Mapping[str, str] = {
+    "buy": "buy",
+    "sell": "sell",
+    "ask": "buy",  # printed at the ask: the buyer crossed the spread
+    "above_ask": "buy",
+    "bid": "sell",  # printed at the bid: the seller crossed
+    "below_bid": "sell",
+    "mid": "unknown",
+    "unknown": "unknown",
+}
+# +1 bullish, -1 bearish: calls bought or puts sold are bullish; an unknown side follows the type.
+DIRECTIONS: Mapping[tuple[str, str], int] = {
+    ("call", "buy"): 1,
+    ("call", "unknown"): 1,
+    ("call", "sell"): -1,
+    ("put", "sell"): 1,
+    ("put", "buy"): -1,
+    ("put", "unknown"): -1,
+}
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+BoolArray = NDArray[np.bool_]
+
+
+def option_type(raw: object) -> str | None:
+    """'call', 'put', or None for anything else."""
+    return OPTION_TYPES.get(raw.strip().lower()) if isinstance(raw, str) else None
+
+
+def side(raw: object) -> str:
+    """'buy', 'sell' or 'unknown' (a missing or unrecognised side is unknown)."""
+    return SIDES.get(raw.strip().lower(), "unknown") if isinstance(raw, str) else "unknown"
+
+
+def direction(raw_type: object, raw_side: object) -> int:
+    """+1 bullish, -1 bearish, 0 when the option type is not recognised (ignored)."""
+    kind = option_type(raw_type)
+    return 0 if kind is None else DIRECTIONS[(kind, side(raw_side))]
+
+
+def is_break(previous: float, current: float) -> bool:
+    """Do two consecutive closes differ by more than BREAK_RATIO (either way)?"""
+    return max(previous, current) > BREAK_RATIO * min(previous, current)
+
+
+def breaks(closes: FloatArray) -> BoolArray:
+    """`is_break` of every consecutive pair: out[i] for the pair (i-1, i); out[0] is False."""
+    out = np.zeros(closes.shape[0], dtype=np.bool_)
+    if closes.shape[0] > 1:
+        a, b = closes[:-1], closes[1:]
+        out[1:] = np.maximum(a, b) > BREAK_RATIO * np.minimum(a, b)
+    return out
+
+
+def after_last_break(closes: Sequence[float]) -> int:
+    """How many trailing closes follow the last break (all of them when there is none)."""
+    for i in range(len(closes) - 1, 0, -1):
+        if is_break(closes[i - 1], closes[i]):
+            return len(closes) - i
+    return len(closes)
+
+
+def usable_bars(closes: FloatArray, k: IntArray, window: int) -> IntArray:
+    """`after_last_break` of the window closes[max(k-window, 0):k], for every k at once."""
+    idx = np.arange(closes.shape[0], dtype=np.int64)
+    last = np.maximum.accumulate(np.where(breaks(closes), idx, -1)) if closes.shape[0] else idx
+    start = np.maximum(k - window, 0)
+    lb = np.where(k > 0, last[np.maximum(k - 1, 0)] if closes.shape[0] else -1, -1)
+    return np.where(lb > start, k - lb, k - start)
+
+
+def split_factors(bar_ts: Sequence[Any], splits: Sequence[tuple[Any, float]], t: Any) -> list[float]:
+    """Per bar, the product of the ratios of splits (ex time, ratio) with bar < ex <= T.
+
+    A split of ratio r (r new shares per old one; 10 for 10:1, 0.1 for 1:10) divides every
+    earlier price by r. `splits` ascend by ex time; times are datetimes or Unix microseconds.
+    """
+    out = []
+    for ts in bar_ts:
+        f = 1.0
+        for ex, ratio in splits:
+            if ts < ex <= t:
+                f *= ratio
+        out.append(f)
+    return out
+
+
+def split_factor_array(bar_us: IntArray, splits: Sequence[tuple[int, float]], t_us: int) -> FloatArray:
+    """`split_factors` for a whole array (the same multiplications in the same order)."""
+    f = np.ones(bar_us.shape[0], dtype=np.float64)
+    for ex, ratio in splits:
+        if ex <= t_us:
+            f = np.where(bar_us < ex, f * ratio, f)
+    return f
+
+
+def usable_closes(
+    bars: Sequence[tuple[Any, float]], splits: Sequence[tuple[Any, float]], t: Any
+) -> list[float]:
+    """The closes a strategy may use at T: split-adjusted, and only those after the last break."""
+    factors = split_factors([ts for ts, _ in bars], splits, t)
+    adjusted = [c / f for (_, c), f in zip(bars, factors, strict=True)]
+    return adjusted[len(adjusted) - after_last_break(adjusted) :]
+
+
+Window = tuple[Sequence[tuple[Any, float]], int, Sequence[tuple[Any, float]]]  # bars, ignored, splits
+
+
+def window_features(
+    symbols: Sequence[str],
+    windows: Mapping[str, Window],
+    flow: Mapping[str, tuple[int, int, int]],
+    t: Any,
+    window: int,
+) -> dict[str, Features]:
+    """The tick's Features per symbol at T from its loaded bars (`store.market.Window`) and flow
+    sums (bull cents, bear cents, ignored events): the usable closes and their SMA."""
+    values = [usable_closes(windows[sym][0], windows[sym][2], t) for sym in symbols]
+    out: dict[str, Features] = {}
+    for sym, vals, avg in zip(symbols, values, last_smas(values, window), strict=True):
+        bars, ignored_bars, _ = windows[sym]
+        bull, bear, ignored_flow = flow.get(sym, (0, 0, 0))
+        last = bars[-1][0] if bars else None
+        close = vals[-1] if vals else None
+        out[sym] = Features(sym, len(vals), close, avg, last, bull, bear, ignored_bars, ignored_flow)
+    return out
+
+
+def finite(value: Any) -> Any:
+    """NaN and infinities become None, at any depth: what jsonb and JSON readers accept."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value

@@ -1,0 +1,178 @@
+"""The guards that protect money and exactly-once, each pinned by a case that fails without it.
+
+Locks are proved with two sessions held open at once in one test (one holds the claim or the
+account inside its transaction, the other ticks), not with racing processes: the outcome is
+decided by the locks alone. Figures are worked out by hand from `entry_setup`: every symbol
+enters long with `order_qty` 1 at the last close, 100 - 1 * 0.5 = 99.5.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+
+from strategy_engine import engine
+from strategy_engine.brokers.base import Broker
+from strategy_engine.brokers.simulated import SimulatedBroker
+from strategy_engine.core import calendar
+from strategy_engine.core.errors import OrderRejected
+from strategy_engine.core.models import (
+    Account,
+    Limits,
+    Order,
+    OrderIntent,
+    Position,
+    RowId,
+    RunResult,
+    StrategyOutcome,
+)
+from strategy_engine.store import Session, connect, journal
+from strategy_engine.store import accounts as acct_store
+from strategy_engine.store import strategies as strat_store
+from tests.conftest import seed
+from tests.test_exactly_once import SYMS, T, entry_setup
+
+ENTRY_PRICE = 99.5  # the close of the bar at T-1 in entry_setup
+
+
+def _logs(s: Session, minute: object = None) -> int:
+    if minute is None:
+        row = s.fetchone("select count(*) from strategy_logs")
+    else:
+        row = s.fetchone("select count(*) from strategy_logs where decision_minute = %s", (minute,))
+    assert row is not None
+    return int(row[0])
+
+
+def _account_id(s: Session, strategy_id: RowId) -> RowId:
+    row = s.fetchone("select account_id from strategy_definitions where id = %s", (strategy_id,))
+    assert row is not None
+    account_id: RowId = row[0]
+    return account_id
+
+
+def test_a_minute_claimed_by_another_session_answers_busy_at_once_and_writes_nothing(db_url: str) -> None:
+    with connect(db_url) as a, connect(db_url) as b:
+        sid = seed(a, config={"symbols": list(SYMS)})
+        entry_setup(a, SYMS, T)
+        day = calendar.trading_date(T)
+        with a.transaction():
+            strat_store.claim(a, sid, day)  # the day's row exists, as after the day's first minute
+        b.execute("set lock_timeout = '2s'")  # a claim that waits instead of skipping fails, not hangs
+        with a.transaction():
+            assert strat_store.claim(a, sid, day) is not None  # A holds the minute...
+            busy = engine.tick(b, T)  # ...while B ticks it
+            assert busy.strategies[0].outcome is StrategyOutcome.BUSY
+            assert _logs(b) == 0
+            assert b.fetchone("select count(*) from paper_trades") == (0,)
+        done = engine.tick(b, T)  # A let go without finishing: B's turn
+        assert (done.strategies[0].outcome, done.orders) == (StrategyOutcome.PROCESSED, 3)
+        assert _logs(b) == 3
+
+
+def test_an_earlier_minute_after_a_later_one_is_already_processed(session: Session) -> None:
+    seed(session, config={"symbols": list(SYMS)})
+    entry_setup(session, SYMS, T)
+    later = engine.tick(session, T + timedelta(minutes=1))
+    assert later.strategies[0].outcome is StrategyOutcome.PROCESSED
+    earlier = engine.tick(session, T)  # a late retry of T arrives after T+1 ran
+    assert earlier.strategies[0].outcome is StrategyOutcome.ALREADY_PROCESSED
+    assert _logs(session, T) == 0
+    assert session.fetchone("select last_run_minute from strategy_state") == (T + timedelta(minutes=1),)
+
+
+def _waiting_for_a_lock(s: Session, application_name: str) -> bool:
+    row = s.fetchone(
+        "select count(*) from pg_stat_activity where application_name = %s and wait_event_type = 'Lock'",
+        (application_name,),
+    )
+    return row is not None and row[0] > 0
+
+
+def test_two_strategies_on_one_account_take_turns_and_neither_spend_is_lost(db_url: str) -> None:
+    spent_by_a = 1_000.0
+    with connect(db_url) as a:
+        seed(a, name="first", config={"symbols": list(SYMS)})
+        second = seed(a, name="second", config={"symbols": list(SYMS)})
+        entry_setup(a, SYMS, T)
+        account_id = _account_id(a, second)
+    result: list[object] = []
+
+    def tick_second() -> None:
+        with connect(db_url, application_name="second-worker") as b:
+            result.append(engine.tick(b, T, only="second"))
+
+    with connect(db_url) as a, connect(db_url) as watcher:
+        with a.transaction():  # strategy "first" is mid-minute on the shared account
+            held = acct_store.lock_balance(a, account_id)
+            assert held is not None
+            acct_store.save_mirror(
+                a,
+                account_id,
+                Account(held.cash - spent_by_a, held.buying_power - spent_by_a, held.equity),
+                [],
+            )
+            worker = threading.Thread(target=tick_second)
+            worker.start()
+            while worker.is_alive() and not _waiting_for_a_lock(watcher, "second-worker"):
+                worker.join(0.01)
+            assert worker.is_alive(), "the second strategy did not wait for the account"
+        worker.join(60)
+    run = result[0]
+    assert isinstance(run, RunResult)
+    assert (run.strategies[0].outcome, run.orders) == (StrategyOutcome.PROCESSED, 3)
+    with connect(db_url) as s:
+        cash = s.fetchone("select cash::float8 from broker_balances where account_id = %s", (account_id,))
+    assert cash == (100_000.0 - spent_by_a - 3 * ENTRY_PRICE,)
+
+
+def test_cool_down_counts_only_orders_the_broker_took(session: Session) -> None:
+    sid = seed(session, config={"symbols": ["AAA", "BBB", "CCC", "DDD", "EEE"]})
+    account_id = _account_id(session, sid)
+    minute = T - timedelta(minutes=3)
+    for symbol, status in [
+        ("AAA", "rejected"),
+        ("BBB", "failed"),
+        ("CCC", "filled"),
+        ("DDD", "accepted"),
+        ("EEE", None),
+    ]:
+        session.execute(
+            "insert into paper_trades (strategy_id, account_id, symbol, side, qty, client_order_id,"
+            " decision_minute, status, source) values (%s, %s, %s, 'buy', 1, %s, %s, %s, 'strategy')",
+            (sid, account_id, symbol, f"cid-{symbol}", minute, status),
+        )
+    got = journal.last_trades(session, sid, ["AAA", "BBB", "CCC", "DDD", "EEE"], T)
+    assert got == {"CCC": minute, "DDD": minute, "EEE": minute}
+
+
+def test_a_rejected_entry_does_not_start_the_cool_down(session: Session) -> None:
+    seed(session, config={"symbols": ["SPY"]}, limits=Limits(cool_down_minutes=10))
+    entry_setup(session, ("SPY",), T)
+    first = engine.tick(session, T, deps=engine.Deps(simulated_broker=_refusing))
+    assert (first.strategies[0].failed, first.orders) == (1, 0)
+    retry = engine.tick(session, T + timedelta(minutes=1))
+    assert retry.orders == 1  # within 10 minutes of the refused order, and not blocked by it
+    rows = session.fetchall("select decision_minute, status from paper_trades order by decision_minute")
+    assert rows == [(T, "rejected"), (T + timedelta(minutes=1), "filled")]
+
+
+class _Refusing(SimulatedBroker):
+    def submit(self, intent: OrderIntent) -> Order:
+        raise OrderRejected(40310000, "insufficient buying power")
+
+
+def _refusing(acct: Account, positions: list[Position], minute: datetime, slip: float) -> Broker:
+    return _Refusing(acct.cash, positions, slip, now=minute)
+
+
+def test_last_trade_at_moves_only_when_the_minute_traded(session: Session) -> None:
+    seed(session, config={"symbols": list(SYMS)})
+    entry_setup(session, SYMS, T)
+    assert engine.tick(session, T).orders == 3
+    held = engine.tick(session, T + timedelta(minutes=1))  # long everywhere now: hold
+    assert (held.strategies[0].outcome, held.orders) == (StrategyOutcome.PROCESSED, 0)
+    assert session.fetchone("select last_trade_at, last_run_minute from strategy_state") == (
+        T,
+        T + timedelta(minutes=1),
+    )

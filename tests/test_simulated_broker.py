@@ -1,0 +1,103 @@
+"""The simulated broker's fills against prices and averages worked out by hand.
+
+The tick and the backfill share this class, so comparing them cannot see a wrong fill: these
+cases compare it with arithmetic.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from strategy_engine.brokers.simulated import SimulatedBroker
+from strategy_engine.core.models import Account, OrderIntent, Position, Side
+
+NOW = datetime(2025, 6, 13, 15, 0, tzinfo=UTC)
+
+
+def intent(side: Side, qty: float, price: float, cid: str) -> OrderIntent:
+    return OrderIntent("SPY", side, qty, price, cid)
+
+
+@pytest.mark.parametrize(
+    ("side", "fill", "cash"),
+    [
+        (Side.BUY, 100.5, 10_000 - 2 * 100.5),  # a buyer pays up: 100 * (1 + 50/10000)
+        (Side.SELL, 99.5, 10_000 + 2 * 99.5),  # a seller receives less: 100 * (1 - 50/10000)
+    ],
+)
+def test_slippage_always_costs_the_trader(side: Side, fill: float, cash: float) -> None:
+    b = SimulatedBroker(10_000.0, [Position("SPY", 5.0, 90.0)], slippage_bps=50, now=NOW)
+    order = b.submit(intent(side, 2, 100.0, "c1"))
+    assert order.filled_avg_price == pytest.approx(fill, rel=1e-12)
+    assert b.cash == pytest.approx(cash, rel=1e-12)
+    assert (order.status, order.filled_qty, order.submitted_at) == ("filled", 2, NOW)
+    assert (order.client_order_id, order.broker_order_id) == ("c1", "sim-c1")
+
+
+def test_no_slippage_fills_at_the_decision_price() -> None:
+    b = SimulatedBroker(1_000.0, slippage_bps=0)
+    assert b.submit(intent(Side.BUY, 1, 123.25, "c1")).filled_avg_price == 123.25
+
+
+def test_adding_to_a_long_averages_the_entry_price() -> None:
+    b = SimulatedBroker(10_000.0, [Position("SPY", 2.0, 100.0)])
+    b.submit(intent(Side.BUY, 1, 130.0, "c1"))  # (2 * 100 + 1 * 130) / 3 = 110
+    assert b.positions() == [Position("SPY", 3.0, 110.0)]
+    b.submit(intent(Side.BUY, 2, 85.0, "c2"))  # (3 * 110 + 2 * 85) / 5 = 100
+    assert b.positions() == [Position("SPY", 5.0, 100.0)]
+
+
+def test_adding_to_a_short_averages_and_reducing_keeps_the_entry() -> None:
+    b = SimulatedBroker(10_000.0, [Position("SPY", -4.0, 50.0)])
+    b.submit(intent(Side.SELL, 4, 60.0, "c1"))  # (4 * 50 + 4 * 60) / 8 = 55
+    assert b.positions() == [Position("SPY", -8.0, 55.0)]
+    b.submit(intent(Side.BUY, 3, 40.0, "c2"))  # covering 3 leaves 5 short, still entered at 55
+    assert b.positions() == [Position("SPY", -5.0, 55.0)]
+
+
+def test_flipping_through_zero_enters_the_rest_at_the_fill_price() -> None:
+    b = SimulatedBroker(10_000.0, [Position("SPY", 2.0, 100.0)])
+    b.submit(intent(Side.SELL, 5, 120.0, "c1"))
+    assert b.positions() == [Position("SPY", -3.0, 120.0)]
+    assert b.cash == 10_000.0 + 5 * 120.0
+    b.submit(intent(Side.BUY, 3, 110.0, "c2"))
+    assert b.positions() == []
+
+
+def test_the_same_client_id_fills_once() -> None:
+    b = SimulatedBroker(1_000.0)
+    first = b.submit(intent(Side.BUY, 1, 100.0, "c1"))
+    assert b.submit(intent(Side.BUY, 1, 100.0, "c1")) is first
+    assert (b.cash, b.positions()) == (900.0, [Position("SPY", 1.0, 100.0)])
+
+
+def test_without_a_fixed_time_orders_and_the_clock_are_stamped_in_utc() -> None:
+    b = SimulatedBroker(1_000.0)
+    stamped = b.submit(intent(Side.BUY, 1, 100.0, "c1")).submitted_at
+    assert stamped is not None
+    assert stamped.utcoffset() == timedelta(0)
+    now, _ = b.clock()
+    assert now.utcoffset() == timedelta(0)
+
+
+def test_clock_reads_the_session_calendar_at_the_fixed_time() -> None:
+    assert SimulatedBroker(0.0, now=NOW).clock() == (NOW, True)  # Friday 11:00 New York
+    saturday = datetime(2025, 6, 14, 15, 0, tzinfo=UTC)
+    assert SimulatedBroker(0.0, now=saturday).clock() == (saturday, False)
+
+
+def test_lookups_and_mark_to_market_by_hand() -> None:
+    b = SimulatedBroker(1_000.0, [Position("SPY", 2.0, 100.0), Position("QQQ", -1.0, 50.0)])
+    assert (b.position_qty("SPY"), b.position_qty("QQQ"), b.position_qty("IWM")) == (2.0, -1.0, 0.0)
+    # SPY at 110, QQQ unpriced (its entry, 50): 1000 + 2 * 110 - 1 * 50
+    assert b.mark_to_market({"SPY": 110.0}) == 1_170.0
+    assert b.get_by_client_id("c1") is None
+    placed = b.submit(intent(Side.BUY, 1, 100.0, "c1"))
+    assert b.get_by_client_id("c1") is placed
+
+
+@pytest.mark.parametrize(("cash", "buying_power"), [(-50.0, 0.0), (0.5, 0.5), (1_000.0, 1_000.0)])
+def test_buying_power_is_cash_never_below_zero(cash: float, buying_power: float) -> None:
+    assert SimulatedBroker(cash).account() == Account(cash=cash, buying_power=buying_power, equity=cash)
