@@ -37,7 +37,10 @@ insert into public.paper_trades (owner, symbol, side, qty) values ('alice', 'SPY
 create table public.market_data_1m (symbol text not null, ts timestamptz not null, close numeric);
 grant select on public.market_data_1m to anon;
 insert into public.market_data_1m values ('SPY', '2025-06-13 13:30+00', 600);
+create table public.corporate_actions (symbol text, ex_date date, split_ratio numeric, note text);
+grant select on public.corporate_actions to anon;
 """
+PROJECTS = ("corporate_actions", "market_data_1m", "paper_trades")
 POLICIES = "select tablename, policyname, roles::text, qual from pg_policies order by 1, 2"
 
 
@@ -63,7 +66,8 @@ def test_the_projects_own_rls_policies_and_grants_survive_the_migrations(empty_d
         assert s.fetchone(
             "select relrowsecurity from pg_class where oid = 'public.market_data_1m'::regclass"
         ) == (False,)
-        engine_made = sorted(set(ENGINE_TABLES) - {"paper_trades", "market_data_1m"})
+        assert _as(s, "anon", "select count(*) from public.corporate_actions") == [(0,)]
+        engine_made = sorted(set(ENGINE_TABLES) - set(PROJECTS))
         assert s.fetchall(POLICIES) == sorted(
             policies + [(t, "dashboard read", "{authenticated}", "true") for t in engine_made]
         )
@@ -71,17 +75,15 @@ def test_the_projects_own_rls_policies_and_grants_survive_the_migrations(empty_d
             "select c.relname::text, obj_description(c.oid, 'pg_class') from pg_class c"
             " where c.relnamespace = 'public'::regnamespace and c.relkind = 'r'"
         ))  # fmt: skip
-        assert marks == {
-            t: (None if t in ("paper_trades", "market_data_1m") else MARK) for t in ENGINE_TABLES
-        }
+        assert marks == {t: (None if t in PROJECTS else MARK) for t in ENGINE_TABLES}
         # the engine's own tables: anon reads nothing there
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             _as(s, "anon", "select * from public.strategy_logs")
 
 
 ENGINE_TABLES = (
-    "backfill_runs", "broker_accounts", "broker_balances", "broker_positions", "engine_runs",
-    "market_data_1m", "options_flow", "paper_trades", "strategy_definitions", "strategy_limits",
+    "backfill_runs", "broker_accounts", "broker_balances", "broker_positions", "corporate_actions",
+    "engine_runs", "market_data_1m", "options_flow", "paper_trades", "strategy_definitions", "strategy_limits",
     "strategy_logs", "strategy_state",
 )  # fmt: skip
 BEFORE_STOP8 = """

@@ -22,7 +22,7 @@ declare
   tables constant text[] := array[
     'market_data_1m', 'options_flow', 'broker_accounts', 'broker_positions', 'broker_balances',
     'paper_trades', 'strategy_definitions', 'strategy_limits', 'strategy_state', 'strategy_logs',
-    'engine_runs', 'backfill_runs'];
+    'engine_runs', 'backfill_runs', 'corporate_actions'];
   problems text[] := '{}';
   r record;
   key_type text;
@@ -309,7 +309,8 @@ begin
   for r in
     select v.tbl, v.cols, v.alternatives from (values
       ('market_data_1m', array['symbol', 'ts', 'close'], array[]::text[]),
-      ('options_flow', array['ts', 'underlying', 'option_type', 'side'], array['size', 'trade_price'])
+      ('options_flow', array['ts', 'underlying', 'option_type', 'side'], array['size', 'trade_price']),
+      ('corporate_actions', array['symbol', 'ex_date', 'split_ratio'], array[]::text[])
     ) as v(tbl, cols, alternatives)
     join pg_class c on c.oid = to_regclass('public.' || v.tbl) and c.relkind in ('r', 'p')
   loop
@@ -351,7 +352,8 @@ end
 $preflight$;
 -- section: mark
 -- The tables this file created carry the engine's mark: only those get its Row Level Security,
--- policies and grants (20260101000400, 20260101000500). A table that existed before keeps its own.
+-- policies and grants (20260101000400, 20260101000500, 20260101001300). A table that existed
+-- before keeps its own.
 do $mark$
 declare
   t text;
@@ -365,7 +367,7 @@ begin
   foreach t in array array[
     'market_data_1m', 'options_flow', 'broker_accounts', 'broker_positions', 'broker_balances',
     'paper_trades', 'strategy_definitions', 'strategy_limits', 'strategy_state', 'strategy_logs',
-    'engine_runs', 'backfill_runs']
+    'engine_runs', 'backfill_runs', 'corporate_actions']
   loop
     if to_regclass('public.' || t) is not null
        and not t = any(string_to_array(substr(before, length('checked:') + 1), ',')) then

@@ -19,7 +19,7 @@ declare
   tables constant text[] := array[
     'market_data_1m', 'options_flow', 'broker_accounts', 'broker_positions', 'broker_balances',
     'paper_trades', 'strategy_definitions', 'strategy_limits', 'strategy_state', 'strategy_logs',
-    'engine_runs', 'backfill_runs'];
+    'engine_runs', 'backfill_runs', 'corporate_actions'];
   problems text[] := '{}';
   r record;
   key_type text;
@@ -306,7 +306,8 @@ begin
   for r in
     select v.tbl, v.cols, v.alternatives from (values
       ('market_data_1m', array['symbol', 'ts', 'close'], array[]::text[]),
-      ('options_flow', array['ts', 'underlying', 'option_type', 'side'], array['size', 'trade_price'])
+      ('options_flow', array['ts', 'underlying', 'option_type', 'side'], array['size', 'trade_price']),
+      ('corporate_actions', array['symbol', 'ex_date', 'split_ratio'], array[]::text[])
     ) as v(tbl, cols, alternatives)
     join pg_class c on c.oid = to_regclass('public.' || v.tbl) and c.relkind in ('r', 'p')
   loop
