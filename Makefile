@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed
 # The tests also start Debian's PostgreSQL 15 with pg_cron, and run the pinned Supabase CLI.
 PG15   := /usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/15/lib/pg_cron.so
 NODE   := node_modules/.installed
-SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
+# sudo only when not root, and only when it exists (a container running as root has none)
+SUDO   := $(if $(filter 0,$(shell id -u)),,$(shell command -v sudo 2>/dev/null))
 
 .PHONY: demo test test-tools pg15 lint bench clean mutation
 
@@ -18,15 +19,23 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-# Quick when present: apt runs only when a file is missing.
+# Quick when present: apt runs only when a file is missing. Without apt-get (or, when not root,
+# without sudo), one line says what to install by hand.
 pg15:
 	@for f in $(PG15); do test -e $$f || missing=1; done; \
 	if [ -n "$$missing" ]; then \
+		if ! command -v apt-get >/dev/null 2>&1; then \
+			echo "make: PostgreSQL 15 with pg_cron is needed at /usr/lib/postgresql/15 and apt-get is not available: install postgresql-15 and postgresql-15-cron from your system's packages or https://www.postgresql.org/download/ (the PGDG repositories carry both), then run make test again" >&2; exit 1; \
+		fi; \
+		if [ "$$(id -u)" != 0 ] && [ -z "$(SUDO)" ]; then \
+			echo "make: installing postgresql-15 and postgresql-15-cron needs root: run as root, install sudo, or run: apt-get install -y postgresql-15 postgresql-15-cron" >&2; exit 1; \
+		fi; \
 		$(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends postgresql-15 postgresql-15-cron; \
 	fi
 
 # package-lock.json pins the Supabase CLI; npm ci reinstalls exactly that when the lock changes.
 $(NODE): package.json package-lock.json
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { echo "make: node and npm are needed to install the pinned Supabase CLI (package-lock.json): install Node.js 18 or later, e.g. apt-get install nodejs npm or https://nodejs.org/en/download" >&2; exit 1; }
 	npm ci --no-audit --no-fund
 	@touch $(NODE)
 

@@ -2,11 +2,16 @@
 # One-command deploy of the strategy engine.
 #
 #   ./deploy.sh [--cloud gcp|aws] [--dry-run] [--auto-approve] [--build-only] [--no-deps]
-#               [--skip-db-push] [--supabase-cron] [--build-dir DIR]
+#               [--skip-db-push] [--db-only] [--supabase-dir DIR] [--supabase-cron] [--build-dir DIR]
 #
 # Steps: check tools and settings -> build the package -> `supabase db push` (migrations) ->
 # terraform init / plan / apply -> a smoke check of what was deployed. --dry-run prints every
 # step and executes none (a preflight: missing tools and settings are still reported).
+# --db-only applies the migrations and stops (needs only the Supabase CLI and SUPABASE_DB_URL).
+# --supabase-dir DIR (or SUPABASE_PROJECT_DIR): your project's Supabase folder (the one holding
+#                     supabase/migrations) when the project has a migration history of its own:
+#                     the engine's files are copied there and pushed from there with --include-all
+#                     (a push from infra/ would stop at versions it does not know).
 #
 # Settings come from the environment (one readable line for each one missing):
 #   TF_VAR_database_url, TF_VAR_alpaca_api_key, TF_VAR_alpaca_secret_key, TF_VAR_engine_http_secret
@@ -36,6 +41,8 @@ AUTO_APPROVE=0
 BUILD_ONLY=0
 NO_DEPS=0
 SKIP_DB_PUSH=0
+DB_ONLY=0
+SUPABASE_PROJECT_DIR="${SUPABASE_PROJECT_DIR:-}"
 SUPABASE_CRON=0
 BUILD_DIR="$ROOT/build"
 # pip evaluates the lock's environment markers for the interpreter that runs it (whatever
@@ -61,7 +68,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 while (($#)); do
@@ -80,6 +87,12 @@ while (($#)); do
     --build-only) BUILD_ONLY=1 && shift ;;
     --no-deps) NO_DEPS=1 && shift ;;
     --skip-db-push) SKIP_DB_PUSH=1 && shift ;;
+    --db-only) DB_ONLY=1 && shift ;;
+    --supabase-dir)
+        (($# >= 2)) || die "--supabase-dir needs your project's Supabase folder (the one holding supabase/migrations)"
+        SUPABASE_PROJECT_DIR="$2"
+        shift 2
+        ;;
     --supabase-cron) SUPABASE_CRON=1 && shift ;;
     --build-dir)
         (($# >= 2)) || die "--build-dir needs a directory"
@@ -95,6 +108,12 @@ while (($#)); do
 done
 [[ "$CLOUD" == "gcp" || "$CLOUD" == "aws" ]] || die "--cloud must be gcp or aws, not '$CLOUD'"
 [[ "$BUILD_DIR" == /* ]] || BUILD_DIR="$PWD/$BUILD_DIR"
+((DB_ONLY && SKIP_DB_PUSH)) && die "--db-only and --skip-db-push exclude each other"
+if [[ -n "$SUPABASE_PROJECT_DIR" ]]; then
+    [[ -d "$SUPABASE_PROJECT_DIR/supabase/migrations" ]] ||
+        die "--supabase-dir $SUPABASE_PROJECT_DIR has no supabase/migrations folder (give the folder you run supabase db push in)"
+    SUPABASE_PROJECT_DIR="$(cd "$SUPABASE_PROJECT_DIR" && pwd)"
+fi
 
 # ---- printing and running ------------------------------------------------------------------
 
@@ -151,8 +170,14 @@ need_setting() {
     fi
 }
 
-need_tool "$PYTHON" "Python 3 builds the package; set PYTHON to another interpreter"
-if ((!BUILD_ONLY)); then
+((DB_ONLY)) || need_tool "$PYTHON" "Python 3 builds the package; set PYTHON to another interpreter"
+if ((DB_ONLY)); then
+    if [[ ! -x "$SUPABASE_CLI_DIR/supabase" ]]; then
+        printf 'deploy.sh: missing tool supabase (run npm ci: package-lock.json pins the Supabase CLI)\n' >&2
+        missing=1
+    fi
+    need_setting SUPABASE_DB_URL "Postgres URL for migrations (direct or session pooler)"
+elif ((!BUILD_ONLY)); then
     need_tool terraform "install Terraform >= 1.11: https://developer.hashicorp.com/terraform/install"
     if [[ "$CLOUD" == "gcp" ]]; then
         need_tool gcloud "install the Google Cloud CLI and run: gcloud auth application-default login"
@@ -283,8 +308,26 @@ build_aws() {
 
 db_push() {
     ((SKIP_DB_PUSH)) && return 0
-    step "Apply the migrations to Supabase (infra/supabase/migrations)"
-    run supabase db push --workdir "$ROOT/infra" --db-url "$SUPABASE_DB_URL"
+    if [[ -z "$SUPABASE_PROJECT_DIR" ]]; then
+        step "Apply the migrations to Supabase (infra/supabase/migrations)"
+        run supabase db push --workdir "$ROOT/infra" --db-url "$SUPABASE_DB_URL"
+        return 0
+    fi
+    # The project keeps its own history: the engine's files join its migrations folder (same
+    # names, so a later deploy overwrites them with the same or newer text), and the push goes
+    # from there; --include-all applies ours although the project has later versions. Never run
+    # the `supabase migration repair` the CLI suggests: it would mark migrations reverted.
+    local dest="$SUPABASE_PROJECT_DIR/supabase/migrations" f name other
+    step "Apply the migrations to Supabase from your project ($dest)"
+    for f in "$ROOT"/infra/supabase/migrations/*.sql; do
+        name="${f##*/}"
+        for other in "$dest/${name%%_*}"_*.sql; do
+            [[ -e "$other" && "${other##*/}" != "$name" ]] &&
+                die "$dest already has a migration with version ${name%%_*} (${other##*/}); the engine's $name needs that version"
+        done
+        run cp "$f" "$dest/$name"
+    done
+    run supabase db push --workdir "$SUPABASE_PROJECT_DIR" --include-all --db-url "$SUPABASE_DB_URL"
 }
 
 supabase_cron() {
@@ -347,6 +390,11 @@ deploy_aws() {
         --function-name "$NAME_PREFIX" --query State --output text
 }
 
+if ((DB_ONLY)); then
+    db_push
+    printf '\ndeploy.sh: %s\n' "$( ((DRY_RUN)) && echo "dry run complete, nothing executed" || echo "migrations applied")"
+    exit 0
+fi
 "build_$CLOUD"
 ((BUILD_ONLY)) && exit 0
 "deploy_$CLOUD"

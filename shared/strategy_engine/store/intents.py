@@ -129,7 +129,7 @@ def unsettled(s: Session, account_id: RowId) -> list[str]:
     """Client ids of this account's orders the broker may still change (not final), oldest first."""
     rows = s.fetchall(
         "select client_order_id from public.paper_trades where account_id = %s"
-        " and client_order_id is not null and status is not null and not (status = any(%s))"
+        " and client_order_id is not null and status is not null and not (status::text = any(%s))"
         " order by decision_minute nulls first, client_order_id",
         (account_id, list(SETTLED)),
     )

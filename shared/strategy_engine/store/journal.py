@@ -98,11 +98,15 @@ def record_orders(
         insert into public.paper_trades (strategy_id, account_id, source, decision_minute, client_order_id,
           broker_order_id, symbol, side, qty, status, filled_qty, filled_avg_price, submitted_at, error,
           updated_at)
-        select %(strategy)s, %(account)s, %(source)s, %(minute)s, u.* , now()
+        select %(strategy)s, %(account)s, r.source, %(minute)s, u.cid, u.bid, u.sym, r.side, u.qty, r.status,
+          u.fq, u.fp, u.at, u.e, now()
         from unnest(%(cid)s::text[], %(bid)s::text[], %(sym)s::text[], %(side)s::text[],
                     %(qty)s::numeric[], %(st)s::text[], %(fq)s::numeric[], %(fp)s::numeric[],
                     %(at)s::timestamptz[], %(e)s::text[])
           as u(cid, bid, sym, side, qty, st, fq, fp, at, e)
+          -- the labels in the columns' own types (text, varchar or an existing table's enum)
+          cross join lateral jsonb_populate_record(null::public.paper_trades,
+            jsonb_build_object('source', %(source)s::text, 'side', u.side, 'status', u.st)) r
         on conflict (client_order_id) do update set broker_order_id = excluded.broker_order_id,
           status = excluded.status, filled_qty = excluded.filled_qty,
           filled_avg_price = excluded.filled_avg_price, error = excluded.error, updated_at = now(),
@@ -117,7 +121,7 @@ def find_order(s: Session, client_order_id: str) -> Order | None:
     row = s.fetchone(
         "select client_order_id, coalesce(broker_order_id, ''), symbol, side, qty::float8, status,"
         " coalesce(filled_qty, 0)::float8, filled_avg_price::float8, submitted_at"
-        " from public.paper_trades where client_order_id = %s and coalesce(status, '') <> 'void'",
+        " from public.paper_trades where client_order_id = %s and coalesce(status::text, '') <> 'void'",
         (client_order_id,),
     )
     return None if row is None else Order(row[0], row[1], row[2], Side(row[3]), *row[4:])
@@ -131,7 +135,7 @@ def last_trades(
         """
         select symbol, max(decision_minute) from public.paper_trades
         where strategy_id = %s and symbol = any(%s) and decision_minute < %s
-          and coalesce(status, '') not in ('rejected', 'failed', 'void')
+          and coalesce(status::text, '') not in ('rejected', 'failed', 'void')
         group by symbol
         """,
         (strategy_id, list(symbols), before),

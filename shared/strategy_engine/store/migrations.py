@@ -3,7 +3,12 @@
 History goes in `supabase_migrations.schema_migrations`, the table the Supabase CLI itself
 uses, so `strategy-engine db migrate` and `supabase db push` agree on what is applied. Each
 file runs in its own transaction with its history row, under a transaction-scoped advisory
-lock so two migrators never race: a file that fails leaves nothing of itself and no record.
+lock so two migrators never race, waiting at most `LOCK_TIMEOUT` for a table lock: a file that
+fails leaves nothing of itself and no record.
+
+Whenever anything is pending, the preflight (the block between `-- preflight: begin` and
+`-- preflight: end` that every file changing tables carries, copied from
+infra/supabase/preflight.sql) runs first, alone, so a refusal leaves the database untouched.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ from pathlib import Path
 
 import psycopg
 
-from strategy_engine.core.errors import MigrationRefused
+from strategy_engine.core.errors import DatabaseUnavailable, MigrationRefused
 from strategy_engine.store.session import Session
 
 MIGRATION_NAME = re.compile(r"^(\d{14})_(.+)\.sql$")
 REFUSED = "SEM01"  # the SQLSTATE our preflight raises: data or a schema the engine cannot use
 _LOCK_KEY = 7_316_204_519  # arbitrary, constant: serialises concurrent migrators
+LOCK_TIMEOUT = "5s"  # the preflight sets the same for `supabase db push`
+_PREFLIGHT = re.compile(r"^-- preflight: begin[^\n]*\n(.*?)^-- preflight: end$", re.M | re.S)
 
 
 def default_dir() -> Path:
@@ -53,6 +60,11 @@ def _ensure_history(s: Session) -> None:
         "create table if not exists supabase_migrations.schema_migrations"
         " (version text primary key, statements text[], name text)"
     )
+    # Older CLIs made the table with `version` only and add the columns later, as we do here.
+    s.execute(
+        "alter table supabase_migrations.schema_migrations"
+        " add column if not exists statements text[], add column if not exists name text"
+    )
 
 
 def applied_versions(s: Session) -> set[str]:
@@ -62,27 +74,71 @@ def applied_versions(s: Session) -> set[str]:
     return {r[0] for r in s.fetchall("select version from supabase_migrations.schema_migrations")}
 
 
-def refusal(mig: Migration, exc: psycopg.Error) -> MigrationRefused:
-    """One line for a person: which file, and the server's reason (ours says what to do)."""
-    diag = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+def preflight(mig: Migration) -> str | None:
+    """The preflight block a migration file carries, or None (the roles file has none)."""
+    m = _PREFLIGHT.search(mig.path.read_text(encoding="utf-8"))
+    return m.group(1) if m else None
+
+
+def refusal(
+    mig: Migration, exc: psycopg.Error, applied: str = "nothing of it applied"
+) -> MigrationRefused | DatabaseUnavailable:
+    """One line for a person: which file, and the server's reason (ours says what to do).
+
+    A lock wait that ran out is an outage (exit 3: run it again later), anything else a refusal.
+    """
+    diag = " ".join((exc.diag.message_primary or str(exc).strip().splitlines()[0]).split())
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return DatabaseUnavailable(
+            f"migration {mig.path.name} waited {LOCK_TIMEOUT} for a lock that another session holds on a"
+            f" table it changes, {applied}; run it again when that session is done ({diag})"
+        )
     what = "refused" if exc.sqlstate == REFUSED else "failed"
-    return MigrationRefused(
-        f"migration {mig.path.name} {what}, nothing of it applied: {' '.join(diag.split())}"
-    )
+    return MigrationRefused(f"migration {mig.path.name} {what}, {applied}: {diag}")
+
+
+def _pending(s: Session, found: list[Migration]) -> list[Migration]:
+    """The files not yet recorded, in version order."""
+    done = applied_versions(s)
+    return [m for m in found if m.version not in done]
+
+
+def _run(s: Session, mig: Migration, text: str, applied: str) -> None:
+    """Run a file's text inside the caller's transaction; its errors become `refusal`s.
+
+    On the connection itself, not `Session.execute`: that reports every operational error
+    (a lock timeout among them) as an outage without saying which file or what to do.
+    """
+    try:
+        s.conn.execute(text)
+    except psycopg.Error as exc:
+        raise refusal(mig, exc, applied) from None
 
 
 def migrate(s: Session, folder: Path | None = None) -> list[str]:
     """Apply what is pending; return the versions applied now (empty when up to date).
 
-    Raises `MigrationRefused` (exit 2) naming the file and the reason when a file cannot be
-    applied; the files before it stay applied and recorded, that file and those after it do not.
+    Raises `MigrationRefused` (exit 2) naming the file and the reason: when the preflight
+    refuses (nothing at all applied), or when a file cannot be applied (the files before it stay
+    applied and recorded, that file and those after it do not); `DatabaseUnavailable` (exit 3)
+    when a file waited `LOCK_TIMEOUT` for a table lock (rolled back whole: run it again).
     """
     folder = folder or default_dir()
+    found = discover(folder)
+    blocks = [b for m in found if (b := preflight(m)) is not None]
+    first = next((m for m in _pending(s, found) if preflight(m) is not None), None)
+    if first is not None:
+        # The newest copy of the checks (the last file's), before anything is applied.
+        block = blocks[-1]
+        with s.transaction():
+            s.execute("select pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            _run(s, first, block, "nothing applied")
     done: list[str] = []
-    for mig in discover(folder):
+    for mig in found:
         try:
             with s.transaction():
                 s.execute("select pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                s.execute(f"set local lock_timeout = '{LOCK_TIMEOUT}'")
                 _ensure_history(s)
                 exists = s.fetchone(
                     "select 1 from supabase_migrations.schema_migrations where version = %s", (mig.version,)
@@ -90,7 +146,7 @@ def migrate(s: Session, folder: Path | None = None) -> list[str]:
                 if exists:
                     continue
                 body = mig.path.read_text(encoding="utf-8")
-                s.execute(body)
+                _run(s, mig, body, "nothing of it applied")
                 s.execute(
                     "insert into supabase_migrations.schema_migrations (version, statements, name)"
                     " values (%s, %s, %s)",
