@@ -439,12 +439,23 @@ def test_gate_when_reduce_only_then_still_blocked_by_kill_switch_hours_and_stale
         (-10.0, -4.0, True),
         (-10.0, -11.0, False),
         (-10.0, 5.0, False),
+        (10.0, 10.0, False),  # an order that does not shrink the position is no reduction
+        (-10.0, -10.0, False),
+        (1.0, 0.5, True),  # fractional shares: Alpaca holds them
+        (0.5, 0.25, True),
+        (-0.5, -0.25, True),
     ],
 )
 def test_is_reduce_only_when_order_shrinks_without_flipping_then_true(
     before: float, after: float, expected: bool
 ) -> None:
     assert is_reduce_only(before, after) is expected
+
+
+def test_gate_when_sell_without_a_position_then_an_entry_short_not_a_reduction() -> None:
+    """A symbol absent from the positions is flat (0), so a sell of 1 opens a short: every limit applies."""
+    v = risk.evaluate(intent(Side.SELL, qty=1), context(positions={"IWM": 3.0}), HOSTILE)
+    assert (v.reduce_only, v.approved, v.code) == (False, False, "max_notional_per_trade")
 
 
 def test_gate_when_order_flips_through_zero_then_not_reduce_only_and_limits_apply() -> None:
