@@ -310,9 +310,16 @@ terraform_apply() {
     run terraform -chdir="$dir" apply -input=false "$BUILD_DIR/$CLOUD.tfplan"
 }
 
+# Terraform enables every API the stack uses (google_project_service), but that resource itself
+# calls Service Usage and Resource Manager: on a fresh project those two cannot be enabled from
+# inside the stack. Enabling an API that is already on is a no-op.
+GCP_BOOTSTRAP_APIS=(cloudresourcemanager.googleapis.com serviceusage.googleapis.com)
+
 deploy_gcp() {
     step "Check Google credentials"
     run_quiet gcloud auth application-default print-access-token
+    step "Enable the APIs Terraform's google_project_service needs before it can run"
+    run gcloud services enable "${GCP_BOOTSTRAP_APIS[@]}" --project "$GCP_PROJECT"
     db_push
     terraform_apply "$ROOT/infra/gcp" \
         -var "project_id=$GCP_PROJECT" -var "region=$GCP_REGION" \

@@ -18,9 +18,12 @@
   so ENGINE_TRUST_PLATFORM_AUTH is not trusted on a URL whose auth type is NONE.
 
 Secrets: ENGINE_SECRET_ARN names one Secrets Manager secret, a JSON object of settings
-(DATABASE_URL, ALPACA_API_KEY, ALPACA_SECRET_KEY, ENGINE_HTTP_SECRET). It is fetched with boto3
-on the first invocation of a container and kept (in the environment the settings read) for the
-container's life; a failed fetch is not cached.
+(DATABASE_URL, ALPACA_API_KEY, ALPACA_SECRET_KEY, ENGINE_HTTP_SECRET), and ENGINE_SECRET_VERSION
+the version of it to read (infra/aws sets it to the version Terraform wrote, so a rotation changes
+the function's configuration and Lambda starts fresh containers on it). It is fetched by VersionId
+with boto3 on the first invocation of a container and kept (in the environment the settings read),
+keyed on (ARN, version): a container that sees another version fetches again. Without a version
+the secret's current version (AWSCURRENT) is read. A failed fetch is not cached.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ from strategy_engine.http import api
 from strategy_engine.settings import Settings, get_settings
 
 SECRET_ARN_ENV = "ENGINE_SECRET_ARN"  # noqa: S105 - the variable's name, not a secret
-_loaded_arn: str | None = None  # the secret whose values are in os.environ (per container)
+SECRET_VERSION_ENV = "ENGINE_SECRET_VERSION"  # noqa: S105 - the variable's name, not a secret
+# (ARN, version id) of the secret whose values are in os.environ (per container).
+_loaded: tuple[str, str | None] | None = None
 
 logs.configure()
 
@@ -105,12 +110,17 @@ def _url_response(resp: api.HttpResponse) -> dict[str, Any]:
 
 
 def load_secrets() -> None:
-    """Put the secret's settings into the environment once per container (no-op without an ARN)."""
-    global _loaded_arn  # noqa: PLW0603 - the per-container cache
+    """Put the secret's settings into the environment once per container and secret version
+    (no-op without an ARN). Raises Unavailable (Secrets Manager unreachable or refusing) or
+    api.Misconfigured (not a JSON object of strings); nothing is cached then."""
+    global _loaded  # noqa: PLW0603 - the per-container cache
     arn = os.environ.get(SECRET_ARN_ENV)
-    if not arn or arn == _loaded_arn:
+    if not arn:
         return
-    doc = _parse_secret(_fetch(arn))
+    wanted = (arn, os.environ.get(SECRET_VERSION_ENV) or None)
+    if wanted == _loaded:
+        return
+    doc = _parse_secret(_fetch(*wanted))
     known = {name.upper() for name in Settings.model_fields}
     unknown = sorted(k for k in doc if k.upper() not in known)
     if unknown:
@@ -119,17 +129,18 @@ def load_secrets() -> None:
         if key.upper() in known:
             os.environ[key.upper()] = value
     get_settings.cache_clear()
-    _loaded_arn = arn
+    _loaded = wanted
 
 
-def _fetch(arn: str) -> str:
+def _fetch(arn: str, version: str | None) -> str:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
     parts = arn.split(":")
     region = parts[3] if arn.startswith("arn:") and len(parts) > 6 else None
+    which = {"SecretId": arn, **({"VersionId": version} if version else {})}
     try:
-        found = boto3.client("secretsmanager", region_name=region).get_secret_value(SecretId=arn)
+        found = boto3.client("secretsmanager", region_name=region).get_secret_value(**which)
     except ClientError as exc:
         raise Unavailable(f"secrets manager: {exc.response.get('Error', {}).get('Code', 'error')}") from None
     except BotoCoreError as exc:

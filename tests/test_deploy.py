@@ -88,6 +88,10 @@ EXPECTED_STEPS = {
         "+ cp {repo}/requirements-runtime.lock {build}/gcp/src/requirements.txt",
         "+ zip_dir {build}/gcp/src {build}/gcp/function-source.zip",
         "+ gcloud auth application-default print-access-token",
+        # google_project_service needs these two already on: a fresh project cannot enable them
+        # from inside the stack.
+        "+ gcloud services enable cloudresourcemanager.googleapis.com serviceusage.googleapis.com"
+        " --project demo-project",
         '+ supabase db push --workdir {repo}/infra --db-url "${{SUPABASE_DB_URL}}"',
         "+ terraform -chdir={repo}/infra/gcp init -input=false",
         "+ terraform -chdir={repo}/infra/gcp plan -input=false -out={build}/gcp.tfplan"

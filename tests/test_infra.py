@@ -38,8 +38,15 @@ import psycopg
 import pytest
 from hcl2 import SerializationOptions
 
-from strategy_engine import logs
+from functions import lambda_handler
+from strategy_engine import engine, logs
+from strategy_engine.engine import Deps
 from strategy_engine.settings import Settings
+from strategy_engine.store import connect
+from tests.conftest import seed
+from tests.http_support import BROKER_DOWN
+from tests.log_filters import cloudwatch_json_matches, logging_query_matches
+from tests.test_exactly_once import SYMS, T, entry_setup
 
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
@@ -396,6 +403,19 @@ def test_gcp_tick_retries_end_inside_the_minute_and_the_deadline_is_the_timeout(
         gcp.locals["entry_points"]["tick"]["broker_budget_seconds"] == "${local.tick_broker_budget_seconds}"
     )
     assert budget + 5 <= deadline
+    # Concurrency the tick service must admit (one request per instance): an attempt that timed
+    # out keeps running on its instance (504 to Scheduler, the instance "is not terminated"), so
+    # all retry_count + 1 attempts of minute T can be in flight at once, plus the first attempt
+    # of T + 1. With fewer instances a retry queues and fails 429 instead of answering `busy`
+    # ("About instance autoscaling": a request waits for an instance up to 10 s, then 429).
+    tick = gcp.locals["entry_points"]["tick"]
+    assert (
+        first(gcp.resource("google_cloudfunctions2_function", "engine")["service_config"])[
+            "max_instance_request_concurrency"
+        ]
+        == 1
+    )
+    assert tick["max_instances"] >= retry["retry_count"] + 2, tick["max_instances"]
     env = first(gcp.resource("google_cloudfunctions2_function", "engine")["service_config"])[
         "environment_variables"
     ]
@@ -414,7 +434,8 @@ def test_gcp_build_identity_has_the_documented_roles_only(gcp: Stack) -> None:
     assert grant["for_each"] == "${local.build_roles}"
     assert grant["member"] == "serviceAccount:${google_service_account.build.email}"
     roles = set(re.findall(r'"(roles/[a-zA-Z.]+)"', gcp.locals["build_roles"].replace('\\"', '"')))
-    assert roles == {"roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectViewer"}
+    # As Google's gen2 page and the provider's "Cloudfunctions2 Basic Builder" example grant them.
+    assert roles == {"roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectAdmin"}
     text = "\n".join(p.read_text() for p in (INFRA / "gcp").glob("*.tf"))
     assert '"roles/cloudbuild.builds.builder"' not in text
     fn = gcp.resource("google_cloudfunctions2_function", "engine")
@@ -439,18 +460,31 @@ def test_gcp_first_apply_order_apis_then_accounts_then_grants_then_wait(gcp: Sta
     assert "${google_project_service.enabled}" in fn["depends_on"]
 
 
-def _log_line(**fields: Any) -> dict[str, Any]:
-    """One line exactly as the engine writes it (strategy_engine.logs)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logs.JsonFormatter())
-    logs.LOGGER.addHandler(handler)
-    try:
-        logs.event("tick", level=logging.ERROR, **fields)
-    finally:
-        logs.LOGGER.removeHandler(handler)
-    line: dict[str, Any] = json.loads(stream.getvalue())
-    return line
+@pytest.fixture
+def engine_lines(db_url: str) -> dict[str, list[dict[str, Any]]]:
+    """The JSON lines strategy_engine.logs writes for two real ticks of minute T on the test
+    database: one with the broker down (the strategy's minute fails, the run ends `failed`), then
+    the retry with the broker back (the run ends `ok`)."""
+    with connect(db_url) as s:
+        seed(s, config={"symbols": list(SYMS)})
+        entry_setup(s, SYMS, T)
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for name, deps in (("failed", BROKER_DOWN), ("ok", Deps())):
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logs.JsonFormatter())
+        level = logs.LOGGER.level
+        logs.LOGGER.addHandler(handler)
+        logs.LOGGER.setLevel(logging.INFO)
+        try:
+            with connect(db_url) as s:
+                result = engine.tick(s, T, trigger="scheduler", deps=deps)
+        finally:
+            logs.LOGGER.removeHandler(handler)
+            logs.LOGGER.setLevel(level)
+        assert result.status == name  # the runs are what their names say
+        lines[name] = [json.loads(line) for line in stream.getvalue().splitlines()]
+    return lines
 
 
 def test_gcp_alert_matches_problem_outcomes_of_every_function_and_notifies(gcp: Stack) -> None:
@@ -479,8 +513,64 @@ def test_gcp_alert_matches_problem_outcomes_of_every_function_and_notifies(gcp: 
     assert outcomes
     assert set(re.findall(r'"(\w+)"', outcomes.group(1))) == {"failed", "abandoned", "late"}
     assert "severity >= ERROR" in text
-    # The field the filter reads is where the engine writes it: top level of the JSON line.
-    assert _log_line(outcome="abandoned", run_id="r")["outcome"] == "abandoned"
+
+
+# Cloud Run functions (2nd gen) are Cloud Run services: their container logs are LogEntries of the
+# monitored resource `cloud_run_revision` labelled with the service's name (Google's own query for
+# a service's logs is `resource.type=cloud_run_revision AND resource.labels.service_name=SERVICE`,
+# "Logging and viewing logs in Cloud Run", cloud.google.com /run/docs/logging). A JSON line on
+# stdout/stderr becomes `jsonPayload`, its `severity` field the entry's severity ("Structured
+# logging", cloud.google.com /logging/docs/structured-logging).
+def _cloud_run_entry(line: dict[str, Any], service: str) -> dict[str, Any]:
+    return {
+        "resource": {"type": "cloud_run_revision", "labels": {"service_name": service}},
+        "severity": line["severity"],
+        "jsonPayload": {k: v for k, v in line.items() if k != "severity"},
+    }
+
+
+def test_logging_query_evaluator_follows_the_documented_language() -> None:
+    entry = {"resource": {"type": "gce_instance"}, "severity": "WARNING", "jsonPayload": {"a": "x1"}}
+    assert logging_query_matches('resource.type = ("k8s_cluster" OR "gce_instance")', entry)
+    assert not logging_query_matches('resource.type = "k8s_cluster"', entry)
+    assert logging_query_matches("severity >= WARNING", entry)
+    assert not logging_query_matches("severity >= ERROR", entry)
+    assert logging_query_matches('jsonPayload.a =~ "^x[0-9]$"', entry)
+    # OR binds tighter than AND: a AND (b OR c), and a line break is AND.
+    assert not logging_query_matches(
+        'resource.type = "k8s_cluster" AND severity >= ERROR OR jsonPayload.a = "x1"', entry
+    )
+    assert logging_query_matches('resource.type = "gce_instance"\n jsonPayload.a = "x1"', entry)
+    assert not logging_query_matches('NOT jsonPayload.a = "x1"', entry)
+    with pytest.raises(ValueError, match="not supported"):
+        logging_query_matches('jsonPayload.a : "x"', entry)  # not in the subset: refused, not passed
+
+
+def test_gcp_alert_fires_on_the_lines_of_a_real_failed_tick_only(
+    gcp: Stack, engine_lines: dict[str, list[dict[str, Any]]]
+) -> None:
+    prefix = gcp.variables["name_prefix"]["default"]
+    heredoc = re.fullmatch(r"<<-(\w+)\n(.*)\n\s*\1", gcp.locals["alert_log_filter"], re.S)
+    assert heredoc, gcp.locals["alert_log_filter"]
+    query = heredoc.group(2).replace("${var.name_prefix}", prefix)
+    failed = [_cloud_run_entry(line, f"{prefix}-tick") for line in engine_lines["failed"]]
+    matched = [e["jsonPayload"] for e in failed if logging_query_matches(query, e)]
+    # The run's `tick` line (outcome failed) and the `strategy failed` line (severity ERROR).
+    assert {m["message"] for m in matched} == {"tick", "strategy failed"}
+    assert {m.get("outcome") for m in matched if m["message"] == "tick"} == {"failed"}
+    # The outcome alone is enough: the same lines at WARNING still alert.
+    demoted = [{**e, "severity": "WARNING"} for e in failed if e["jsonPayload"].get("outcome") == "failed"]
+    assert demoted and all(logging_query_matches(query, e) for e in demoted)
+    # The same lines from another service, and the lines of the good retry, do not alert.
+    assert not any(
+        logging_query_matches(query, _cloud_run_entry(x, "other-tick")) for x in engine_lines["failed"]
+    )
+    assert not any(
+        logging_query_matches(query, _cloud_run_entry(x, f"{prefix}-tick")) for x in engine_lines["ok"]
+    )
+    # TODO(lead): on main the engine logs an abandoned run as "run abandoned" at WARNING with no
+    # `outcome` field, so this query does not fire on it; `late` is not on main. Once the engine
+    # writes outcome="abandoned"/"late", run those lines through this query the same way.
 
 
 def test_gcp_outputs_name_the_job_for_the_cli(gcp: Stack) -> None:
@@ -503,8 +593,27 @@ def test_aws_lambda_from_the_deploy_zip(aws: Stack) -> None:
     env = first(fn["environment"])["variables"]
     assert env == {
         "ENGINE_SECRET_ARN": "${aws_secretsmanager_secret.engine.arn}",
+        # A rotation changes the configuration, so warm containers do not keep the old secret.
+        "ENGINE_SECRET_VERSION": "${aws_secretsmanager_secret_version.engine.version_id}",
         "ENGINE_TRUST_PLATFORM_AUTH": "true",
     }
+    assert set(env) - {"ENGINE_TRUST_PLATFORM_AUTH"} == {
+        lambda_handler.SECRET_ARN_ENV,
+        lambda_handler.SECRET_VERSION_ENV,
+    }  # the names the handler reads
+
+
+def test_aws_lambda_timeout_default_bounds_a_hung_tick(aws: Stack) -> None:
+    """The one function serves ticks and Function URL backfills, so its timeout is one number. It
+    must outlast the broker's retry budget (the handler does not set ALPACA_RETRY_BUDGET_SECONDS
+    on AWS: the settings default applies), or a broker outage times out instead of answering its
+    503; and it bounds how long a hung tick holds its strategies' claims (the next minutes answer
+    `busy`) before Lambda kills it and counts the Error the tick_errors alarm reports. Five
+    minutes at most; longer backfills run from the command line."""
+    default = aws.variables["lambda_timeout_seconds"]["default"]
+    budget = Settings.model_fields["alpaca_retry_budget_seconds"].default
+    assert budget + 10 <= default <= 300, default
+    assert aws.resource("aws_lambda_function", "engine")["timeout"] == "${var.lambda_timeout_seconds}"
 
 
 def test_aws_secret_written_write_only(aws: Stack) -> None:
@@ -535,6 +644,10 @@ def test_aws_schedule_passes_its_scheduled_time_and_retries_inside_the_minute(aw
     assert retry["maximum_retry_attempts"] >= 1
     invoke = aws.resource("aws_lambda_function_event_invoke_config", "engine")
     assert invoke["maximum_retry_attempts"] == 0  # no late replays one and two minutes later
+    # An event Lambda could not start within a minute (throttling, a full queue) is dropped, not
+    # run late on an old minute. 60 s is also Lambda's minimum for MaximumEventAgeInSeconds
+    # (60-21600, "Error handling for asynchronous invocation").
+    assert invoke["maximum_event_age_in_seconds"] <= 60
     alarm = aws.resource("aws_cloudwatch_metric_alarm", "tick_errors")  # failures are surfaced instead
     assert alarm["metric_name"] == "Errors"
     assert alarm["dimensions"]["FunctionName"] == "${aws_lambda_function.engine.function_name}"
@@ -563,7 +676,68 @@ def test_aws_alarms_notify_the_alerts_topic(aws: Stack) -> None:
     pattern = aws.locals["run_problem_pattern"]
     assert re.fullmatch(r'\{ \(\$\.outcome = "\w+"\)( \|\| \(\$\.outcome = "\w+"\))* \}', pattern), pattern
     assert set(re.findall(r'"(\w+)"', pattern)) == {"failed", "abandoned", "late"}
-    assert _log_line(outcome="late", run_id="r")["outcome"] == "late"
+
+
+def test_cloudwatch_evaluator_follows_the_documented_syntax() -> None:
+    event = {"eventType": "UpdateTrail", "user": {"id": 7}, "outcome": "failed"}
+    assert cloudwatch_json_matches('{ $.eventType = "UpdateTrail" }', event)
+    assert not cloudwatch_json_matches('{ $.eventType = "CreateTrail" }', event)
+    assert cloudwatch_json_matches('{ ($.outcome = "ok") || ($.outcome = "fail*") }', event)
+    assert not cloudwatch_json_matches('{ ($.outcome = "failed") && ($.eventType != "UpdateTrail") }', event)
+    with pytest.raises(ValueError, match="not supported"):
+        cloudwatch_json_matches("{ $.user.id > 5 }", event)  # not in the subset: refused, not passed
+
+
+def _alarm_fires(alarm: dict[str, Any], datapoints: list[float]) -> bool:
+    """CloudWatch's M out of N: the alarm goes to ALARM when at least datapoints_to_alarm (default:
+    evaluation_periods) of the last evaluation_periods datapoints breach the threshold ("Using
+    Amazon CloudWatch alarms", docs.aws.amazon.com /AmazonCloudWatch/latest/monitoring/
+    AlarmThatSendsEmail.html)."""
+    op, threshold = alarm["comparison_operator"], float(alarm["threshold"])
+    breaching = {
+        "GreaterThanThreshold": [v > threshold for v in datapoints],
+        "GreaterThanOrEqualToThreshold": [v >= threshold for v in datapoints],
+        "LessThanThreshold": [v < threshold for v in datapoints],
+        "LessThanOrEqualToThreshold": [v <= threshold for v in datapoints],
+    }[op]
+    n = int(alarm["evaluation_periods"])
+    m = int(alarm.get("datapoints_to_alarm", n))
+    assert int(alarm["period"]) == 60  # one datapoint per minute, as the lists below are written
+    return sum(breaching[-n:]) >= m
+
+
+def test_aws_run_problems_alarm_fires_on_a_real_failed_tick_only(
+    aws: Stack, engine_lines: dict[str, list[dict[str, Any]]]
+) -> None:
+    pattern = aws.locals["run_problem_pattern"]
+    matched = [x for x in engine_lines["failed"] if cloudwatch_json_matches(pattern, x)]
+    # The run's `tick` line, outcome failed (the `strategy failed` line carries no outcome field).
+    assert ("tick", "failed") in {(m["message"], m.get("outcome")) for m in matched}
+    assert all(m.get("outcome") == "failed" for m in matched)
+    assert not [x for x in engine_lines["ok"] if cloudwatch_json_matches(pattern, x)]
+    # Each matching event adds the transformation's value to the minute's metric; the alarm sums it.
+    transform = first(
+        aws.resource("aws_cloudwatch_log_metric_filter", "run_problems")["metric_transformation"]
+    )
+    alarm = aws.resource("aws_cloudwatch_metric_alarm", "run_problems")
+    assert alarm["statistic"] == "Sum"
+    minute = float(transform["value"]) * len(matched)
+    quiet = float(transform["default_value"])
+    assert _alarm_fires(alarm, [quiet, quiet, minute])  # one failed minute is enough
+    assert not _alarm_fires(alarm, [quiet, quiet, quiet])
+    # TODO(lead): "run abandoned" (WARNING, no `outcome` field on main) does not match this pattern;
+    # once the engine writes outcome="abandoned"/"late", put those lines through it the same way.
+
+
+def test_aws_tick_errors_alarm_fires_on_failed_minutes(aws: Stack) -> None:
+    alarm = aws.resource("aws_cloudwatch_metric_alarm", "tick_errors")
+    assert (alarm["namespace"], alarm["metric_name"], alarm["statistic"]) == ("AWS/Lambda", "Errors", "Sum")
+    assert alarm["treat_missing_data"] == "notBreaching"  # no invocations is not an outage
+    # A scheduled tick that fails raises (ScheduledTickFailed): Lambda counts one Error for it.
+    assert _alarm_fires(alarm, [0, 1, 1])  # two failed minutes out of three
+    assert _alarm_fires(alarm, [1, 0, 1])
+    assert not _alarm_fires(alarm, [0, 0, 0])
+    assert int(alarm["evaluation_periods"]) <= 5  # within five minutes of the failures
 
 
 def _statements(aws: Stack, name: str) -> list[dict[str, Any]]:

@@ -71,7 +71,8 @@ def db(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         seed(s, config={"symbols": list(SYMS)})
         entry_setup(s, SYMS, T)
     configure(monkeypatch, db_url, secret=None, trust=True)
-    monkeypatch.setattr(lambda_handler, "_loaded_arn", None)
+    monkeypatch.setattr(lambda_handler, "_loaded", None)
+    monkeypatch.delenv(lambda_handler.SECRET_VERSION_ENV, raising=False)
     yield db_url
     get_settings.cache_clear()
 
@@ -272,3 +273,54 @@ def test_malformed_secret_then_500_and_scheduled_raises(
     assert status == 500 and doc == {"error": "secrets unavailable"}
     with pytest.raises(lambda_handler.ScheduledTickFailed, match="JSON object of strings"):
         lambda_handler.handler(EVENT, Context())
+
+
+def test_a_rotated_secret_version_is_fetched_by_version_id(
+    db: str, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """infra/aws passes ENGINE_SECRET_VERSION = the version Terraform wrote: the container caches per
+    (ARN, version), so a rotation (a new version id in the configuration) is read at once, and the
+    version asked for is the one read, whatever AWSCURRENT says."""
+    configure(monkeypatch, None, secret=None, trust=False)
+    old = {"DATABASE_URL": db, "ENGINE_HTTP_SECRET": "bearer-before-rotation-01"}
+    new = {"DATABASE_URL": db, "ENGINE_HTTP_SECRET": "bearer-after-rotation-02"}
+    created = aws.create_secret(Name="strategy-engine/engine", SecretString=json.dumps(old))
+    arn, old_version = str(created["ARN"]), str(created["VersionId"])
+    monkeypatch.setenv(lambda_handler.SECRET_ARN_ENV, arn)
+    monkeypatch.setenv(lambda_handler.SECRET_VERSION_ENV, old_version)
+
+    def bearer() -> str:
+        lambda_handler.load_secrets()
+        value = get_settings().engine_http_secret
+        assert value is not None
+        return value.get_secret_value()
+
+    assert bearer() == old["ENGINE_HTTP_SECRET"]
+    rotated = aws.put_secret_value(SecretId=arn, SecretString=json.dumps(new))  # now AWSCURRENT
+    new_version = str(rotated["VersionId"])
+    assert new_version != old_version
+    # Same configuration: the warm container keeps the version it was configured with.
+    assert bearer() == old["ENGINE_HTTP_SECRET"]
+    # The redeployed configuration names the new version: fetched again, by that id.
+    monkeypatch.setenv(lambda_handler.SECRET_VERSION_ENV, new_version)
+    assert bearer() == new["ENGINE_HTTP_SECRET"]
+    # Fetched by VersionId, not AWSCURRENT: pointing back at the old id reads the old value.
+    monkeypatch.setenv(lambda_handler.SECRET_VERSION_ENV, old_version)
+    assert bearer() == old["ENGINE_HTTP_SECRET"]
+    status, _, _ = call(
+        url_event("GET", "/health", iam=False, authorization=f"Bearer {old['ENGINE_HTTP_SECRET']}")
+    )
+    assert status == 200
+
+
+def test_an_unknown_secret_version_is_unavailable_and_not_cached(
+    db: str, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch, None, secret=None, trust=True)
+    arn = _secret(aws, {"DATABASE_URL": db})
+    monkeypatch.setenv(lambda_handler.SECRET_ARN_ENV, arn)
+    monkeypatch.setenv(lambda_handler.SECRET_VERSION_ENV, "00000000-0000-0000-0000-000000000000")
+    with pytest.raises(lambda_handler.ScheduledTickFailed, match="ResourceNotFoundException"):
+        lambda_handler.handler(EVENT, Context())
+    monkeypatch.delenv(lambda_handler.SECRET_VERSION_ENV)
+    assert call(url_event("GET", "/health"))[0] == 200

@@ -133,8 +133,13 @@ resource "aws_lambda_function" "engine" {
 
   environment {
     variables = {
-      # Where the handler fetches its secrets (cached per container); no secret value here.
+      # Where the handler fetches its secrets; no secret value here.
       ENGINE_SECRET_ARN = aws_secretsmanager_secret.engine.arn
+      # The version Terraform wrote. The handler fetches it by VersionId and caches per (ARN,
+      # version), so a rotation (secrets_version + 1) changes this configuration: Lambda moves
+      # new invocations onto fresh containers that read the new version, instead of warm ones
+      # keeping the old values for their whole life.
+      ENGINE_SECRET_VERSION = aws_secretsmanager_secret_version.engine.version_id
       # Function URL callers are authenticated by AWS_IAM, scheduled events by the Scheduler role.
       ENGINE_TRUST_PLATFORM_AUTH = "true"
     }

@@ -73,14 +73,17 @@ locals {
     "storage.googleapis.com",
   ])
 
-  # What Google documents for a custom Cloud Build service account that builds functions: build
-  # logs, the built image, and reading the function source (Cloud Functions copies the archive
-  # into its own gcf-v2-sources-<project number>-<region> bucket, created on the first deploy, so
-  # a grant on our bucket alone is not enough). Nothing broader, no cloudbuild.builds.builder.
+  # What Google documents for the build service account of a gen2 function ("Configure the build
+  # service account", Cloud Run docs) and what the provider's own "Cloudfunctions2 Basic Builder"
+  # example grants: build logs, the built image, and storage.objectAdmin to fetch the function
+  # source (Cloud Functions copies the archive into its own gcf-v2-sources-<project number>-<region>
+  # bucket, created on the first deploy, so a grant on our bucket alone is not enough) and to store
+  # the build's images. storage.objectViewer, which the 1st-gen page lists, is not what either
+  # source grants for gen2. Nothing broader, no cloudbuild.builds.builder.
   build_roles = toset([
     "roles/artifactregistry.writer",
     "roles/logging.logWriter",
-    "roles/storage.objectViewer",
+    "roles/storage.objectAdmin",
   ])
 }
 

@@ -95,7 +95,7 @@ variable "alert_email" {
 }
 
 variable "secrets_version" {
-  description = "Bump to push new secret values: write-only arguments are not stored, so Terraform only sends them when this number changes."
+  description = "Bump to push new secret values: write-only arguments are not stored, so Terraform only sends them when this number changes. Upgrading a stack whose secret versions were created without deletion_policy = DISABLE: apply once without bumping it first (docs/operations.md, Rotating secrets), or the first rotation destroys the old versions."
   type        = number
   default     = 1
 }
