@@ -15,7 +15,7 @@ from strategy_engine.backtest.replay import ReplaySetup
 from strategy_engine.backtest.sweep import parse_axes, run_sweep
 from strategy_engine.core import calendar
 from strategy_engine.core.errors import InputError, NotFound
-from strategy_engine.core.models import Limits, Outcome
+from strategy_engine.core.models import Limits, Outcome, Side
 from strategy_engine.core.strategies import get_spec, parse_config
 from strategy_engine.core.strategies.naive_flow_trend import NaiveFlowTrendConfig
 from strategy_engine.store import Session
@@ -66,13 +66,32 @@ def _counts(s: Session) -> dict[str, int]:
 
 def test_backfill_writes_its_run_and_every_decision_and_nothing_live(session: Session) -> None:
     sid = seed(session, config=CONFIG, cash=50_000)
-    load_market(session, synthetic.MarketSpec(("SPY", "IWM", "QQQ"), DAY, DAY, missing_bar_prob=0.02))
+    data = load_market(session, synthetic.MarketSpec(("SPY", "IWM", "QQQ"), DAY, DAY, missing_bar_prob=0.02))
     before, balance = _counts(session), session.fetchall("select cash::float8 from public.broker_balances")
-    doc = backfill.run_backfill(session, backfill.parse_request(request(initial_cash=25_000)))
+    result = backfill.execute(session, backfill.parse_request(request(initial_cash=25_000)))
+    doc, fills = result.doc, result.replay.fills
     run_id = uuid.UUID(doc["backfill_run_id"])
-    assert doc["decisions"] == 3 * 390 and doc["orders"] > 0
+    assert doc["decisions"] == 3 * 390 and doc["orders"] == len(fills) > 0
+    # Final equity by hand from the generated bars and the fills: each fill at the close of the
+    # last bar before its minute (no slippage), cash moved by every fill, what is left held
+    # marked at the last close before the last decision minute (19:59).
+    grid = calendar.session_minutes(
+        datetime(2025, 6, 13, 13, 30, tzinfo=UTC), datetime(2025, 6, 13, 20, tzinfo=UTC)
+    )
+
+    def close_before(symbol: str, t: datetime) -> float:
+        return max((ts, c) for sym, ts, _, _, _, c, _ in data.bars if sym == symbol and ts < t)[1]
+
+    cash, held = 25_000.0, {"SPY": 0.0, "IWM": 0.0, "QQQ": 0.0}
+    for i, _, order in fills:
+        assert order.filled_avg_price == close_before(order.symbol, grid[i])
+        signed = order.filled_qty if order.side is Side.BUY else -order.filled_qty
+        cash -= signed * order.filled_avg_price
+        held[order.symbol] += signed
+    equity = cash + sum(q * close_before(sym, grid[-1]) for sym, q in held.items())
+    assert doc["final_equity"] == pytest.approx(equity, abs=0.006)
+    assert doc["total_pnl"] == pytest.approx(equity - 25_000, abs=0.006)
     assert doc["total_pnl"] == pytest.approx(doc["realized_pnl"] + doc["unrealized_pnl"], abs=0.02)
-    assert doc["final_equity"] == pytest.approx(25_000 + doc["total_pnl"], abs=0.01)
     row = session.fetchone(
         "select strategy_id, status, config_hash, parameters, summary, report_path from public.backfill_runs"
     )
@@ -133,19 +152,49 @@ def test_backfill_refused_then_nothing_written(
     assert session.fetchall("select count(*) from public.strategy_logs") == [(0,)]
 
 
+def _minutes(a: datetime, z: datetime) -> list[int]:
+    """Every minute in [a, z) as Unix microseconds, written without the calendar."""
+    return [int(a.timestamp()) * 1_000_000 + k * MINUTE_US for k in range(int((z - a).total_seconds()) // 60)]
+
+
+def _utc(mo: int, d: int, h: int, mi: int = 0) -> datetime:
+    return datetime(2025, mo, d, h, mi, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
-    ("start", "end"),
+    ("start", "end", "expected"),
     [
-        (
-            datetime(2025, 7, 2, 17, 7, tzinfo=UTC),
-            datetime(2025, 7, 8, 14, 0, tzinfo=UTC),
-        ),  # half day, holiday
-        (datetime(2025, 3, 6, tzinfo=UTC), datetime(2025, 3, 12, tzinfo=UTC)),  # DST starts 2025-03-09
-        (datetime(2025, 7, 4, tzinfo=UTC), datetime(2025, 7, 5, tzinfo=UTC)),  # no session at all
+        (  # Wed from 17:07; Thu Jul 3 half day (13:00 New York); Fri Jul 4 holiday; Mon; Tue to 14:00
+            _utc(7, 2, 17, 7),
+            _utc(7, 8, 14),
+            _minutes(_utc(7, 2, 17, 7), _utc(7, 2, 20))
+            + _minutes(_utc(7, 3, 13, 30), _utc(7, 3, 17))
+            + _minutes(_utc(7, 7, 13, 30), _utc(7, 7, 20))
+            + _minutes(_utc(7, 8, 13, 30), _utc(7, 8, 14)),
+        ),
+        (  # DST starts Sunday 2025-03-09: 14:30-21:00 UTC before, 13:30-20:00 after
+            _utc(3, 6, 0),
+            _utc(3, 12, 0),
+            _minutes(_utc(3, 6, 14, 30), _utc(3, 6, 21))
+            + _minutes(_utc(3, 7, 14, 30), _utc(3, 7, 21))
+            + _minutes(_utc(3, 10, 13, 30), _utc(3, 10, 20))
+            + _minutes(_utc(3, 11, 13, 30), _utc(3, 11, 20)),
+        ),
+        (_utc(7, 4, 0), _utc(7, 5, 0), []),  # Independence Day: no session at all
+        (  # the last minutes of the Nov 28 half day, listed one by one
+            _utc(11, 28, 17, 57),
+            _utc(11, 28, 18, 5),
+            [int(_utc(11, 28, 17, m).timestamp()) * 1_000_000 for m in (57, 58, 59)],
+        ),
     ],
+    ids=["half_day_and_holiday", "dst", "holiday", "half_day_close"],
 )
-def test_session_grid_is_the_calendars_session_minutes(start: datetime, end: datetime) -> None:
-    assert session_grid(start, end).tolist() == [to_us(t) for t in calendar.session_minutes(start, end)]
+def test_session_grid_is_every_session_minute_hand_listed(
+    start: datetime, end: datetime, expected: list[int]
+) -> None:
+    assert len(expected) in {173 + 210 + 390 + 30, 4 * 390, 0, 3}
+    assert session_grid(start, end).tolist() == expected
+    assert [to_us(t) for t in calendar.session_minutes(start, end)] == expected
 
 
 def _rising_market(day: date) -> MarketArrays:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
@@ -21,7 +22,18 @@ from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core import calendar, decide
 from strategy_engine.core.decide import MinuteInputs, decide_minute, decision_payload
 from strategy_engine.core.errors import OrderRejected
-from strategy_engine.core.models import Action, DayState, Features, Limits, Order, OrderIntent, Outcome, Side
+from strategy_engine.core.models import (
+    Action,
+    DayState,
+    Features,
+    Limits,
+    Order,
+    OrderIntent,
+    Outcome,
+    Side,
+    StrategyOutcome,
+    StrategyRun,
+)
 from strategy_engine.core.risk import RiskContext
 from strategy_engine.core.strategies import REGISTRY, parse_config
 from tests.test_risk import DESIGN_ORDER
@@ -335,3 +347,74 @@ def test_decision_payload_when_order_then_holds_signal_and_every_risk_check(
     assert by_code["stale_data"]["limit"] == 120.0
     assert json.loads(json.dumps(payload, allow_nan=False)) == payload
     assert "risk" not in d.signal.payload  # decision_payload copies, never writes into the signal
+
+
+# --- what the mutation run showed untested (docs/parts/i11b-mutation.md) -------------------------
+
+
+def test_client_order_id_when_the_machine_runs_in_another_time_zone_then_same_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The id is spelled in UTC whatever the process's local zone: a retry on another machine
+    (or a scheduler container with TZ set) must send the same id."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert decide.minute_key(T) == "2025-06-13T14:30:00Z"
+        assert decide.client_order_id(STRATEGY_ID, "SPY", T) == expected_id(STRATEGY_ID, "SPY", T)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_decide_minute_when_every_outcome_then_each_decision_is_stamped_with_the_minute() -> None:
+    f = {s: feats(s) for s in ("IWM", "QQQ", "SPY")} | {"DIA": feats("DIA", QUIET)}
+    submit = Recorder(reject=lambda i: i.symbol == "IWM")
+    decisions, _ = decide_minute(
+        inputs(["DIA", "IWM", "QQQ", "SPY"], f, Limits(max_daily_trades=1)), context(f), submit
+    )
+    assert [(d.outcome, d.minute) for d in decisions] == [
+        (Outcome.HELD, T),
+        (Outcome.FAILED, T),
+        (Outcome.ORDERED, T),
+        (Outcome.BLOCKED, T),
+    ]
+
+
+def test_decide_minute_when_symbol_has_no_features_then_payload_shows_no_bars_and_no_flow() -> None:
+    (d,), _ = decide_minute(inputs(["SPY"], {}), context({}), Recorder())
+    assert (d.signal.reason, d.outcome) == ("insufficient_bars", Outcome.HELD)
+    assert d.signal.payload == {
+        "close": None,
+        "sma": None,
+        "trend": None,
+        "flow": "neutral",
+        "bull": 0.0,
+        "bear": 0.0,
+        "net": 0.0,
+        "ratio": 0.0,
+        "position_qty": 0.0,
+        "bars": 0,
+        "ignored_bars": 0,
+        "ignored_flow": 0,
+    }
+
+
+def test_journal_orders_when_sent_refused_blocked_and_held_then_sent_and_refused_only() -> None:
+    f = {s: feats(s) for s in ("IWM", "QQQ", "SPY")} | {"DIA": feats("DIA", QUIET)}
+    submit = Recorder(reject=lambda i: i.symbol == "IWM")
+    decisions, _ = decide_minute(
+        inputs(["DIA", "IWM", "QQQ", "SPY"], f, Limits(max_daily_trades=1)), context(f), submit
+    )
+    iwm, qqq = expected_id(STRATEGY_ID, "IWM", T), expected_id(STRATEGY_ID, "QQQ", T)
+    assert decide.journal_orders(decisions) == [
+        (
+            Order(iwm, "", "IWM", Side.BUY, 1.0, "rejected", 0.0, None),
+            "broker rejected the order (403): IWM is not tradable",
+        ),
+        (Order(qqq, "b-" + qqq, "QQQ", Side.BUY, 1.0, "filled", 1.0, 101.0, T), None),
+    ]
+    assert decide.processed_run("nft", decisions) == StrategyRun(
+        "nft", StrategyOutcome.PROCESSED, decisions=4, orders=1, blocked=1, failed=1
+    )
+    assert decide.processed_run("nft", []) == StrategyRun("nft", StrategyOutcome.PROCESSED)

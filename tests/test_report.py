@@ -23,14 +23,17 @@ T0 = to_us(datetime(2025, 6, 13, 13, 30, tzinfo=UTC))
 
 
 def _fill(
-    i: int, side: Side, price: float, reason: str
+    i: int, side: Side, price: float, reason: str, qty: float = 1.0
 ) -> tuple[tuple[int, int], Decision, tuple[int, int, Order]]:
-    order = Order(f"c{i}", f"b{i}", "AAA", side, 1.0, "filled", 1.0, price)
+    order = Order(f"c{i}", f"b{i}", "AAA", side, qty, "filled", qty, price)
     signal = Signal("AAA", Action(side.value), 1.0, reason, {})
     return (i, 0), Decision(datetime.now(UTC), signal, None, None, Outcome.ORDERED, order), (i, 0, order)
 
 
-def _replay(closes: list[float], fills: list[tuple[int, Side, float, str]], blocked: int = 0) -> Replay:
+Fill = tuple[int, Side, float, str, float]  # minute, side, price, reason, qty
+
+
+def _replay(closes: list[float], fills: list[Fill], blocked: int = 0) -> Replay:
     """One symbol; position and cash follow the fills, as the replay loop records them."""
     m = len(closes)
     close = np.array([closes], dtype=np.float64)
@@ -51,13 +54,13 @@ def _replay(closes: list[float], fills: list[tuple[int, Side, float, str]], bloc
     )
     r = Replay(("AAA",), grid, features, 100.0)
     pos, cash = np.zeros((1, m)), np.full(m, 100.0)
-    for i, side, price, reason in fills:
-        key, decision, fill = _fill(i, side, price, reason)
+    for i, side, price, reason, qty in fills:
+        key, decision, fill = _fill(i, side, price, reason, qty)
         r.decided[key] = decision
         r.fills.append(fill)
-        sign = 1.0 if side is Side.BUY else -1.0
-        pos[0, i:] += sign
-        cash[i:] -= sign * price
+        signed = qty if side is Side.BUY else -qty
+        pos[0, i:] += signed
+        cash[i:] -= signed * price
     for k in range(blocked):
         signal = Signal("AAA", Action.BUY, 1.0, "entry_long", {})
         from strategy_engine.core.models import Verdict
@@ -75,11 +78,11 @@ def test_summary_of_a_winning_and_a_losing_round_trip_and_an_open_short() -> Non
     r = _replay(
         closes,
         [
-            (0, Side.BUY, 10.0, "entry_long"),
-            (2, Side.SELL, 12.0, "exit_long"),  # +2
-            (3, Side.BUY, 12.0, "entry_long"),
-            (5, Side.SELL, 10.0, "exit_long"),  # -2
-            (6, Side.SELL, 10.0, "entry_short"),  # open: marked at 9 -> +1
+            (0, Side.BUY, 10.0, "entry_long", 1.0),
+            (2, Side.SELL, 12.0, "exit_long", 1.0),  # +2
+            (3, Side.BUY, 12.0, "entry_long", 1.0),
+            (5, Side.SELL, 10.0, "exit_long", 1.0),  # -2
+            (6, Side.SELL, 10.0, "entry_short", 1.0),  # open: marked at 9 -> +1
         ],
         blocked=1,
     )
@@ -115,7 +118,7 @@ def test_summary_of_a_winning_and_a_losing_round_trip_and_an_open_short() -> Non
 
 def test_sharpe_once_the_range_has_enough_days(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(report, "MIN_SHARPE_DAYS", 1)
-    r = _replay([10.0, 11.0, 12.0, 11.0], [(0, Side.BUY, 10.0, "entry_long")])
+    r = _replay([10.0, 11.0, 12.0, 11.0], [(0, Side.BUY, 10.0, "entry_long", 1.0)])
     equity = [100.0, 101.0, 102.0, 101.0]
     rets = np.diff([100.0, *equity]) / np.array([100.0, *equity[:-1]])
     sharpe = float(np.mean(rets) / np.std(rets, ddof=1) * math.sqrt(252 * 390))
@@ -152,9 +155,58 @@ def test_summary_without_trades_then_undefined_ratios_are_null() -> None:
     )
 
 
-def test_flip_closes_a_round_trip_and_opens_the_next() -> None:
-    realized, trips, open_ = report.round_trips(_replay([10.0] * 3, [(0, Side.BUY, 10.0, "entry_long")]))
+def test_open_long_without_a_close_is_no_round_trip() -> None:
+    realized, trips, open_ = report.round_trips(_replay([10.0] * 3, [(0, Side.BUY, 10.0, "entry_long", 1.0)]))
     assert (realized, trips, open_) == (0.0, [], {0: (1.0, 10.0)})
+
+
+def test_flip_in_one_order_closes_the_long_and_opens_a_short_at_the_flip_price() -> None:
+    """Long 1 at 10; one sell of 2 at 12 closes the long (+2) and opens short 1 at 12 (not at
+    the long's 10); marked at 11 the short is +1. Equity: 100, 90 + 24 - 12 = 102, 114 - 11 = 103."""
+    r = _replay(
+        [10.0, 12.0, 11.0],
+        [(0, Side.BUY, 10.0, "entry_long", 1.0), (1, Side.SELL, 12.0, "exit_long", 2.0)],
+    )
+    assert report.round_trips(r) == (2.0, [2.0], {0: (-1.0, 12.0)})
+    assert r.equity.tolist() == [100.0, 102.0, 103.0]
+    s = report.summarise(r)
+    assert (s["realized_pnl"], s["unrealized_pnl"], s["total_pnl"], s["final_equity"]) == (
+        2.0,
+        1.0,
+        3.0,
+        103.0,
+    )
+    assert (s["round_trips"], s["win_rate"], s["profit_factor"], s["orders"]) == (1, 1.0, None, 2)
+
+
+def test_flip_then_cover_makes_two_round_trips_whether_one_order_or_exit_and_entry() -> None:
+    """Long 10 -> 12 (+2), then short 12 -> 9 (+3) through one sell of 2; or long 10 -> 12 (+2),
+    short 11 -> 9 (+2) through an exit and an entry. Everything is flat at the end."""
+    one = _replay(
+        [10.0, 12.0, 11.0, 9.0],
+        [
+            (0, Side.BUY, 10.0, "entry_long", 1.0),
+            (1, Side.SELL, 12.0, "exit_long", 2.0),
+            (3, Side.BUY, 9.0, "exit_short", 1.0),
+        ],
+    )
+    two = _replay(
+        [10.0, 12.0, 11.0, 9.0],
+        [
+            (0, Side.BUY, 10.0, "entry_long", 1.0),
+            (1, Side.SELL, 12.0, "exit_long", 1.0),
+            (2, Side.SELL, 11.0, "entry_short", 1.0),
+            (3, Side.BUY, 9.0, "exit_short", 1.0),
+        ],
+    )
+    assert report.round_trips(one) == (5.0, [2.0, 3.0], {})
+    assert report.round_trips(two) == (4.0, [2.0, 2.0], {})
+    assert one.equity.tolist() == [100.0, 102.0, 103.0, 105.0]  # 90; 114 - 12; 114 - 11; 105
+    assert two.equity.tolist() == [100.0, 102.0, 102.0, 104.0]  # 90; 102; 113 - 11; 104
+    for r, pnl in ((one, 5.0), (two, 4.0)):
+        s = report.summarise(r)
+        assert (s["realized_pnl"], s["unrealized_pnl"], s["total_pnl"]) == (pnl, 0.0, pnl)
+        assert (s["round_trips"], s["win_rate"], s["final_equity"]) == (2, 1.0, 100.0 + pnl)
 
 
 def _report(session: Session, tmp_path: Path) -> tuple[dict[str, Any], Path]:

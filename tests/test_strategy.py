@@ -472,3 +472,58 @@ def test_scalar_and_array_classifiers_agree_bit_for_bit(
     assert trend_of(sma, sma, band) == int(trend_code(sma, sma, band))
     assert flow_of(bull, bear, premium, ratio) == int(flow_code(bull, bear, premium, ratio))
     assert ratio_of(bull, bear) == float(flow_ratio(bull, bear))
+
+
+# --- what the mutation run showed untested (docs/parts/i11b-mutation.md) -------------------------
+
+
+def test_ratio_when_one_cent_of_flow_then_plus_or_minus_one() -> None:
+    assert (ratio_of(1, 0), ratio_of(0, 1), ratio_of(0, 0)) == (1.0, -1.0, 0.0)
+    assert flow_ratio(np.array([1, 0, 0]), np.array([0, 1, 0])).tolist() == [1.0, -1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("bull", "bear", "expected"),
+    [
+        (0, 200, BEARISH),  # net exactly -min premium (2.00 = 200 cents)
+        (400, 600, BEARISH),  # net -200, ratio exactly -0.2
+        (401, 600, NEUTRAL),  # net -199
+        (600, 400, BULLISH),  # the mirror image
+        (200, 0, BULLISH),
+    ],
+)
+def test_flow_when_exactly_at_the_bearish_thresholds_then_bearish(
+    bull: int, bear: int, expected: int
+) -> None:
+    assert flow_of(bull, bear, 2.0, 0.2) == expected
+    codes = flow_code(np.array([bull]), np.array([bear]), 2.0, 0.2)
+    assert (codes.tolist(), codes.dtype) == ([expected], np.dtype(np.int8))
+
+
+def test_decide_position_when_fractional_long_then_exits_or_holds_as_a_long() -> None:
+    cfg = NaiveFlowTrendConfig(symbols=("SPY",))
+    assert decide_position(DOWN, NEUTRAL, 0.5, True, cfg) == (Action.SELL, 0.5, "exit_long")
+    assert decide_position(UP, BULLISH, 0.5, True, cfg) == (Action.HOLD, 0.0, "hold_position")
+    assert decide_position(UP, NEUTRAL, -0.5, True, cfg) == (Action.BUY, 0.5, "exit_short")
+
+
+def test_payload_when_entry_then_every_key_computed_by_hand() -> None:
+    """Close 101 over SMA 100 (band 5 bps: 100.05) is up; 70,000 bull against 10,000 bear is net
+    60,000 >= 50,000 at ratio 0.75 >= 0.2, bullish."""
+    f = Features("SPY", 20, 101.0, 100.0, None, 7_000_000, 1_000_000, ignored_bars=2, ignored_flow=3)
+    signal = naive_flow_trend(f, 0.0, NaiveFlowTrendConfig(symbols=("SPY",)))
+    assert (signal.action, signal.qty, signal.reason) == (Action.BUY, 1.0, "entry_long")
+    assert signal.payload == {
+        "close": 101.0,
+        "sma": 100.0,
+        "trend": "up",
+        "flow": "bullish",
+        "bull": 70_000.0,
+        "bear": 10_000.0,
+        "net": 60_000.0,
+        "ratio": 0.75,
+        "position_qty": 0.0,
+        "bars": 20,
+        "ignored_bars": 2,
+        "ignored_flow": 3,
+    }
