@@ -206,7 +206,7 @@ def _strategy_minute(s: Session, deps: Deps, run_id: uuid.UUID, minute: datetime
     traded = any(x.outcome is Outcome.ORDERED for x in decisions)
     strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)
     if not broker.authoritative:
-        acct_store.save_mirror(s, account.id, broker.account(), broker.positions())
+        acct_store.save_mirror(s, account.id, broker.account(), broker.positions(), day.trading_date)
     return _summarise(run_id, d.name, minute, decisions)
 
 
@@ -218,10 +218,10 @@ def open_account(
     if account.broker == "alpaca":
         broker = deps.alpaca_broker()
         acct, positions = broker.account(), broker.positions()
-        acct_store.save_mirror(s, account.id, acct, positions)
+        acct_store.save_mirror(s, account.id, acct, positions, calendar.trading_date(minute))
         _refresh_open_orders(s, broker, account.id)
         return broker, acct, positions
-    positions = acct_store.positions(s, account.id)
+    positions = acct_store.positions(s, account.id, calendar.trading_date(minute))  # splits applied
     acct = balance or Account(0.0, 0.0, 0.0)
     return deps.simulated_broker(acct, positions, minute, deps.slippage_bps), acct, positions
 

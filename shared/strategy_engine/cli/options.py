@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from strategy_engine.core.data_quality import finite
 from strategy_engine.core.errors import EngineError, InputError, Unavailable
 from strategy_engine.runtime import open_session
 from strategy_engine.store import Session
@@ -46,7 +47,8 @@ def session_for(url: str | None) -> Iterator[Session]:
 
 
 def emit(doc: Any, as_json: bool, render: Callable[[], None]) -> None:
+    """`doc` as one JSON document (NaN and infinities as null: strict JSON), else `render()`."""
     if as_json:
-        sys.stdout.write(json.dumps(doc, default=str) + "\n")
+        sys.stdout.write(json.dumps(finite(doc), default=str, allow_nan=False) + "\n")
     else:
         render()

@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from strategy_engine.core.indicators import last_smas
-from strategy_engine.core.models import Features
+from strategy_engine.core.models import Features, Position
 
 MAX_PRICE = 1_000_000_000  # dollars per share: no listed stock is near it; 1e30 is a feed error
 MAX_OPTION_PRICE = 1_000_000  # dollars per contract share
@@ -126,6 +126,13 @@ def split_factors(bar_ts: Sequence[Any], splits: Sequence[tuple[Any, float]], t:
                 f *= ratio
         out.append(f)
     return out
+
+
+def split_position(p: Position, ratio: float) -> Position:
+    """A position after a split of `ratio` new shares per old: qty x ratio, entry price / ratio
+    (its cost, and its value at the adjusted prices, unchanged). The tick's simulated account
+    (`store.accounts.positions`) and the backfill's replay apply splits with this function alone."""
+    return Position(p.symbol, p.qty * ratio, p.avg_entry_price / ratio)
 
 
 def split_factor_array(bar_us: IntArray, splits: Sequence[tuple[int, float]], t_us: int) -> FloatArray:
