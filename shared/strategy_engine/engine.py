@@ -120,8 +120,8 @@ def tick(
     market_open = calendar.is_open(minute)  # an out-of-range minute is refused before any write
     planned = plan(s, only)
     run_id = uuid.uuid4()
-    for old in journal.close_abandoned(s, deps.run_timeout_seconds, run_id):
-        event("run abandoned", level=logging.WARNING, run_id=str(old), closed_by=str(run_id))
+    for old in journal.close_abandoned(s, deps.run_timeout_seconds, run_id):  # outcome: the alerts' key
+        event("run abandoned", level=logging.WARNING, outcome="abandoned", run_id=str(old), by=str(run_id))
     journal.start_run(s, run_id, trigger, minute)
     runs: list[StrategyRun] = []
     status = "market_closed"
@@ -139,15 +139,15 @@ def tick(
 def _finish(s: Session, result: RunResult, started: float) -> RunResult:
     result = replace(result, duration_ms=(time.perf_counter() - started) * 1000)
     counts, ms = result.counts(), result.duration_ms
-    journal.finish_run(s, result.run_id, result.status, counts, result.as_json()["strategies"], ms)
-    level = logging.ERROR if result.status == "failed" else logging.INFO
+    on_time = journal.finish_run(s, result.run_id, result.status, counts, result.as_json()["strategies"], ms)
+    level = logging.ERROR if result.status == "failed" or not on_time else logging.INFO
     event(
         "tick",
         level=level,
         run_id=str(result.run_id),
         minute=result.minute.isoformat(),
         trigger=result.trigger,
-        outcome=result.status,
+        outcome=result.status if on_time else "abandoned",
         duration_ms=round(ms, 3),
         **counts,
     )
