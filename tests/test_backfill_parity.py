@@ -97,6 +97,10 @@ SPELLINGS = (
     "side = 'xyz'",
     "side = ''",
     "side = 'UNKNOWN'",
+    "side = 'Above-Ask'",
+    "side = 'BELOW BID'",
+    "side = E'\\u3000sell\\t'",
+    "option_type = E'\\u00a0Put\\u2028'",
 )
 
 

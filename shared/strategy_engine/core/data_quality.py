@@ -7,8 +7,9 @@ Flow: an event whose size, trade price or premium is negative, not finite or abs
 price above `MAX_OPTION_PRICE` dollars, premium above `MAX_PREMIUM` dollars) is ignored; sums of
 premium are clamped at `MAX_SUM_CENTS`, so no sum can overflow a bigint or an int64.
 
-Vendor spellings: `OPTION_TYPES` and `SIDES` map every accepted spelling (trimmed, lower case)
-to ours; `store.market` generates its SQL CASE from these very dicts.
+Vendor spellings: `OPTION_TYPES` and `SIDES` map every accepted spelling (after `spelling`:
+BLANKS trimmed, ASCII lower case, '-' and ' ' as '_') to ours; `store.market` generates its SQL
+CASE from these very dicts.
 
 Series breaks: consecutive bars whose closes differ by more than a factor `BREAK_RATIO` (after
 split adjustment) are a break in the series: only the bars after the last break count, so a
@@ -21,6 +22,7 @@ bit.
 from __future__ import annotations
 
 import math
+import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +40,18 @@ MAX_SUM_CENTS = 10**17  # a clamp on any flow sum: bull + bear stays far below 2
 # a liquid name moving 20% within a minute (or across a missing stretch) is a halt or an event,
 # and holding for one SMA window after it is the safe side.
 BREAK_RATIO = 1.2
+
+# Every character Python's str.isspace() accepts (tests/test_vendor_spellings.py checks it against
+# all of Unicode): stripped from both ends of a spelling, by `spelling` and by the SQL of
+# `store.market` alike (btrim with this very set), so no blank flips a direction on one side only.
+BLANKS = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+# ASCII case folding only (never a locale's: the Kelvin sign lowers to 'k' in Python), and '-' and
+# ' ' inside a spelling read as '_' ('Above-Ask', 'ABOVE ASK' are above_ask).
+FOLD_FROM, FOLD_TO = string.ascii_uppercase + "- ", string.ascii_lowercase + "__"
+_FOLD = str.maketrans(FOLD_FROM, FOLD_TO)
 
 OPTION_TYPES: Mapping[str, str] = {"call": "call", "c": "call", "put": "put", "p": "put"}
 SIDES: Mapping[str, str] = {
@@ -65,14 +79,19 @@ IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
 
 
+def spelling(raw: str) -> str:
+    """A vendor's spelling as the tables key it: BLANKS stripped, ASCII lower case, '-' and ' ' as '_'."""
+    return raw.strip(BLANKS).translate(_FOLD)
+
+
 def option_type(raw: object) -> str | None:
     """'call', 'put', or None for anything else."""
-    return OPTION_TYPES.get(raw.strip().lower()) if isinstance(raw, str) else None
+    return OPTION_TYPES.get(spelling(raw)) if isinstance(raw, str) else None
 
 
 def side(raw: object) -> str:
     """'buy', 'sell' or 'unknown' (a missing or unrecognised side is unknown)."""
-    return SIDES.get(raw.strip().lower(), "unknown") if isinstance(raw, str) else "unknown"
+    return SIDES.get(spelling(raw), "unknown") if isinstance(raw, str) else "unknown"
 
 
 def direction(raw_type: object, raw_side: object) -> int:
