@@ -185,8 +185,8 @@ def features(market: MarketArrays, grid: IntArray, cfg: NaiveFlowTrendConfig) ->
             kk = k[a:b]
             usable = dq.usable_bars(c, kk, w)
             bars[j, a:b] = usable
-            if ts.size:
-                close[j, a:b] = np.where(kk > 0, c[np.maximum(kk - 1, 0)], np.nan)
+            if ts.size:  # the last usable close: none when the last bar is bad (above MAX_PRICE)
+                close[j, a:b] = np.where(usable > 0, c[np.maximum(kk - 1, 0)], np.nan)
             if ts.size >= w:
                 avg[j, a:b] = np.where(usable >= w, sma(c, w)[np.maximum(kk - w, 0)], np.nan)
         fts = market.flow_ts[j]

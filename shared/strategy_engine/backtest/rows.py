@@ -35,9 +35,9 @@ FLOW_TEXT = [json.dumps(FLOW_NAMES[c]) for c in (-1, 0, 1)]
 
 
 def _floats(a: FloatArray) -> list[str]:
-    """repr of each value (json.dumps's spelling), NaN as JSON null."""
+    """repr of each value (json.dumps's spelling), NaN and infinities as JSON null (`finite`)."""
     out = list(map(float.__repr__, a.tolist()))
-    for k in np.flatnonzero(np.isnan(a)).tolist():
+    for k in np.flatnonzero(~np.isfinite(a)).tolist():
         out[k] = "null"
     return out
 

@@ -115,9 +115,12 @@ def breaks(closes: FloatArray) -> BoolArray:
 
 
 def after_last_break(closes: Sequence[float]) -> int:
-    """How many trailing closes follow the last break (all of them when there is none)."""
-    for i in range(len(closes) - 1, 0, -1):
-        if is_break(closes[i - 1], closes[i]):
+    """How many trailing closes follow the last break (all of them when there is none). A close
+    above MAX_PRICE (a split-adjusted one can be) is a bad bar: only the closes after it count."""
+    for i in range(len(closes) - 1, -1, -1):
+        if closes[i] > MAX_PRICE:
+            return len(closes) - i - 1
+        if i > 0 and is_break(closes[i - 1], closes[i]):
             return len(closes) - i
     return len(closes)
 
@@ -125,7 +128,9 @@ def after_last_break(closes: Sequence[float]) -> int:
 def usable_bars(closes: FloatArray, k: IntArray, window: int) -> IntArray:
     """`after_last_break` of the window closes[max(k-window, 0):k], for every k at once."""
     idx = np.arange(closes.shape[0], dtype=np.int64)
-    last = np.maximum.accumulate(np.where(breaks(closes), idx, -1)) if closes.shape[0] else idx
+    # The first usable index each bar imposes: itself after a break, the next one after a bad bar.
+    first = np.where(closes > MAX_PRICE, idx + 1, np.where(breaks(closes), idx, -1))
+    last = np.maximum.accumulate(first) if closes.shape[0] else idx
     start = np.maximum(k - window, 0)
     lb = np.where(k > 0, last[np.maximum(k - 1, 0)] if closes.shape[0] else -1, -1)
     return np.where(lb > start, k - lb, k - start)
