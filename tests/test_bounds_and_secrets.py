@@ -68,11 +68,12 @@ def test_control_characters_are_exit_2_on_the_cli(market_db: str, char: str) -> 
 def test_a_backfill_over_the_budget_is_400_naming_the_limit(
     market_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BACKFILL_MAX_SYMBOL_MINUTES", "300")
+    monkeypatch.setenv("BACKFILL_MAX_SYMBOL_MINUTES", "340")
     get_settings.cache_clear()
     back: FlaskClient = ff_app("backfill").test_client()
     r = back.post("/", headers=AUTH, json={"strategy": "nft", "start": START, "end": END, "report": False})
-    assert r.status_code == 200, r.get_json()  # 2 symbols x 150 minutes (09:30-12:00) = 300 fits
+    # 2 symbols x (150 minutes (09:30-12:00) + 20 warm-up bars, the default sma_window) = 340 fits
+    assert r.status_code == 200, r.get_json()
     r = back.post(
         "/",
         headers=AUTH,
@@ -80,8 +81,8 @@ def test_a_backfill_over_the_budget_is_400_naming_the_limit(
     )
     assert r.status_code == 400
     assert r.get_json()["error"] == (
-        "backfill of 2 symbols x 151 session minutes = 302 exceeds the budget of 300 symbol-minutes"
-        " (BACKFILL_MAX_SYMBOL_MINUTES): split the range or the symbols"
+        "backfill of 2 symbols x (151 session minutes + 20 warm-up bars) = 342 exceeds the budget of"
+        " 340 symbol-minutes (BACKFILL_MAX_SYMBOL_MINUTES): split the range or the symbols"
     )
     assert counts(market_db)["backfill_runs"] == 1  # the first one only
 

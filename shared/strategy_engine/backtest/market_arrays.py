@@ -118,14 +118,18 @@ def load(
     )
 
 
-def check_budget(symbols: int, minutes: int, budget: int) -> None:
-    """Memory grows with symbols x session minutes (~100 bytes each in the replay's arrays and
-    rows): a request over `BACKFILL_MAX_SYMBOL_MINUTES` is refused (InputError) before any read."""
-    if symbols * minutes > budget:
+def check_budget(symbols: int, minutes: int, budget: int, *, warmup: int = 0, copies: int = 1) -> None:
+    """Memory grows with symbols x (session minutes + `warmup` bars loaded before the range), ~100
+    bytes each in the replay's arrays and rows, times the `copies` held at once (a sweep's worker
+    processes each hold the data): a request over `BACKFILL_MAX_SYMBOL_MINUTES` is refused
+    (InputError, naming the limit) before any read."""
+    charge = symbols * (minutes + warmup) * copies
+    if charge > budget:
+        times = f" x {copies} workers" if copies > 1 else ""
         raise InputError(
-            f"backfill of {symbols} symbols x {minutes} session minutes = {symbols * minutes} exceeds"
-            f" the budget of {budget} symbol-minutes (BACKFILL_MAX_SYMBOL_MINUTES): split the range"
-            " or the symbols"
+            f"backfill of {symbols} symbols x ({minutes} session minutes + {warmup} warm-up bars){times}"
+            f" = {charge} exceeds the budget of {budget} symbol-minutes (BACKFILL_MAX_SYMBOL_MINUTES):"
+            " split the range or the symbols"
         )
 
 
