@@ -162,7 +162,7 @@ def test_sql_and_python_spell_every_vendor_label_alike(session: Session) -> None
         ([t for t, _ in spellings], [s for _, s in spellings]),
     )
     assert [(t, s, d) for t, s, d in got] == [(t, s, dq.direction(t, s)) for t, s in spellings]
-    # and the table itself, written out (docs/parts/i13.md)
+    # and the table itself, written out (docs/architecture.md, "Vendor spellings")
     assert [dq.side(x) for x in ("ask", "above_ask", "bid", "below_bid", "mid", "buy ", " SELL", "?")] == [
         "buy", "buy", "sell", "sell", "unknown", "buy", "sell", "unknown"
     ]  # fmt: skip

@@ -21,7 +21,7 @@ from types import MappingProxyType
 from strategy_engine.brokers.base import Broker
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core import calendar
-from strategy_engine.core.data_quality import window_features
+from strategy_engine.core.data_quality import held_through_break, window_features
 from strategy_engine.core.decide import (
     MinuteInputs,
     client_order_id,
@@ -246,9 +246,8 @@ def _before_own_orders(
 ) -> tuple[Account, list[Position]]:
     """The account as it was before this minute's own orders, which a crashed attempt may have placed.
 
-    A retry must decide what the first attempt decided, so that it sends the same client ids and
-    the broker answers "duplicate" (adopted, recorded) instead of the strategy seeing its own
-    fill and holding, which would leave an order at the broker with no row in paper_trades.
+    A retry must decide what the first attempt decided (same client ids, the broker answers
+    "duplicate": adopted, recorded), not see its own fill and hold with no row in paper_trades.
     """
     own = [broker.get_by_client_id(client_order_id(strategy_id, sym, minute)) for sym in symbols]
     qty = {p.symbol: p.qty for p in positions}
@@ -276,6 +275,8 @@ def _features(
 
 
 def _summarise(run_id: uuid.UUID, name: str, minute: datetime, decisions: Sequence[Decision]) -> StrategyRun:
+    if blind := held_through_break(decisions):  # no exit signal until the window refills
+        event("series break", level=logging.WARNING, strategy=name, symbols=blind, minute=f"{minute}")
     for x in decisions:
         if x.intent is not None:
             event(

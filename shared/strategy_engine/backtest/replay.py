@@ -132,6 +132,7 @@ class _Loop:
             f.bear.item(j, i),
             f.ignored_bars.item(j, i),
             f.ignored_flow.item(j, i),
+            bool(f.series_break.item(j, i)),
         )
 
     def apply_splits(self, through: int) -> None:

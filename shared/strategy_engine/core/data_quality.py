@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from strategy_engine.core.indicators import last_smas
-from strategy_engine.core.models import Features, Position
+from strategy_engine.core.models import Decision, Features, Position
 
 MAX_PRICE = 1_000_000_000  # dollars per share: no listed stock is near it; 1e30 is a feed error
 MAX_OPTION_PRICE = 1_000_000  # dollars per contract share
@@ -195,9 +195,19 @@ def window_features(
         bars, ignored_bars, _ = windows[sym]
         bull, bear, ignored_flow = flow.get(sym, (0, 0, 0))
         last = bars[-1][0] if bars else None
-        close = vals[-1] if vals else None
-        out[sym] = Features(sym, len(vals), close, avg, last, bull, bear, ignored_bars, ignored_flow)
+        close, cut = (vals[-1] if vals else None), len(vals) < len(bars)
+        out[sym] = Features(sym, len(vals), close, avg, last, bull, bear, ignored_bars, ignored_flow, cut)
     return out
+
+
+def held_through_break(decisions: Sequence[Decision]) -> list[str]:
+    """Symbols whose open position a strategy holds while a series break keeps its window short:
+    no exit rule can fire on them until the window refills (the operator is warned)."""
+    return [
+        d.signal.symbol
+        for d in decisions
+        if d.signal.payload.get("series_break") and d.signal.payload.get("position_qty")
+    ]
 
 
 def finite(value: Any) -> Any:
