@@ -276,3 +276,25 @@ def test_sweep_point_invalid_then_refused_before_any_work(session: Session) -> N
     with pytest.raises(InputError, match="sma_window"):
         run_sweep(session, backfill.parse_request(request()), {"sma_window": [10, 0]})
     assert session.fetchall("select count(*) from public.backfill_runs") == [(0,)]
+
+
+def test_sweep_charges_warm_up_and_every_worker_against_the_budget(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from strategy_engine.settings import get_settings
+
+    seed(session, config=CONFIG)
+    one = 3 * (390 + 30)  # 3 symbols x (390 session minutes + the widest sma_window's warm-up)
+    monkeypatch.setenv("BACKFILL_MAX_SYMBOL_MINUTES", str(2 * one - 1))
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(InputError) as info:
+            run_sweep(session, backfill.parse_request(request()), {"sma_window": [10, 30]}, workers=2)
+        assert str(info.value) == (
+            f"backfill of 3 symbols x (390 session minutes + 30 warm-up bars) x 2 workers = {2 * one}"
+            f" exceeds the budget of {2 * one - 1} symbol-minutes (BACKFILL_MAX_SYMBOL_MINUTES):"
+            " split the range or the symbols"
+        )
+        assert session.fetchall("select count(*) from public.backfill_runs") == [(0,)]
+    finally:
+        get_settings.cache_clear()

@@ -54,7 +54,12 @@ RANGES = {
     "tight": (datetime(2025, 7, 2, 17, 0, tzinfo=UTC), datetime(2025, 7, 7, 20, 0, tzinfo=UTC)),
     "capped": (datetime(2025, 7, 2, 13, 30, tzinfo=UTC), datetime(2025, 7, 2, 15, 0, tzinfo=UTC)),
     "off": (datetime(2025, 7, 2, 13, 30, tzinfo=UTC), datetime(2025, 7, 2, 15, 0, tzinfo=UTC)),
+    "holder": (datetime(2025, 7, 3, 16, 0, tzinfo=UTC), datetime(2025, 7, 7, 14, 30, tzinfo=UTC)),
 }
+# IWM rises steadily on bullish flow from 2025-07-03 16:00Z to 2025-07-07 14:30Z and splits 2:1
+# (recorded) on 2025-07-07 in between: `holder` (IWM only) buys and holds across the split.
+HOLD = (datetime(2025, 7, 3, 16, 0, tzinfo=UTC), datetime(2025, 7, 7, 14, 30, tzinfo=UTC))
+SPLIT_OPEN = datetime(2025, 7, 7, 13, 30, tzinfo=UTC)  # the first session minute after the IWM split
 CLOSED = (
     datetime(2025, 7, 3, 17, 30, tzinfo=UTC),  # after the half day's 13:00 New York close
     datetime(2025, 7, 4, 15, 0, tzinfo=UTC),  # Independence Day
@@ -92,12 +97,33 @@ SPELLINGS = (
     "side = 'xyz'",
     "side = ''",
     "side = 'UNKNOWN'",
+    "side = 'Above-Ask'",
+    "side = 'BELOW BID'",
+    "side = E'\\u3000sell\\t'",
+    "option_type = E'\\u00a0Put\\u2028'",
 )
 
 
 def spoil(s: Session) -> None:
     """Bad bars (each column in turn), bad flow and vendor spellings; QQQ splits 4:1 on 2025-07-03
-    with a corporate action recorded, XLF 10:1 on 2025-07-07 with none (a break)."""
+    and IWM 2:1 on 2025-07-07 with a corporate action recorded, XLF 10:1 on 2025-07-07 with none
+    (a break)."""
+    s.execute(
+        """
+        update market_data_1m m set open = x.c, high = x.c, low = x.c, close = x.c
+        from (select ts, 200 * (1 + 0.0005 * row_number() over (order by ts)) as c from market_data_1m
+              where symbol = 'IWM' and ts >= %(a)s and ts < %(z)s) x
+        where m.symbol = 'IWM' and m.ts = x.ts
+        """,
+        {"a": HOLD[0], "z": HOLD[1]},
+    )
+    s.execute("delete from options_flow where underlying = 'IWM' and ts >= %s and ts < %s", HOLD)
+    s.execute(
+        "insert into options_flow (ts, underlying, option_type, side, size, trade_price, notional)"
+        " select ts, 'IWM', 'call', 'buy', 100, 10, 1000000 from market_data_1m"
+        " where symbol = 'IWM' and ts >= %s and ts < %s",
+        HOLD,
+    )
     for k, value in enumerate(BAD_BAR_VALUES):
         column = ("close", "open", "high", "low")[k % 4]
         s.execute(
@@ -107,7 +133,11 @@ def spoil(s: Session) -> None:
         )
     for k, change in enumerate(BAD_FLOW + SPELLINGS):
         s.execute(f"update options_flow set {change} where id %% 61 = %s", (k,))
-    for sym, ex, ratio, recorded in (("QQQ", "2025-07-03", 4, True), ("XLF", "2025-07-07", 10, False)):
+    for sym, ex, ratio, recorded in (
+        ("QQQ", "2025-07-03", 4, True),
+        ("XLF", "2025-07-07", 10, False),
+        ("IWM", "2025-07-07", 2, True),
+    ):
         s.execute(
             "update market_data_1m set open = open / %s, high = high / %s, low = low / %s,"
             " close = close / %s where symbol = %s and ts >= %s::date + interval '4 hours'",
@@ -131,6 +161,7 @@ def _live_and_backfill(s: Session) -> dict[str, tuple[backfill.BackfillResult, l
             s, name="capped", config=CONFIG, limits=Limits(max_position_size=5), account="a-capped"
         ),
         "off": seed(s, name="off", config=CONFIG, active=False, account="a-off"),
+        "holder": seed(s, name="holder", config={**CONFIG, "symbols": ["IWM"]}, account="a-holder"),
     }
     data = load_market(
         s,
@@ -175,7 +206,7 @@ def parity(pg_base_url: str, template_url: str) -> Any:
         yield s, _live_and_backfill(s)
 
 
-@pytest.mark.parametrize("name", ["tight", "capped", "off"])
+@pytest.mark.parametrize("name", ["tight", "capped", "off", "holder"])
 def test_backfill_decisions_equal_live_tick_row_for_row(parity: Any, name: str) -> None:
     _, runs = parity
     _, live, back = runs[name]
@@ -270,3 +301,37 @@ def test_bad_rows_are_counted_and_splits_never_trade(parity: Any) -> None:
     assert {(r[4], r[6]) for r in after} == {("insufficient_bars", "held")}
     qqq = [r for r in live if r[1] == "QQQ" and r[0].date() == date(2025, 7, 3)]
     assert qqq and "insufficient_bars" not in {r[4] for r in qqq}
+
+
+def test_a_recorded_split_while_holding_moves_qty_not_equity(parity: Any) -> None:
+    """`holder` holds 10 IWM into the 2:1 split: from the first minute after it, both paths see
+    20 shares at half the entry price, and the account's value does not move with the split."""
+    s, runs = parity
+    result, live, back = runs["holder"]
+    assert live == back
+    iwm = {r[0]: r[8] for r in live}
+    before = max(m for m in iwm if m < SPLIT_OPEN)
+    assert (iwm[before]["position_qty"], iwm[SPLIT_OPEN]["position_qty"]) == (10.0, 20.0)
+    assert {r[4] for r in live if before <= r[0] <= SPLIT_OPEN} == {"hold_position"}
+    # P&L across the split by hand, from the raw closes: the last bar before `before` (b0, 10
+    # shares) and the last before the open (b1, pre-split: 20 shares at b1 / 2).
+    b0, b1 = (
+        s.fetchall(
+            "select close::float8 from market_data_1m where symbol = 'IWM' and ts < %s and close > 0"
+            " order by ts desc limit 1",
+            (t,),
+        )[0][0]
+        for t in (before, SPLIT_OPEN)
+    )
+    r = result.replay
+    at = {t: i for i, t in enumerate(r.grid.tolist())}
+    i0, i1 = (at[int(t.timestamp()) * 1_000_000] for t in (before, SPLIT_OPEN))
+    assert r.equity[i1] - r.equity[i0] == pytest.approx(20 * (b1 / 2) - 10 * b0)
+    assert abs(r.equity[i1] - r.equity[i0]) < 0.01 * 10 * b0  # a one-minute move, not -50%
+    # The tick's account: 20 shares at half the entry price, the split recorded as applied.
+    qty, avg, through = s.fetchone(
+        "select p.qty::float8, p.avg_entry_price::float8, p.split_applied_through from broker_positions p"
+        " join broker_accounts a on a.id = p.account_id where a.name = 'a-holder' and p.symbol = 'IWM'"
+    ) or (None, None, None)
+    entry = [o.filled_avg_price for _, _, o in r.fills if o.submitted_at < SPLIT_OPEN][-1]
+    assert entry and (qty, avg, through) == (20.0, entry / 2, date(2025, 7, 7))

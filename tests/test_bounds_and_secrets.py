@@ -68,11 +68,12 @@ def test_control_characters_are_exit_2_on_the_cli(market_db: str, char: str) -> 
 def test_a_backfill_over_the_budget_is_400_naming_the_limit(
     market_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BACKFILL_MAX_SYMBOL_MINUTES", "300")
+    monkeypatch.setenv("BACKFILL_MAX_SYMBOL_MINUTES", "340")
     get_settings.cache_clear()
     back: FlaskClient = ff_app("backfill").test_client()
     r = back.post("/", headers=AUTH, json={"strategy": "nft", "start": START, "end": END, "report": False})
-    assert r.status_code == 200, r.get_json()  # 2 symbols x 150 minutes (09:30-12:00) = 300 fits
+    # 2 symbols x (150 minutes (09:30-12:00) + 20 warm-up bars, the default sma_window) = 340 fits
+    assert r.status_code == 200, r.get_json()
     r = back.post(
         "/",
         headers=AUTH,
@@ -80,8 +81,8 @@ def test_a_backfill_over_the_budget_is_400_naming_the_limit(
     )
     assert r.status_code == 400
     assert r.get_json()["error"] == (
-        "backfill of 2 symbols x 151 session minutes = 302 exceeds the budget of 300 symbol-minutes"
-        " (BACKFILL_MAX_SYMBOL_MINUTES): split the range or the symbols"
+        "backfill of 2 symbols x (151 session minutes + 20 warm-up bars) = 342 exceeds the budget of"
+        " 340 symbol-minutes (BACKFILL_MAX_SYMBOL_MINUTES): split the range or the symbols"
     )
     assert counts(market_db)["backfill_runs"] == 1  # the first one only
 
@@ -150,10 +151,13 @@ def test_http_adapters_and_logs_never_carry_the_secrets(
     get_settings.cache_clear()
 
 
-def test_serve_access_log_masks_credentials_in_query_strings(
-    db_url: str, monkeypatch: pytest.MonkeyPatch
+def test_serve_access_log_masks_every_query_value(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     configure(monkeypatch, db_url)
+    from strategy_engine import logs
+
+    logs.configure()
     serve.mask_access_log()
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -163,13 +167,21 @@ def test_serve_access_log_masks_credentials_in_query_strings(
     server = make_server("127.0.0.1", 0, serve_app(db_url))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    # Credential-looking names and names no list would know (sig, code, X-Amz-Credential).
+    names = ("access_token", "apikey", "client_secret", "password", "sig", "code", "X-Amz-Credential", "ok")
     try:
-        query = f"access_token={TOKEN}&apikey={TOKEN}&client_secret={TOKEN}&x_api_key={TOKEN}&password={TOKEN}&ok=1"
-        r = requests.get(f"http://127.0.0.1:{server.server_port}/health?{query}", timeout=10, headers=AUTH)
+        query = "&".join(f"{n}={TOKEN}{k}" for k, n in enumerate(names))
+        r = requests.get(
+            f"http://127.0.0.1:{server.server_port}/health?{query};x={TOKEN}", timeout=10, headers=AUTH
+        )
         assert r.status_code == 200
     finally:
         server.shutdown()
         log.removeHandler(handler)
     line = stream.getvalue()
-    assert "GET /health?access_token=***&apikey=***&client_secret=***&x_api_key=***&password=***&ok=1" in line
+    masked = "&".join(f"{n}=***" for n in names)
+    assert f"GET /health?{masked};x=*** HTTP/1.1" in line
     assert TOKEN not in line
+    request_lines = [x for x in capsys.readouterr().err.splitlines() if '"message":"request"' in x]
+    assert request_lines and '"path":"/health"' in request_lines[0]  # the JSON line: no query at all
+    assert TOKEN not in "".join(request_lines)

@@ -164,7 +164,7 @@ def test_sql_and_python_spell_every_vendor_label_alike(session: Session) -> None
         ([t for t, _ in spellings], [s for _, s in spellings]),
     )
     assert [(t, s, d) for t, s, d in got] == [(t, s, dq.direction(t, s)) for t, s in spellings]
-    # and the table itself, written out (docs/parts/i13.md)
+    # and the table itself, written out (docs/architecture.md, "Vendor spellings")
     assert [dq.side(x) for x in ("ask", "above_ask", "bid", "below_bid", "mid", "buy ", " SELL", "?")] == [
         "buy", "buy", "sell", "sell", "unknown", "buy", "sell", "unknown"
     ]  # fmt: skip
@@ -179,6 +179,7 @@ def test_vectorised_break_rule_equals_the_scalar_form() -> None:
         n = int(rng.integers(0, 60))
         jumps = np.where(rng.random(n) < 0.08, rng.choice([0.1, 0.25, 4.0, 10.0, 1.19, 1.21], n), 1.0)
         closes = 100 * np.cumprod(jumps * np.exp(rng.normal(0, 0.01, n)))
+        closes[rng.random(n) < 0.05] = 2.0 * dq.MAX_PRICE  # adjusted closes above MAX_PRICE: bad bars
         k = np.arange(n + 1, dtype=np.int64)
         for window in (1, 3, 20):
             want = [dq.after_last_break(closes[max(i - window, 0) : i].tolist()) for i in k.tolist()]
@@ -247,3 +248,48 @@ def _tick_and_backfill_at(s: Session, t: datetime) -> tuple[Any, Any]:
 def test_finite_is_the_journal_backstop() -> None:
     doc = {"a": math.nan, "b": [math.inf, 1.0], "c": {"d": -math.inf}}
     assert dq.finite(doc) == {"a": None, "b": [None, 1.0], "c": {"d": None}}
+
+
+def test_an_adjusted_close_above_max_price_is_a_bad_bar() -> None:
+    bad = 2.0 * dq.MAX_PRICE
+    assert dq.after_last_break([100.0, bad, 100.0, 101.0]) == 2
+    assert dq.after_last_break([100.0, 101.0, bad]) == 0
+    closes = np.array([100.0, bad, 100.0, 101.0, bad])
+    assert dq.usable_bars(closes, np.arange(6, dtype=np.int64), 20).tolist() == [0, 1, 0, 1, 2, 0]
+
+
+def test_a_reverse_split_that_adjusts_past_max_price_is_no_trade(session: Session) -> None:
+    """A 1:1,000,000 reverse split of a $5,000 stock: the pre-split bars adjust to $5e9, bad bars;
+    the tick and the backfill both see only the post-split bars (none yet at the open)."""
+    seed(session, config={**CONFIG, "sma_window": 5})
+    start = datetime(2025, 6, 12, 19, 50, tzinfo=UTC)
+    rows = [("AAA", start + timedelta(minutes=i), 5e3, 5e3, 5e3, 5e3, 1) for i in range(10)]
+    rows += [("AAA", datetime(2025, 6, 13, 13, 30, tzinfo=UTC) + timedelta(minutes=i), 5e9 / 1e3, 5e6, 5e6, 5e6, 1)
+             for i in range(3)]  # fmt: skip
+    market.insert_bars(session, rows)
+    session.execute("insert into corporate_actions values ('AAA', '2025-06-13', 0.000001)")
+    live, back = _tick_and_backfill_at(session, datetime(2025, 6, 13, 13, 30, tzinfo=UTC))
+    assert live == back
+    assert (live[0], live[2]["bars"], live[2]["close"], live[2]["sma"]) == (
+        "insufficient_bars",
+        0,
+        None,
+        None,
+    )
+    live, back = _tick_and_backfill_at(session, datetime(2025, 6, 13, 13, 33, tzinfo=UTC))
+    assert live == back
+    assert (live[0], live[2]["bars"], live[2]["close"], live[2]["sma"]) == ("insufficient_bars", 3, 5e6, None)
+
+
+def test_hold_rows_and_cli_json_spell_no_nan_or_infinity() -> None:
+    from strategy_engine.backtest.rows import _floats
+    from strategy_engine.cli.options import emit
+
+    assert _floats(np.array([1.5, math.nan, math.inf, -math.inf])) == ["1.5", "null", "null", "null"]
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        emit({"a": math.inf, "b": [math.nan, 2.0]}, True, lambda: None)
+    assert json.loads(out.getvalue()) == {"a": None, "b": [None, 2.0]}

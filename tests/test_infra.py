@@ -421,6 +421,13 @@ def test_gcp_tick_retries_end_inside_the_minute_and_the_deadline_is_the_timeout(
     ]
     assert env["ALPACA_RETRY_BUDGET_SECONDS"] == "${tostring(each.value.broker_budget_seconds)}"
     assert "alpaca_retry_budget_seconds" in Settings.model_fields  # the variable the function reads
+    # Runs are closed as abandoned only after twice the longest timeout of a function that ticks.
+    assert env["ENGINE_RUN_TIMEOUT_SECONDS"] == "${tostring(local.run_timeout_seconds)}"
+    assert gcp.locals["run_timeout_seconds"] == (
+        "${2 * max(local.tick_deadline_seconds, local.entry_points.webhook.timeout_seconds)}"
+    )
+    ticking = [gcp.locals["tick_deadline_seconds"], gcp.locals["entry_points"]["webhook"]["timeout_seconds"]]
+    assert 2 * max(ticking) == 110 > max(ticking)
 
 
 def test_gcp_secret_rotation_creates_before_it_disables(gcp: Stack) -> None:
@@ -464,10 +471,16 @@ def test_gcp_first_apply_order_apis_then_accounts_then_grants_then_wait(gcp: Sta
 def engine_lines(db_url: str) -> dict[str, list[dict[str, Any]]]:
     """The JSON lines strategy_engine.logs writes for two real ticks of minute T on the test
     database: one with the broker down (the strategy's minute fails, the run ends `failed`), then
-    the retry with the broker back (the run ends `ok`)."""
+    the retry with the broker back (the run ends `ok`). A run left `running` two hours earlier by
+    a dead process is closed by the first: its `run abandoned` line is `abandoned`."""
     with connect(db_url) as s:
         seed(s, config={"symbols": list(SYMS)})
         entry_setup(s, SYMS, T)
+        s.execute(
+            "insert into engine_runs (id, trigger, minute, status, started_at)"
+            " values (gen_random_uuid(), 'scheduler', %s, 'running', now() - interval '2 hours')",
+            (T,),
+        )
     lines: dict[str, list[dict[str, Any]]] = {}
     for name, deps in (("failed", BROKER_DOWN), ("ok", Deps())):
         stream = io.StringIO()
@@ -484,6 +497,10 @@ def engine_lines(db_url: str) -> dict[str, list[dict[str, Any]]]:
             logs.LOGGER.setLevel(level)
         assert result.status == name  # the runs are what their names say
         lines[name] = [json.loads(line) for line in stream.getvalue().splitlines()]
+    failed = lines["failed"]
+    lines["abandoned"] = [x for x in failed if x["message"] == "run abandoned"]
+    lines["failed"] = [x for x in failed if x["message"] != "run abandoned"]
+    assert len(lines["abandoned"]) == 1
     return lines
 
 
@@ -568,9 +585,10 @@ def test_gcp_alert_fires_on_the_lines_of_a_real_failed_tick_only(
     assert not any(
         logging_query_matches(query, _cloud_run_entry(x, f"{prefix}-tick")) for x in engine_lines["ok"]
     )
-    # TODO(lead): on main the engine logs an abandoned run as "run abandoned" at WARNING with no
-    # `outcome` field, so this query does not fire on it; `late` is not on main. Once the engine
-    # writes outcome="abandoned"/"late", run those lines through this query the same way.
+    # A run closed as abandoned (WARNING, outcome abandoned) alerts too.
+    abandoned = [_cloud_run_entry(x, f"{prefix}-tick") for x in engine_lines["abandoned"]]
+    assert [e["severity"] for e in abandoned] == ["WARNING"]
+    assert all(logging_query_matches(query, e) for e in abandoned)
 
 
 def test_gcp_outputs_name_the_job_for_the_cli(gcp: Stack) -> None:
@@ -596,8 +614,11 @@ def test_aws_lambda_from_the_deploy_zip(aws: Stack) -> None:
         # A rotation changes the configuration, so warm containers do not keep the old secret.
         "ENGINE_SECRET_VERSION": "${aws_secretsmanager_secret_version.engine.version_id}",
         "ENGINE_TRUST_PLATFORM_AUTH": "true",
+        # Twice the timeout: a run still alive is never closed as abandoned.
+        "ENGINE_RUN_TIMEOUT_SECONDS": "${tostring(2 * var.lambda_timeout_seconds)}",
     }
-    assert set(env) - {"ENGINE_TRUST_PLATFORM_AUTH"} == {
+    assert "engine_run_timeout_seconds" in Settings.model_fields  # the variable the function reads
+    assert set(env) - {"ENGINE_TRUST_PLATFORM_AUTH", "ENGINE_RUN_TIMEOUT_SECONDS"} == {
         lambda_handler.SECRET_ARN_ENV,
         lambda_handler.SECRET_VERSION_ENV,
     }  # the names the handler reads
@@ -725,8 +746,8 @@ def test_aws_run_problems_alarm_fires_on_a_real_failed_tick_only(
     quiet = float(transform["default_value"])
     assert _alarm_fires(alarm, [quiet, quiet, minute])  # one failed minute is enough
     assert not _alarm_fires(alarm, [quiet, quiet, quiet])
-    # TODO(lead): "run abandoned" (WARNING, no `outcome` field on main) does not match this pattern;
-    # once the engine writes outcome="abandoned"/"late", put those lines through it the same way.
+    # A run closed as abandoned matches as well.
+    assert [cloudwatch_json_matches(pattern, x) for x in engine_lines["abandoned"]] == [True]
 
 
 def test_aws_tick_errors_alarm_fires_on_failed_minutes(aws: Stack) -> None:

@@ -51,6 +51,7 @@ def _replay(closes: list[float], fills: list[Fill], blocked: int = 0) -> Replay:
         zeros.astype(np.int8),
         zeros,
         zeros,
+        zeros != 0,
     )
     r = Replay(("AAA",), grid, features, 100.0)
     pos, cash = np.zeros((1, m)), np.full(m, 100.0)

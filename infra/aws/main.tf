@@ -142,6 +142,9 @@ resource "aws_lambda_function" "engine" {
       ENGINE_SECRET_VERSION = aws_secretsmanager_secret_version.engine.version_id
       # Function URL callers are authenticated by AWS_IAM, scheduled events by the Scheduler role.
       ENGINE_TRUST_PLATFORM_AUTH = "true"
+      # A run still `running` after twice the function's timeout is closed as abandoned by the
+      # next tick: a live run never is (the one function serves ticks and backfills).
+      ENGINE_RUN_TIMEOUT_SECONDS = tostring(2 * var.lambda_timeout_seconds)
     }
   }
 

@@ -13,6 +13,10 @@ locals {
   # Alpaca calls give up after this (ALPACA_RETRY_BUDGET_SECONDS, strategy_engine.settings), so a
   # broker outage answers 503 inside the tick's deadline instead of timing out.
   tick_broker_budget_seconds = 12
+  # A run still `running` after this is closed as abandoned by the next tick
+  # (ENGINE_RUN_TIMEOUT_SECONDS): twice the longest timeout of the functions that tick (tick and
+  # webhook), so a slow run that is still alive is never closed under it.
+  run_timeout_seconds = 2 * max(local.tick_deadline_seconds, local.entry_points.webhook.timeout_seconds)
 
   # One Cloud Run service per entry point: each gets its own limits, and the scheduler's
   # invoker grant covers the tick service only.
@@ -235,6 +239,7 @@ resource "google_cloudfunctions2_function" "engine" {
       ENGINE_TRUST_PLATFORM_AUTH = contains(var.public_entry_points, each.key) ? "false" : "true"
       # The broker gives up inside the request timeout (see tick_deadline_seconds).
       ALPACA_RETRY_BUDGET_SECONDS = tostring(each.value.broker_budget_seconds)
+      ENGINE_RUN_TIMEOUT_SECONDS  = tostring(local.run_timeout_seconds)
     }
 
     # Secrets by reference, pinned to the version Terraform wrote: a rotation (secrets_version)

@@ -132,14 +132,8 @@ def tick(
     market_open = calendar.is_open(minute)  # an out-of-range minute is refused before any write
     planned = plan(s, only)
     run_id = uuid.uuid4()
-    for old in journal.close_abandoned(s, deps.run_timeout_seconds, run_id):
-        event(
-            "run abandoned",
-            level=logging.WARNING,
-            run_id=str(old),
-            closed_by=str(run_id),
-            outcome="abandoned",
-        )
+    for old in journal.close_abandoned(s, deps.run_timeout_seconds, run_id):  # outcome: the alerts' key
+        event("run abandoned", level=logging.WARNING, outcome="abandoned", run_id=str(old), by=str(run_id))
     journal.start_run(s, run_id, trigger, minute)
     runs: list[StrategyRun] = []
     status = "market_closed"
@@ -163,15 +157,15 @@ def tick(
 def _finish(s: Session, result: RunResult, started: float) -> RunResult:
     result = replace(result, duration_ms=(time.perf_counter() - started) * 1000)
     counts, ms = result.counts(), result.duration_ms
-    journal.finish_run(s, result.run_id, result.status, counts, result.as_json()["strategies"], ms)
-    level = logging.ERROR if result.status == "failed" else logging.INFO
+    on_time = journal.finish_run(s, result.run_id, result.status, counts, result.as_json()["strategies"], ms)
+    level = logging.ERROR if result.status == "failed" or not on_time else logging.INFO
     event(
         "tick",
         level=level,
         run_id=str(result.run_id),
         minute=result.minute.isoformat(),
         trigger=result.trigger,
-        outcome=result.status,
+        outcome=result.status if on_time else "abandoned",
         duration_ms=round(ms, 3),
         **counts,
     )
@@ -263,7 +257,9 @@ def _strategy_minute(
     traded = any(x.outcome is Outcome.ORDERED for x in decisions)
     strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)
     if not view.broker.authoritative:
-        acct_store.save_mirror(s, account.id, view.broker.account(), view.broker.positions())
+        acct_store.save_mirror(
+            s, account.id, view.broker.account(), view.broker.positions(), day.trading_date
+        )
     return execution.summarise(run_id, d.name, minute, logged)
 
 
@@ -273,7 +269,7 @@ def open_account(s: Session, deps: Deps, account: BrokerAccount, minute: datetim
     def simulated(acct: Account, positions: list[Position]) -> Broker:
         return deps.simulated_broker(acct, positions, minute, deps.slippage_bps)
 
-    return execution.open_account(s, account, deps.alpaca_broker, simulated)
+    return execution.open_account(s, account, deps.alpaca_broker, simulated, calendar.trading_date(minute))
 
 
 def _features(

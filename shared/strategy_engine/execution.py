@@ -21,11 +21,12 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from strategy_engine.brokers.base import Broker
 from strategy_engine.concurrency import gather3
 from strategy_engine.core import calendar, exposure
+from strategy_engine.core.data_quality import held_through_break
 from strategy_engine.core.decide import Submit, processed_run
 from strategy_engine.core.errors import OrderRejected
 from strategy_engine.core.models import (
@@ -75,19 +76,21 @@ def open_account(
     account: BrokerAccount,
     alpaca: Callable[[BrokerAccount], Broker],
     simulated: Callable[[Account, list[Position]], Broker],
+    as_of: date,
 ) -> AccountView:
     """Lock the account's row; for a real broker, mirror it and refresh unsettled orders.
 
-    `simulated(balance, positions)` builds the simulated broker from the tables (its truth)."""
+    `simulated(balance, positions)` builds the simulated broker from the tables (its truth), with
+    the splits effective by New York date `as_of` applied; the mirror records `as_of` too."""
     balance = acct_store.lock_account(s, account.id) or Account(0.0, 0.0, 0.0)
     if account.broker != "alpaca":
-        positions = acct_store.positions(s, account.id)
+        positions = acct_store.positions(s, account.id, as_of)
         broker = simulated(balance, positions)
         return AccountView(broker, balance, positions, broker.open_orders())
     broker = alpaca(account)
     acct, positions, listed = gather3(broker.account, broker.positions, broker.open_orders)
     acct_store.check_alpaca_account(s, account, acct.account_number)  # before anything is written
-    acct_store.save_mirror(s, account.id, acct, positions)
+    acct_store.save_mirror(s, account.id, acct, positions, as_of)
     working = [*listed, *_refresh(s, broker, account.id, listed)]
     return AccountView(broker, acct, positions, working)
 
@@ -226,7 +229,10 @@ def sender(
 
 
 def summarise(run_id: uuid.UUID, name: str, minute: datetime, decisions: Sequence[Decision]) -> StrategyRun:
-    """One `order` event per decision that had an order (sent, blocked, failed or reconciled); the counts."""
+    """One `order` event per decision that had an order (sent, blocked, failed or reconciled), a
+    `series break` warning while a position is held through a break; the counts."""
+    if blind := held_through_break(decisions):  # no exit signal until the window refills
+        event("series break", level=logging.WARNING, strategy=name, symbols=blind, minute=f"{minute}")
     for x in decisions:
         if x.intent is not None:
             event(

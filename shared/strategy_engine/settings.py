@@ -44,8 +44,12 @@ class Settings(BaseSettings):
     backfill_max_symbol_minutes: int = Field(
         default=2_000_000, gt=0, description="symbols x session minutes one backfill may replay"
     )
+    # A run `running` for longer than this is closed as abandoned by the next tick. It must exceed
+    # the timeout of every function that runs ticks, with a margin (a clock skew, a slow COMMIT):
+    # the default is twice the longest function timeout we deploy (900 s); the stacks set
+    # twice their own (infra/gcp/main.tf, infra/aws/main.tf).
     engine_run_timeout_seconds: float = Field(
-        default=900, gt=0, description="the tick function's timeout: a run older than it is abandoned"
+        default=1800, gt=0, description="2 x the longest timeout of a function that ticks"
     )
     max_tick_lag_seconds: float = Field(
         default=90, ge=0, description="a real-broker tick for an older minute is late; 0 turns it off"

@@ -177,9 +177,8 @@ def execute(
     clock = [time.perf_counter()]
     p = plan(s, req)
     grid = session_grid(req.start, req.end)
-    check_budget(
-        len(p.config.symbols), grid.shape[0], (settings or get_settings()).backfill_max_symbol_minutes
-    )
+    budget = (settings or get_settings()).backfill_max_symbol_minutes
+    check_budget(len(p.config.symbols), grid.shape[0], budget, warmup=p.config.sma_window)
     note("load", 0.0)
     data = load(s, p.config.symbols, req.start, req.end, p.config.sma_window, p.config.flow_lookback_minutes)
     clock.append(time.perf_counter())

@@ -118,14 +118,18 @@ def load(
     )
 
 
-def check_budget(symbols: int, minutes: int, budget: int) -> None:
-    """Memory grows with symbols x session minutes (~100 bytes each in the replay's arrays and
-    rows): a request over `BACKFILL_MAX_SYMBOL_MINUTES` is refused (InputError) before any read."""
-    if symbols * minutes > budget:
+def check_budget(symbols: int, minutes: int, budget: int, *, warmup: int = 0, copies: int = 1) -> None:
+    """Memory grows with symbols x (session minutes + `warmup` bars loaded before the range), ~100
+    bytes each in the replay's arrays and rows, times the `copies` held at once (a sweep's worker
+    processes each hold the data): a request over `BACKFILL_MAX_SYMBOL_MINUTES` is refused
+    (InputError, naming the limit) before any read."""
+    charge = symbols * (minutes + warmup) * copies
+    if charge > budget:
+        times = f" x {copies} workers" if copies > 1 else ""
         raise InputError(
-            f"backfill of {symbols} symbols x {minutes} session minutes = {symbols * minutes} exceeds"
-            f" the budget of {budget} symbol-minutes (BACKFILL_MAX_SYMBOL_MINUTES): split the range"
-            " or the symbols"
+            f"backfill of {symbols} symbols x ({minutes} session minutes + {warmup} warm-up bars){times}"
+            f" = {charge} exceeds the budget of {budget} symbol-minutes (BACKFILL_MAX_SYMBOL_MINUTES):"
+            " split the range or the symbols"
         )
 
 
@@ -144,6 +148,7 @@ class FeatureGrid:
     flow: NDArray[np.int8]
     ignored_bars: IntArray
     ignored_flow: IntArray
+    series_break: BoolArray  # a break cut the window: fewer usable bars than loaded ones
 
 
 def _window_sums(values: IntArray, lo: IntArray, hi: IntArray, clamp: int | None) -> IntArray:
@@ -171,6 +176,7 @@ def features(market: MarketArrays, grid: IntArray, cfg: NaiveFlowTrendConfig) ->
     last_ts, bars = np.full(shape, -1, dtype=np.int64), np.zeros(shape, dtype=np.int64)
     bull, bear = np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
     ign_bars, ign_flow = np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
+    cut = np.zeros(shape, dtype=np.bool_)
     for j in range(shape[0]):
         ts, raw = market.bar_ts[j], market.bar_close[j]
         k = np.searchsorted(ts, grid, "left")
@@ -185,8 +191,9 @@ def features(market: MarketArrays, grid: IntArray, cfg: NaiveFlowTrendConfig) ->
             kk = k[a:b]
             usable = dq.usable_bars(c, kk, w)
             bars[j, a:b] = usable
-            if ts.size:
-                close[j, a:b] = np.where(kk > 0, c[np.maximum(kk - 1, 0)], np.nan)
+            cut[j, a:b] = usable < np.minimum(kk, w)
+            if ts.size:  # the last usable close: none when the last bar is bad (above MAX_PRICE)
+                close[j, a:b] = np.where(usable > 0, c[np.maximum(kk - 1, 0)], np.nan)
             if ts.size >= w:
                 avg[j, a:b] = np.where(usable >= w, sma(c, w)[np.maximum(kk - w, 0)], np.nan)
         fts = market.flow_ts[j]
@@ -197,7 +204,7 @@ def features(market: MarketArrays, grid: IntArray, cfg: NaiveFlowTrendConfig) ->
     enough = bars >= w
     trend = np.where(enough, trend_code(close, avg, cfg.trend_band_bps), FLAT).astype(np.int8)
     flow = flow_code(bull, bear, cfg.min_flow_premium, cfg.min_flow_ratio)
-    return FeatureGrid(bars, close, avg, last_ts, bull, bear, enough, trend, flow, ign_bars, ign_flow)
+    return FeatureGrid(bars, close, avg, last_ts, bull, bear, enough, trend, flow, ign_bars, ign_flow, cut)
 
 
 def candidates(f: FeatureGrid, allow_short: bool) -> list[tuple[IntArray, IntArray, IntArray]]:

@@ -36,6 +36,7 @@ from strategy_engine.backtest.market_arrays import (
 )
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core import calendar
+from strategy_engine.core.data_quality import split_position
 from strategy_engine.core.decide import MinuteInputs, decide_minute
 from strategy_engine.core.models import Action, DayState, Decision, Features, Limits, Order, Outcome, Position
 from strategy_engine.core.risk import RiskContext
@@ -99,8 +100,19 @@ class _Loop:
         self.out = Replay(market.symbols, grid, self.f, setup.initial_cash)
         self.acct = _Account(setup.initial_cash)
         self.configs: dict[tuple[str, ...], NaiveFlowTrendConfig] = {}
+        # Position changes per symbol, as (grid index, qty): after each minute (fills at i, splits
+        # from their first minute on) and as each minute's decision saw it (fills from i + 1).
         self.moves: list[list[tuple[int, float]]] = [[] for _ in market.symbols]
+        self.seen: list[list[tuple[int, float]]] = [[] for _ in market.symbols]
         self.cash_moves: list[tuple[int, float]] = []
+        # Splits by the first grid minute at or after their ex time: the tick applies a split to
+        # the account at its first minute with ex <= T (store.accounts.positions).
+        self.splits = sorted(
+            (int(np.searchsorted(grid, ex, "left")), ex, j, ratio)
+            for j in range(len(market.symbols))
+            for ex, ratio in market.column("splits", j)
+        )
+        self.next_split = 0
 
     def next_candidate(self, j: int, after: int) -> int:
         arr = self.cands[j][self.acct.state(self.out.symbols[j])]
@@ -120,7 +132,19 @@ class _Loop:
             f.bear.item(j, i),
             f.ignored_bars.item(j, i),
             f.ignored_flow.item(j, i),
+            bool(f.series_break.item(j, i)),
         )
+
+    def apply_splits(self, through: int) -> None:
+        """Apply to the account every split whose first minute is at or before grid index `through`."""
+        while self.next_split < len(self.splits) and self.splits[self.next_split][0] <= through:
+            i, _, j, ratio = self.splits[self.next_split]
+            self.next_split += 1
+            p = self.acct.positions.get(sym := self.out.symbols[j])
+            if i < self.grid.shape[0] and p is not None and p.qty != 0:
+                self.acct.positions[sym] = q = split_position(p, ratio)
+                self.moves[j].append((i, q.qty))
+                self.seen[j].append((i, q.qty))
 
     def step(self, i: int, js: list[int]) -> None:
         """One candidate minute: decide_minute over the candidate symbols, as the tick would."""
@@ -174,6 +198,7 @@ class _Loop:
                 self.out.fills.append((i, j, d.order))
                 p = self.acct.positions.get(d.signal.symbol)
                 self.moves[j].append((i, 0.0 if p is None else p.qty))
+                self.seen[j].append((i + 1, 0.0 if p is None else p.qty))
                 self.cash_moves.append((i, self.acct.cash))
 
     def run(self, on_progress: Callable[[float], None] | None) -> Replay:
@@ -185,6 +210,7 @@ class _Loop:
             i, js = heap[0][0], []
             while heap and heap[0][0] == i:
                 js.append(heapq.heappop(heap)[1])
+            self.apply_splits(i)
             self.step(i, sorted(js))
             for j in js:
                 heapq.heappush(heap, (self.next_candidate(j, i + 1), j))
@@ -195,17 +221,17 @@ class _Loop:
 
     def finish(self) -> Replay:
         out, m = self.out, self.grid.shape[0]
-        out.position_after = (
-            np.stack([_steps(mv, m, 0.0) for mv in self.moves]) if self.moves else np.zeros((0, m))
-        )
-        out.position_before = np.zeros_like(out.position_after)
-        out.position_before[:, 1:] = out.position_after[:, :-1]
+        self.apply_splits(m - 1)
+        empty = np.zeros((0, m))
+        out.position_after = np.stack([_steps(mv, m, 0.0) for mv in self.moves]) if self.moves else empty
+        out.position_before = np.stack([_steps(mv, m, 0.0) for mv in self.seen]) if self.seen else empty
         out.cash_after = _steps(self.cash_moves, m, out.initial_cash)
         return out
 
 
 def _steps(moves: list[tuple[int, float]], m: int, initial: float) -> FloatArray:
-    """A value that changes at given minutes, as its value after each minute."""
+    """A value that changes at given minutes (ascending; the last of equal minutes wins), as its
+    value after each minute."""
     if not moves:
         return np.full(m, initial)
     at = np.array([i for i, _ in moves], dtype=np.int64)

@@ -26,7 +26,7 @@ from strategy_engine.store.backfill import copy_escape
 NULL = "\\N"
 PAYLOAD = (
     '{"close":%s,"sma":%s,"trend":%s,"flow":%s,"bull":%s,"bear":%s,"net":%s,'
-    '"ratio":%s,"position_qty":%s,"bars":%s,"ignored_bars":%s,"ignored_flow":%s}'
+    '"ratio":%s,"position_qty":%s,"bars":%s,"ignored_bars":%s,"ignored_flow":%s,"series_break":%s}'
 )
 HOLD_REASONS = ("insufficient_bars", "no_entry", "hold_position")
 # Code -> JSON text, indexed by code + 1 (codes are -1, 0, 1); index 3 is "no trend" (too few bars).
@@ -35,9 +35,9 @@ FLOW_TEXT = [json.dumps(FLOW_NAMES[c]) for c in (-1, 0, 1)]
 
 
 def _floats(a: FloatArray) -> list[str]:
-    """repr of each value (json.dumps's spelling), NaN as JSON null."""
+    """repr of each value (json.dumps's spelling), NaN and infinities as JSON null (`finite`)."""
     out = list(map(float.__repr__, a.tolist()))
-    for k in np.flatnonzero(np.isnan(a)).tolist():
+    for k in np.flatnonzero(~np.isfinite(a)).tolist():
         out[k] = "null"
     return out
 
@@ -83,6 +83,7 @@ def _hold_lines(r: Replay, j: int, a: int, b: int, template: str, minutes: list[
         list(map(str, f.bars[j, a:b].tolist())),
         list(map(str, f.ignored_bars[j, a:b].tolist())),
         list(map(str, f.ignored_flow[j, a:b].tolist())),
+        ["true" if x else "false" for x in f.series_break[j, a:b].tolist()],
     )
     return [template % row for row in zip(*columns, strict=True)]
 

@@ -26,10 +26,11 @@ from typing import Any
 
 from strategy_engine.backtest import replay, report
 from strategy_engine.backtest.backfill import BackfillRequest, Progress, parameters, plan
-from strategy_engine.backtest.market_arrays import IntArray, MarketArrays, load, session_grid
+from strategy_engine.backtest.market_arrays import IntArray, MarketArrays, check_budget, load, session_grid
 from strategy_engine.backtest.replay import ReplaySetup
 from strategy_engine.core.errors import InputError
 from strategy_engine.core.strategies.naive_flow_trend import NaiveFlowTrendConfig
+from strategy_engine.settings import get_settings
 from strategy_engine.store import Session
 from strategy_engine.store import backfill as store
 
@@ -95,9 +96,13 @@ def run_sweep(
     configs = [p.with_overrides(pt) for pt in points]  # every point is validated before any work
     symbols = tuple(sorted({sym for c in configs for sym in c.symbols}))
     window, lookback = max(c.sma_window for c in configs), max(c.flow_lookback_minutes for c in configs)
+    grid = session_grid(req.start, req.end)
+    # Each worker holds the data and one replay at a time: the budget of one backfill, per worker.
+    budget = get_settings().backfill_max_symbol_minutes
+    check_budget(len(symbols), grid.shape[0], budget, warmup=window, copies=max(workers, 1))
     data = load(s, symbols, req.start, req.end, window, lookback)
     setup = ReplaySetup(p.strategy_id, p.spec, p.config, p.limits, req.initial_cash, req.slippage_bps)
-    summaries = _replay_all(data, session_grid(req.start, req.end), setup, configs, workers, progress)
+    summaries = _replay_all(data, grid, setup, configs, workers, progress)
     sweep_id, rows = uuid.uuid4(), []
     with s.transaction():
         for pt, cfg, summary in zip(points, configs, summaries, strict=True):

@@ -18,6 +18,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer._click import exceptions as click_exc  # typer vendors click: its own exception classes
 
+from strategy_engine.core.data_quality import finite
 from strategy_engine.core.errors import EngineError, InputError, Unavailable
 from strategy_engine.runtime import open_session
 from strategy_engine.store import Session
@@ -79,8 +80,9 @@ def parse_since(text: str | None) -> datetime | None:
 
 
 def emit(doc: Any, as_json: bool, render: Callable[[], None]) -> None:
+    """`doc` as one JSON document (NaN and infinities as null: strict JSON), else `render()`."""
     if as_json:
-        sys.stdout.write(json.dumps(doc, default=str) + "\n")
+        sys.stdout.write(json.dumps(finite(doc), default=str, allow_nan=False) + "\n")
     else:
         render()
 

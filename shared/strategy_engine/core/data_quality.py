@@ -7,8 +7,9 @@ Flow: an event whose size, trade price or premium is negative, not finite or abs
 price above `MAX_OPTION_PRICE` dollars, premium above `MAX_PREMIUM` dollars) is ignored; sums of
 premium are clamped at `MAX_SUM_CENTS`, so no sum can overflow a bigint or an int64.
 
-Vendor spellings: `OPTION_TYPES` and `SIDES` map every accepted spelling (trimmed, lower case)
-to ours; `store.market` generates its SQL CASE from these very dicts.
+Vendor spellings: `OPTION_TYPES` and `SIDES` map every accepted spelling (after `spelling`:
+BLANKS trimmed, ASCII lower case, '-' and ' ' as '_') to ours; `store.market` generates its SQL
+CASE from these very dicts.
 
 Series breaks: consecutive bars whose closes differ by more than a factor `BREAK_RATIO` (after
 split adjustment) are a break in the series: only the bars after the last break count, so a
@@ -21,6 +22,7 @@ bit.
 from __future__ import annotations
 
 import math
+import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from strategy_engine.core.indicators import last_smas
-from strategy_engine.core.models import Features
+from strategy_engine.core.models import Decision, Features, Position
 
 MAX_PRICE = 1_000_000_000  # dollars per share: no listed stock is near it; 1e30 is a feed error
 MAX_OPTION_PRICE = 1_000_000  # dollars per contract share
@@ -38,6 +40,18 @@ MAX_SUM_CENTS = 10**17  # a clamp on any flow sum: bull + bear stays far below 2
 # a liquid name moving 20% within a minute (or across a missing stretch) is a halt or an event,
 # and holding for one SMA window after it is the safe side.
 BREAK_RATIO = 1.2
+
+# Every character Python's str.isspace() accepts (tests/test_vendor_spellings.py checks it against
+# all of Unicode): stripped from both ends of a spelling, by `spelling` and by the SQL of
+# `store.market` alike (btrim with this very set), so no blank flips a direction on one side only.
+BLANKS = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+# ASCII case folding only (never a locale's: the Kelvin sign lowers to 'k' in Python), and '-' and
+# ' ' inside a spelling read as '_' ('Above-Ask', 'ABOVE ASK' are above_ask).
+FOLD_FROM, FOLD_TO = string.ascii_uppercase + "- ", string.ascii_lowercase + "__"
+_FOLD = str.maketrans(FOLD_FROM, FOLD_TO)
 
 OPTION_TYPES: Mapping[str, str] = {"call": "call", "c": "call", "put": "put", "p": "put"}
 SIDES: Mapping[str, str] = {
@@ -65,14 +79,19 @@ IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
 
 
+def spelling(raw: str) -> str:
+    """A vendor's spelling as the tables key it: BLANKS stripped, ASCII lower case, '-' and ' ' as '_'."""
+    return raw.strip(BLANKS).translate(_FOLD)
+
+
 def option_type(raw: object) -> str | None:
     """'call', 'put', or None for anything else."""
-    return OPTION_TYPES.get(raw.strip().lower()) if isinstance(raw, str) else None
+    return OPTION_TYPES.get(spelling(raw)) if isinstance(raw, str) else None
 
 
 def side(raw: object) -> str:
     """'buy', 'sell' or 'unknown' (a missing or unrecognised side is unknown)."""
-    return SIDES.get(raw.strip().lower(), "unknown") if isinstance(raw, str) else "unknown"
+    return SIDES.get(spelling(raw), "unknown") if isinstance(raw, str) else "unknown"
 
 
 def direction(raw_type: object, raw_side: object) -> int:
@@ -96,9 +115,12 @@ def breaks(closes: FloatArray) -> BoolArray:
 
 
 def after_last_break(closes: Sequence[float]) -> int:
-    """How many trailing closes follow the last break (all of them when there is none)."""
-    for i in range(len(closes) - 1, 0, -1):
-        if is_break(closes[i - 1], closes[i]):
+    """How many trailing closes follow the last break (all of them when there is none). A close
+    above MAX_PRICE (a split-adjusted one can be) is a bad bar: only the closes after it count."""
+    for i in range(len(closes) - 1, -1, -1):
+        if closes[i] > MAX_PRICE:
+            return len(closes) - i - 1
+        if i > 0 and is_break(closes[i - 1], closes[i]):
             return len(closes) - i
     return len(closes)
 
@@ -106,7 +128,9 @@ def after_last_break(closes: Sequence[float]) -> int:
 def usable_bars(closes: FloatArray, k: IntArray, window: int) -> IntArray:
     """`after_last_break` of the window closes[max(k-window, 0):k], for every k at once."""
     idx = np.arange(closes.shape[0], dtype=np.int64)
-    last = np.maximum.accumulate(np.where(breaks(closes), idx, -1)) if closes.shape[0] else idx
+    # The first usable index each bar imposes: itself after a break, the next one after a bad bar.
+    first = np.where(closes > MAX_PRICE, idx + 1, np.where(breaks(closes), idx, -1))
+    last = np.maximum.accumulate(first) if closes.shape[0] else idx
     start = np.maximum(k - window, 0)
     lb = np.where(k > 0, last[np.maximum(k - 1, 0)] if closes.shape[0] else -1, -1)
     return np.where(lb > start, k - lb, k - start)
@@ -126,6 +150,13 @@ def split_factors(bar_ts: Sequence[Any], splits: Sequence[tuple[Any, float]], t:
                 f *= ratio
         out.append(f)
     return out
+
+
+def split_position(p: Position, ratio: float) -> Position:
+    """A position after a split of `ratio` new shares per old: qty x ratio, entry price / ratio
+    (its cost, and its value at the adjusted prices, unchanged). The tick's simulated account
+    (`store.accounts.positions`) and the backfill's replay apply splits with this function alone."""
+    return Position(p.symbol, p.qty * ratio, p.avg_entry_price / ratio)
 
 
 def split_factor_array(bar_us: IntArray, splits: Sequence[tuple[int, float]], t_us: int) -> FloatArray:
@@ -164,9 +195,19 @@ def window_features(
         bars, ignored_bars, _ = windows[sym]
         bull, bear, ignored_flow = flow.get(sym, (0, 0, 0))
         last = bars[-1][0] if bars else None
-        close = vals[-1] if vals else None
-        out[sym] = Features(sym, len(vals), close, avg, last, bull, bear, ignored_bars, ignored_flow)
+        close, cut = (vals[-1] if vals else None), len(vals) < len(bars)
+        out[sym] = Features(sym, len(vals), close, avg, last, bull, bear, ignored_bars, ignored_flow, cut)
     return out
+
+
+def held_through_break(decisions: Sequence[Decision]) -> list[str]:
+    """Symbols whose open position a strategy holds while a series break keeps its window short:
+    no exit rule can fire on them until the window refills (the operator is warned)."""
+    return [
+        d.signal.symbol
+        for d in decisions
+        if d.signal.payload.get("series_break") and d.signal.payload.get("position_qty")
+    ]
 
 
 def finite(value: Any) -> Any:

@@ -9,7 +9,18 @@ from __future__ import annotations
 
 
 class EngineError(Exception):
-    """Base of every error the engine raises on purpose."""
+    """Base of every error the engine raises on purpose.
+
+    `detail`: what an operator may need and a caller must not see (a driver's own text, already
+    scrubbed of secrets), for logs only; None when there is none.
+    """
+
+    detail: str | None = None
+
+    @property
+    def public(self) -> str:
+        """What a remote caller may read (an HTTP body)."""
+        return str(self)
 
 
 class InputError(EngineError):
@@ -33,7 +44,10 @@ class Unavailable(EngineError):
 
 
 class DatabaseUnavailable(Unavailable):
-    pass
+    @property
+    def public(self) -> str:
+        # The database's place is the operator's business: a remote caller learns the kind only.
+        return "database unavailable"
 
 
 class BrokerUnavailable(Unavailable):

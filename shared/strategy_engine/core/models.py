@@ -85,6 +85,8 @@ class Features:
     bear_cents: int
     ignored_bars: int = 0  # bad bars left out of the window (core.data_quality)
     ignored_flow: int = 0  # flow events of the lookback left out
+    # A break (core.data_quality) cut the window short: the bars before it do not count.
+    series_break: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,9 @@ caller (Cloud Run IAM checking the scheduler's OIDC token, a Lambda URL with AWS
 (or a secret shorter than 16 characters) every request is refused with 403: the functions fail
 closed. A wrong or missing bearer is 401.
 
-Outcomes: refused input 4xx with a JSON error naming the field; a database or broker outage
-(`Unavailable`, or a tick in which a strategy failed on one) 503 with Retry-After, so the scheduler
-retries the same minute; anything unexpected 500 with the request id only (the stack trace goes
-to the log, never to the caller). Every request logs one `request` line.
+Outcomes: refused input 4xx naming the field; an outage (`Unavailable`, or a tick in which a
+strategy failed on one) 503 with Retry-After, so the scheduler retries the minute; anything else
+500 with the request id only (trace, scrubbed `detail` to the log). One `request` line, no query.
 """
 
 from __future__ import annotations
@@ -48,6 +47,7 @@ from strategy_engine.http.messages import (
     SchedulerEvent,
     TickBody,
     WebhookPayload,
+    error_fields,
     from_flask,
     to_flask,
     validate,
@@ -124,10 +124,10 @@ def _respond(
         except InputError as exc:
             resp = HttpResponse(exc.status, {"error": str(exc)})
         except Unavailable as exc:
-            logs.event("dependency unavailable", level=logging.ERROR, error=str(exc))
-            resp = _unavailable({"error": str(exc)})
+            logs.event("dependency unavailable", level=logging.ERROR, error=str(exc), detail=exc.detail)
+            resp = _unavailable({"error": exc.public})
         except Exception as exc:  # the one broad catch: the caller gets an id, the log the trace
-            logs.exception("unexpected error", error=str(exc) if isinstance(exc, Misconfigured) else None)
+            logs.exception("unexpected error", **error_fields(exc))
             resp = HttpResponse(500, {"error": "internal error"})
         resp = HttpResponse(resp.status, {**resp.body, "request_id": rid}, resp.headers)
         _log_request(route, method, path, resp, started)
@@ -141,7 +141,7 @@ def _log_request(route: str, method: str, path: str, resp: HttpResponse, started
         level=level,
         route=route,
         method=method,
-        path=path,
+        path=path.split("?", 1)[0],  # never a query string: its values may be credentials
         status=resp.status,
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
         run_id=resp.body.get("run_id"),

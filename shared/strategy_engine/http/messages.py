@@ -68,7 +68,20 @@ class HttpError(Exception):
 
 
 class Misconfigured(Exception):
-    """The deployment is missing a setting: a 500 for the caller, the reason in the log."""
+    """The deployment is missing a setting: a 500 for the caller, the reason in the log.
+
+    `detail`: the driver's text, scrubbed of secrets, for the log only."""
+
+    detail: str | None = None
+
+
+def error_fields(exc: Exception) -> dict[str, str | None]:
+    """What the log of an unexpected error says: a Misconfigured's reason (no other message, which
+    could quote anything) and any error's scrubbed `detail`."""
+    return {
+        "error": str(exc) if isinstance(exc, Misconfigured) else None,
+        "detail": getattr(exc, "detail", None),
+    }
 
 
 class _Strict(BaseModel):

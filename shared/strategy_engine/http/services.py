@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import unquote, urlsplit
 
 from pydantic import SecretStr
 
@@ -15,6 +14,7 @@ from strategy_engine.core.errors import InputError
 from strategy_engine.http.messages import Misconfigured
 from strategy_engine.settings import Settings, get_settings
 from strategy_engine.store import Session, connect
+from strategy_engine.store.session import url_secrets
 
 
 @dataclass(frozen=True)
@@ -31,31 +31,29 @@ class Services:
         """`database_url`, else DATABASE_URL. Never the embedded server: a function must not trade
         on a database of its own that starts empty on every cold start."""
         settings = get_settings()
-        logs.redact(secret_values(settings))
         url = database_url or (settings.database_url.get_secret_value() if settings.database_url else None)
+        logs.redact([*secret_values(settings), *(url_secrets(database_url) if database_url else [])])
 
         def open_session() -> Session:
             if not url:
                 raise Misconfigured("DATABASE_URL is not set")
             try:
                 return connect(url)
-            except InputError:  # the server's URL, not the caller's input: no detail to anyone
-                raise Misconfigured("DATABASE_URL is not a valid postgresql:// URL") from None
+            except InputError as exc:  # the server's URL, not the caller's input: detail to the log only
+                err = Misconfigured("DATABASE_URL is not a valid postgresql:// URL")
+                err.detail = exc.detail
+                raise err from None
 
         return cls(settings, open_session)
 
 
 def secret_values(settings: Settings) -> list[str]:
-    """Every SecretStr setting's value, and the password inside the database URL."""
+    """Every SecretStr setting's value, and every fragment of the database URL's password."""
     out = []
     for name in type(settings).model_fields:
         value = getattr(settings, name)
         if isinstance(value, SecretStr) and value.get_secret_value():
             out.append(value.get_secret_value())
     if settings.database_url is not None:
-        try:
-            password = urlsplit(settings.database_url.get_secret_value()).password
-        except ValueError:  # unparseable: open_session refuses it without quoting it
-            password = None
-        out.extend([password, unquote(password)] if password else [])
+        out.extend(url_secrets(settings.database_url.get_secret_value()))
     return out

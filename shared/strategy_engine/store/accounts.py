@@ -7,10 +7,12 @@ the mirror). For a simulated account they *are* the truth. Either way one functi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 import psycopg
 
+from strategy_engine.core.data_quality import split_position
 from strategy_engine.core.errors import AccountConflict, NotFound
 from strategy_engine.core.models import Account, BrokerAccount, Position, RowId
 from strategy_engine.store.session import Session, exact, row_id
@@ -82,13 +84,33 @@ def _conflict(account: BrokerAccount, reached: str, other: str) -> AccountConfli
     )
 
 
-def positions(s: Session, account_id: RowId) -> list[Position]:
+# The New York date of now: what "as of" means for a caller that does not name a minute.
+_TODAY_NY = "(now() at time zone 'America/New_York')::date"
+
+
+def positions(s: Session, account_id: RowId, as_of: date | None = None) -> list[Position]:
+    """The account's positions as of New York date `as_of` (default today), with the splits of
+    `corporate_actions` that took effect since they were saved (ex date after the row's
+    `split_applied_through`, up to `as_of`) applied in ex-date order by `split_position`. One
+    statement; `save_mirror` with the same `as_of` records them as applied."""
     rows = s.fetchall(
-        "select symbol, qty::float8, coalesce(avg_entry_price, 0)::float8 from public.broker_positions"
-        " where account_id = %s and qty <> 0 order by symbol",
-        (account_id,),
+        f"""
+        select p.symbol, p.qty::float8, coalesce(p.avg_entry_price, 0)::float8,
+          (select array_agg(a.split_ratio::float8 order by a.ex_date) from public.corporate_actions a
+           where a.symbol = p.symbol and a.ex_date > p.split_applied_through
+             and a.ex_date <= coalesce(%s::date, {_TODAY_NY}))
+        from public.broker_positions p
+        where p.account_id = %s and p.qty <> 0 order by p.symbol
+        """,
+        (as_of, account_id),
     )
-    return [Position(r[0], r[1], r[2]) for r in rows]
+    out = []
+    for symbol, qty, avg, ratios in rows:
+        p = Position(symbol, qty, avg)
+        for r in ratios or ():
+            p = split_position(p, r)
+        out.append(p)
+    return out
 
 
 def lock_account(s: Session, account_id: RowId) -> Account | None:
@@ -112,8 +134,14 @@ def lock_account(s: Session, account_id: RowId) -> Account | None:
     return None if row is None else Account(row[0], row[1], row[2])
 
 
-def save_mirror(s: Session, account_id: RowId, acct: Account, pos: Sequence[Position]) -> None:
-    """Replace the account's positions and balance in three statements, whatever their number."""
+def save_mirror(
+    s: Session, account_id: RowId, acct: Account, pos: Sequence[Position], as_of: date | None = None
+) -> None:
+    """Replace the account's positions and balance in three statements, whatever their number.
+
+    The positions are as of New York date `as_of` (default today): every split up to it is in
+    them (`positions` applied it, or the broker did), so `split_applied_through` becomes `as_of`.
+    """
     s.execute(
         """
         insert into public.broker_balances (account_id, cash, buying_power, equity, updated_at)
@@ -129,14 +157,16 @@ def save_mirror(s: Session, account_id: RowId, acct: Account, pos: Sequence[Posi
         (account_id, symbols),
     )
     s.execute(
-        """
-        insert into public.broker_positions (account_id, symbol, qty, avg_entry_price, updated_at)
-        select %s, u.symbol, u.qty, u.avg, now()
+        f"""
+        insert into public.broker_positions
+          (account_id, symbol, qty, avg_entry_price, split_applied_through, updated_at)
+        select %s, u.symbol, u.qty, u.avg, coalesce(%s::date, {_TODAY_NY}), now()
         from unnest(%s::text[], %s::numeric[], %s::numeric[]) as u(symbol, qty, avg)
         on conflict (account_id, symbol) do update set qty = excluded.qty,
-          avg_entry_price = excluded.avg_entry_price, updated_at = now()
+          avg_entry_price = excluded.avg_entry_price,
+          split_applied_through = excluded.split_applied_through, updated_at = now()
         """,
-        (account_id, symbols, [exact(p.qty) for p in pos], [exact(p.avg_entry_price) for p in pos]),
+        (account_id, as_of, symbols, [exact(p.qty) for p in pos], [exact(p.avg_entry_price) for p in pos]),
     )
 
 

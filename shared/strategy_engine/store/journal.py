@@ -164,25 +164,37 @@ def close_abandoned(s: Session, older_than_seconds: float, by: UUID) -> list[UUI
     return [r[0] for r in rows]
 
 
-def finish_run(s: Session, run_id: UUID, status: str, counts: dict[str, int], detail: Any, ms: float) -> None:
-    s.execute(
+def finish_run(s: Session, run_id: UUID, status: str, counts: dict[str, int], detail: Any, ms: float) -> bool:
+    """Close a run `running`; False when a later run has closed it as `abandoned` meanwhile (this
+    process outlived the timeout): the row keeps `abandoned`, and this finish goes into its detail
+    as `late_finish` (status, counts, duration, time). One statement."""
+    row = s.fetchone(
         """
-        update public.engine_runs set status = %s, strategies = %s, decisions = %s, orders = %s,
-          blocked = %s, failed = %s, detail = %s, finished_at = now(), duration_ms = %s
-        where id = %s
+        with done as (
+          update public.engine_runs set status = %(status)s, strategies = %(strategies)s,
+            decisions = %(decisions)s, orders = %(orders)s, blocked = %(blocked)s, failed = %(failed)s,
+            detail = %(detail)s, finished_at = now(), duration_ms = %(ms)s
+          where id = %(id)s and status = 'running'
+          returning id
+        ), late as (
+          update public.engine_runs set detail = coalesce(detail, '{}'::jsonb) || jsonb_build_object(
+            'late_finish', jsonb_build_object('status', %(status)s::text, 'counts', %(counts)s::jsonb,
+              'duration_ms', %(ms)s::float8, 'finished_at', now(), 'detail', %(detail)s::jsonb))
+          where id = %(id)s and status <> 'running' and not exists (select 1 from done)
+          returning id
+        )
+        select exists (select 1 from done)
         """,
-        (
-            status,
-            counts.get("strategies", 0),
-            counts.get("decisions", 0),
-            counts.get("orders", 0),
-            counts.get("blocked", 0),
-            counts.get("failed", 0),
-            Jsonb(finite(detail)),
-            ms,
-            run_id,
-        ),
+        {
+            "status": status,
+            **{k: counts.get(k, 0) for k in ("strategies", "decisions", "orders", "blocked", "failed")},
+            "counts": Jsonb(counts),
+            "detail": Jsonb(finite(detail)),
+            "ms": ms,
+            "id": run_id,
+        },
     )
+    return bool(row and row[0])
 
 
 def recent_runs(s: Session, limit: int = 10) -> list[tuple[Any, ...]]:

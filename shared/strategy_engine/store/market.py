@@ -17,10 +17,16 @@ from strategy_engine.core import data_quality as dq
 from strategy_engine.store.session import Session
 
 
+def _sql_spelling(column: str) -> str:
+    """`data_quality.spelling` in SQL: btrim of the same BLANKS, the same ASCII-only fold."""
+    blanks = "".join(f"\\u{ord(c):04x}" for c in dq.BLANKS)
+    return f"translate(btrim({column}::text, E'{blanks}'), '{dq.FOLD_FROM}', '{dq.FOLD_TO}')"
+
+
 def _sql_map(column: str, mapping: Mapping[str, str], default: str) -> str:
-    """A SQL CASE over lower(btrim(column)) generated from one of data_quality's spelling maps."""
+    """A SQL CASE over `_sql_spelling(column)` generated from one of data_quality's spelling maps."""
     arms = " ".join(f"when '{k}' then '{v}'" for k, v in mapping.items())
-    return f"(case lower(btrim({column}::text)) {arms} else {default} end)"
+    return f"(case {_sql_spelling(column)} {arms} else {default} end)"
 
 
 def _sql_direction() -> str:

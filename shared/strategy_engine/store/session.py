@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 from uuid import UUID
 
 import psycopg
@@ -26,6 +26,7 @@ from strategy_engine.core.errors import Busy, DatabaseUnavailable, InputError
 from strategy_engine.core.models import RowId
 
 Params = Sequence[Any] | dict[str, Any] | None
+INVALID_URL = "the database URL is not a valid postgresql:// URL"
 
 
 # user:password@ inside any URL, and password=... in a conninfo string or a query.
@@ -71,18 +72,65 @@ def row_id(value: object) -> RowId:
     raise TypeError(f"unsupported key type {type(value).__name__}")
 
 
-def unavailable(exc: Exception) -> DatabaseUnavailable | Busy:
-    if isinstance(exc, psycopg.errors.LockNotAvailable):  # lock_timeout: another worker holds it
+_FRAGMENT_SPLIT = re.compile(r"[@:/\s'\"]+|%00")
+MIN_FRAGMENT = 4  # shorter pieces are no secret worth the name (logs.MIN_REDACTED alike)
+
+
+def _authority(url: str) -> tuple[str, str]:
+    """(userinfo, host part) of a URL however malformed: userinfo ends at the LAST '@' (a raw '@'
+    in a password is common), the host part is what follows, without its query."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    at = rest.rfind("@")
+    return (rest[:at], rest[at + 1 :].split("?", 1)[0]) if at >= 0 else ("", rest.split("?", 1)[0])
+
+
+def url_secrets(url: str) -> list[str]:
+    """Every fragment of a URL's password a driver may echo: the password split at the first and
+    at the last '@', its pieces between '@', ':', '/', quotes, blanks and %00, each raw and
+    percent-decoded (pieces shorter than MIN_FRAGMENT are left out)."""
+    userinfo, _ = _authority(url)
+    rest = url.split("://", 1)[1] if "://" in url else url
+    first = rest[: rest.find("@")] if "@" in rest else ""
+    out: set[str] = set()
+    for info in (userinfo, first):
+        password = info.partition(":")[2]
+        for text in (password, *_FRAGMENT_SPLIT.split(password), info.partition("@")[2]):
+            for spelling in (text, unquote(text)):
+                if len(spelling.strip()) >= MIN_FRAGMENT:
+                    out.add(spelling)
+    return sorted(out, key=len, reverse=True)
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` with every fragment of `url`'s password masked, then `redact_text`: for logs."""
+    for secret in url_secrets(url):
+        text = text.replace(secret, "***")
+    return redact_text(text)
+
+
+def location(url: str) -> str:
+    """host:port/db of a URL, nothing of its userinfo or query: what an error may name."""
+    return _authority(url)[1] or "?"
+
+
+def unavailable(exc: Exception, where: str = "", url: str = "") -> DatabaseUnavailable | Busy:
+    """Our error for a driver's outage (Busy for a lock timeout: another worker holds the lock).
+    Its message names the place only; the driver's own text (libpq echoes pieces of a malformed
+    URL) goes, scrubbed, in `detail`, for logs alone."""
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
         return Busy("busy: another worker holds the lock")
-    # psycopg messages carry host and port, never the password; keep only the first line.
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return DatabaseUnavailable(f"database unavailable: {redact_text(first)}")
+    err = DatabaseUnavailable(f"database unavailable: {where}" if where else "database unavailable")
+    err.detail = scrub(first, url)
+    return err
 
 
 def connect(url: str, *, connect_timeout: int = 10, application_name: str = "strategy-engine") -> Session:
+    """A session on `url`. Raises InputError (not a postgresql:// URL, or one libpq cannot parse)
+    or DatabaseUnavailable; neither message quotes the driver, whose text may carry the password."""
     if not url.startswith(("postgres://", "postgresql://")):
-        raise InputError("database url must start with postgresql:// or postgres://")
-    return _open(url, connect_timeout, application_name)
+        raise InputError(INVALID_URL)
+    return _open(url, url, connect_timeout, application_name)
 
 
 def sibling(s: Session, *, application_name: str = "strategy-engine-side") -> Session:
@@ -92,10 +140,11 @@ def sibling(s: Session, *, application_name: str = "strategy-engine-side") -> Se
     params = {k: v for k, v in info.get_parameters().items() if k != "application_name"}
     if info.password:
         params["password"] = info.password
-    return _open(make_conninfo("", **params), 10, application_name)
+    return _open(make_conninfo("", **params), "", 10, application_name)
 
 
-def _open(conninfo: str, connect_timeout: int, application_name: str) -> Session:
+def _open(conninfo: str, url: str, connect_timeout: int, application_name: str) -> Session:
+    """`url`: what errors may name (its location) and must scrub (its password)."""
     try:
         conn = psycopg.connect(
             conninfo,
@@ -105,10 +154,11 @@ def _open(conninfo: str, connect_timeout: int, application_name: str) -> Session
             application_name=application_name,
         )
     except psycopg.OperationalError as exc:
-        raise unavailable(exc) from None
+        raise unavailable(exc, location(url), url) from None
     except psycopg.ProgrammingError as exc:
-        # psycopg quotes the whole URI in some of these messages, password included.
-        raise InputError(f"invalid database url: {redact_text(str(exc).splitlines()[0])}") from None
+        err = InputError(INVALID_URL)
+        err.detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else "", url)
+        raise err from None
     conn.adapters.register_loader("numeric", FloatLoader)
     return Session(conn)
 

@@ -153,5 +153,6 @@ def naive_flow_trend(features: Features, position_qty: float, cfg: NaiveFlowTren
         "bars": features.bars,
         "ignored_bars": features.ignored_bars,
         "ignored_flow": features.ignored_flow,
+        "series_break": features.series_break,
     }
     return Signal(features.symbol, action, qty, reason, payload)
