@@ -616,9 +616,14 @@ def test_aws_lambda_from_the_deploy_zip(aws: Stack) -> None:
         "ENGINE_TRUST_PLATFORM_AUTH": "true",
         # Twice the timeout: a run still alive is never closed as abandoned.
         "ENGINE_RUN_TIMEOUT_SECONDS": "${tostring(2 * var.lambda_timeout_seconds)}",
+        "TICK_DEADLINE_SECONDS": "${tostring(local.tick_deadline_seconds)}",
     }
     assert "engine_run_timeout_seconds" in Settings.model_fields  # the variable the function reads
-    assert set(env) - {"ENGINE_TRUST_PLATFORM_AUTH", "ENGINE_RUN_TIMEOUT_SECONDS"} == {
+    assert set(env) - {
+        "ENGINE_TRUST_PLATFORM_AUTH",
+        "ENGINE_RUN_TIMEOUT_SECONDS",
+        "TICK_DEADLINE_SECONDS",
+    } == {
         lambda_handler.SECRET_ARN_ENV,
         lambda_handler.SECRET_VERSION_ENV,
     }  # the names the handler reads
@@ -1029,3 +1034,61 @@ def test_cron_sql_schedules_once_and_posts_with_the_vault_bearer(
     cleanup_row = cleanup.fetchone()
     assert cleanup_row is not None
     cron_db.execute(cleanup_row[0])
+
+
+def _evaluate(expression: str, names: dict[str, float]) -> float:
+    """The value of a Terraform arithmetic expression (`min`, + - and the given names)."""
+    body = expression.removeprefix("${").removesuffix("}")
+    body = re.sub(r"^tostring\((.*)\)$", r"\1", body)
+    for name in sorted(names, key=len, reverse=True):
+        body = body.replace(name, repr(names[name]))
+    assert re.fullmatch(r"[\d\s.,()+\-min]+", body), body  # nothing but arithmetic left
+    return float(eval(body, {"__builtins__": {}, "min": min}))  # noqa: S307 - checked just above
+
+
+SEND_MARGIN_SECONDS = 3  # the minute's commit and answer after the last POST attempt ends
+
+
+def test_gcp_send_deadline_leaves_one_broker_budget_and_a_margin_inside_each_timeout(gcp: Stack) -> None:
+    env = first(gcp.resource("google_cloudfunctions2_function", "engine")["service_config"])[
+        "environment_variables"
+    ]
+    assert "tick_deadline_seconds" in Settings.model_fields  # TICK_DEADLINE_SECONDS is what it reads
+    margin = gcp.locals["send_margin_seconds"]
+    assert margin >= SEND_MARGIN_SECONDS
+    deadlines = {}
+    for name, entry in gcp.locals["entry_points"].items():
+        values = {
+            k: gcp.locals[v.removeprefix("${local.").removesuffix("}")]
+            if str(v).startswith("${local.")
+            else v
+            for k, v in entry.items()
+        }
+        deadline = _evaluate(
+            env["TICK_DEADLINE_SECONDS"],
+            {
+                "each.value.timeout_seconds": values["timeout_seconds"],
+                "each.value.broker_budget_seconds": values["broker_budget_seconds"],
+                "local.send_margin_seconds": margin,
+            },
+        )
+        # the last POST may start at the deadline and retry for one budget; then the commit
+        assert (
+            deadline >= 1 and deadline + values["broker_budget_seconds"] + margin <= values["timeout_seconds"]
+        )
+        assert deadline <= Settings.model_fields["tick_deadline_seconds"].default
+        deadlines[name] = deadline
+    assert deadlines["tick"] == 20 - 12 - 3  # the scheduled tick: 5 s to start sending
+
+
+def test_aws_send_deadline_leaves_the_broker_budget_and_a_margin_inside_the_lambda_timeout(
+    aws: Stack,
+) -> None:
+    budget = Settings.model_fields["alpaca_retry_budget_seconds"].default  # the handler sets none on AWS
+    expression = aws.locals["tick_deadline_seconds"]
+    assert f"- {budget:g} -" in expression
+    bounds = aws.variables["lambda_timeout_seconds"]
+    for timeout in (30, bounds["default"], 900):  # the validation's bounds and the default
+        deadline = _evaluate(expression, {"var.lambda_timeout_seconds": timeout})
+        assert 1 <= deadline <= 45 and deadline + budget + SEND_MARGIN_SECONDS <= timeout
+    assert "var.lambda_timeout_seconds >= 30" in bounds["validation"][0]["condition"]

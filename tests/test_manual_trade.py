@@ -97,7 +97,12 @@ def test_re_running_the_same_command_in_the_minute_never_doubles_the_order(sim: 
         3.0,
         93_000.0 - 3 * PRICE,
     )
-    next_minute = trade(sim, "buy", 3, deps=Deps(clock=lambda: T + timedelta(seconds=61)))
+    a_minute_later = Deps(clock=lambda: T + timedelta(seconds=61))
+    with pytest.raises(InputError) as err:  # a re-run after a timeout: the default id has moved on
+        trade(sim, "buy", 3, deps=a_minute_later)
+    assert first.client_order_id in str(err.value) and "--again" in str(err.value)
+    assert state(sim)[1] == 3.0
+    next_minute = trade(sim, "buy", 3, deps=a_minute_later, again=True)
     assert next_minute.client_order_id != first.client_order_id
     assert state(sim)[1] == 6.0
 

@@ -15,6 +15,12 @@ locals {
   metric_namespace = "StrategyEngine/${var.name_prefix}"
   # CloudWatch Logs JSON filter syntax: $.field selects a key of a JSON log event, || ORs terms.
   run_problem_pattern = "{ ($.outcome = \"failed\") || ($.outcome = \"abandoned\") || ($.outcome = \"late\") }"
+
+  # TICK_DEADLINE_SECONDS: the last POST may start at it and retry for one broker budget (the
+  # settings default, 20 s: the handler does not set ALPACA_RETRY_BUDGET_SECONDS), and the
+  # minute's commit needs a margin (3 s), all inside the Lambda timeout; at most the engine's
+  # default 45 s (a tick belongs to its minute: AWS does not retry it).
+  tick_deadline_seconds = min(45, var.lambda_timeout_seconds - 20 - 3)
 }
 
 # ---- secrets --------------------------------------------------------------------------------
@@ -145,6 +151,7 @@ resource "aws_lambda_function" "engine" {
       # A run still `running` after twice the function's timeout is closed as abandoned by the
       # next tick: a live run never is (the one function serves ticks and backfills).
       ENGINE_RUN_TIMEOUT_SECONDS = tostring(2 * var.lambda_timeout_seconds)
+      TICK_DEADLINE_SECONDS      = tostring(local.tick_deadline_seconds)
     }
   }
 

@@ -18,6 +18,11 @@ locals {
   # webhook), so a slow run that is still alive is never closed under it.
   run_timeout_seconds = 2 * max(local.tick_deadline_seconds, local.entry_points.webhook.timeout_seconds)
 
+  # TICK_DEADLINE_SECONDS (below) leaves this much of a function's timeout after the last POST
+  # that may start at the deadline and retry for one broker budget: the minute's commit and the
+  # answer. The tick: 20 - 12 - 3 = 5 s to start sending (ALPACA_TIMEOUT_SECONDS 10 <= 12).
+  send_margin_seconds = 3
+
   # One Cloud Run service per entry point: each gets its own limits, and the scheduler's
   # invoker grant covers the tick service only.
   entry_points = {
@@ -240,6 +245,8 @@ resource "google_cloudfunctions2_function" "engine" {
       # The broker gives up inside the request timeout (see tick_deadline_seconds).
       ALPACA_RETRY_BUDGET_SECONDS = tostring(each.value.broker_budget_seconds)
       ENGINE_RUN_TIMEOUT_SECONDS  = tostring(local.run_timeout_seconds)
+      # Nothing new is sent after this: deadline + broker budget + margin fit the timeout.
+      TICK_DEADLINE_SECONDS = tostring(min(45, each.value.timeout_seconds - each.value.broker_budget_seconds - local.send_margin_seconds))
     }
 
     # Secrets by reference, pinned to the version Terraform wrote: a rotation (secrets_version)

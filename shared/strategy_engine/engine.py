@@ -138,7 +138,7 @@ def tick(
     runs: list[StrategyRun] = []
     status = "market_closed"
     if market_open:
-        sending = execution.Invocation(IntentLog(s))
+        sending = execution.Invocation(IntentLog(s), past_deadline=inv.past_deadline, send_by=inv.send_by)
         try:
             for p in planned:
                 if isinstance(p, StrategyRun):
@@ -244,6 +244,7 @@ def _strategy_minute(
         last_trade_at=MappingProxyType(journal.last_trades(s, d.id, symbols, minute)),
         buying_power=view.account.buying_power - working.reserved,
         working=working,
+        sells_release_power=not view.broker.authoritative,
     )
     inputs = MinuteInputs(d.id, p.spec, cfg, limits, minute, features)
     if inv.past_deadline():  # the refresh above may have spent it: roll back, send nothing
@@ -269,7 +270,14 @@ def open_account(s: Session, deps: Deps, account: BrokerAccount, minute: datetim
     def simulated(acct: Account, positions: list[Position]) -> Broker:
         return deps.simulated_broker(acct, positions, minute, deps.slippage_bps)
 
-    return execution.open_account(s, account, deps.alpaca_broker, simulated, calendar.trading_date(minute))
+    return execution.open_account(
+        s,
+        account,
+        deps.alpaca_broker,
+        simulated,
+        calendar.trading_date(minute),
+        deps.policy.in_flight_seconds,
+    )
 
 
 def _features(

@@ -29,6 +29,9 @@ from strategy_engine.logs import event
 # A minute at most this far ahead of the host clock is waited for; further ahead it is refused.
 # A forced Cloud Scheduler run can carry the *next* scheduled time; EventBridge may fire early.
 CLOCK_SKEW = timedelta(seconds=5)
+# Slack added to (deadline + broker budget) before an intent with no answer is presumed dead:
+# network latency of the last attempt and clock differences between the host and the database.
+IN_FLIGHT_MARGIN_SECONDS = 10.0
 REAL_BROKERS = frozenset({"alpaca"})
 
 
@@ -44,6 +47,15 @@ class TickPolicy:
     deadline_seconds: float = 45.0
     lock_timeout_seconds: float = 5.0
     idle_timeout_seconds: float = 60.0
+    broker_budget_seconds: float = 20.0  # one broker call's retry budget (ALPACA_RETRY_BUDGET_SECONDS)
+
+    @property
+    def in_flight_seconds(self) -> float:
+        """How long after its intent was committed an order may still be POSTed by a live worker
+        (one that froze between the commit and the POST): every attempt starts before the
+        deadline (a wall-clock check) and ends within the broker's budget. An intent younger
+        than this that the broker does not hold is working, not void."""
+        return self.deadline_seconds + self.broker_budget_seconds + IN_FLIGHT_MARGIN_SECONDS
 
     @classmethod
     def from_settings(cls) -> TickPolicy:
@@ -55,6 +67,7 @@ class TickPolicy:
             st.tick_deadline_seconds,
             st.db_lock_timeout_seconds,
             st.db_idle_timeout_seconds,
+            st.alpaca_retry_budget_seconds,
         )
 
 
@@ -72,10 +85,13 @@ class Invocation:
     clock: Callable[[], datetime] = wall_clock
     sleep: Callable[[float], None] = time.sleep
     started: datetime = field(init=False)
+    send_by: datetime = field(init=False)  # the deadline on the real wall clock, for the broker
     _broker_open: dict[str, bool] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.started = self.clock()
+        # The injected clock may be a test's or a replay's; a POST is held to the real one.
+        self.send_by = wall_clock() + timedelta(seconds=self.policy.deadline_seconds)
 
     @property
     def deadline(self) -> datetime:

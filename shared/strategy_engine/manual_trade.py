@@ -7,7 +7,10 @@ a quantity Alpaca takes and under the manual cap, a price no older than the stal
 buying power net of working buys, no second order beside a working one, and no short unless the
 caller says `allow_short` (the broker then decides whether the account may short). Its client id
 is the caller's, or derived from (account, symbol, side, qty, minute), so re-running the command
-within the minute finds the order instead of placing a second one.
+within the minute finds the order instead of placing a second one. Under the derived id, the same
+order placed in the last MANUAL_DUPLICATE_WINDOW_MINUTES is refused unless the caller says
+`again` (a re-run a minute later, after a timeout, must not double it). A re-run under the same
+id whose earlier attempt never reached the broker (an outage) voids that intent and sends.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from strategy_engine.logs import event
 from strategy_engine.settings import Settings, get_settings
 from strategy_engine.store import Session, journal, market
 from strategy_engine.store import accounts as acct_store
-from strategy_engine.store.intents import IntentLog
+from strategy_engine.store.intents import INTENT, IntentLog
 
 DEFAULT_ACCOUNT = "alpaca-paper"  # created on first use when Alpaca keys are set
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -51,13 +54,16 @@ def manual_trade(
     *,
     client_order_id: str | None = None,
     allow_short: bool = False,
+    again: bool = False,
     deps: Deps | None = None,
 ) -> Order:
     """Place (or find again) one manual paper order; returns the broker's view of it.
 
     Raises InputError (nothing written) for bad input or a failed check, with one readable line;
     NotFound for an unknown account; LiveTradingRefused for a non-paper account; Unavailable
-    for an outage (a write-ahead intent may remain, settled by the next run's reconciliation).
+    for an outage (a write-ahead intent may remain: a re-run with the same id, or the next run's
+    reconciliation, settles it). InputError too when, under the default id and without `again`,
+    the same manual order was placed within MANUAL_DUPLICATE_WINDOW_MINUTES.
     """
     deps, settings = deps or Deps(), get_settings()
     symbol = symbol.strip().upper()
@@ -82,7 +88,8 @@ def manual_trade(
     try:
         with s.transaction(lock_timeout=pol.lock_timeout_seconds, idle_timeout=pol.idle_timeout_seconds):
             account = _account(s, account_name, settings)
-            order, sent, refused = _place(s, deps, sending, account, intent, allow_short, settings)
+            dedupe = client_order_id is None and not again
+            order, sent, refused = _place(s, deps, sending, account, intent, allow_short, dedupe, settings)
     finally:
         sending.intents.close()
     if refused is not None:  # Alpaca's refusal is recorded (committed above); the caller gets exit 2
@@ -115,10 +122,12 @@ def _place(
     account: BrokerAccount,
     intent: OrderIntent,
     allow_short: bool,
+    dedupe: bool,
     settings: Settings,
 ) -> tuple[Order, bool, str | None]:
     """(order, sent now, Alpaca's refusal) inside the caller's transaction. An order the journal
-    already holds under this client id is found again, not re-checked or re-sent."""
+    already holds under this client id is found again, not re-checked or re-sent (unless it never
+    reached the broker); with `dedupe`, the same order placed recently is refused."""
     known = journal.find_order(s, intent.client_order_id)
     if known is not None and (known.symbol, known.side, known.qty) != (
         intent.symbol,
@@ -129,7 +138,12 @@ def _place(
     minute = calendar.floor_minute(deps.clock())
     view = open_account(s, deps, account, minute)
     if known is not None:
-        return _again(s, view, account, known, minute)
+        found = _again(s, view, account, known, minute)
+        if found is not None:
+            return found
+        sending.intents.void([known.client_order_id], execution.NOT_AT_BROKER)  # the lock is held
+    elif dedupe:
+        _refuse_recent(s, account, intent, minute, settings.manual_duplicate_window_minutes)
     intent = _checked(s, view, intent, minute, allow_short, settings)
     try:
         order = execution.sender(view.broker, sending, None, account.id, minute)(intent)
@@ -147,18 +161,40 @@ def _place(
     return order, True, None
 
 
+def _refuse_recent(
+    s: Session, account: BrokerAccount, intent: OrderIntent, minute: datetime, window: float
+) -> None:
+    """InputError naming the earlier order when the same manual order went out within `window` minutes."""
+    if window <= 0:
+        return
+    since = minute - timedelta(minutes=window)
+    earlier = journal.recent_manual(s, account.id, intent.symbol, intent.side.value, intent.qty, since)
+    if earlier is not None:
+        cid, status, at = earlier
+        raise InputError(
+            f"the same order ({intent.side.value} {intent.qty:g} {intent.symbol} on {account.name})"
+            f" went out at {at:%H:%M} UTC as {cid} ({status}): pass --again to place another one"
+        )
+
+
 def _again(
     s: Session, view: execution.AccountView, account: BrokerAccount, known: Order, minute: datetime
-) -> tuple[Order, bool, str | None]:
-    """A re-run: the order the journal holds, as the broker now sees it; nothing is sent."""
+) -> tuple[Order, bool, str | None] | None:
+    """A re-run: the order the journal holds, as the broker now sees it; nothing is sent. None
+    when it is an intent the broker does not hold and whose sender gave up: it may be sent."""
     if not view.broker.authoritative:
         return known, False, None  # the simulated broker's journal is its truth
     found = view.broker.get_by_client_id(known.client_order_id)
     if found is None:
-        raise InputError(
-            f"client order id {known.client_order_id} is recorded ({known.status}) but not at the broker:"
-            " the next run's reconciliation settles it"
+        cid = known.client_order_id
+        if known.status == INTENT and not any(o.client_order_id == cid for o in view.open_orders):
+            return None
+        why = (
+            "an earlier attempt may still be sending it"
+            if known.status == INTENT
+            else "the next run settles it"
         )
+        raise InputError(f"client order id {cid} is recorded ({known.status}) but not at the broker: {why}")
     journal.record_orders(s, None, account.id, "manual", minute, [(found, None)])
     return found, False, None
 
@@ -191,6 +227,7 @@ def _checked(
         last_trade_at=MappingProxyType({}),
         buying_power=view.account.buying_power - working.reserved,
         working=working,
+        sells_release_power=not view.broker.authoritative,
     )
     after = risk.exposure(ctx, sym) + risk.signed_qty(priced)
     if intent.side is Side.SELL and after < 0:

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
         default=60, gt=0, le=600, description="the server ends a transaction idle this long (a frozen worker)"
     )
     manual_max_qty: float = Field(default=10_000, gt=0, description="the largest manual order, shares")
+    manual_duplicate_window_minutes: float = Field(
+        default=10, ge=0, description="a default-id manual order repeating one this recent is refused; 0: off"
+    )
     manual_max_bar_age_seconds: float = Field(
         default=120, gt=0, description="a manual order needs a price at most this old"
     )

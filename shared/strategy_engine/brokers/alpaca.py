@@ -45,6 +45,7 @@ from strategy_engine.brokers.alpaca_http import (
     RetryAfter,
     TimeoutAdapter,
     Transient,
+    held_to,
     refuse_redirect,
     retry_after,
 )
@@ -192,7 +193,8 @@ class AlpacaPaperBroker:
         except ValueError as exc:  # pydantic's ValidationError included
             raise OrderRejected(None, f"invalid order: {exc}") from exc
         try:
-            placed = self._call("POST /v2/orders", lambda: self._client.submit_order(request))
+            post = held_to(intent.send_by, lambda: self._client.submit_order(request))
+            placed = self._call("POST /v2/orders", post)
         except _ClientError as exc:
             if _is_duplicate(exc):
                 return self._adopt(intent)

@@ -1,9 +1,11 @@
 """The HTTP rules of the Alpaca adapter: a timeout on every request, what counts as an outage
-(`Transient`: retried within the budget), and the pause between attempts (`RetryAfter`).
+(`Transient`: retried within the budget), the pause between attempts (`RetryAfter`), and the
+wall-clock deadline no POST attempt may start after (`held_to`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -12,6 +14,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState
 from tenacity.wait import wait_base
+
+from strategy_engine.core.errors import BrokerUnavailable, NotSent
 
 
 class Transient(Exception):
@@ -71,3 +75,21 @@ class RetryAfter(wait_base):
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         hinted = exc.retry_after if isinstance(exc, Transient) else None
         return pause if hinted is None else max(pause, hinted)
+
+
+def held_to(send_by: datetime | None, post: Callable[[], Any]) -> Callable[[], Any]:
+    """`post`, refused once the wall clock reaches `send_by`: before the first attempt nothing has
+    gone (NotSent); before a later one an earlier attempt may have landed (BrokerUnavailable, the
+    next run's reconciliation looks it up). A worker that froze before its POST never sends late."""
+    attempts = 0
+
+    def attempt() -> Any:
+        nonlocal attempts
+        attempts += 1
+        if send_by is not None and datetime.now(UTC) >= send_by:
+            if attempts == 1:
+                raise NotSent("deadline", f"past the invocation's deadline ({send_by.isoformat()}): not sent")
+            raise BrokerUnavailable("past the invocation's deadline between attempts: not re-sent")
+        return post()
+
+    return attempt

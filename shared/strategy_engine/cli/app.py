@@ -92,13 +92,24 @@ def trade(
     allow_short: Annotated[
         bool, typer.Option("--allow-short", help="Let a sell open or grow a short (if the account may).")
     ] = False,
+    again: Annotated[
+        bool,
+        typer.Option("--again", help="Place it even if the same manual order went out a few minutes ago."),
+    ] = False,
     database_url: DbUrl = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Place a manual paper order after the account-level checks; re-running it never doubles it."""
     with session_for(database_url) as s:
         order = manual_trade.manual_trade(
-            s, account, symbol, side, qty, client_order_id=client_order_id, allow_short=allow_short
+            s,
+            account,
+            symbol,
+            side,
+            qty,
+            client_order_id=client_order_id,
+            allow_short=allow_short,
+            again=again,
         )
     doc = {
         "client_order_id": order.client_order_id,

@@ -17,9 +17,10 @@ from typing import Any
 
 from strategy_engine.core import risk
 from strategy_engine.core.data_quality import finite
-from strategy_engine.core.errors import OrderRejected
+from strategy_engine.core.errors import NotSent, OrderRejected
 from strategy_engine.core.models import (
     Action,
+    Check,
     Decision,
     Features,
     Limits,
@@ -29,6 +30,7 @@ from strategy_engine.core.models import (
     Side,
     StrategyOutcome,
     StrategyRun,
+    Verdict,
 )
 from strategy_engine.core.risk import RiskContext
 from strategy_engine.core.strategies import StrategySpec
@@ -61,6 +63,7 @@ class MinuteInputs:
 
 
 Submit = Callable[[OrderIntent], Order]
+DEADLINE = "deadline"  # the reason (NotSent.code) of an order not sent past the invocation's deadline
 
 
 def _payload(signal_payload: dict[str, Any], decision: Decision) -> dict[str, Any]:
@@ -110,6 +113,10 @@ def decide_minute(
             continue
         try:
             order = submit(intent)
+        except NotSent as exc:  # the deadline passed before it could go: logged as not sent
+            unsent = _not_sent(verdict, exc)
+            decisions.append(Decision(inputs.minute, signal, intent, unsent, Outcome.BLOCKED, error=str(exc)))
+            continue
         except OrderRejected as exc:
             decisions.append(Decision(inputs.minute, signal, intent, verdict, Outcome.FAILED, error=str(exc)))
             continue
@@ -122,6 +129,12 @@ def decide_minute(
         ctx = risk.apply(ctx, intent)
         decisions.append(Decision(inputs.minute, signal, intent, verdict, Outcome.ORDERED, order=order))
     return decisions, ctx
+
+
+def _not_sent(verdict: Verdict, exc: NotSent) -> Verdict:
+    """The approved verdict, blocked by the reason it was not sent (its own check, last)."""
+    checks = (*verdict.checks, Check(exc.code, str(exc), None, False))
+    return Verdict(False, exc.code, checks, verdict.reduce_only)
 
 
 def journal_orders(decisions: Sequence[Decision]) -> list[tuple[Order, str | None]]:
@@ -141,10 +154,12 @@ def journal_orders(decisions: Sequence[Decision]) -> list[tuple[Order, str | Non
 
 
 def processed_run(name: str, decisions: Sequence[Decision]) -> StrategyRun:
-    """A processed strategy-minute's counts, by outcome."""
+    """A processed strategy-minute's counts, by outcome; `deadline` when an order was not sent
+    because the invocation's deadline passed (what was done is committed all the same)."""
+    cut = any(x.verdict is not None and x.verdict.code == DEADLINE for x in decisions)
     return StrategyRun(
         name,
-        StrategyOutcome.PROCESSED,
+        StrategyOutcome.DEADLINE if cut else StrategyOutcome.PROCESSED,
         decisions=len(decisions),
         orders=sum(1 for x in decisions if x.outcome is Outcome.ORDERED),
         blocked=sum(1 for x in decisions if x.outcome is Outcome.BLOCKED),

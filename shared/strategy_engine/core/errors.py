@@ -80,6 +80,17 @@ class OrderRejected(EngineError):
         self.message = message
 
 
+class NotSent(EngineError):
+    """An order was not sent because the deadline passed first: nothing reached the broker.
+
+    The decision is logged `blocked` with the reason `code` (e.g. `deadline`); the tick goes on.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class LiveTradingRefused(InputError):
     """Raised before any request when settings point at a live (non-paper) endpoint."""
 

@@ -47,7 +47,7 @@ class StrategyOutcome(StrEnum):
     FAILED = "failed"
     LATE = "late"  # the minute is too old to send to a real broker: nothing sent
     MARKET_CLOSED = "market_closed"  # the broker's clock says closed: nothing sent
-    DEADLINE = "deadline"  # the invocation's deadline passed before it started: nothing sent
+    DEADLINE = "deadline"  # the deadline passed before it started (nothing sent) or before some orders went
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +105,9 @@ class OrderIntent:
     qty: float
     price: float  # the decision price (last close), used for notional and simulated fills
     client_order_id: str
+    # Wall-clock time (UTC) after which no attempt to place it may start: the sender sets it from
+    # the invocation's deadline, so a worker that froze before its POST never sends it late.
+    send_by: datetime | None = None
 
 
 #: Statuses after which an order never changes again; any other is refreshed every tick.

@@ -53,6 +53,9 @@ class RiskContext:
 
     `positions` are held shares (the broker's positions); `working` the account's unfilled
     order remainders; `buying_power` is already net of what working buys will spend.
+    `sells_release_power`: an approved sell adds its notional back to buying power at once (the
+    simulated broker fills inside the minute); a real broker (Alpaca) restores it only once the
+    sell executes, so for it the in-minute buying power never grows.
     """
 
     minute: datetime
@@ -65,6 +68,7 @@ class RiskContext:
     last_trade_at: Mapping[str, datetime]
     buying_power: float
     working: Working = NONE
+    sells_release_power: bool = True
 
 
 def exposure(ctx: RiskContext, symbol: str) -> float:
@@ -192,7 +196,10 @@ def apply(ctx: RiskContext, intent: OrderIntent) -> RiskContext:
     day = replace(
         ctx.day, trades_today=ctx.day.trades_today + 1, notional_today=ctx.day.notional_today + notional
     )
-    power = ctx.buying_power - notional if intent.side is Side.BUY else ctx.buying_power + notional
+    if intent.side is Side.BUY:
+        power = ctx.buying_power - notional
+    else:
+        power = ctx.buying_power + (notional if ctx.sells_release_power else 0.0)
     return replace(
         ctx,
         day=day,

@@ -6,21 +6,25 @@ and holds its locks. Whatever happens next (a crash, a kill, a store error that 
 back), the row survives, and the next run that reconciles the account looks the order up at the
 broker by its client id. The minute's transaction overwrites the row with the broker's answer
 when it commits, so a row still `intent` means "sent, or about to be, by a minute that never
-completed". `void` means reconciliation found no such order at the broker.
+completed". `void` means reconciliation found no such order at the broker (or the sender
+refused it past the deadline before any attempt). An `intent` row with an `error` is one whose
+sender gave up (its send raised): no attempt of it will start any more. `unknown_at_broker` is
+an order the broker no longer knows, long after its last answer: no longer asked about.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from strategy_engine.core.models import FINAL_ORDER_STATUSES, OrderIntent, RowId, Side
+from strategy_engine.core.models import FINAL_ORDER_STATUSES, Order, OrderIntent, RowId, Side
 from strategy_engine.store.session import Session, exact, sibling
 
-INTENT, VOID = "intent", "void"
+INTENT, VOID, UNKNOWN = "intent", "void", "unknown_at_broker"
 # A row in any other status is the broker's word for an order that may still change.
-SETTLED = (*sorted(FINAL_ORDER_STATUSES), INTENT, VOID)
+SETTLED = (*sorted(FINAL_ORDER_STATUSES), INTENT, VOID, UNKNOWN)
 # The side connection waits this long for a row lock before giving up: a lock held by the
 # minute's own transaction would otherwise wait forever (one process, two connections).
 _LOCK_TIMEOUT = "2s"
@@ -107,6 +111,37 @@ class IntentLog:
                 (why, list(client_order_ids)),
             )
 
+    def gave_up(self, client_order_id: str, why: str) -> None:
+        """Mark an intent whose send raised: its worker will not attempt it again, so a
+        reconciliation that finds nothing at the broker may void it at once. Never raises: the
+        send's own error matters more (an unmarked intent is voided once it is old enough)."""
+        try:
+            s = self._session()
+            with s.transaction():
+                s.execute(f"set local lock_timeout = '{_LOCK_TIMEOUT}'")
+                s.execute(
+                    "update public.paper_trades set error = %s, updated_at = now()"
+                    " where client_order_id = %s and status = 'intent'",
+                    (why[:500], client_order_id),
+                )
+        except Exception:  # best effort, see the docstring
+            logging.getLogger(__name__).warning("could not mark intent %s given up", client_order_id)
+
+
+def in_flight(s: Session, account_id: RowId, seconds: float) -> list[Order]:
+    """This account's intents committed less than `seconds` ago whose sender has not given up,
+    as working orders (status `intent`, nothing filled): a live worker may still POST them."""
+    if seconds <= 0:
+        return []
+    rows = s.fetchall(
+        "select client_order_id, symbol, side, qty::float8 from public.paper_trades"
+        " where account_id = %s and status = 'intent' and error is null"
+        " and updated_at > clock_timestamp() - make_interval(secs => %s)"
+        " order by decision_minute, client_order_id",
+        (account_id, seconds),
+    )
+    return [Order(r[0], "", r[1], Side(r[2]), r[3], INTENT, 0.0, None) for r in rows]
+
 
 def pending(s: Session, account_id: RowId, strategy_id: RowId | None) -> list[Pending]:
     """Intents of this account left by minutes that never completed: the strategy's own and the
@@ -125,23 +160,34 @@ def pending(s: Session, account_id: RowId, strategy_id: RowId | None) -> list[Pe
     return [Pending(r[0], r[1], r[2], r[3], Side(r[4]), r[5], r[6]) for r in rows]
 
 
-def unsettled(s: Session, account_id: RowId) -> list[str]:
-    """Client ids of this account's orders the broker may still change (not final), oldest first."""
+def unsettled(s: Session, account_id: RowId, stale_after: timedelta) -> list[tuple[str, bool]]:
+    """(client id, stale) of this account's orders the broker may still change (not final),
+    oldest first; stale: its row was last written more than `stale_after` ago."""
     rows = s.fetchall(
-        "select client_order_id from public.paper_trades where account_id = %s"
-        " and client_order_id is not null and status is not null and not (status::text = any(%s))"
-        " order by decision_minute nulls first, client_order_id",
-        (account_id, list(SETTLED)),
+        "select client_order_id, updated_at < clock_timestamp() - %s from public.paper_trades"
+        " where account_id = %s and client_order_id is not null and status is not null"
+        " and not (status::text = any(%s)) order by decision_minute nulls first, client_order_id",
+        (stale_after, account_id, list(SETTLED)),
     )
-    return [r[0] for r in rows]
+    return [(r[0], bool(r[1])) for r in rows]
 
 
-def known(s: Session, client_order_ids: Sequence[str]) -> set[str]:
-    """Which of these client ids already have a row (of any status)."""
+def mark_unknown(s: Session, client_order_ids: Sequence[str]) -> None:
+    """Stop asking about orders the broker no longer knows (status `unknown_at_broker`)."""
+    if client_order_ids:
+        s.execute(
+            "update public.paper_trades set status = %s, updated_at = now(),"
+            " error = 'the broker no longer knows this order' where client_order_id = any(%s)",
+            (UNKNOWN, list(client_order_ids)),
+        )
+
+
+def statuses(s: Session, client_order_ids: Sequence[str]) -> dict[str, str | None]:
+    """The journal status of each of these client ids that has a row."""
     if not client_order_ids:
-        return set()
+        return {}
     rows = s.fetchall(
-        "select client_order_id from public.paper_trades where client_order_id = any(%s)",
+        "select client_order_id, status from public.paper_trades where client_order_id = any(%s)",
         (list(client_order_ids),),
     )
-    return {r[0] for r in rows}
+    return {r[0]: r[1] for r in rows}

@@ -127,6 +127,21 @@ def find_order(s: Session, client_order_id: str) -> Order | None:
     return None if row is None else Order(row[0], row[1], row[2], Side(row[3]), *row[4:])
 
 
+def recent_manual(
+    s: Session, account_id: RowId, symbol: str, side: str, qty: float, since: datetime
+) -> tuple[str, str | None, datetime] | None:
+    """(client id, status, minute) of the latest manual order of the same (account, symbol, side,
+    qty) decided at or after `since` that may have reached the broker (not void or rejected)."""
+    row = s.fetchone(
+        "select client_order_id, status, decision_minute from public.paper_trades"
+        " where source = 'manual' and account_id = %s and symbol = %s and side = %s and qty = %s"
+        " and decision_minute >= %s and coalesce(status, '') not in ('void', 'rejected')"
+        " order by decision_minute desc, client_order_id limit 1",
+        (account_id, symbol, side, exact(qty), since),
+    )
+    return None if row is None else (row[0], row[1], row[2])
+
+
 def last_trades(
     s: Session, strategy_id: RowId, symbols: Sequence[str], before: datetime
 ) -> dict[str, datetime]:
