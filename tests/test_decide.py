@@ -397,6 +397,7 @@ def test_decide_minute_when_symbol_has_no_features_then_payload_shows_no_bars_an
         "bars": 0,
         "ignored_bars": 0,
         "ignored_flow": 0,
+        "series_break": False,
     }
 
 

@@ -526,4 +526,5 @@ def test_payload_when_entry_then_every_key_computed_by_hand() -> None:
         "bars": 20,
         "ignored_bars": 2,
         "ignored_flow": 3,
+        "series_break": False,
     }
