@@ -188,3 +188,22 @@ def test_bad_input_everywhere_is_one_line_exit_2(db_url: str, args: list[str], m
 def test_version() -> None:
     proc = cli("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("strategy-engine ")
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        '{"max_daily_trades": 1e400}',
+        '{"max_notional_per_trade": Infinity}',
+        '{"cool_down_minutes": -Infinity}',
+    ],
+)
+def test_non_finite_limits_are_refused_in_one_line(db_url: str, limits: str) -> None:
+    """1e400 overflowed into a stack trace; Infinity was a hidden no-limit (null says it)."""
+    cli("account", "create", "a", "--database-url", db_url)
+    line = one_error(
+        cli("strategy", "set", "--name", "s", "--account", "a", "--limits", limits, "--database-url", db_url)
+    )
+    assert "must be a finite number >= 0 or null" in line
+    with connect(db_url) as s:
+        assert strat_store.load_all(s, "s") == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 from strategy_engine.core.errors import InputError
@@ -60,8 +61,13 @@ def parse_limits(doc: Any) -> dict[str, float | int | None]:
         if value is None:
             out[key] = None
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            raise InputError(f"limit {key} must be a number >= 0 or null, got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not value >= 0
+            or not math.isfinite(value)  # Infinity would be a hidden no-limit: null says it
+        ):
+            raise InputError(f"limit {key} must be a finite number >= 0 or null, got {value!r}")
         if key in _INTEGER_LIMITS and value != int(value):
             raise InputError(f"limit {key} must be a whole number, got {value!r}")
         out[key] = int(value) if key in _INTEGER_LIMITS else float(value)
