@@ -62,6 +62,7 @@ def test_account_create_funds_a_simulated_account_and_lists_it(db_url: str) -> N
 
 def test_strategy_set_gives_default_limits_and_never_switches_activity(db_url: str) -> None:
     cfg = '{"symbols": ["SPY"]}'
+    assert cli("account", "create", "a", "--database-url", db_url).returncode == 0
     first = cli(
         "strategy", "set", "--name", " s1 ", "--account", "a", "--config", cfg, "--database-url", db_url
     )
@@ -93,9 +94,12 @@ def test_strategy_set_gives_default_limits_and_never_switches_activity(db_url: s
         (["--name", "", "--account", "a"], "name must not be empty"),
         (["--name", "x", "--account", " "], "account name must not be empty"),
         (["--name", "x", "--account", "a", "--limits", '{"bogus": 1}'], "unknown limit 'bogus'"),
-        (["--name", "x", "--account", "a", "--limits", '{"max_daily_trades": -1}'], "must be a number >= 0"),
+        (
+            ["--name", "x", "--account", "a", "--limits", '{"max_daily_trades": -1}'],
+            "must be a finite number >= 0",
+        ),
         (["--name", "x", "--account", "a", "--limits", "[1]"], "limits must be a JSON object"),
-        (["--name", "x", "--account", "alp", "--broker", "alpaca"], "ALPACA_API_KEY"),
+        (["--name", "x", "--account", "new"], "unknown account 'new': create it first with"),
     ],
 )
 def test_strategy_set_refusals_write_nothing(db_url: str, args: list[str], message: str) -> None:
@@ -105,6 +109,28 @@ def test_strategy_set_refusals_write_nothing(db_url: str, args: list[str], messa
             s.fetchall("select name from strategy_definitions union all select name from broker_accounts")
             == []
         )
+
+
+def test_strategy_set_on_an_alpaca_account_without_keys_is_refused(db_url: str) -> None:
+    from strategy_engine.store import accounts as acct_store
+
+    with connect(db_url) as s, s.transaction():
+        acct_store.ensure_account(s, "alp", "alpaca")
+    assert "ALPACA_API_KEY" in one_error(
+        cli("strategy", "set", "--name", "x", "--account", "alp", "--database-url", db_url)
+    )
+    with connect(db_url) as s:
+        assert strat_store.load_all(s, "x") == []
+
+
+def test_strategy_set_never_creates_an_unfunded_account(db_url: str) -> None:
+    """Before, `--account <new name>` silently created a $0 simulated account."""
+    line = one_error(cli("strategy", "set", "--name", "x", "--account", "ghost", "--database-url", db_url))
+    assert line == (
+        "error: unknown account 'ghost': create it first with `strategy-engine account create ghost --cash N`"
+    )
+    with connect(db_url) as s:
+        assert s.fetchall("select name from broker_accounts") == []
 
 
 def test_trades_decisions_and_why(db_url: str) -> None:
