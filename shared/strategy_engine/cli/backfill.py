@@ -25,7 +25,7 @@ from rich.table import Table
 from strategy_engine.backtest.backfill import Progress as ProgressFn
 from strategy_engine.backtest.backfill import parse_request, run_backfill
 from strategy_engine.backtest.sweep import parse_axes, run_sweep
-from strategy_engine.cli.options import DbUrl, JsonFlag, emit, fail, session_for
+from strategy_engine.cli.options import DbUrl, DemoFlag, JsonFlag, emit, fail, session_for
 from strategy_engine.core.errors import InputError
 
 SWEEP_COLUMNS = ("total_pnl", "max_drawdown", "orders", "round_trips", "win_rate", "profit_factor", "sharpe")
@@ -81,6 +81,7 @@ def backfill(
         bool, typer.Option("--all-decisions", help="Journal every decision (default: holds only counted).")
     ] = False,
     database_url: DbUrl = None,
+    demo: DemoFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Replay a range through the strategy and risk code of the tick; print the summary."""
@@ -104,7 +105,7 @@ def backfill(
         axes = parse_axes(sweep) if sweep else None
     except InputError as exc:
         fail(str(exc), 2)
-    with _progress(as_json) as progress, session_for(database_url) as s:
+    with _progress(as_json) as progress, session_for(database_url, demo=demo) as s:
         if axes is not None:
             result = run_sweep(s, req, axes, progress=progress)
         else:
@@ -136,6 +137,7 @@ def runs(
     strategy: Annotated[str | None, typer.Option(help="Only this strategy's runs.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many (1 to 10000).")] = 50,
     database_url: DbUrl = None,
+    demo: DemoFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Recorded backfill runs, newest first, with their P&L and journal size."""
@@ -144,7 +146,7 @@ def runs(
 
     if not 1 <= limit <= 10_000:
         fail(f"--limit must be between 1 and 10000, got {limit}", 2)
-    with session_for(database_url) as s:
+    with session_for(database_url, demo=demo) as s:
         rows = list_runs(s, strategy, limit)
     columns = ("created_at", "strategy", "total_pnl", "orders", "journal_rows", "status", "id", "range_start")
     emit(rows, as_json, lambda: print_rows(f"backfill runs ({len(rows)})", rows, columns))
@@ -156,6 +158,7 @@ def prune(
         str, typer.Option(help="Age (e.g. 30d) or ISO date/time: runs created before it go.")
     ],
     database_url: DbUrl = None,
+    demo: DemoFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Delete backfill runs created before a cutoff, with their journal rows."""
@@ -165,7 +168,7 @@ def prune(
         cutoff = _cutoff(older_than)
     except InputError as exc:
         fail(str(exc), 2)
-    with session_for(database_url) as s:
+    with session_for(database_url, demo=demo) as s:
         n_runs, n_rows = prune_runs(s, cutoff)
     doc = {"before": cutoff.isoformat(), "runs": n_runs, "decisions": n_rows}
     emit(

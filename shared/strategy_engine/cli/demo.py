@@ -26,7 +26,7 @@ from rich.table import Table
 from strategy_engine import engine
 from strategy_engine.backtest import synthetic
 from strategy_engine.cli.explain import first_failure
-from strategy_engine.cli.options import DEMO_DB
+from strategy_engine.cli.options import DEMO_DB, invoked_as
 from strategy_engine.core.errors import Unavailable
 from strategy_engine.core.models import Limits
 from strategy_engine.runtime import resolve_database_url
@@ -140,12 +140,16 @@ def _report(s: Any) -> dict[str, Any]:
 
 
 def _next_commands(database_url: str | None) -> list[str]:
+    """Commands to paste next, each on one line, starting the CLI the way the demo was started."""
     db = f" --database-url '{redact_url(database_url)}'" if database_url else ""
+    cli = invoked_as()
     return [
-        f"strategy-engine status --demo{db}",
-        f"strategy-engine trades --demo{db}",
-        f"strategy-engine decisions --demo --outcome blocked{db}",
-        f"strategy-engine why --demo --strategy {DEMO_STRATEGY} --symbol SPY{db}",
+        f"{cli} status --demo{db}",
+        f"{cli} trades --demo{db}",
+        f"{cli} decisions --demo --outcome blocked{db}",
+        f"{cli} why --demo --strategy {DEMO_STRATEGY} --symbol SPY{db}",
+        f"{cli} backfill --demo --strategy {DEMO_STRATEGY} --start {DEMO_DAY}T13:30Z"
+        f" --end {DEMO_DAY}T20:00Z --no-report{db}",
     ]
 
 

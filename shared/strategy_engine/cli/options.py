@@ -35,6 +35,36 @@ DemoFlag = Annotated[
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
+def invoked_as(argv0: str | None = None) -> str:
+    """This CLI as the user started it, to print commands they can paste in the same folder:
+    `strategy-engine` when that is what PATH finds, else the script's path (relative to the
+    current folder when inside it, e.g. `.venv/bin/strategy-engine` after `make demo`), or
+    `<python> -m strategy_engine.cli` when run as a module. `argv0` defaults to sys.argv[0]."""
+    import os
+    import shlex
+    import shutil
+
+    arg = sys.argv[0] if argv0 is None else argv0
+    name = os.path.basename(arg)
+    if not arg or arg in ("-c", "-m") or name.endswith(".py"):
+        return f"{shlex.quote(_near(sys.executable))} -m strategy_engine.cli"
+    on_path = shutil.which(name)
+    if os.sep not in arg or (on_path and os.path.realpath(on_path) == os.path.realpath(arg)):
+        return shlex.quote(name)
+    return shlex.quote(_near(arg))
+
+
+def _near(path: str) -> str:
+    """`path` relative to the current folder when inside it (./x for a file right here), else absolute."""
+    import os
+
+    full = os.path.abspath(path)
+    rel = os.path.relpath(full)
+    if rel.startswith(os.pardir):
+        return full
+    return rel if os.sep in rel else f".{os.sep}{rel}"
+
+
 def fail(message: str, code: int) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     raise typer.Exit(code)
