@@ -71,7 +71,7 @@ def test_demo_runs_with_nothing_configured_and_twice_gives_the_same_summary(tmp_
     for command in first["next_commands"]:
         ran = subprocess.run(
             command,
-            shell=True,
+            shell=True,  # noqa: S602 - the point: the line runs as a user pastes it
             capture_output=True,
             text=True,
             cwd=tmp_path,

@@ -1,6 +1,7 @@
 """Setting up without SQL: `account create|list` and `strategy set|enable|disable`.
 
-`strategy set` needs an existing account (`account create` funds it) and never changes whether a strategy trades unless told (`--enable`): re-running it
+`strategy set` needs an existing account (`account create` funds it) and never changes
+whether a strategy trades unless told (`--enable`): re-running it
 to change a config keeps the current state, and a new strategy starts disabled. Limits not
 given keep their stored values, or get `seed.DEFAULT_LIMITS` on a new strategy; the limits
 saved are printed. `strategy enable|disable` are the switches.
