@@ -79,6 +79,21 @@ def test_demo_runs_with_nothing_configured_and_twice_gives_the_same_summary(tmp_
             check=False,
         )
         assert ran.returncode == 0, (command, ran.stderr)
+    # the backfill of the session marks what is held at the end as status does: one P&L
+    backfill = next(c for c in first["next_commands"] if " backfill " in c)
+    ran = subprocess.run(
+        ["/bin/sh", "-c", f"{backfill} --json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["total_pnl"] == first["total_pnl"]
+    [account] = [a for a in json.loads(status.stdout)["accounts"] if a["account"] == "demo-sim"]
+    assert round(account["equity"] - 100_000, 2) == first["total_pnl"]
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from typing import Any
 
 from strategy_engine.backtest import replay, report
 from strategy_engine.backtest.backfill import BackfillRequest, Progress, parameters, plan
-from strategy_engine.backtest.market_arrays import IntArray, MarketArrays, load, session_grid
+from strategy_engine.backtest.market_arrays import IntArray, MarketArrays, end_marks, load, session_grid
 from strategy_engine.backtest.replay import ReplaySetup
 from strategy_engine.core.errors import InputError
 from strategy_engine.core.strategies.naive_flow_trend import NaiveFlowTrendConfig
@@ -34,7 +34,9 @@ from strategy_engine.store import Session
 from strategy_engine.store import backfill as store
 
 MAX_POINTS = 500
-_WORKER: dict[str, tuple[MarketArrays, IntArray, ReplaySetup]] = {}  # what a worker process holds
+_WORKER: dict[
+    str, tuple[MarketArrays, IntArray, ReplaySetup, dict[str, float]]
+] = {}  # what a worker process holds
 
 
 def parse_axes(specs: Sequence[str]) -> dict[str, list[Any]]:
@@ -58,13 +60,13 @@ def _value(text: str) -> Any:
         return text
 
 
-def _init(market: MarketArrays, grid: IntArray, setup: ReplaySetup) -> None:
-    _WORKER["data"] = (market, grid, setup)
+def _init(market: MarketArrays, grid: IntArray, setup: ReplaySetup, marks: dict[str, float]) -> None:
+    _WORKER["data"] = (market, grid, setup, marks)
 
 
 def _point(config: NaiveFlowTrendConfig) -> dict[str, Any]:
-    market, grid, setup = _WORKER["data"]
-    return report.summarise(replay.run(market, grid, replace(setup, config=config)))
+    market, grid, setup, marks = _WORKER["data"]
+    return report.summarise(replay.run(market, grid, replace(setup, config=config)), end_marks=marks)
 
 
 RESULT_KEYS = (
@@ -97,7 +99,8 @@ def run_sweep(
     window, lookback = max(c.sma_window for c in configs), max(c.flow_lookback_minutes for c in configs)
     data = load(s, symbols, req.start, req.end, window, lookback)
     setup = ReplaySetup(p.strategy_id, p.spec, p.config, p.limits, req.initial_cash, req.slippage_bps)
-    summaries = _replay_all(data, session_grid(req.start, req.end), setup, configs, workers, progress)
+    grid, marks = session_grid(req.start, req.end), end_marks(data, req.end)
+    summaries = _replay_all(data, grid, setup, marks, configs, workers, progress)
     sweep_id, rows = uuid.uuid4(), []
     with s.transaction():
         for pt, cfg, summary in zip(points, configs, summaries, strict=True):
@@ -135,6 +138,7 @@ def _replay_all(
     data: MarketArrays,
     grid: IntArray,
     setup: ReplaySetup,
+    marks: dict[str, float],
     configs: list[NaiveFlowTrendConfig],
     workers: int,
     progress: Progress | None,
@@ -143,7 +147,7 @@ def _replay_all(
     summaries: list[dict[str, Any]] = [{} for _ in configs]
     ctx = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init, initargs=(data, grid, setup)
+        workers, mp_context=ctx, initializer=_init, initargs=(data, grid, setup, marks)
     ) as pool:
         futures = {pool.submit(_point, cfg): k for k, cfg in enumerate(configs)}
         for done, fut in enumerate(as_completed(futures), 1):
