@@ -156,6 +156,43 @@ def test_trades_decisions_and_why(db_url: str) -> None:
     assert "no live decision" in one_error(
         cli("why", "--strategy", "nft", "--symbol", "XLF", "--database-url", db_url)
     )
+    for name in ("", "nope"):
+        assert f"unknown strategy {name!r}" in one_error(
+            cli("why", "--strategy", name, "--symbol", "SPY", "--database-url", db_url)
+        )
+    assert "--symbol must not be empty" in one_error(
+        cli("why", "--strategy", "nft", "--symbol", " ", "--database-url", db_url)
+    )
+
+
+def test_why_shows_the_latest_order_decision_and_labels_later_failures(db_url: str) -> None:
+    with connect(db_url) as s:
+        seed(s, config={"symbols": [*SYMS, "XLF"]}, limits=Limits(max_open_positions=2))
+        entry_setup(s, SYMS, T)
+    for k in range(4):
+        assert (
+            cli(
+                "run", "--minute", (T + timedelta(minutes=k)).isoformat(), "--database-url", db_url
+            ).returncode
+            == 0
+        )
+    with connect(db_url) as s:  # the latest SPY decision a hold (as most minutes are)
+        s.execute(
+            "update strategy_logs set action = 'hold', outcome = 'held', risk_code = null, qty = 0,"
+            " reason = 'no_signal' where symbol = 'SPY' and decision_minute = %s",
+            (T + timedelta(minutes=3),),
+        )
+    why = cli("why", "--strategy", "nft", "--symbol", "SPY", "--database-url", db_url)
+    assert why.returncode == 0, why.stderr
+    lines = why.stdout.splitlines()
+    assert lines[0] == "the latest decision that proposed an order:"
+    assert lines[1].startswith(f"nft SPY at {(T + timedelta(minutes=2)).isoformat()}: buy")
+    assert lines[1].endswith("-> blocked by stale_data")
+    labels = [ln.split()[0] for ln in lines if ln.startswith(("  BLOCKED", "  also fails"))]
+    assert labels == ["BLOCKED", "also"]
+    assert "  also fails  2 positions open, a new one would exceed max_open_positions 2" in lines
+    held = cli("why", "--strategy", "nft", "--symbol", "XLF", "--database-url", db_url)
+    assert held.stdout.splitlines()[0] == "no decision of nft proposed an order for XLF: the latest (a hold):"
 
 
 def _status(db_url: str, minute: Any) -> dict[str, Any]:

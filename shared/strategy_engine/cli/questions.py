@@ -89,13 +89,30 @@ def why(
         t = calendar.parse_minute(minute) if minute else None
     except InputError as exc:
         fail(str(exc), 2)
-    sym = symbol.strip().upper()
+    sym, name = symbol.strip().upper(), strategy.strip()
+    if not sym:
+        fail("--symbol must not be empty", 2)
+    from strategy_engine.store import strategies as strat_store
+
     with session_for(database_url, demo=demo) as s:
-        d = queries.decision(s, strategy.strip(), sym, t)
+        known = bool(name) and bool(strat_store.load_all(s, name))
+        d = queries.decision(s, name, sym, t) if known else None
+    if not known:
+        fail(f"unknown strategy {name!r} (see `status` for the strategies)", 2)
     if d is None:
         at = f" at {t.isoformat()}" if t else ""
-        fail(f"no live decision of strategy {strategy.strip()!r} for {sym}{at}", 2)
-    emit(d, as_json, lambda: print("\n".join(why_lines(d))))
+        fail(f"no live decision of strategy {name!r} for {sym}{at}", 2)
+
+    def show() -> None:
+        if t is None:
+            print(
+                "the latest decision that proposed an order:"
+                if d["action"] != "hold"
+                else f"no decision of {name} proposed an order for {sym}: the latest (a hold):"
+            )
+        print("\n".join(why_lines(d)))
+
+    emit(d, as_json, show)
 
 
 def register(app: typer.Typer) -> None:
