@@ -202,6 +202,23 @@ def _status(db_url: str, minute: Any) -> dict[str, Any]:
     return doc
 
 
+def test_status_on_a_later_day_keeps_the_last_run_and_trade(db_url: str) -> None:
+    """Before, last_run_minute and last_trade_at were blank on any day but the one they were on."""
+    with connect(db_url) as s:
+        seed(s, config={"symbols": list(SYMS)})
+        entry_setup(s, SYMS, T)
+    assert cli("run", "--minute", T.isoformat(), "--database-url", db_url).returncode == 0
+    [same] = _status(db_url, T + timedelta(minutes=1))["strategies"]
+    [later] = _status(db_url, T + timedelta(days=3))["strategies"]  # the next Monday
+    assert same["last_run_minute"] is not None and same["last_trade_at"] is not None
+    assert (later["last_run_minute"], later["last_trade_at"]) == (
+        same["last_run_minute"],
+        same["last_trade_at"],
+    )
+    assert later["last_run_minute"].startswith(T.date().isoformat())
+    assert (later["trades_today"], later["notional_today"]) == (0, 0.0) and same["trades_today"] > 0
+
+
 def test_status_marks_positions_to_the_last_close(db_url: str) -> None:
     with connect(db_url) as s:
         seed(s, config={"symbols": list(SYMS)})
