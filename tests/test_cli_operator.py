@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -287,3 +287,13 @@ def test_non_finite_limits_are_refused_in_one_line(db_url: str, limits: str) -> 
     assert "must be a finite number >= 0 or null" in line
     with connect(db_url) as s:
         assert strat_store.load_all(s, "s") == []
+
+
+def test_json_rounds_money_to_cents_and_writes_iso_times(db_url: str) -> None:
+    assert cli("account", "create", "frac", "--cash", "1234.5678", "--database-url", db_url).returncode == 0
+    [listed] = json.loads(cli("account", "list", "--json", "--database-url", db_url).stdout)
+    assert (listed["cash"], listed["equity"]) == (1234.57, 1234.57)
+    assert datetime.fromisoformat(listed["updated_at"]).tzinfo is not None
+    assert "T" in listed["updated_at"]  # ISO 8601, not str(datetime)
+    [acct] = _status(db_url, T)["accounts"]
+    assert (acct["cash"], acct["equity"]) == (1234.57, 1234.57)

@@ -9,10 +9,11 @@ prints exactly one JSON document on stdout.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -97,8 +98,6 @@ def parse_since(text: str | None) -> datetime | None:
     """`--since`: an ISO 8601 time with an offset, or a date (midnight New York); None if absent."""
     if text is None:
         return None
-    from datetime import date
-
     from strategy_engine.core import calendar
 
     try:
@@ -108,9 +107,36 @@ def parse_since(text: str | None) -> datetime | None:
     return datetime(day.year, day.month, day.day, tzinfo=calendar.NEW_YORK)
 
 
+# Dollar amounts (not prices, which may carry sub-cent digits): rounded to cents in --json.
+MONEY_KEYS = frozenset(
+    {
+        "cash", "equity", "buying_power", "broker_equity", "pnl_today", "market_value",
+        "unrealized_pnl", "realized_pnl", "total_pnl", "notional_today", "max_drawdown",
+        "initial_cash", "final_equity", "notional",
+    }
+)  # fmt: skip
+
+
+def to_json(doc: Any, key: str | None = None) -> Any:
+    """`doc` made JSON-ready the one way every `--json` shares: datetimes and dates in ISO 8601,
+    amounts under MONEY_KEYS rounded to cents, UUIDs and other objects as text."""
+    if isinstance(doc, dict):
+        return {str(k): to_json(v, str(k)) for k, v in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [to_json(v, key) for v in doc]
+    if isinstance(doc, datetime | date):
+        return doc.isoformat()
+    if isinstance(doc, float) and key in MONEY_KEYS and math.isfinite(doc):
+        return round(doc, 2)
+    if doc is None or isinstance(doc, bool | int | float | str):
+        return doc
+    return str(doc)
+
+
 def emit(doc: Any, as_json: bool, render: Callable[[], None]) -> None:
+    """`--json`: one JSON document (`to_json`) on stdout; else `render()`."""
     if as_json:
-        sys.stdout.write(json.dumps(doc, default=str) + "\n")
+        sys.stdout.write(json.dumps(to_json(doc)) + "\n")
     else:
         render()
 
