@@ -297,3 +297,13 @@ def test_json_rounds_money_to_cents_and_writes_iso_times(db_url: str) -> None:
     assert "T" in listed["updated_at"]  # ISO 8601, not str(datetime)
     [acct] = _status(db_url, T)["accounts"]
     assert (acct["cash"], acct["equity"]) == (1234.57, 1234.57)
+
+
+def test_empty_tables_are_one_line_each_at_80_columns(db_url: str) -> None:
+    """A table title wraps at the table's width: over an empty table, a letter a line."""
+    proc = cli("status", "--minute", T.isoformat(), "--database-url", db_url, columns=80)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    for title in ("positions", "open orders", "strategies", "last runs"):
+        assert f"{title}: none" in lines
+    assert all(len(line.strip()) > 3 for line in lines if line.strip())

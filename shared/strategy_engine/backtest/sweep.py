@@ -49,7 +49,11 @@ def parse_axes(specs: Sequence[str]) -> dict[str, list[Any]]:
             raise InputError(f"invalid --sweep {spec!r}: expected key=v1,v2,...")
         if key in axes:
             raise InputError(f"--sweep {key} given twice")
-        axes[key] = [_value(v.strip()) for v in values.split(",")]
+        unique: dict[str, Any] = {}  # a value given twice would run (and rank) the same point twice
+        for v in values.split(","):
+            parsed = _value(v.strip())
+            unique.setdefault(json.dumps(parsed, sort_keys=True), parsed)
+        axes[key] = list(unique.values())
     return axes
 
 
@@ -130,6 +134,7 @@ def run_sweep(
         "start": req.start.isoformat(),
         "end": req.end.isoformat(),
         "axes": axes,
+        "sharpe_note": summaries[0]["sharpe_note"] if summaries else None,
         "results": [{"rank": k, **row} for k, row in enumerate(rows, 1)],
     }
 

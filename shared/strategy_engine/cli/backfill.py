@@ -127,7 +127,7 @@ def _sweep_report(result: dict[str, Any], keys: list[str], path: str | None) -> 
 
     target = Path(path or f"reports/sweep-{result['sweep_id']}.html")
     try:
-        return {"report_path": str(write_sweep_report(target, result, keys))}
+        return {"report_path": str(write_sweep_report(target, result, keys).resolve())}
     except OSError as exc:
         return {"report_path": None, "report_error": f"report not written: {exc}"}
 
@@ -148,8 +148,20 @@ def runs(
         fail(f"--limit must be between 1 and 10000, got {limit}", 2)
     with session_for(database_url, demo=demo) as s:
         rows = list_runs(s, strategy, limit)
-    columns = ("created_at", "strategy", "total_pnl", "orders", "journal_rows", "status", "id", "range_start")
-    emit(rows, as_json, lambda: print_rows(f"backfill runs ({len(rows)})", rows, columns))
+    # 80 columns hold the short id and the range's start; wider terminals show more
+    shown = [{"run": str(r["id"])[:8], **r} for r in rows]
+    columns = (
+        "run",
+        "range_start",
+        "strategy",
+        "total_pnl",
+        "orders",
+        "journal_rows",
+        "created_at",
+        "status",
+        "id",
+    )
+    emit(rows, as_json, lambda: print_rows(f"backfill runs ({len(rows)}, newest first)", shown, columns))
 
 
 @backfill_app.command("prune")
@@ -157,6 +169,9 @@ def prune(
     older_than: Annotated[
         str, typer.Option(help="Age (e.g. 30d) or ISO date/time: runs created before it go.")
     ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be deleted; delete nothing.")
+    ] = False,
     database_url: DbUrl = None,
     demo: DemoFlag = False,
     as_json: JsonFlag = False,
@@ -169,27 +184,35 @@ def prune(
     except InputError as exc:
         fail(str(exc), 2)
     with session_for(database_url, demo=demo) as s:
-        n_runs, n_rows = prune_runs(s, cutoff)
-    doc = {"before": cutoff.isoformat(), "runs": n_runs, "decisions": n_rows}
+        n_runs, n_rows = prune_runs(s, cutoff, dry_run=dry_run)
+    doc = {"before": cutoff.isoformat(), "runs": n_runs, "decisions": n_rows, "dry_run": dry_run}
+    verb = "would delete" if dry_run else "deleted"
     emit(
         doc,
         as_json,
         lambda: print(
-            f"deleted {n_runs} run(s) and {n_rows} decision(s) created before {cutoff:%Y-%m-%d %H:%M} UTC"
+            f"{verb} {n_runs} run(s) and {n_rows} decision(s) created before {cutoff:%Y-%m-%d %H:%M} UTC"
         ),
     )
 
 
-def _cutoff(text: str) -> datetime:
-    """`Nd` (N days before now) or an ISO 8601 date/time (a date: midnight New York)."""
+def _cutoff(text: str, now: datetime | None = None) -> datetime:
+    """`Nd` (N days before now) or an ISO 8601 date/time (a date: midnight New York);
+    InputError for anything else or a cutoff in the future (it would delete every run)."""
+    now = now or datetime.now(UTC)
     raw = text.strip().lower()
     if raw.endswith("d") and raw[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(days=int(raw[:-1]))
+        return now - timedelta(days=int(raw[:-1]))
     from strategy_engine.cli.options import parse_since
 
-    cutoff = parse_since(text)
+    try:
+        cutoff = parse_since(text)
+    except InputError as exc:
+        raise InputError(f"--older-than: {exc}; or an age like 30d") from None
     if cutoff is None:  # parse_since returns None only for None
-        raise InputError("--older-than is required")
+        raise InputError("--older-than is required, e.g. 30d")
+    if cutoff > now:
+        raise InputError(f"--older-than {text.strip()} is in the future: it would delete every run")
     return cutoff.astimezone(UTC)
 
 
@@ -226,7 +249,8 @@ def _progress(disabled: bool) -> Iterator[ProgressFn]:
 
 def _print_summary(doc: dict[str, Any]) -> None:
     console = Console()
-    table = Table(title=f"backfill {doc['strategy']} {doc['start']} -> {doc['end']}", title_justify="left")
+    console.print(f"backfill {doc['strategy']} {doc['start']} -> {doc['end']}", style="table.title")
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in SUMMARY_ROWS:
@@ -237,28 +261,26 @@ def _print_summary(doc: dict[str, Any]) -> None:
         table.add_row(f"held: {reason}", str(n))
     console.print(table)
     console.print(f"backfill_run_id {doc['backfill_run_id']}  config_hash {doc['config_hash']}")
+    _print_notes(console, doc)
+    if doc.get("report_upload_error"):
+        console.print(f"[yellow]report upload failed, kept locally: {doc['report_upload_error']}")
+
+
+def _print_notes(console: Console, doc: dict[str, Any]) -> None:
+    """The Sharpe note, the warnings and where the report is: after a backfill or a sweep."""
     if doc.get("sharpe_note"):
         console.print(f"sharpe: {doc['sharpe_note']}")
     for line in doc.get("warnings", []):
         console.print(f"[yellow]warning: {line}", soft_wrap=True)
     if doc.get("report_path"):
-        console.print(f"report: {doc['report_path']}")
-    if doc.get("report_upload_error"):
-        console.print(f"[yellow]report upload failed, kept locally: {doc['report_upload_error']}")
+        console.print(f"report: {doc['report_path']}", soft_wrap=True)
 
 
 def _print_sweep(doc: dict[str, Any], keys: list[str]) -> None:
+    """The grid ranked, in the columns that fit the terminal (rank, the axes, P&L first)."""
+    from strategy_engine.cli.views import console, fit_table
+
+    out = console()
     title = f"sweep {doc['strategy']} {doc['start']} -> {doc['end']}, best total P&L first"
-    table = Table(title=title, title_justify="left")
-    columns = ("rank", *keys, *SWEEP_COLUMNS)
-    for col in columns:
-        table.add_column(col, justify="right", min_width=len(col))
-    for row in doc["results"]:
-        table.add_row(*(_cell(row[c]) for c in columns))
-    console = Console()
-    console.width = max(console.width, 120)  # a piped stdout is 80 columns: keep the grid readable
-    console.print(table)
-
-
-def _cell(v: Any) -> str:
-    return f"{v:,.2f}" if isinstance(v, float) else str(v)
+    out.print(fit_table(title, doc["results"], ("rank", *keys, *SWEEP_COLUMNS), out.width))
+    _print_notes(out, doc)

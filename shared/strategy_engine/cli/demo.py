@@ -21,12 +21,12 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from strategy_engine import engine
 from strategy_engine.backtest import synthetic
 from strategy_engine.cli.explain import first_failure
 from strategy_engine.cli.options import DEMO_DB, invoked_as
+from strategy_engine.cli.views import fit_table
 from strategy_engine.core.errors import Unavailable
 from strategy_engine.core.models import Limits
 from strategy_engine.runtime import resolve_database_url
@@ -208,12 +208,8 @@ def print_summary(doc: dict[str, Any]) -> None:
         ("decisions by reason", "decisions_by_reason"),
         ("blocked by risk code", "blocked_by_risk_code"),
     ):
-        table = Table(title=title, title_justify="left")
-        table.add_column("code")
-        table.add_column("count", justify="right")
-        for k, v in doc[key].items():
-            table.add_row(k, str(v))
-        console.print(table)
+        rows = [{"code": k, "count": v} for k, v in doc[key].items()]
+        console.print(fit_table(title, rows, ("code", "count"), console.width))
     if doc["top_blocks"]:
         console.print("[bold]why orders were blocked[/bold] (the latest of each top code):")
         for b in doc["top_blocks"]:
