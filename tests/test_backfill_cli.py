@@ -60,6 +60,7 @@ def market(db_url: str) -> str:
         (["--start", START, "--end", END, "--sweep", "sma_window"], "expected key=v1,v2"),
         (["--start", START, "--end", END, "--strategy", "nope"], "unknown strategy 'nope'"),
         (["--start", START, "--end", END, "--sweep", "sma_window=0,10"], "sma_window"),
+        (["--start", START, "--end", END, "--report", "x.html", "--no-report"], "contradict"),
     ],
 )
 def test_bad_input_then_one_line_exit_2_and_nothing_written(

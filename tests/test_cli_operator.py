@@ -307,3 +307,21 @@ def test_empty_tables_are_one_line_each_at_80_columns(db_url: str) -> None:
     for title in ("positions", "open orders", "strategies", "last runs"):
         assert f"{title}: none" in lines
     assert all(len(line.strip()) > 3 for line in lines if line.strip())
+
+
+def test_outcome_is_forgiving_an_empty_symbol_is_refused_and_more_rows_are_announced(db_url: str) -> None:
+    with connect(db_url) as s:
+        seed(s, config={"symbols": list(SYMS)}, limits=Limits(max_open_positions=2))
+        entry_setup(s, SYMS, T)
+    assert cli("run", "--minute", T.isoformat(), "--database-url", db_url).returncode == 0
+    loose = cli("decisions", "--outcome", " Blocked ", "--json", "--database-url", db_url)
+    assert [(d["symbol"], d["outcome"]) for d in json.loads(loose.stdout)] == [("SPY", "blocked")]
+    for command in ("trades", "decisions"):
+        assert "--symbol must not be empty" in one_error(
+            cli(command, "--symbol", "", "--database-url", db_url)
+        )
+    capped = cli("decisions", "--limit", "2", "--database-url", db_url, columns=120)
+    assert capped.returncode == 0 and "more decisions exist" in capped.stdout  # 3 were made
+    whole = cli("decisions", "--limit", "3", "--database-url", db_url, columns=120)
+    assert whole.returncode == 0 and "more decisions exist" not in whole.stdout
+    assert len(json.loads(cli("decisions", "--limit", "2", "--json", "--database-url", db_url).stdout)) == 2

@@ -56,10 +56,12 @@ def test_unknown_path_then_404_json(db: str, path: str) -> None:
     )
 
 
-def test_options_and_head_are_not_special(db: str) -> None:
+def test_options_is_not_special_and_head_is_get_without_a_body(db: str) -> None:
     client = serve_app(db).test_client()
     assert client.options("/tick", headers=AUTH).status_code == 405
-    assert client.head("/health", headers=AUTH).status_code == 405
+    head = client.head("/health")  # an uptime probe: no credentials
+    assert head.status_code == 200 and head.data == b""
+    assert client.head("/tick", headers=AUTH).status_code == 405
 
 
 def test_register_adds_serve_and_runs_the_app(db: str, monkeypatch: pytest.MonkeyPatch) -> None:

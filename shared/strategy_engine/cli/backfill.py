@@ -90,6 +90,8 @@ def backfill(
     missing = [f"--{k}" for k, v in (("strategy", strategy), ("start", start), ("end", end)) if v is None]
     if missing:
         fail(f"backfill: missing option {', '.join(missing)} (see --help)", 2)
+    if report is not None and no_report:
+        fail("backfill: --report and --no-report contradict each other: give one", 2)
     doc: dict[str, Any] = {
         "strategy": strategy,
         "start": start,
