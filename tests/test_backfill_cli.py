@@ -60,6 +60,7 @@ def market(db_url: str) -> str:
         (["--start", START, "--end", END, "--sweep", "sma_window"], "expected key=v1,v2"),
         (["--start", START, "--end", END, "--strategy", "nope"], "unknown strategy 'nope'"),
         (["--start", START, "--end", END, "--sweep", "sma_window=0,10"], "sma_window"),
+        (["--start", START, "--end", END, "--report", "x.html", "--no-report"], "contradict"),
     ],
 )
 def test_bad_input_then_one_line_exit_2_and_nothing_written(
@@ -176,10 +177,61 @@ def test_runs_then_prune_removes_runs_with_their_decisions(market: str) -> None:
         "before": None,
         "runs": 1,
         "decisions": per_run[runs[1]["id"]],
+        "dry_run": False,
     }
     assert _written(market)[0] == (1, 2 * 150)
     bad = CliRunner().invoke(app(), ["backfill", "prune", "--older-than", "soon", "--database-url", market])
-    assert bad.exit_code == 2 and "invalid time 'soon'" in bad.stderr
+    assert bad.exit_code == 2 and "invalid time 'soon'" in bad.stderr and "30d" in bad.stderr
+
+
+def test_prune_dry_run_deletes_nothing_and_a_future_cutoff_is_refused(market: str) -> None:
+    assert invoke(market, "--start", START, "--end", END, "--no-report")[0] == 0
+    before = _written(market)
+    dry = CliRunner().invoke(
+        app(), ["backfill", "prune", "--older-than", "2999-01-01", "--dry-run", "--database-url", market]
+    )
+    assert dry.exit_code == 2 and "is in the future" in dry.stderr
+    with connect(market) as s:
+        s.execute("update backfill_runs set created_at = now() - interval '40 days'")
+    dry = CliRunner().invoke(
+        app(), ["backfill", "prune", "--older-than", "30d", "--dry-run", "--json", "--database-url", market]
+    )
+    assert dry.exit_code == 0, dry.stderr
+    assert json.loads(dry.stdout) | {"before": None} == {
+        "before": None, "runs": 1, "decisions": before[0][1], "dry_run": True,
+    }  # fmt: skip
+    assert _written(market) == before
+    text = CliRunner().invoke(
+        app(), ["backfill", "prune", "--older-than", "30d", "--dry-run", "--database-url", market]
+    )
+    assert text.stdout.startswith(f"would delete 1 run(s) and {before[0][1]} decision(s)")
+
+
+def test_sweep_and_runs_fit_80_columns(market: str, tmp_path: Path) -> None:
+    """The sweep grid was forced to 120 columns; runs showed neither a usable id nor the range."""
+    env = {"COLUMNS": "80"}
+    result = CliRunner().invoke(
+        app(),
+        ["backfill", "--strategy", "nft", "--start", START, "--end", END, "--sweep", "sma_window=10,10,20",
+         "--sweep", "min_flow_ratio=0.1,0.3", "--report", str(tmp_path / "s.html"), "--database-url", market],
+        env=env,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert lines[0].startswith("sweep nft ")  # the title on its own line, not wrapped over the table
+    assert f"report: {(tmp_path / 's.html').resolve()}" in lines
+    assert any(line.startswith("sharpe: not meaningful") for line in lines)
+    with connect(market) as s:
+        assert _sweep_rows(s) == [("sweep", 4, 0)]  # 10 given twice runs once: 2 x 2 points
+    runs = CliRunner().invoke(app(), ["backfill", "runs", "--database-url", market], env=env)
+    lines = runs.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    header = lines[2] if lines[1].startswith("┏") else lines[1]
+    assert header.startswith("┃run ") and "range_start" in header
+    with connect(market) as s:
+        ids = [str(r[0])[:8] for r in s.fetchall("select id from backfill_runs")]
+    assert all(any(i in line for line in lines) for i in ids)
 
 
 def test_sweep_writes_a_ranked_report_with_a_heat_map(market: str, tmp_path: Path) -> None:

@@ -129,3 +129,12 @@ def test_db_migrate_is_idempotent(empty_db_url: str) -> None:
     second = cli("db", "migrate", "--json", "--database-url", empty_db_url)
     assert first.returncode == 0 and len(json.loads(first.stdout)["applied"]) >= 5
     assert json.loads(second.stdout) == {"applied": []}
+
+
+def test_every_risk_code_has_words_passed_and_failed() -> None:
+    from strategy_engine.cli.explain import _sentence
+    from strategy_engine.core.risk import RiskCode
+
+    for code in RiskCode:
+        for ok in (True, False):
+            assert _sentence(code.value, 3, 5, ok, "SPY", 10, 100.0), (code, ok)

@@ -43,7 +43,8 @@ def test_demo_runs_with_nothing_configured_and_twice_gives_the_same_summary(tmp_
     assert "<h2>Trades (" in (tmp_path / "reports" / "demo.html").read_text(encoding="utf-8")
     codes = sorted(first["blocked_by_risk_code"].items(), key=lambda kv: -kv[1])[:3]
     assert [(b["risk_code"], b["decisions"]) for b in first["top_blocks"]] == codes
-    assert "strategy-engine status --demo" in first["next_commands"]
+    cli = f"{sys.executable} -m strategy_engine.cli"  # how this demo was started
+    assert f"{cli} status --demo" in first["next_commands"]
     assert (tmp_path / "pgdata" / "PG_VERSION").exists()
     assert not (REPO / "pgdata").exists()
     # the URL the demo prints works afterwards, though the embedded server stopped with the demo
@@ -66,6 +67,54 @@ def test_demo_runs_with_nothing_configured_and_twice_gives_the_same_summary(tmp_
     )
     assert status.returncode == 0, status.stderr
     assert [s["name"] for s in json.loads(status.stdout)["strategies"]] == ["demo-naive-flow-trend"]
+    # every next command runs as printed, in the folder the demo ran in (the backfill included)
+    for command in first["next_commands"]:
+        ran = subprocess.run(
+            ["/bin/sh", "-c", command],  # as a user pastes it into a shell
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+        assert ran.returncode == 0, (command, ran.stderr)
+    # the backfill of the session marks what is held at the end as status does: one P&L
+    backfill = next(c for c in first["next_commands"] if " backfill " in c)
+    ran = subprocess.run(
+        ["/bin/sh", "-c", f"{backfill} --json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["total_pnl"] == first["total_pnl"]
+    [account] = [a for a in json.loads(status.stdout)["accounts"] if a["account"] == "demo-sim"]
+    assert round(account["equity"] - 100_000, 2) == first["total_pnl"]
+
+
+@pytest.mark.parametrize(
+    ("argv0", "expected"),
+    [
+        (".venv/bin/strategy-engine", ".venv/bin/strategy-engine"),  # make demo
+        ("strategy-engine", "strategy-engine"),  # found on PATH by the shell
+        ("/elsewhere/bin/strategy-engine", "/elsewhere/bin/strategy-engine"),
+        ("/x/strategy_engine/cli/__main__.py", f"{sys.executable} -m strategy_engine.cli"),
+    ],
+)
+def test_next_commands_start_the_cli_as_it_was_started(
+    argv0: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from strategy_engine.cli import options
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    if argv0.startswith(".venv"):
+        (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    assert options.invoked_as(argv0) == expected
 
 
 def test_a_second_demo_on_the_same_server_says_one_is_running(pg_base_url: str, tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ def test_health_answers_an_anonymous_probe_with_no_detail(
     assert r.status_code == 200
     assert set(r.get_json()) == {"status", "request_id"} and r.get_json()["status"] == "ok"
     assert health.post("/").status_code == 405
+    head = health.head("/")  # probes that send HEAD got 405 before
+    assert head.status_code == 200 and head.data == b""
     get_settings.cache_clear()
 
 

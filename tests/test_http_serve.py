@@ -56,10 +56,12 @@ def test_unknown_path_then_404_json(db: str, path: str) -> None:
     )
 
 
-def test_options_and_head_are_not_special(db: str) -> None:
+def test_options_is_not_special_and_head_is_get_without_a_body(db: str) -> None:
     client = serve_app(db).test_client()
     assert client.options("/tick", headers=AUTH).status_code == 405
-    assert client.head("/health", headers=AUTH).status_code == 405
+    head = client.head("/health")  # an uptime probe: no credentials
+    assert head.status_code == 200 and head.data == b""
+    assert client.head("/tick", headers=AUTH).status_code == 405
 
 
 def test_register_adds_serve_and_runs_the_app(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,3 +149,70 @@ def _gone(pid: int) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+@pytest.mark.slow
+def test_a_dead_user_of_the_embedded_server_does_not_keep_it_running(tmp_path: Path) -> None:
+    """A pid left in pgserver's list by a killed process is dropped at start, so the last live
+    user's exit stops the server (before, the dead pid kept it running forever)."""
+    from strategy_engine.store import embedded
+
+    data = tmp_path / "pgdata"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"HOME": str(tmp_path)}
+    script = "import sys,time; from strategy_engine.store import embedded; embedded.start(); print('up', flush=True); time.sleep(120)"
+    with subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=env | {"EMBEDDED_DATA_DIR": str(data)},
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as killed:
+        assert killed.stdout is not None and killed.stdout.readline().strip() == "up"
+        killed.kill()  # no cleanup: its pid stays in the list, the server keeps running
+        killed.wait()
+    assert json.loads((data / embedded.HANDLE_PIDS).read_text()) == [killed.pid]
+    embedded.start(data)
+    assert json.loads((data / embedded.HANDLE_PIDS).read_text()) == [os.getpid()]
+    postmaster = int((data / "postmaster.pid").read_text().splitlines()[0])
+    assert embedded.stop(data) is True
+    assert _gone(postmaster)
+
+
+_HOLDER = """
+import time, typer
+import strategy_engine.cli.app as cli
+from strategy_engine.store import embedded
+holder = typer.Typer()
+@holder.command()
+def hold() -> None:
+    embedded.start()
+    print("started", flush=True)
+    time.sleep(120)
+@holder.command()
+def other() -> None:
+    pass
+cli.app = holder
+cli.main()
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_while_a_command_holds_the_embedded_server_stops_it(tmp_path: Path) -> None:
+    """The console script turns SIGTERM into an interrupt from the start (not only once `serve`
+    listens): the command unwinds, pgserver's exit hook stops the server it started."""
+    data = tmp_path / "pgdata"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {"EMBEDDED_DATA_DIR": str(data), "HOME": str(tmp_path)}
+    with subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, "hold"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        try:
+            assert proc.stdout.readline().strip() == "started"
+            postmaster = int((data / "postmaster.pid").read_text().splitlines()[0])
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 130
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert _gone(postmaster)
+    assert not (data / "postmaster.pid").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import math
 import re
 from datetime import UTC, datetime
@@ -248,3 +249,33 @@ def test_report_is_one_self_contained_html_with_a_png_beside_it(session: Session
     assert "<script" not in page and doc["config_hash"] in page
     stored = session.fetchone("select report_path from public.backfill_runs")
     assert stored == (str(html),)
+
+
+def test_report_shows_values_not_python_reprs_and_records_an_absolute_path(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Coverage and holds were dicts printed as {'SPY': 1.0}, warnings a list, a one-day Sharpe
+    'None'; a relative --report was recorded relative (useless from another folder)."""
+    monkeypatch.chdir(tmp_path)
+    seed(session, config={"symbols": ["SPY", "IWM", "QQQ"], "min_flow_premium": 20_000, "order_qty": 10})
+    load_market(session, synthetic.MarketSpec(("SPY", "IWM", "QQQ"), DAY, DAY))
+    req = backfill.parse_request(
+        {
+            "strategy": "nft",
+            "start": "2025-06-13T13:30:00Z",
+            "end": "2025-06-13T20:00:00Z",
+            "report_path": "r/x.html",
+        }
+    )
+    doc = backfill.run_backfill(session, req)
+    assert doc["sharpe"] is None and doc["sharpe_note"]
+    full = str((tmp_path / "r" / "x.html").resolve())
+    assert doc["report_path"] == full
+    assert session.fetchone("select report_path from public.backfill_runs") == (full,)
+    summary = (
+        (tmp_path / "r" / "x.html").read_text(encoding="utf-8").split("<h2>Summary</h2>")[1].split("<h2>")[0]
+    )
+    assert "None" not in summary and "{" not in summary and "[" not in summary
+    assert doc["sharpe_note"].startswith("not meaningful: ")
+    assert f"<td>sharpe</td><td>{html.escape(doc['sharpe_note'])}</td>" in summary
+    assert "<td>coverage</td><td><table><tr><td>IWM</td><td>" in summary

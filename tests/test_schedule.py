@@ -214,3 +214,18 @@ def test_missing_credentials_for_a_real_endpoint_is_one_readable_line(
 )
 def test_only_loopback_endpoints_are_anonymous(endpoint: str, loopback: bool) -> None:
     assert is_loopback(endpoint) is loopback
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--project", "p", "--location", ""], "--location"),
+        (["--project", "a/b"], "--project"),
+        (["--project", " "], "--project"),
+        (["--project", "p", "--job", "x/y"], "--job"),
+    ],
+)
+def test_blank_or_slashed_names_are_one_line_exit_2(args: list[str], option: str) -> None:
+    result = CliRunner().invoke(schedule_app, ["status", *args, "--endpoint", "http://127.0.0.1:9"])
+    assert result.exit_code == 2
+    assert f"invalid {option}" in one_error_line(result)

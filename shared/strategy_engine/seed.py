@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import shlex
 from typing import Any
 
 from strategy_engine.core.errors import InputError
@@ -60,8 +62,13 @@ def parse_limits(doc: Any) -> dict[str, float | int | None]:
         if value is None:
             out[key] = None
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            raise InputError(f"limit {key} must be a number >= 0 or null, got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not value >= 0
+            or not math.isfinite(value)  # Infinity would be a hidden no-limit: null says it
+        ):
+            raise InputError(f"limit {key} must be a finite number >= 0 or null, got {value!r}")
         if key in _INTEGER_LIMITS and value != int(value):
             raise InputError(f"limit {key} must be a whole number, got {value!r}")
         out[key] = int(value) if key in _INTEGER_LIMITS else float(value)
@@ -109,13 +116,15 @@ def save_strategy(
     limits: Limits | dict[str, Any] | None = None,
     initial_cash: float | None = None,
     require_keys: bool = False,
+    new_account: bool = True,
 ) -> RowId:
     """Validate, then write definition, account (if new) and limits in one transaction.
 
     `limits`: a full `Limits` (written as is), a dict of some limits (merged over the stored ones,
     else over DEFAULT_LIMITS), or None (the stored limits, else DEFAULT_LIMITS). `require_keys`:
     refuse (InputError) an Alpaca account while the Alpaca keys are not configured, since every
-    later tick of the strategy would fail.
+    later tick of the strategy would fail. `new_account=False`: refuse (InputError) an account
+    that does not exist rather than create it unfunded (the CLI: `account create` funds one).
     """
     name = clean_name(name)
     account = clean_name(account, "account name")
@@ -131,6 +140,11 @@ def save_strategy(
         merged = given if isinstance(given, Limits) else dataclasses.replace(base, **given)  # type: ignore[arg-type]
         active = is_active if is_active is not None else bool(existing and existing[0].definition.is_active)
         found = acct_store.find_account(s, account)
+        if found is None and not new_account:
+            raise InputError(
+                f"unknown account {account!r}: create it first with"
+                f" `strategy-engine account create {shlex.quote(account)} --cash N`"
+            )
         if require_keys:
             check_broker(found[0].broker if found else broker)
         account_id = found[0].id if found else acct_store.ensure_account(s, account, broker)

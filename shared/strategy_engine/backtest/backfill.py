@@ -35,8 +35,8 @@ from pydantic import (
     model_validator,
 )
 
-from strategy_engine.backtest import replay, report, rows, upload
-from strategy_engine.backtest.market_arrays import check_budget, load, session_grid
+from strategy_engine.backtest import replay, report, report_html, rows, upload
+from strategy_engine.backtest.market_arrays import check_budget, end_marks, load, session_grid
 from strategy_engine.backtest.replay import Replay, ReplaySetup
 from strategy_engine.core import calendar
 from strategy_engine.core.errors import InputError, NotFound, Unavailable
@@ -186,7 +186,7 @@ def execute(
         p.strategy_id, p.spec, p.config, p.limits, req.initial_cash, req.slippage_bps, as_active
     )
     r = replay.run(data, grid, setup, lambda f: note("replay", f))
-    summary = report.summarise(r, dict(zip(data.symbols, data.bar_ts, strict=True)))
+    summary = report.summarise(r, dict(zip(data.symbols, data.bar_ts, strict=True)), end_marks(data, req.end))
     clock.append(time.perf_counter())
     doc = _record(s, p, req, r, summary, as_active, lambda f: note("write", f))
     clock.append(time.perf_counter())
@@ -269,13 +269,14 @@ def _publish(
     folder = Path(tempfile.gettempdir()) / "strategy-engine-reports" if uploading else Path("reports")
     meta = {**doc["parameters"], "backfill_run_id": run_id, "config_hash": doc["config_hash"]}
     try:
-        html, png = report.write_report(
+        html, png = report_html.write_report(
             Path(req.report_path) if req.report_path else folder / f"{stem}.html", r, summary, meta
         )
     except (OSError, ImportError) as exc:  # ImportError: the deployed functions ship no matplotlib
         note = {"report_error": f"report not written: {exc}"}
         store.set_report(s, uuid.UUID(run_id), None, note)
         return {"report_path": None, **note}
+    html, png = html.resolve(), png.resolve()  # recorded absolute: valid from any folder
     path, out = str(html), {"report_local_path": str(html), "report_png": str(png)}
     if uploading:
         try:

@@ -220,3 +220,15 @@ def candidates(f: FeatureGrid, allow_short: bool) -> list[tuple[IntArray, IntArr
         (np.flatnonzero(entry[j]), np.flatnonzero(exit_long[j]), np.flatnonzero(exit_short[j]))
         for j in range(f.bars.shape[0])
     ]
+
+
+def end_marks(data: MarketArrays, end: datetime) -> dict[str, float]:
+    """Symbol -> the close of the last bar before `end` (symbols without one are left out): what
+    an open position is marked at when the range ends, the close `status` would use then."""
+    cut = to_us(end)
+    out: dict[str, float] = {}
+    for sym, ts, close in zip(data.symbols, data.bar_ts, data.bar_close, strict=True):
+        i = int(np.searchsorted(ts, cut, side="left"))
+        if i > 0:
+            out[sym] = float(close[i - 1])
+    return out

@@ -7,7 +7,8 @@ from a running peak of that equity, in dollars (`max_drawdown_pct` as a fraction
 gap folded into the next minute) times sqrt(252 * 390), risk-free rate 0; null without
 variance. A round trip is a position opened from flat and brought back to flat; `win_rate` and
 `profit_factor` (gross profit / gross loss) are over round trips, null when undefined.
-`exposure` is the fraction of minutes with any position open.
+`exposure` is the fraction of minutes with any position open. With `end_marks` (the backfill),
+what is held at the end is marked at the last bar before the range's end, as `status` marks it.
 
 Sharpe is reported only for a range of at least MIN_SHARPE_DAYS trading days (with data);
 below that it is null with `sharpe_note` saying why (a day's minute returns annualised say
@@ -19,13 +20,9 @@ back to back, and only days on which some symbol has a bar.
 
 from __future__ import annotations
 
-import base64
-import html
 import io
-import json
 import math
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,20 +69,26 @@ def round_trips(r: Replay) -> tuple[float, list[float], dict[int, tuple[float, f
     return realized, trips, {j: (q, a) for j, (q, a, _) in book.items()}
 
 
-def summarise(r: Replay, bar_ts: dict[str, IntArray] | None = None) -> dict[str, Any]:
+def summarise(
+    r: Replay, bar_ts: dict[str, IntArray] | None = None, end_marks: dict[str, float] | None = None
+) -> dict[str, Any]:
     """The summary (docs/architecture.md, "Backfill") plus profit factor, Sharpe and round trips
     (conventions in the module docstring); with `bar_ts` (each symbol's bar times, Unix µs) also
-    the coverage and its warnings."""
+    the coverage and its warnings. `end_marks`: symbol -> close at the range's end (module doc)."""
     from strategy_engine.backtest.rows import hold_reasons
 
     cover, warnings = coverage(bar_ts, r.grid) if bar_ts is not None else (None, [])
     equity = np.concatenate(([r.initial_cash], r.equity))
+    marks = r.features.close[:, -1] if r.grid.shape[0] else np.zeros(len(r.symbols))
+    if end_marks is not None and r.grid.shape[0]:
+        marks = np.array([end_marks.get(sym, marks[j]) for j, sym in enumerate(r.symbols)])
+        held = r.position_after[:, -1]
+        equity[-1] = r.cash_after[-1] + float(np.where(held != 0, held * np.nan_to_num(marks), 0.0).sum())
     peak = np.maximum.accumulate(equity)
     drawdown = peak - equity
     rets = np.diff(equity) / equity[:-1]
     sd = float(np.std(rets, ddof=1)) if rets.shape[0] > 1 else 0.0
     realized, trips, open_ = round_trips(r)
-    marks = r.features.close[:, -1] if r.grid.shape[0] else np.zeros(len(r.symbols))
     unrealized = sum(q * (float(marks[j]) - a) for j, (q, a) in open_.items())
     gains, losses = sum(p for p in trips if p > 0), -sum(p for p in trips if p < 0)
     outcomes = Counter(d.outcome for d in r.decided.values())
@@ -185,8 +188,7 @@ def _traded(r: Replay, n: int) -> list[int]:
 
 
 def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf := io.BytesIO(), format="png", dpi=110, bbox_inches="tight")
     return buf.getvalue()
 
 
@@ -225,70 +227,3 @@ def symbol_png(r: Replay, j: int) -> bytes:
     _price(fig.subplots(), r, j)
     fig.tight_layout()
     return _png(fig)
-
-
-def _table(rows: list[tuple[str, Any]], head: tuple[str, str]) -> str:
-    body = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    return f"<table><tr><th>{head[0]}</th><th>{head[1]}</th></tr>{body}</table>"
-
-
-def _trades_table(r: Replay, limit: int = 2_000) -> str:
-    """Every fill (the first `limit`): minute, symbol, side, qty, price, the signal's reason."""
-    head = (
-        "<tr><th>minute (UTC)</th><th>symbol</th><th>side</th><th>qty</th><th>price</th><th>reason</th></tr>"
-    )
-    body = "".join(
-        f"<tr><td>{np.datetime64(int(r.grid[i]), 'us').astype('datetime64[m]')}</td>"
-        f"<td>{html.escape(o.symbol)}</td><td>{o.side.value}</td><td>{o.filled_qty:g}</td>"
-        f"<td>{(o.filled_avg_price or 0):,.4f}</td>"
-        f"<td>{html.escape(r.decided[(i, j)].signal.reason)}</td></tr>"
-        for i, j, o in r.fills[:limit]
-    )
-    more = f"<p>... and {len(r.fills) - limit} more</p>" if len(r.fills) > limit else ""
-    return f"<table>{head}{body}</table>{more}"
-
-
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-
-
-CSS = (
-    "body{font:14px system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#1f2328}"
-    "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #d0d7de;padding:3px 10px;"
-    "text-align:left}th{background:#f6f8fa}img{max-width:100%}pre{background:#f6f8fa;padding:1em}"
-)
-
-
-def write_report(
-    html_path: Path, r: Replay, summary: dict[str, Any], meta: dict[str, Any]
-) -> tuple[Path, Path]:
-    """Write the HTML page (images inline) and the overview PNG beside it; return both paths."""
-    overview = overview_png(r)
-    png_path = html_path.with_suffix(".png")
-    html_path.parent.mkdir(parents=True, exist_ok=True)
-    png_path.write_bytes(overview)
-    shown = sorted(_traded(r, MAX_SYMBOL_CHARTS))
-    omitted = [s for j, s in enumerate(r.symbols) if j not in shown]
-    title = f"Backfill of {meta.get('strategy')}: {meta.get('start')} to {meta.get('end')}"
-    metrics = [(k, v) for k, v in summary.items() if k not in ("blocked", "symbols")]
-    blocked = sorted(summary["blocked"].items(), key=lambda kv: -kv[1]) or [("(none)", 0)]
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-        "<h2>Summary</h2>",
-        _table(metrics, ("metric", "value")),
-        "<h2>Equity, drawdown and trades</h2>",
-        _img(overview, "equity, drawdown and trades"),
-        "<h2>Orders blocked by risk</h2>",
-        _table(blocked, ("risk code", "orders refused (decisions)")),
-        "<h2>Each symbol's price with entries and exits</h2>",
-        *(_img(symbol_png(r, j), r.symbols[j]) for j in shown),
-        f"<p>Not charted (fewest trades): {html.escape(', '.join(omitted))}</p>" if omitted else "",
-        f"<h2>Trades ({len(r.fills)})</h2>",
-        _trades_table(r),
-        "<h2>Parameters</h2>",
-        f"<pre>{html.escape(json.dumps(meta, indent=2, default=str))}</pre>",
-        "</body></html>",
-    ]
-    html_path.write_text("".join(parts), encoding="utf-8")
-    return html_path, png_path

@@ -26,7 +26,14 @@ from typing import Any
 
 from strategy_engine.backtest import replay, report
 from strategy_engine.backtest.backfill import BackfillRequest, Progress, parameters, plan
-from strategy_engine.backtest.market_arrays import IntArray, MarketArrays, check_budget, load, session_grid
+from strategy_engine.backtest.market_arrays import (
+    IntArray,
+    MarketArrays,
+    check_budget,
+    end_marks,
+    load,
+    session_grid,
+)
 from strategy_engine.backtest.replay import ReplaySetup
 from strategy_engine.core.errors import InputError
 from strategy_engine.core.strategies.naive_flow_trend import NaiveFlowTrendConfig
@@ -35,7 +42,9 @@ from strategy_engine.store import Session
 from strategy_engine.store import backfill as store
 
 MAX_POINTS = 500
-_WORKER: dict[str, tuple[MarketArrays, IntArray, ReplaySetup]] = {}  # what a worker process holds
+_WORKER: dict[
+    str, tuple[MarketArrays, IntArray, ReplaySetup, dict[str, float]]
+] = {}  # what a worker process holds
 
 
 def parse_axes(specs: Sequence[str]) -> dict[str, list[Any]]:
@@ -48,7 +57,11 @@ def parse_axes(specs: Sequence[str]) -> dict[str, list[Any]]:
             raise InputError(f"invalid --sweep {spec!r}: expected key=v1,v2,...")
         if key in axes:
             raise InputError(f"--sweep {key} given twice")
-        axes[key] = [_value(v.strip()) for v in values.split(",")]
+        unique: dict[str, Any] = {}  # a value given twice would run (and rank) the same point twice
+        for v in values.split(","):
+            parsed = _value(v.strip())
+            unique.setdefault(json.dumps(parsed, sort_keys=True), parsed)
+        axes[key] = list(unique.values())
     return axes
 
 
@@ -59,13 +72,13 @@ def _value(text: str) -> Any:
         return text
 
 
-def _init(market: MarketArrays, grid: IntArray, setup: ReplaySetup) -> None:
-    _WORKER["data"] = (market, grid, setup)
+def _init(market: MarketArrays, grid: IntArray, setup: ReplaySetup, marks: dict[str, float]) -> None:
+    _WORKER["data"] = (market, grid, setup, marks)
 
 
 def _point(config: NaiveFlowTrendConfig) -> dict[str, Any]:
-    market, grid, setup = _WORKER["data"]
-    return report.summarise(replay.run(market, grid, replace(setup, config=config)))
+    market, grid, setup, marks = _WORKER["data"]
+    return report.summarise(replay.run(market, grid, replace(setup, config=config)), end_marks=marks)
 
 
 RESULT_KEYS = (
@@ -102,7 +115,8 @@ def run_sweep(
     check_budget(len(symbols), grid.shape[0], budget, warmup=window, copies=max(workers, 1))
     data = load(s, symbols, req.start, req.end, window, lookback)
     setup = ReplaySetup(p.strategy_id, p.spec, p.config, p.limits, req.initial_cash, req.slippage_bps)
-    summaries = _replay_all(data, grid, setup, configs, workers, progress)
+    marks = end_marks(data, req.end)
+    summaries = _replay_all(data, grid, setup, marks, configs, workers, progress)
     sweep_id, rows = uuid.uuid4(), []
     with s.transaction():
         for pt, cfg, summary in zip(points, configs, summaries, strict=True):
@@ -132,6 +146,7 @@ def run_sweep(
         "start": req.start.isoformat(),
         "end": req.end.isoformat(),
         "axes": axes,
+        "sharpe_note": summaries[0]["sharpe_note"] if summaries else None,
         "results": [{"rank": k, **row} for k, row in enumerate(rows, 1)],
     }
 
@@ -140,6 +155,7 @@ def _replay_all(
     data: MarketArrays,
     grid: IntArray,
     setup: ReplaySetup,
+    marks: dict[str, float],
     configs: list[NaiveFlowTrendConfig],
     workers: int,
     progress: Progress | None,
@@ -148,7 +164,7 @@ def _replay_all(
     summaries: list[dict[str, Any]] = [{} for _ in configs]
     ctx = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init, initargs=(data, grid, setup)
+        workers, mp_context=ctx, initializer=_init, initargs=(data, grid, setup, marks)
     ) as pool:
         futures = {pool.submit(_point, cfg): k for k, cfg in enumerate(configs)}
         for done, fut in enumerate(as_completed(futures), 1):

@@ -11,7 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from strategy_engine.backtest.report import CSS, _img, _png
+from strategy_engine.backtest.report import _png
+from strategy_engine.backtest.report_html import CSS, _img, html_value
 
 COLUMNS = ("total_pnl", "max_drawdown", "orders", "round_trips", "win_rate", "profit_factor", "sharpe")
 
@@ -58,8 +59,7 @@ def write_sweep_report(path: Path, doc: dict[str, Any], keys: list[str]) -> Path
     cols = ("rank", *keys, *COLUMNS)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(r.get(c)))}</td>" for c in cols) + "</tr>"
-        for r in doc["results"]
+        "<tr>" + "".join(f"<td>{html_value(r.get(c))}</td>" for c in cols) + "</tr>" for r in doc["results"]
     )
     heat = ""
     if len(keys) >= 2:

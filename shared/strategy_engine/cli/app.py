@@ -7,6 +7,8 @@ line and exit 2, as every command's own bad input). Setup commands (account, str
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -172,7 +174,15 @@ def demo(
     emit(summary, as_json, lambda: demo_mod.print_summary(summary))
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    """The console script. SIGTERM becomes an interrupt (like Ctrl-C) from the very start, so a
+    command stopped while it starts or holds the embedded Postgres unwinds and releases it; the
+    default SIGTERM would end the process with the server still running."""
+    signal.signal(signal.SIGTERM, _interrupt)
     raise SystemExit(run_cli(app))
 
 

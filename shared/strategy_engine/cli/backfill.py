@@ -25,7 +25,7 @@ from rich.table import Table
 from strategy_engine.backtest.backfill import Progress as ProgressFn
 from strategy_engine.backtest.backfill import parse_request, run_backfill
 from strategy_engine.backtest.sweep import parse_axes, run_sweep
-from strategy_engine.cli.options import DbUrl, JsonFlag, emit, fail, session_for
+from strategy_engine.cli.options import DbUrl, DemoFlag, JsonFlag, emit, fail, session_for
 from strategy_engine.core.errors import InputError
 
 SWEEP_COLUMNS = ("total_pnl", "max_drawdown", "orders", "round_trips", "win_rate", "profit_factor", "sharpe")
@@ -81,6 +81,7 @@ def backfill(
         bool, typer.Option("--all-decisions", help="Journal every decision (default: holds only counted).")
     ] = False,
     database_url: DbUrl = None,
+    demo: DemoFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Replay a range through the strategy and risk code of the tick; print the summary."""
@@ -89,6 +90,8 @@ def backfill(
     missing = [f"--{k}" for k, v in (("strategy", strategy), ("start", start), ("end", end)) if v is None]
     if missing:
         fail(f"backfill: missing option {', '.join(missing)} (see --help)", 2)
+    if report is not None and no_report:
+        fail("backfill: --report and --no-report contradict each other: give one", 2)
     doc: dict[str, Any] = {
         "strategy": strategy,
         "start": start,
@@ -104,7 +107,7 @@ def backfill(
         axes = parse_axes(sweep) if sweep else None
     except InputError as exc:
         fail(str(exc), 2)
-    with _progress(as_json) as progress, session_for(database_url) as s:
+    with _progress(as_json) as progress, session_for(database_url, demo=demo) as s:
         if axes is not None:
             result = run_sweep(s, req, axes, progress=progress)
         else:
@@ -126,7 +129,7 @@ def _sweep_report(result: dict[str, Any], keys: list[str], path: str | None) -> 
 
     target = Path(path or f"reports/sweep-{result['sweep_id']}.html")
     try:
-        return {"report_path": str(write_sweep_report(target, result, keys))}
+        return {"report_path": str(write_sweep_report(target, result, keys).resolve())}
     except OSError as exc:
         return {"report_path": None, "report_error": f"report not written: {exc}"}
 
@@ -136,6 +139,7 @@ def runs(
     strategy: Annotated[str | None, typer.Option(help="Only this strategy's runs.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many (1 to 10000).")] = 50,
     database_url: DbUrl = None,
+    demo: DemoFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Recorded backfill runs, newest first, with their P&L and journal size."""
@@ -144,10 +148,22 @@ def runs(
 
     if not 1 <= limit <= 10_000:
         fail(f"--limit must be between 1 and 10000, got {limit}", 2)
-    with session_for(database_url) as s:
+    with session_for(database_url, demo=demo) as s:
         rows = list_runs(s, strategy, limit)
-    columns = ("created_at", "strategy", "total_pnl", "orders", "journal_rows", "status", "id", "range_start")
-    emit(rows, as_json, lambda: print_rows(f"backfill runs ({len(rows)})", rows, columns))
+    # 80 columns hold the short id and the range's start; wider terminals show more
+    shown = [{"run": str(r["id"])[:8], **r} for r in rows]
+    columns = (
+        "run",
+        "range_start",
+        "strategy",
+        "total_pnl",
+        "orders",
+        "journal_rows",
+        "created_at",
+        "status",
+        "id",
+    )
+    emit(rows, as_json, lambda: print_rows(f"backfill runs ({len(rows)}, newest first)", shown, columns))
 
 
 @backfill_app.command("prune")
@@ -155,7 +171,11 @@ def prune(
     older_than: Annotated[
         str, typer.Option(help="Age (e.g. 30d) or ISO date/time: runs created before it go.")
     ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be deleted; delete nothing.")
+    ] = False,
     database_url: DbUrl = None,
+    demo: DemoFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Delete backfill runs created before a cutoff, with their journal rows."""
@@ -165,28 +185,36 @@ def prune(
         cutoff = _cutoff(older_than)
     except InputError as exc:
         fail(str(exc), 2)
-    with session_for(database_url) as s:
-        n_runs, n_rows = prune_runs(s, cutoff)
-    doc = {"before": cutoff.isoformat(), "runs": n_runs, "decisions": n_rows}
+    with session_for(database_url, demo=demo) as s:
+        n_runs, n_rows = prune_runs(s, cutoff, dry_run=dry_run)
+    doc = {"before": cutoff.isoformat(), "runs": n_runs, "decisions": n_rows, "dry_run": dry_run}
+    verb = "would delete" if dry_run else "deleted"
     emit(
         doc,
         as_json,
         lambda: print(
-            f"deleted {n_runs} run(s) and {n_rows} decision(s) created before {cutoff:%Y-%m-%d %H:%M} UTC"
+            f"{verb} {n_runs} run(s) and {n_rows} decision(s) created before {cutoff:%Y-%m-%d %H:%M} UTC"
         ),
     )
 
 
-def _cutoff(text: str) -> datetime:
-    """`Nd` (N days before now) or an ISO 8601 date/time (a date: midnight New York)."""
+def _cutoff(text: str, now: datetime | None = None) -> datetime:
+    """`Nd` (N days before now) or an ISO 8601 date/time (a date: midnight New York);
+    InputError for anything else or a cutoff in the future (it would delete every run)."""
+    now = now or datetime.now(UTC)
     raw = text.strip().lower()
     if raw.endswith("d") and raw[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(days=int(raw[:-1]))
+        return now - timedelta(days=int(raw[:-1]))
     from strategy_engine.cli.options import parse_since
 
-    cutoff = parse_since(text)
+    try:
+        cutoff = parse_since(text)
+    except InputError as exc:
+        raise InputError(f"--older-than: {exc}; or an age like 30d") from None
     if cutoff is None:  # parse_since returns None only for None
-        raise InputError("--older-than is required")
+        raise InputError("--older-than is required, e.g. 30d")
+    if cutoff > now:
+        raise InputError(f"--older-than {text.strip()} is in the future: it would delete every run")
     return cutoff.astimezone(UTC)
 
 
@@ -223,7 +251,8 @@ def _progress(disabled: bool) -> Iterator[ProgressFn]:
 
 def _print_summary(doc: dict[str, Any]) -> None:
     console = Console()
-    table = Table(title=f"backfill {doc['strategy']} {doc['start']} -> {doc['end']}", title_justify="left")
+    console.print(f"backfill {doc['strategy']} {doc['start']} -> {doc['end']}", style="table.title")
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in SUMMARY_ROWS:
@@ -234,28 +263,26 @@ def _print_summary(doc: dict[str, Any]) -> None:
         table.add_row(f"held: {reason}", str(n))
     console.print(table)
     console.print(f"backfill_run_id {doc['backfill_run_id']}  config_hash {doc['config_hash']}")
+    _print_notes(console, doc)
+    if doc.get("report_upload_error"):
+        console.print(f"[yellow]report upload failed, kept locally: {doc['report_upload_error']}")
+
+
+def _print_notes(console: Console, doc: dict[str, Any]) -> None:
+    """The Sharpe note, the warnings and where the report is: after a backfill or a sweep."""
     if doc.get("sharpe_note"):
         console.print(f"sharpe: {doc['sharpe_note']}")
     for line in doc.get("warnings", []):
         console.print(f"[yellow]warning: {line}", soft_wrap=True)
     if doc.get("report_path"):
-        console.print(f"report: {doc['report_path']}")
-    if doc.get("report_upload_error"):
-        console.print(f"[yellow]report upload failed, kept locally: {doc['report_upload_error']}")
+        console.print(f"report: {doc['report_path']}", soft_wrap=True)
 
 
 def _print_sweep(doc: dict[str, Any], keys: list[str]) -> None:
+    """The grid ranked, in the columns that fit the terminal (rank, the axes, P&L first)."""
+    from strategy_engine.cli.views import console, fit_table
+
+    out = console()
     title = f"sweep {doc['strategy']} {doc['start']} -> {doc['end']}, best total P&L first"
-    table = Table(title=title, title_justify="left")
-    columns = ("rank", *keys, *SWEEP_COLUMNS)
-    for col in columns:
-        table.add_column(col, justify="right", min_width=len(col))
-    for row in doc["results"]:
-        table.add_row(*(_cell(row[c]) for c in columns))
-    console = Console()
-    console.width = max(console.width, 120)  # a piped stdout is 80 columns: keep the grid readable
-    console.print(table)
-
-
-def _cell(v: Any) -> str:
-    return f"{v:,.2f}" if isinstance(v, float) else str(v)
+    out.print(fit_table(title, doc["results"], ("rank", *keys, *SWEEP_COLUMNS), out.width))
+    _print_notes(out, doc)

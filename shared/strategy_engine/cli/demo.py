@@ -21,12 +21,12 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from strategy_engine import engine
 from strategy_engine.backtest import synthetic
 from strategy_engine.cli.explain import first_failure
-from strategy_engine.cli.options import DEMO_DB
+from strategy_engine.cli.options import DEMO_DB, invoked_as
+from strategy_engine.cli.views import fit_table
 from strategy_engine.core.errors import Unavailable
 from strategy_engine.core.models import Limits
 from strategy_engine.runtime import resolve_database_url
@@ -140,12 +140,16 @@ def _report(s: Any) -> dict[str, Any]:
 
 
 def _next_commands(database_url: str | None) -> list[str]:
+    """Commands to paste next, each on one line, starting the CLI the way the demo was started."""
     db = f" --database-url '{redact_url(database_url)}'" if database_url else ""
+    cli = invoked_as()
     return [
-        f"strategy-engine status --demo{db}",
-        f"strategy-engine trades --demo{db}",
-        f"strategy-engine decisions --demo --outcome blocked{db}",
-        f"strategy-engine why --demo --strategy {DEMO_STRATEGY} --symbol SPY{db}",
+        f"{cli} status --demo{db}",
+        f"{cli} trades --demo{db}",
+        f"{cli} decisions --demo --outcome blocked{db}",
+        f"{cli} why --demo --strategy {DEMO_STRATEGY} --symbol SPY{db}",
+        f"{cli} backfill --demo --strategy {DEMO_STRATEGY} --start {DEMO_DAY}T13:30Z"
+        f" --end {DEMO_DAY}T20:00Z --no-report{db}",
     ]
 
 
@@ -204,12 +208,8 @@ def print_summary(doc: dict[str, Any]) -> None:
         ("decisions by reason", "decisions_by_reason"),
         ("blocked by risk code", "blocked_by_risk_code"),
     ):
-        table = Table(title=title, title_justify="left")
-        table.add_column("code")
-        table.add_column("count", justify="right")
-        for k, v in doc[key].items():
-            table.add_row(k, str(v))
-        console.print(table)
+        rows = [{"code": k, "count": v} for k, v in doc[key].items()]
+        console.print(fit_table(title, rows, ("code", "count"), console.width))
     if doc["top_blocks"]:
         console.print("[bold]why orders were blocked[/bold] (the latest of each top code):")
         for b in doc["top_blocks"]:

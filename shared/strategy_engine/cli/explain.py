@@ -17,8 +17,13 @@ def _num(x: Any) -> str:
     return f"{x:g}" if isinstance(x, int | float) and not isinstance(x, bool) else str(x)
 
 
-def check_text(check: dict[str, Any], symbol: str, qty: float, price: float | None) -> str:
-    """One check as a sentence, e.g. 'SPY: 10 x $517.00 = $5,170.00 > max_notional_per_trade $5,000.00'."""
+def check_text(
+    check: dict[str, Any], symbol: str, qty: float, price: float | None, *, blocking: bool = True
+) -> str:
+    """One check as a sentence, e.g. 'SPY: 10 x $517.00 = $5,170.00 > max_notional_per_trade $5,000.00'.
+
+    A failed check is labelled BLOCKED when it is the first failure (the one that blocked the
+    order), "also fails" for a later one (`blocking=False`)."""
     code, seen, limit, ok = check.get("code"), check.get("observed"), check.get("limit"), check.get("passed")
     if isinstance(seen, str) and seen.startswith("skipped"):
         return f"{code}: skipped (the order only reduces a position)"
@@ -27,7 +32,7 @@ def check_text(check: dict[str, Any], symbol: str, qty: float, price: float | No
     text = _sentence(str(code), seen, limit, bool(ok), symbol, qty, price)
     if text is None:
         return f"{code}: observed {_num(seen)}, limit {_num(limit)}"
-    return f"{'ok' if ok else 'BLOCKED'}  {text}"
+    return f"{'ok' if ok else 'BLOCKED' if blocking else 'also fails'}  {text}"
 
 
 def _sentence(
@@ -44,6 +49,10 @@ def _sentence(
             if seen is None:
                 return "no bar at all for this symbol"
             return f"last bar {_num(seen)} s old {cmp_} {_num(limit)} s allowed"
+        case "order_working":
+            if ok:
+                return f"{symbol}: no order of this strategy still working"
+            return f"{symbol}: an order ({_num(seen)} shares left) is still working: one at a time"
         case "max_daily_trades":
             return f"this would be trade {_num(seen)} today {cmp_} max_daily_trades {_num(limit)}"
         case "max_notional_per_trade":
@@ -89,7 +98,10 @@ def why_lines(d: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append("risk checks (in order; the first failure blocks):")
-        lines += ["  " + check_text(c, d["symbol"], float(d["qty"]), price) for c in risk.get("checks", [])]
+        failed = 0
+        for c in risk.get("checks", []):
+            lines.append("  " + check_text(c, d["symbol"], float(d["qty"]), price, blocking=failed == 0))
+            failed += not c.get("passed")
     if payload.get("error"):
         lines.append(f"error: {payload['error']}")
     return lines

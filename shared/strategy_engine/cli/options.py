@@ -9,10 +9,11 @@ prints exactly one JSON document on stdout.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -34,6 +35,36 @@ DemoFlag = Annotated[
     typer.Option("--demo", help=f"Read the demo's database ({DEMO_DB} on the same server)."),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def invoked_as(argv0: str | None = None) -> str:
+    """This CLI as the user started it, to print commands they can paste in the same folder:
+    `strategy-engine` when that is what PATH finds, else the script's path (relative to the
+    current folder when inside it, e.g. `.venv/bin/strategy-engine` after `make demo`), or
+    `<python> -m strategy_engine.cli` when run as a module. `argv0` defaults to sys.argv[0]."""
+    import os
+    import shlex
+    import shutil
+
+    arg = sys.argv[0] if argv0 is None else argv0
+    name = os.path.basename(arg)
+    if not arg or arg in ("-c", "-m") or name.endswith(".py"):
+        return f"{shlex.quote(_near(sys.executable))} -m strategy_engine.cli"
+    on_path = shutil.which(name)
+    if os.sep not in arg or (on_path and os.path.realpath(on_path) == os.path.realpath(arg)):
+        return shlex.quote(name)
+    return shlex.quote(_near(arg))
+
+
+def _near(path: str) -> str:
+    """`path` relative to the current folder when inside it (./x for a file right here), else absolute."""
+    import os
+
+    full = os.path.abspath(path)
+    rel = os.path.relpath(full)
+    if rel.startswith(os.pardir):
+        return full
+    return rel if os.sep in rel else f".{os.sep}{rel}"
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -68,8 +99,6 @@ def parse_since(text: str | None) -> datetime | None:
     """`--since`: an ISO 8601 time with an offset, or a date (midnight New York); None if absent."""
     if text is None:
         return None
-    from datetime import date
-
     from strategy_engine.core import calendar
 
     try:
@@ -79,10 +108,37 @@ def parse_since(text: str | None) -> datetime | None:
     return datetime(day.year, day.month, day.day, tzinfo=calendar.NEW_YORK)
 
 
+# Dollar amounts (not prices, which may carry sub-cent digits): rounded to cents in --json.
+MONEY_KEYS = frozenset(
+    {
+        "cash", "equity", "buying_power", "broker_equity", "pnl_today", "market_value",
+        "unrealized_pnl", "realized_pnl", "total_pnl", "notional_today", "max_drawdown",
+        "initial_cash", "final_equity", "notional",
+    }
+)  # fmt: skip
+
+
+def to_json(doc: Any, key: str | None = None) -> Any:
+    """`doc` made JSON-ready the one way every `--json` shares: datetimes and dates in ISO 8601,
+    amounts under MONEY_KEYS rounded to cents, UUIDs and other objects as text."""
+    if isinstance(doc, dict):
+        return {str(k): to_json(v, str(k)) for k, v in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [to_json(v, key) for v in doc]
+    if isinstance(doc, datetime | date):
+        return doc.isoformat()
+    if isinstance(doc, float) and key in MONEY_KEYS and math.isfinite(doc):
+        return round(doc, 2)
+    if doc is None or isinstance(doc, bool | int | float | str):
+        return doc
+    return str(doc)
+
+
 def emit(doc: Any, as_json: bool, render: Callable[[], None]) -> None:
-    """`doc` as one JSON document (NaN and infinities as null: strict JSON), else `render()`."""
+    """`--json`: one JSON document (`to_json`; NaN and infinities as null: strict JSON) on
+    stdout; else `render()`."""
     if as_json:
-        sys.stdout.write(json.dumps(finite(doc), default=str, allow_nan=False) + "\n")
+        sys.stdout.write(json.dumps(finite(to_json(doc)), allow_nan=False) + "\n")
     else:
         render()
 

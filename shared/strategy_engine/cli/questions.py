@@ -33,6 +33,8 @@ DECISION_COLUMNS = ("minute", "symbol", "action", "outcome", "risk_code", "reaso
 def _filters(symbol: str | None, since: str | None, limit: int) -> tuple[str | None, object]:
     if not 1 <= limit <= 10_000:
         fail(f"--limit must be between 1 and 10000, got {limit}", 2)
+    if symbol is not None and not symbol.strip():
+        fail("--symbol must not be empty (leave it out for every symbol)", 2)
     try:
         return (symbol.strip().upper() if symbol else None), parse_since(since)
     except InputError as exc:
@@ -67,11 +69,22 @@ def decisions(
 ) -> None:
     """Live decisions, newest first: minute, symbol, action, outcome, risk code, reason."""
     sym, t = _filters(symbol, since, limit)
-    if outcome is not None and outcome not in {o.value for o in Outcome}:
+    wanted = outcome.strip().lower() if outcome is not None else None
+    if wanted is not None and wanted not in {o.value for o in Outcome}:
         fail(f"invalid --outcome {outcome!r}: held, blocked, ordered or failed", 2)
     with session_for(database_url, demo=demo) as s:
-        rows = queries.decisions(s, strategy=strategy, symbol=sym, since=t, outcome=outcome, limit=limit)  # type: ignore[arg-type]
-    emit(rows, as_json, lambda: print_rows(f"decisions ({len(rows)}, newest first)", rows, DECISION_COLUMNS))
+        # one row more than shown: whether there are more to say so
+        rows = queries.decisions(s, strategy=strategy, symbol=sym, since=t, outcome=wanted, limit=limit + 1)  # type: ignore[arg-type]
+    more, rows = len(rows) > limit, rows[:limit]
+
+    def show() -> None:
+        print_rows(f"decisions ({len(rows)}, newest first)", rows, DECISION_COLUMNS)
+        if more:
+            print(
+                f"more decisions exist: narrow with --since/--symbol/--outcome or raise --limit (now {limit})"
+            )
+
+    emit(rows, as_json, show)
 
 
 def why(
@@ -89,13 +102,30 @@ def why(
         t = calendar.parse_minute(minute) if minute else None
     except InputError as exc:
         fail(str(exc), 2)
-    sym = symbol.strip().upper()
+    sym, name = symbol.strip().upper(), strategy.strip()
+    if not sym:
+        fail("--symbol must not be empty", 2)
+    from strategy_engine.store import strategies as strat_store
+
     with session_for(database_url, demo=demo) as s:
-        d = queries.decision(s, strategy.strip(), sym, t)
+        known = bool(name) and bool(strat_store.load_all(s, name))
+        d = queries.decision(s, name, sym, t) if known else None
+    if not known:
+        fail(f"unknown strategy {name!r} (see `status` for the strategies)", 2)
     if d is None:
         at = f" at {t.isoformat()}" if t else ""
-        fail(f"no live decision of strategy {strategy.strip()!r} for {sym}{at}", 2)
-    emit(d, as_json, lambda: print("\n".join(why_lines(d))))
+        fail(f"no live decision of strategy {name!r} for {sym}{at}", 2)
+
+    def show() -> None:
+        if t is None:
+            print(
+                "the latest decision that proposed an order:"
+                if d["action"] != "hold"
+                else f"no decision of {name} proposed an order for {sym}: the latest (a hold):"
+            )
+        print("\n".join(why_lines(d)))
+
+    emit(d, as_json, show)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,11 +3,11 @@ job that ticks the engine on Google Cloud (the control itself is `cloud.schedule
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 
+from strategy_engine.cli.options import emit
 from strategy_engine.cloud import scheduler
 from strategy_engine.cloud.scheduler import DEFAULT_JOB, DEFAULT_LOCATION
 
@@ -120,7 +120,7 @@ def status(
     except scheduler.ScheduleError as exc:
         raise _fail(exc) from None
     if as_json:
-        typer.echo(json.dumps(facts))
+        emit(facts, True, lambda: None)
         return
     last = facts["last_status"]
     outcome = "" if not last or not last["code"] else f" (code {last['code']}: {last['message']})"

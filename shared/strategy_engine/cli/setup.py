@@ -1,6 +1,7 @@
 """Setting up without SQL: `account create|list` and `strategy set|enable|disable`.
 
-`strategy set` never changes whether a strategy trades unless told (`--enable`): re-running it
+`strategy set` needs an existing account (`account create` funds it) and never changes
+whether a strategy trades unless told (`--enable`): re-running it
 to change a config keeps the current state, and a new strategy starts disabled. Limits not
 given keep their stored values, or get `seed.DEFAULT_LIMITS` on a new strategy; the limits
 saved are printed. `strategy enable|disable` are the switches.
@@ -101,14 +102,13 @@ def account_list(database_url: DbUrl = None, as_json: JsonFlag = False) -> None:
 @strategy_app.command("set")
 def strategy_set(
     name: Annotated[str, typer.Option(help="Unique strategy name.")],
-    account: Annotated[str, typer.Option(help="Account name (created as simulated, unfunded, if new).")],
+    account: Annotated[str, typer.Option(help="An existing account's name (see `account create`).")],
     config: Annotated[str, typer.Option(help="Config JSON object.")] = "{}",
     limits: Annotated[str | None, typer.Option(help=LIMITS_HELP)] = None,
     strategy_type: Annotated[str, typer.Option("--type")] = "naive_flow_trend",
     enable: Annotated[
         bool, typer.Option("--enable", help="Also enable it (else its state is kept).")
     ] = False,
-    broker: Annotated[str, typer.Option(help="simulated or alpaca, for a new account.")] = "simulated",
     database_url: DbUrl = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -131,10 +131,10 @@ def strategy_set(
             strategy_type,
             raw,
             account=account,
-            broker=broker,
             is_active=True if enable else None,
             limits=given,
             require_keys=True,
+            new_account=False,
         )
         row = strat_store.load_all(s, clean)[0]
     saved = limits_doc(row.limits)

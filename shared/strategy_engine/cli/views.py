@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from strategy_engine.core import calendar
 from strategy_engine.core.models import RunResult
@@ -58,12 +59,15 @@ def cell(v: Any) -> str:
     return str(v)
 
 
-def fit_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str], width: int) -> Table:
-    """A table of `columns` (most important first) keeping only those that fit `width`."""
-    table = Table(title=title, title_justify="left", pad_edge=False)
+def fit_table(
+    title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str], width: int
+) -> RenderableType:
+    """The title on its own line (a table's title wraps at the table's width: letter by letter
+    over an empty or narrow table), then a table of `columns` (most important first) keeping
+    only those that fit `width`; `<title>: none` without rows."""
     if not rows:
-        table.add_column("(none)")
-        return table
+        return Text(f"{title}: none", style="table.title")
+    table = Table(pad_edge=False)
     kept: list[str] = []
     used = 1
     for col in columns:
@@ -77,7 +81,7 @@ def fit_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]
         table.add_column(col, justify="right" if numeric else "left", no_wrap=True, overflow="ellipsis")
     for r in rows:
         table.add_row(*(cell(r.get(c)) for c in kept))
-    return table
+    return Group(Text(title, style="table.title"), table)
 
 
 def print_rows(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:

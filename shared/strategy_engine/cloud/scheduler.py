@@ -55,9 +55,15 @@ class Target:
 
 
 def make_target(project: str | None, location: str, job: str, endpoint: str | None, timeout: float) -> Target:
+    """The job to act on; ScheduleError (a bad request) when a part is missing, blank or holds '/'
+    (each part is one segment of the job's resource name)."""
     if not project:
         raise ScheduleError("no project: pass --project or set SCHEDULER_PROJECT")
-    return Target(project, location, job, endpoint or None, timeout)
+    parts = {"--project": project.strip(), "--location": location.strip(), "--job": job.strip()}
+    for option, value in parts.items():
+        if not value or "/" in value:
+            raise ScheduleError(f"invalid {option} {value!r}: a non-empty name without '/'")
+    return Target(parts["--project"], parts["--location"], parts["--job"], endpoint or None, timeout)
 
 
 def is_loopback(endpoint: str) -> bool:

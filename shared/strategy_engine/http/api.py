@@ -164,7 +164,8 @@ def _dispatch(route: str, req: HttpRequest, services: Services) -> HttpResponse:
     if route not in PUBLIC_ROUTES:
         _authenticate(req, services.settings)
     method, needs_body, run = spec
-    if req.method.upper() != method:
+    # HEAD is GET without the body (the server drops it): what an uptime probe may send
+    if req.method.upper() not in ((method, "HEAD") if method == "GET" else (method,)):
         raise HttpError(405, f"method {req.method} not allowed: use {method}", headers={"Allow": method})
     return run(req, _body(req, needs_body) if method == "POST" else b"", services)
 

@@ -130,5 +130,7 @@ def register(app: typer.Typer) -> None:
                 _run(build_app(services), host, port)
         finally:
             if started:
-                embedded.stop()
-                typer.echo("stopped the embedded Postgres", err=True)
+                if embedded.stop():
+                    typer.echo("stopped the embedded Postgres", err=True)
+                else:
+                    typer.echo("left the embedded Postgres running: another process uses it", err=True)

@@ -270,19 +270,22 @@ def list_runs(s: Session, strategy: str | None, limit: int) -> list[dict[str, An
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def prune_runs(s: Session, before: datetime) -> tuple[int, int]:
+def prune_runs(s: Session, before: datetime, *, dry_run: bool = False) -> tuple[int, int]:
     """Delete the backfill runs created before `before` and their journal rows, in one
-    transaction; (runs, decisions) removed."""
+    transaction; (runs, decisions) removed, or with `dry_run` that would be (nothing deleted)."""
     with s.transaction():
         row = s.fetchone(
-            "select count(*)::int from public.strategy_logs l join public.backfill_runs r"
-            " on r.id = l.backfill_run_id where r.created_at < %s",
-            (before,),
+            "select (select count(*)::int from public.backfill_runs where created_at < %(t)s),"
+            " (select count(*)::int from public.strategy_logs l join public.backfill_runs r"
+            " on r.id = l.backfill_run_id where r.created_at < %(t)s)",
+            {"t": before},
         )
-        s.execute(
-            "delete from public.strategy_logs where backfill_run_id in"
-            " (select id from public.backfill_runs where created_at < %s)",
-            (before,),
-        )
-        runs = s.execute("delete from public.backfill_runs where created_at < %s", (before,)).rowcount
-    return runs, int(row[0]) if row else 0
+        runs, rows = (int(row[0]), int(row[1])) if row else (0, 0)
+        if not dry_run:
+            s.execute(
+                "delete from public.strategy_logs where backfill_run_id in"
+                " (select id from public.backfill_runs where created_at < %s)",
+                (before,),
+            )
+            runs = s.execute("delete from public.backfill_runs where created_at < %s", (before,)).rowcount
+    return runs, rows

@@ -79,7 +79,8 @@ def decisions(
 
 
 def decision(s: Session, strategy: str, symbol: str, minute: datetime | None) -> dict[str, Any] | None:
-    """One live decision with its payload (signal inputs and risk checks): at `minute`, else the latest."""
+    """One live decision with its payload (signal inputs and risk checks): at `minute`, else the
+    latest that proposed an order (buy or sell), else the latest hold."""
     rows = _dicts(
         s,
         """
@@ -88,7 +89,8 @@ def decision(s: Session, strategy: str, symbol: str, minute: datetime | None) ->
         from public.strategy_logs l join public.strategy_definitions d on d.id = l.strategy_id
         where l.run_mode = 'live' and d.name = %(strategy)s and l.symbol = %(symbol)s
           and (%(minute)s::timestamptz is null or l.decision_minute = %(minute)s)
-        order by l.decision_minute desc, l.id desc limit 1
+        order by (%(minute)s::timestamptz is null and l.action = 'hold'), l.decision_minute desc, l.id desc
+        limit 1
         """,
         {"strategy": strategy, "symbol": symbol, "minute": minute},
     )

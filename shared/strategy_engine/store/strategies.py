@@ -171,14 +171,20 @@ def upsert_limits(s: Session, strategy_id: RowId, limits: Limits) -> None:
 
 
 def day_states(s: Session, trading_date: date) -> list[tuple[Any, ...]]:
-    """(name, is_active, trades_today, notional_today, last_trade_at, last_run_minute) for status."""
+    """(name, is_active, trades_today, notional_today, last_trade_at, last_run_minute) for status:
+    the counts of `trading_date` (0 without a row), the times of the latest state row on or before it
+    whatever its date (a strategy that last ran yesterday shows yesterday's minute, not nothing)."""
     return s.fetchall(
         """
         select d.name, d.is_active, coalesce(st.trades_today, 0), coalesce(st.notional_today, 0)::float8,
-               st.last_trade_at, st.last_run_minute
+               last.last_trade_at, last.last_run_minute
         from public.strategy_definitions d
         left join public.strategy_state st on st.strategy_id = d.id and st.trading_date = %s
+        left join lateral (
+          select l.last_trade_at, l.last_run_minute from public.strategy_state l
+          where l.strategy_id = d.id and l.trading_date <= %s order by l.trading_date desc limit 1
+        ) last on true
         order by d.name
         """,
-        (trading_date,),
+        (trading_date, trading_date),
     )
