@@ -74,7 +74,7 @@ def test_backfill_writes_its_run_and_every_decision_and_nothing_live(session: Se
     assert doc["decisions"] == 3 * 390 and doc["orders"] == len(fills) > 0
     # Final equity by hand from the generated bars and the fills: each fill at the close of the
     # last bar before its minute (no slippage), cash moved by every fill, what is left held
-    # marked at the last close before the last decision minute (19:59).
+    # marked at the last bar before the range's end (20:00), as `status` marks.
     grid = calendar.session_minutes(
         datetime(2025, 6, 13, 13, 30, tzinfo=UTC), datetime(2025, 6, 13, 20, tzinfo=UTC)
     )
@@ -88,7 +88,8 @@ def test_backfill_writes_its_run_and_every_decision_and_nothing_live(session: Se
         signed = order.filled_qty if order.side is Side.BUY else -order.filled_qty
         cash -= signed * order.filled_avg_price
         held[order.symbol] += signed
-    equity = cash + sum(q * close_before(sym, grid[-1]) for sym, q in held.items())
+    end = datetime(2025, 6, 13, 20, tzinfo=UTC)
+    equity = cash + sum(q * close_before(sym, end) for sym, q in held.items())
     assert doc["final_equity"] == pytest.approx(equity, abs=0.006)
     assert doc["total_pnl"] == pytest.approx(equity - 25_000, abs=0.006)
     assert doc["total_pnl"] == pytest.approx(doc["realized_pnl"] + doc["unrealized_pnl"], abs=0.02)
