@@ -40,6 +40,7 @@ from typing import Any
 from strategy_engine import logs
 from strategy_engine.core.errors import Unavailable
 from strategy_engine.http import api
+from strategy_engine.http.messages import RETRY_AFTER_SECONDS
 from strategy_engine.settings import Settings, get_settings, is_credential_setting
 
 SECRET_ARN_ENV = "ENGINE_SECRET_ARN"  # noqa: S105 - the variable's name, not a secret
@@ -63,7 +64,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if not is_url:
             raise ScheduledTickFailed(str(exc)) from None
         status = 503 if isinstance(exc, Unavailable) else 500
-        retry = {"Retry-After": str(api.RETRY_AFTER_SECONDS)} if status == 503 else {}
+        retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
         return _url_response(api.HttpResponse(status, {"error": "secrets unavailable"}, retry))
     request_id = getattr(context, "aws_request_id", None)
     if is_url:

@@ -36,7 +36,7 @@ from pydantic import ConfigDict, field_validator
 from strategy_engine import engine, invocation, logs
 from strategy_engine.core import calendar
 from strategy_engine.core.errors import InputError, Unavailable
-from strategy_engine.core.models import BrokerAccount
+from strategy_engine.http import health
 from strategy_engine.http.messages import (
     MAX_BODY_BYTES,
     BarRecord,
@@ -49,12 +49,12 @@ from strategy_engine.http.messages import (
     WebhookPayload,
     error_fields,
     from_flask,
+    retry_later,
     to_flask,
     validate,
 )
 from strategy_engine.http.services import Services, secret_values
 from strategy_engine.settings import Settings
-from strategy_engine.store import journal
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -76,7 +76,6 @@ if TYPE_CHECKING:
     from strategy_engine.backtest.backfill import BackfillRequest
 
 MIN_SECRET_LENGTH = 16  # e.g. `openssl rand -hex 32`, as deploy.sh suggests
-RETRY_AFTER_SECONDS = 5  # inside the minute: Cloud Scheduler's own backoff starts at 5 s
 # A T at most this far ahead of the host clock is waited for by the engine; further ahead it is
 # refused (400, with an engine_runs row): deciding a minute before its bars exist would mark it
 # processed and shut out the real run (a forced Cloud Scheduler run can carry the *next*
@@ -125,7 +124,7 @@ def _respond(
             resp = HttpResponse(exc.status, {"error": str(exc)})
         except Unavailable as exc:
             logs.event("dependency unavailable", level=logging.ERROR, error=str(exc), detail=exc.detail)
-            resp = _unavailable({"error": exc.public})
+            resp = retry_later({"error": exc.public})
         except Exception as exc:  # the one broad catch: the caller gets an id, the log the trace
             logs.exception("unexpected error", **error_fields(exc))
             resp = HttpResponse(500, {"error": "internal error"})
@@ -148,10 +147,6 @@ def _log_request(route: str, method: str, path: str, resp: HttpResponse, started
         outcome=resp.body.get("status"),
         error=resp.body.get("error"),
     )
-
-
-def _unavailable(body: dict[str, Any]) -> HttpResponse:
-    return HttpResponse(503, body, {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 # ---- refusals before the core ------------------------------------------------------------------
@@ -230,7 +225,7 @@ def run_tick(
             raise HttpError.invalid(field, str(exc)) from None
     doc = result.as_json()
     retry = result.retryable or result.status == "deadline"
-    return _unavailable(doc) if retry else HttpResponse(200, doc)
+    return retry_later(doc) if retry else HttpResponse(200, doc)
 
 
 def _tick(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
@@ -292,53 +287,13 @@ def _backfill_model() -> type[BackfillRequest]:
     return HttpBackfillRequest
 
 
-def _health(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
-    """Liveness for an uptime probe: no credentials, no dependency touched, no detail."""
-    return HttpResponse(200, {"status": "ok"})
-
-
-def _database(services: Services) -> dict[str, Any]:
-    try:
-        with services.open_session() as s:
-            runs = journal.recent_runs(s, 1)
-    except Unavailable as exc:
-        return {"status": "unavailable", "error": str(exc)}
-    except (Misconfigured, InputError):
-        return {"status": "misconfigured"}
-    last = {"minute": runs[0][2].isoformat(), "status": runs[0][3], "trigger": runs[0][1]} if runs else None
-    return {"status": "ok", "last_run": last}
-
-
-def _broker(services: Services) -> dict[str, Any]:
-    st = services.settings
-    if st.alpaca_api_key is None or st.alpaca_secret_key is None:
-        return {"status": "not_configured"}
-    try:
-        # The default key pair (credentials_ref None): the account the deploy configured.
-        services.deps().alpaca_broker(BrokerAccount(0, "readiness", "alpaca")).clock()
-    except Unavailable as exc:
-        return {"status": "unavailable", "error": str(exc)}
-    except InputError as exc:  # e.g. a live (non-paper) endpoint refused before any request
-        return {"status": "refused", "error": str(exc)}
-    return {"status": "ok"}
-
-
-def _ready(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
-    """Readiness (authenticated): the database (with the last run) and, when its keys are set, the
-    Alpaca paper API; 503 with Retry-After when either is not usable."""
-    checks = {"database": _database(services), "broker": _broker(services)}
-    ok = checks["database"]["status"] == "ok" and checks["broker"]["status"] in ("ok", "not_configured")
-    doc = {"status": "ready" if ok else "not_ready", **checks}
-    return HttpResponse(200, doc) if ok else _unavailable(doc)
-
-
 Handler = Callable[[HttpRequest, bytes, Services], HttpResponse]
 #: route -> (method, body required, handler)
 ROUTES: dict[str, tuple[str, bool, Handler]] = {
     "tick": ("POST", False, _tick),
     "backfill": ("POST", True, _backfill),
     "webhook": ("POST", True, _webhook),
-    "health": ("GET", False, _health),
-    "ready": ("GET", False, _ready),
+    "health": ("GET", False, health.liveness),
+    "ready": ("GET", False, health.readiness),
 }
 PUBLIC_ROUTES = frozenset({"health"})  # answered without credentials (and without any detail)

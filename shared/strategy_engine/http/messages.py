@@ -151,3 +151,11 @@ def to_flask(resp: HttpResponse) -> flask.Response:
     return flask.Response(
         resp.json_text(), status=resp.status, headers=dict(resp.headers), mimetype="application/json"
     )
+
+
+RETRY_AFTER_SECONDS = 5  # inside the minute: Cloud Scheduler's own backoff starts at 5 s
+
+
+def retry_later(body: dict[str, Any]) -> HttpResponse:
+    """503 with Retry-After: an outage the scheduler's retry of the same minute may get past."""
+    return HttpResponse(503, body, {"Retry-After": str(RETRY_AFTER_SECONDS)})
