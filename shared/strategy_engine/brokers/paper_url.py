@@ -27,7 +27,7 @@ def checked_base_url(url: str) -> str | None:
     except ValueError as exc:
         raise LiveTradingRefused("ALPACA_BASE_URL is not a valid URL") from exc
     paper = host == PAPER_HOST and parts.scheme == "https" and port in (None, 443)
-    if not paper and not (parts.scheme in ("http", "https") and _is_loopback(host)):
+    if not paper and not (parts.scheme in ("http", "https") and is_loopback_host(host)):
         what = "Alpaca's live host" if host == LIVE_HOST else f"host {host!r}"
         raise LiveTradingRefused(f"refusing {what}: only https://{PAPER_HOST} or loopback is allowed")
     if parts.username is not None or parts.path not in ("", "/") or parts.query or parts.fragment:
@@ -38,7 +38,8 @@ def checked_base_url(url: str) -> str | None:
     return f"{parts.scheme}://{netloc}" + ("" if port is None else f":{port}")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback IP address (the only non-Alpaca hosts any client may reach)."""
     try:
         return host == "localhost" or ip_address(host).is_loopback
     except ValueError:

@@ -16,13 +16,14 @@ network failure becomes one readable line on stderr and exit status 1.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from strategy_engine.brokers.paper_url import is_loopback_host
 
 if TYPE_CHECKING:
     from google.api_core.retry import Retry
@@ -67,13 +68,7 @@ def make_target(project: str | None, location: str, job: str, endpoint: str | No
 
 
 def is_loopback(endpoint: str) -> bool:
-    host = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(urlsplit(endpoint if "//" in endpoint else f"//{endpoint}").hostname or "")
 
 
 def make_client(t: Target) -> CloudSchedulerClient:
