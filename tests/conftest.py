@@ -10,6 +10,7 @@ DATABASE ... TEMPLATE), so tests never see each other's rows.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 import warnings
@@ -28,13 +29,19 @@ from strategy_engine.settings import Settings, get_settings
 from strategy_engine.store import Session, connect, embedded, market
 from strategy_engine.store.journal import reset_database
 from strategy_engine.store.migrations import migrate
-from tests import pg15
+from tests import mutation_guard, pg15
 
 TEMPLATE = "se_template"
 
 # Fuzzing replays the same examples everywhere in CI (CI=... set); locally it explores.
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    mutant = mutation_guard.active_mutant()
+    if mutant:  # a mutmut worker: see tests/mutation_guard.py
+        config.pluginmanager.register(mutation_guard.MutationGuard(mutant), "mutation-guard")
 
 
 @pytest.fixture(autouse=True)
@@ -47,16 +54,21 @@ def no_dotenv(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def pg_base_url() -> str:
+def pg_base_url() -> Iterator[str]:
     """The test server's URL (database `postgres`), started once per test session.
 
     Its folder is this session's own (mkdtemp), not under pytest's numbered basetemp, which a
-    concurrent run may clean while this server still uses it.
+    concurrent run may clean while this server still uses it. Stopped (and its folder removed)
+    at the session's end, not at interpreter exit: mutmut's workers leave with `os._exit`, which
+    skips pgserver's atexit hook and would leave one server running per mutant.
     """
     folder = Path(tempfile.mkdtemp(prefix="se-test-pg-"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return embedded.start(folder / "data")
+        url = embedded.start(folder / "data")
+    yield url
+    if embedded.stop(folder / "data"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # Modules whose database tests run on both servers (the rest run on 16 only, to keep time).
