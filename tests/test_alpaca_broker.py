@@ -234,9 +234,13 @@ def test_slow_read_then_timeout_and_retried(fake: FakeAlpaca) -> None:
     assert fake.requests["GET /v2/positions"] == 2
 
 
-def test_duplicate_client_id_then_existing_order_adopted(fake: FakeAlpaca) -> None:
+def test_duplicate_client_id_then_existing_order_adopted(
+    fake: FakeAlpaca, caplog: pytest.LogCaptureFixture
+) -> None:
     first = broker(fake.url).submit(intent())  # say, by a process that died before its commit
-    again = broker(fake.url).submit(intent())
+    with caplog.at_level(logging.INFO, logger="strategy_engine.brokers.alpaca"):
+        again = broker(fake.url).submit(intent())
+    assert "Alpaca already holds order se-000000000000000000000001: adopting it" in caplog.messages
     assert (first.status, again.status) == ("accepted", "filled")  # it filled in between
     assert (again.broker_order_id, again.client_order_id) == (first.broker_order_id, first.client_order_id)
     assert (again.filled_qty, again.filled_avg_price) == (1.0, 100.0)
@@ -249,6 +253,22 @@ def test_client_id_already_used_by_a_different_order_then_rejected_not_adopted(f
     with pytest.raises(OrderRejected, match="another order"):
         b.submit(intent(qty=2))
     assert fake.orders_accepted == 1
+
+
+def test_a_refusal_saying_unique_that_is_not_a_422_then_rejected_not_adopted(fake: FakeAlpaca) -> None:
+    fake.fail(POST, 403, body={"code": 40310000, "message": "unique account restriction"})
+    with pytest.raises(OrderRejected, match="unique account restriction"):
+        broker(fake.url).submit(intent())
+    assert fake.requests[BY_CID] == 0
+
+
+def test_lookup_by_client_id_refused_or_down_then_unavailable_naming_the_call(fake: FakeAlpaca) -> None:
+    fake.fail(BY_CID, 403, body={"code": 40310000, "message": "lookup forbidden"})
+    with pytest.raises(BrokerUnavailable, match=r"^Alpaca order lookup failed: .*lookup forbidden"):
+        broker(fake.url).get_by_client_id("se-000000000000000000000001")
+    fake.fail(BY_CID, 503, times=50)
+    with pytest.raises(BrokerUnavailable, match=r"^Alpaca GET order by client id still failing after"):
+        broker(fake.url).get_by_client_id("se-000000000000000000000001")
 
 
 def test_duplicate_answer_but_order_not_found_then_unavailable(fake: FakeAlpaca) -> None:

@@ -24,6 +24,7 @@ from strategy_engine.core.models import (
     Position,
     RowId,
     RunResult,
+    Side,
     StrategyOutcome,
 )
 from strategy_engine.store import Session, connect, journal
@@ -176,3 +177,16 @@ def test_last_trade_at_moves_only_when_the_minute_traded(session: Session) -> No
         T,
         T + timedelta(minutes=1),
     )
+
+
+def test_the_journal_reads_an_order_back_whole_and_a_void_one_not_at_all(session: Session) -> None:
+    """`find_order` (the manual trade's exactly-once lookup) returns every field as recorded."""
+    account = acct_store.ensure_account(session, "sim", "simulated")
+    at = datetime(2025, 6, 13, 14, 1, tzinfo=T.tzinfo)
+    placed = Order("se-find-1", "broker-77", "SPY", Side.SELL, 3.0, "partially_filled", 2.0, 99.25, at)
+    void = Order("se-find-2", "", "QQQ", Side.BUY, 1.0, "void", 0.0, None, None)
+    with session.transaction():
+        journal.record_orders(session, None, account, "manual", None, [(placed, None), (void, None)])
+    assert journal.find_order(session, "se-find-1") == placed
+    assert journal.find_order(session, "se-find-2") is None  # void: never reached the broker
+    assert journal.find_order(session, "se-absent") is None
