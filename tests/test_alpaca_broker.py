@@ -194,9 +194,9 @@ def test_429_then_success_places_one_order(fake: FakeAlpaca) -> None:
 def test_503_outage_then_unavailable_within_budget_and_nothing_placed(fake: FakeAlpaca) -> None:
     fake.fail(POST, 503, times=10_000)
     b = broker(fake.url, timeout=0.2, budget=0.8, attempts=1000)
-    with pytest.raises(BrokerUnavailable, match="503"):  # the budget, not the 1000 attempts, ended it
+    with pytest.raises(BrokerUnavailable, match=r"^Alpaca POST /v2/orders still failing after .*503"):
         b.submit(intent())
-    assert 3 <= fake.requests[POST] < 1000
+    assert 3 <= fake.requests[POST] < 1000  # the budget, not the 1000 attempts, ended it
     assert fake.orders_accepted == 0
 
     fake.heal()
@@ -293,7 +293,7 @@ def test_other_422_with_the_duplicate_code_then_rejected_not_adopted(fake: FakeA
 
 
 def test_invalid_quantity_then_rejected_before_sending(fake: FakeAlpaca) -> None:
-    with pytest.raises(OrderRejected):
+    with pytest.raises(OrderRejected, match=r"invalid order 'SPY' qty 0: nothing sent$"):
         broker(fake.url).submit(intent(qty=0))
     assert sum(fake.requests.values()) == 0
 
