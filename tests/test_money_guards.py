@@ -190,3 +190,12 @@ def test_the_journal_reads_an_order_back_whole_and_a_void_one_not_at_all(session
     assert journal.find_order(session, "se-find-1") == placed
     assert journal.find_order(session, "se-find-2") is None  # void: never reached the broker
     assert journal.find_order(session, "se-absent") is None
+
+
+def test_a_strategy_deleted_under_the_invocation_reads_as_inactive(session: Session) -> None:
+    """`switch_and_limits` is read under the claim; a definition gone by then never trades."""
+    sid = seed(session, limits=Limits(max_daily_trades=3))
+    assert strat_store.switch_and_limits(session, sid) == (True, Limits(max_daily_trades=3))
+    with session.transaction():
+        session.execute("delete from public.strategy_definitions where id = %s", (sid,))
+    assert strat_store.switch_and_limits(session, sid) == (False, Limits())
