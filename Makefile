@@ -59,6 +59,7 @@ bench: $(STAMP)
 
 # Mutation testing (mutmut, configured in pyproject [tool.mutmut]); slow: not part of `make test`.
 # MUTANTS narrows the run, e.g. make mutation MUTANTS='strategy_engine.brokers.simulated*'
+# (several globs, space-separated); docs/mutation.md lists what was run and what survived.
 MUTANTS ?=
 mutation: $(STAMP)
 	rm -rf build/mutation && mkdir -p build/mutation/infra/supabase
@@ -66,7 +67,7 @@ mutation: $(STAMP)
 	ln -s ../../tests build/mutation/tests
 	ln -s ../../../../infra/supabase/migrations build/mutation/infra/supabase/migrations
 	cp pyproject.toml build/mutation/
-	cd build/mutation && ../../$(BIN)/mutmut run $(MUTANTS); ../../$(BIN)/mutmut results
+	cd build/mutation && ../../$(BIN)/mutmut run $(MUTANTS); ../../$(BIN)/mutmut results | { grep -v ': not checked$$' || true; }
 
 clean:
 	rm -rf $(VENV) node_modules build *.egg-info shared/*.egg-info
