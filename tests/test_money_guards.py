@@ -18,6 +18,7 @@ from strategy_engine.core import calendar
 from strategy_engine.core.errors import OrderRejected
 from strategy_engine.core.models import (
     Account,
+    DayState,
     Limits,
     Order,
     OrderIntent,
@@ -199,3 +200,14 @@ def test_a_strategy_deleted_under_the_invocation_reads_as_inactive(session: Sess
     with session.transaction():
         session.execute("delete from public.strategy_definitions where id = %s", (sid,))
     assert strat_store.switch_and_limits(session, sid) == (False, Limits())
+
+
+def test_the_claim_hands_back_the_days_counters_and_last_minute_as_saved(session: Session) -> None:
+    """The daily trade and notional limits start from what `claim` reads: 2 trades, 199.0 spent."""
+    sid = seed(session)
+    day = T.date()
+    with session.transaction():
+        assert strat_store.claim(session, sid, day) == (DayState(day, 0, 0.0), None)
+        strat_store.save_state(session, sid, DayState(day, 2, 199.0), T, T)
+    with session.transaction():
+        assert strat_store.claim(session, sid, day) == (DayState(day, 2, 199.0), T)

@@ -43,3 +43,13 @@ def test_a_url_without_a_host_then_refused_naming_the_empty_host() -> None:
 def test_an_unreadable_url_then_refused_as_not_a_url(url: str) -> None:
     with pytest.raises(LiveTradingRefused, match=r"^ALPACA_BASE_URL is not a valid URL$"):
         checked_base_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:9/v2", "http://127.0.0.1:9?x=1", "http://127.0.0.1:9#f", "http://me@127.0.0.1:9"],
+)
+def test_a_loopback_url_with_more_than_scheme_host_and_port_then_refused(url: str) -> None:
+    with pytest.raises(LiveTradingRefused) as refused:
+        checked_base_url(url)
+    assert str(refused.value) == "ALPACA_BASE_URL must be scheme://host[:port] only (alpaca-py adds /v2)"
