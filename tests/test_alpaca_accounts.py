@@ -93,20 +93,25 @@ def test_a_second_row_reaching_the_same_alpaca_account_is_refused(
     result = engine.tick(session, T, deps=at(T))
     assert result.status == "failed"
     got = outcomes(result)
-    assert got["a"] == (StrategyOutcome.PROCESSED, None)
-    outcome, error = got["b"]
+    # The two accounts run at once: whichever records the number first keeps it.
+    (winner,) = [k for k, v in got.items() if v == (StrategyOutcome.PROCESSED, None)]
+    loser = "b" if winner == "a" else "a"
+    outcome, error = got[loser]
     assert outcome is StrategyOutcome.FAILED
-    assert error == (
-        "broker account 'alpaca-b' reaches Alpaca account PA3FAKE0001, already used by 'alpaca-a':"
-        " give it its own credentials (credentials_ref); refused"
+    assert error is not None
+    assert error.startswith(
+        f"AccountConflict: broker account 'alpaca-{loser}' reaches Alpaca account PA3FAKE0001, already used by "
     )
+    assert error.endswith(": give it its own credentials (credentials_ref); refused")
     assert "\n" not in error
-    assert [o["symbol"] for o in first.orders.values()] == ["IWM"]  # nothing sent for b
+    symbol = {"a": "IWM", "b": "SPY"}
+    assert [o["symbol"] for o in first.orders.values()] == [symbol[winner]]  # nothing sent for the loser
     assert second.orders == {}
-    assert recorded(session) == [("alpaca-a", "PA3FAKE0001"), ("alpaca-b", None)]
+    assert recorded(session) == sorted([(f"alpaca-{winner}", "PA3FAKE0001"), (f"alpaca-{loser}", None)])
     assert session.fetchone(
         "select count(*) from strategy_logs l join strategy_definitions d on d.id = l.strategy_id"
-        " where d.name = 'b'"
+        " where d.name = %s",
+        (loser,),
     ) == (0,)
 
 
@@ -120,7 +125,7 @@ def test_credentials_that_now_reach_another_account_are_refused(
     outcome, error = outcomes(result)["b"]
     assert outcome is StrategyOutcome.FAILED
     assert error == (
-        "broker account 'alpaca-b' is Alpaca account PA3OTHER, but its credentials (SECOND)"
+        "AccountConflict: broker account 'alpaca-b' is Alpaca account PA3OTHER, but its credentials (SECOND)"
         " now reach PA3FAKE0002: refused"
     )
     assert second.orders == {}
@@ -136,7 +141,7 @@ def test_unset_credentials_fail_their_row_only_and_name_the_settings(
     result = engine.tick(session, T, deps=at(T))
     outcome, error = outcomes(result)["b"]
     assert outcome is StrategyOutcome.FAILED
-    assert error == "ALPACA_THIRD_API_KEY and ALPACA_THIRD_SECRET_KEY must both be set"
+    assert error == "BrokerAuthError: ALPACA_THIRD_API_KEY and ALPACA_THIRD_SECRET_KEY must both be set"
     assert outcomes(result)["a"][0] is StrategyOutcome.PROCESSED
     assert len(first.orders) == 1
 

@@ -233,17 +233,21 @@ def test_decide_minute_when_exit_at_daily_limit_then_still_ordered_and_counted()
     assert after.positions["SPY"] == 0.0
 
 
-def test_decide_minute_when_submit_rejects_then_that_decision_failed_and_the_loop_goes_on() -> None:
+def test_decide_minute_when_submit_rejects_then_that_decision_failed_and_its_reservation_released() -> None:
+    # Every symbol is decided before any order is sent (the tick posts them at once): IWM's order
+    # holds the day's one trade while QQQ and SPY are checked; its refusal then releases it.
     f = {s: feats(s) for s in ("IWM", "QQQ", "SPY")}
     submit = Recorder(reject=lambda i: i.symbol == "IWM")
+    ctx = context(f)
     decisions, after = decide_minute(
-        inputs(["IWM", "QQQ", "SPY"], f, Limits(max_daily_trades=1)), context(f), submit
+        inputs(["IWM", "QQQ", "SPY"], f, Limits(max_daily_trades=1)), ctx, submit
     )
     assert [(d.signal.symbol, d.outcome) for d in decisions] == [
         ("IWM", Outcome.FAILED),
-        ("QQQ", Outcome.ORDERED),
+        ("QQQ", Outcome.BLOCKED),
         ("SPY", Outcome.BLOCKED),
     ]
+    assert [d.verdict.code for d in decisions[1:] if d.verdict] == ["max_daily_trades", "max_daily_trades"]
     failed = decisions[0]
     assert failed.order is None
     assert failed.error is not None
@@ -251,10 +255,33 @@ def test_decide_minute_when_submit_rejects_then_that_decision_failed_and_the_loo
     assert failed.intent is not None
     assert failed.verdict is not None
     assert failed.verdict.approved
-    assert submit.calls == ["IWM", "QQQ"]
-    assert after.day.trades_today == 1  # a rejected order does not count
-    assert dict(after.positions) == {"QQQ": 1.0}
+    assert submit.calls == ["IWM"]
+    assert after is ctx  # a rejected order counts nowhere
     assert decision_payload(failed)["error"] == failed.error
+
+
+def test_decide_then_settle_with_answers_out_of_the_sent_order_maps_each_to_its_symbol() -> None:
+    f = {s: feats(s) for s in ("IWM", "QQQ", "SPY")}
+    ctx = context(f)
+    decided = decide.decide(inputs(["SPY", "IWM", "QQQ"], f), ctx)
+    assert [i.symbol for i in decided.intents] == ["IWM", "QQQ", "SPY"]
+    assert decided.start is ctx
+    answers: list[Order | OrderRejected] = [
+        Order(i.client_order_id, f"b-{i.symbol}", i.symbol, i.side, i.qty, "accepted", 0.0, None)
+        for i in decided.intents
+    ]
+    answers[1] = OrderRejected(None, "QQQ refused")
+    decisions, after = decide.settle(decided, answers)
+    assert [(d.signal.symbol, d.outcome.value) for d in decisions] == [
+        ("IWM", "ordered"),
+        ("QQQ", "failed"),
+        ("SPY", "ordered"),
+    ]
+    assert [d.order.broker_order_id if d.order else None for d in decisions] == ["b-IWM", None, "b-SPY"]
+    assert after.day.trades_today == ctx.day.trades_today + 2
+    assert dict(after.positions) == {**ctx.positions, "IWM": 1.0, "SPY": 1.0}
+    with pytest.raises(ValueError, match="2 answers for 3 orders"):
+        decide.settle(decided, answers[:2])
 
 
 def test_decide_minute_when_hold_or_no_data_then_held_without_intent_or_verdict() -> None:

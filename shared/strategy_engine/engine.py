@@ -13,25 +13,25 @@ recorded by the end of the next run whatever failed in between.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
-from strategy_engine import concurrency, execution
+from strategy_engine import account_view, concurrency, execution, fanout
 from strategy_engine.brokers.base import Broker
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core import calendar
 from strategy_engine.core.data_quality import window_features
-from strategy_engine.core.decide import MinuteInputs, decide_minute, journal_orders
+from strategy_engine.core.decide import MinuteInputs, decide, journal_orders, settle
 from strategy_engine.core.errors import Busy, InputError, LiveTradingRefused, NotFound, Unavailable
 from strategy_engine.core.models import (
     Account,
     BrokerAccount,
-    Features,
     Outcome,
     Position,
     RunResult,
@@ -42,6 +42,7 @@ from strategy_engine.core.risk import RiskContext
 from strategy_engine.core.strategies import StrategySpec, get_spec, parse_config
 from strategy_engine.core.strategies.base import StrategyConfig
 from strategy_engine.invocation import (
+    REAL_BROKERS,
     DeadlinePassed,
     Invocation,
     MinuteRefused,
@@ -53,8 +54,8 @@ from strategy_engine.logs import event
 from strategy_engine.settings import get_settings
 from strategy_engine.store import Session, journal, market
 from strategy_engine.store import accounts as acct_store
+from strategy_engine.store import intents as intent_store
 from strategy_engine.store import strategies as strat_store
-from strategy_engine.store.intents import IntentLog
 from strategy_engine.store.strategies import StrategyRow
 
 
@@ -133,29 +134,26 @@ def tick(
     planned = plan(s, only)
     run_id = uuid.uuid4()
     for old in journal.close_abandoned(s, deps.run_timeout_seconds, run_id):
-        event(
-            "run abandoned",
-            level=logging.WARNING,
-            run_id=str(old),
-            closed_by=str(run_id),
-            outcome="abandoned",
-        )
+        event("run abandoned", level=logging.WARNING, run_id=str(old), closed_by=str(run_id),
+              outcome="abandoned")  # fmt: skip
     journal.start_run(s, run_id, trigger, minute)
     runs: list[StrategyRun] = []
     status = "market_closed"
     if market_open:
-        sending = execution.Invocation(IntentLog(s))
+        ids = [p.row.definition.id for p in planned if isinstance(p, _Planned)]
+        strat_store.ensure_day_rows(s, ids, calendar.trading_date(minute))  # committed before any claim
+        real = [p.account for p in planned if isinstance(p, _Planned) and p.account.broker in REAL_BROKERS]
+        with contextlib.suppress(Exception):  # the broker's clock, once, before any thread asks it
+            _ = real and inv.gate(real[0], deps.alpaca_broker)  # (a failure is each strategy's own)
+
+        def one(conn: Session, sending: execution.Invocation, p: _Planned) -> StrategyRun:
+            return _run_strategy(conn, deps, inv, sending, run_id, p)
+
         try:
-            for p in planned:
-                if isinstance(p, StrategyRun):
-                    runs.append(p)
-                else:
-                    runs.append(_run_strategy(s, deps, inv, sending, run_id, p))
-        except LiveTradingRefused:
-            _finish(s, RunResult(run_id, minute, trigger, "failed", tuple(runs)), started)
+            runs = fanout.run_all(s, planned, one, lambda p: (p.account.id, p.account.broker in REAL_BROKERS))
+        except BaseException:
+            _finish(s, RunResult(run_id, minute, trigger, "failed", ()), started)
             raise
-        finally:
-            sending.intents.close()
         status = run_status(runs)
     return _finish(s, RunResult(run_id, minute, trigger, status, tuple(runs)), started)
 
@@ -225,64 +223,73 @@ def _strategy_minute(
     s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, run_id: uuid.UUID, p: _Planned
 ) -> StrategyRun:
     d, cfg, account, minute = p.row.definition, p.config, p.account, inv.minute
-    claimed = strat_store.claim(s, d.id, calendar.trading_date(minute))
-    if claimed is None:
+    # The claim also reads the kill switch and limits as they are now: a change made while an
+    # earlier strategy of this invocation ran takes effect.
+    if (claimed := strat_store.claim(s, d.id, calendar.trading_date(minute))) is None:
         return StrategyRun(d.name, StrategyOutcome.BUSY)
-    day, last_run = claimed
-    if last_run is not None and last_run >= minute:
+    if claimed.last_run is not None and claimed.last_run >= minute:
         return StrategyRun(d.name, StrategyOutcome.ALREADY_PROCESSED)
-    view = open_account(s, deps, account, minute)
-    reconciled, day = execution.reconcile(s, view, account.id, d.id, day, sending, minute)
-    # The kill switch and limits as they are now, under the claim: a change made while an earlier
-    # strategy of this invocation ran takes effect.
-    is_active, limits = strat_store.switch_and_limits(s, d.id)
     symbols = list(cfg.symbols)
-    features = _features(s, symbols, minute, cfg)
+    real = account.broker in REAL_BROKERS
+    with s.pipeline():  # the minute's snapshot, one round trip: the account's lock comes first
+        locked = acct_store.lock_account_later(s, account.id)
+        closes = market.recent_closes_later(s, symbols, minute, cfg.bars_needed)
+        flow = market.flow_sums_later(s, symbols, minute - timedelta(minutes=cfg.flow_minutes), minute)
+        pending = intent_store.pending_later(s, account.id, d.id) if real else lambda: []
+    # A plain statement right after the pipeline re-arms the idle timeout (Session.pipeline).
+    last_trades = journal.last_trades_later(s, d.id, symbols, minute)
+    features = window_features(symbols, closes(), flow(), minute, cfg.bars_needed)
+    view = open_account(s, deps, sending, account, minute, locked())
+    reconciled, day = execution.reconcile(s, view, account.id, d.id, claimed.day, sending, minute, pending())
     working = execution.working_exposure(s, view, features, minute, reconciled)
     ctx = RiskContext(
         minute=minute,
-        is_active=is_active,
+        is_active=claimed.is_active,
         market_open=True,
         last_bar_ts=MappingProxyType({k: f.last_bar_ts for k, f in features.items() if f.last_bar_ts}),
         max_bar_age_seconds=cfg.max_bar_age_seconds,
         day=day,
         positions=MappingProxyType({pos.symbol: pos.qty for pos in view.positions}),
-        last_trade_at=MappingProxyType(journal.last_trades(s, d.id, symbols, minute)),
+        last_trade_at=MappingProxyType(last_trades()),
         buying_power=view.account.buying_power - working.reserved,
         working=working,
     )
-    inputs = MinuteInputs(d.id, p.spec, cfg, limits, minute, features)
+    decided = decide(MinuteInputs(d.id, p.spec, cfg, claimed.limits, minute, features), ctx)
     if inv.past_deadline():  # the refresh above may have spent it: roll back, send nothing
         raise DeadlinePassed(f"past the invocation's {inv.policy.deadline_seconds:g}s deadline")
-    submit = execution.sender(view.broker, sending, d.id, account.id, minute)
-    decisions, after = decide_minute(inputs, ctx, submit)
+    answers = execution.post(view.broker, sending, d.id, account.id, minute, decided.intents)
+    account_view.carry(sending.carried, account.id, answers)
+    decisions, after = settle(decided, answers)
     logged = [*reconciled, *decisions]
-    rows = [journal.decision_row(x, d.id, engine_run_id=run_id, backfill_run_id=None) for x in logged]
-    journal.write_decisions(s, rows)
-    journal.record_orders(s, d.id, account.id, "strategy", minute, journal_orders(decisions))
+    journal.write_decisions(
+        s, [journal.decision_row(x, d.id, engine_run_id=run_id, backfill_run_id=None) for x in logged]
+    )
     traded = any(x.outcome is Outcome.ORDERED for x in decisions)
-    strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)
-    if not view.broker.authoritative:
-        acct_store.save_mirror(s, account.id, view.broker.account(), view.broker.positions())
+    with s.pipeline():  # the minute's writes, one round trip
+        journal.record_orders(s, d.id, account.id, "strategy", minute, journal_orders(decisions))
+        strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)
+        if not view.broker.authoritative:
+            acct_store.save_mirror(s, account.id, view.broker.account(), view.broker.positions())
     return execution.summarise(run_id, d.name, minute, logged)
 
 
-def open_account(s: Session, deps: Deps, account: BrokerAccount, minute: datetime) -> execution.AccountView:
-    """Lock the account's row; for Alpaca, mirror the broker and refresh unsettled orders first."""
+def open_account(
+    s: Session,
+    deps: Deps,
+    run: execution.Invocation,
+    account: BrokerAccount,
+    minute: datetime,
+    locked: acct_store.Locked | None = None,
+) -> account_view.AccountView:
+    """`account_view.open_account`; the account's row is locked here unless the caller did (`locked`)."""
 
     def simulated(acct: Account, positions: list[Position]) -> Broker:
         return deps.simulated_broker(acct, positions, minute, deps.slippage_bps)
 
-    return execution.open_account(s, account, deps.alpaca_broker, simulated)
-
-
-def _features(
-    s: Session, symbols: Sequence[str], minute: datetime, cfg: StrategyConfig
-) -> dict[str, Features]:
-    """Two statements for any number of symbols: last N bars (LATERAL) and flow sums."""
-    closes = market.recent_closes(s, symbols, minute, cfg.bars_needed)
-    flow = market.flow_sums(s, symbols, minute - timedelta(minutes=cfg.flow_minutes), minute)
-    return window_features(symbols, closes, flow, minute, cfg.bars_needed)
+    locked = locked or acct_store.lock_account_later(s, account.id)()
+    return account_view.open_account(s, account, locked, deps.alpaca_broker, simulated, run.carried, minute)[
+        0
+    ]
 
 
 def now_minute() -> datetime:

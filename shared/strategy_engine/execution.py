@@ -2,14 +2,15 @@
 
 `engine.py` calls these in order inside a strategy's transaction:
 
-1. `open_account`: lock the account, read balances, positions and the working orders (one list
-   call), mirror them, and refresh every journal order that is not final yet.
+1. `account_view.open_account`: the account as the broker holds it, read once per invocation
+   and carried forward (see there), the journal's unsettled orders refreshed from it.
 2. `reconcile`: for each write-ahead intent a minute never completed, ask the broker by client id;
    record what it holds and log the decision `reconciled` (or `failed` when the broker rejected or
    canceled it unfilled; `void` when it never got there). Once per invocation and account, adopt
    recent orders under our client-id prefix that have no row at all.
-3. `working_exposure` and `sender`: what the working orders hold back, and the submit function
-   that commits each intent on its own connection before the order is sent.
+3. `working_exposure` and `post`: what the working orders hold back, and the sending of a
+   strategy's approved orders: their intents committed in one statement on a connection of
+   their own, then the orders posted at once, on threads, their answers in order.
 
 The simulated broker's truth is the minute's own transaction, so it needs no write-ahead: a crash
 rolls its fills back with everything else. It goes through the same steps, with no working orders.
@@ -19,99 +20,45 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from strategy_engine.account_view import AccountView, Carried
 from strategy_engine.brokers.base import Broker
-from strategy_engine.concurrency import gather3
+from strategy_engine.concurrency import each
 from strategy_engine.core import calendar, exposure
-from strategy_engine.core.decide import Submit, processed_run
+from strategy_engine.core.decide import Answer, ask, processed_run
 from strategy_engine.core.errors import OrderRejected
 from strategy_engine.core.models import (
-    Account,
     Action,
-    BrokerAccount,
     DayState,
     Decision,
     Features,
     Order,
     OrderIntent,
     Outcome,
-    Position,
     RowId,
     Signal,
     StrategyRun,
 )
 from strategy_engine.logs import event
 from strategy_engine.store import Session, journal, market
-from strategy_engine.store import accounts as acct_store
 from strategy_engine.store import intents as intent_store
 from strategy_engine.store.intents import IntentLog, Pending
 
 CLIENT_ID_PREFIX = "se-"  # every client id the engine sends (strategy `se-…`, manual `se-m-…`)
-ADOPT_WINDOW = timedelta(days=1)  # how far back reconciliation looks for orders with no row
 NOT_AT_BROKER = "not at the broker: never sent, or refused before the answer was recorded"
-
-
-@dataclass(frozen=True, slots=True)
-class AccountView:
-    broker: Broker
-    account: Account
-    positions: list[Position]
-    open_orders: list[Order]
 
 
 @dataclass
 class Invocation:
-    """What one tick shares between its strategies: the intent connection, adopted accounts."""
+    """What one tick shares between its strategies: the intent connection, adopted accounts, the
+    Alpaca accounts read so far."""
 
     intents: IntentLog
     adopted: set[RowId] = field(default_factory=set)
-
-
-def open_account(
-    s: Session,
-    account: BrokerAccount,
-    alpaca: Callable[[BrokerAccount], Broker],
-    simulated: Callable[[Account, list[Position]], Broker],
-) -> AccountView:
-    """Lock the account's row; for a real broker, mirror it and refresh unsettled orders.
-
-    `simulated(balance, positions)` builds the simulated broker from the tables (its truth)."""
-    balance = acct_store.lock_account(s, account.id) or Account(0.0, 0.0, 0.0)
-    if account.broker != "alpaca":
-        positions = acct_store.positions(s, account.id)
-        broker = simulated(balance, positions)
-        return AccountView(broker, balance, positions, broker.open_orders())
-    broker = alpaca(account)
-    acct, positions, listed = gather3(broker.account, broker.positions, broker.open_orders)
-    acct_store.check_alpaca_account(s, account, acct.account_number)  # before anything is written
-    acct_store.save_mirror(s, account.id, acct, positions)
-    working = [*listed, *_refresh(s, broker, account.id, listed)]
-    return AccountView(broker, acct, positions, working)
-
-
-def _refresh(s: Session, broker: Broker, account_id: RowId, listed: Sequence[Order]) -> list[Order]:
-    """Every journal order not final, updated: from the open list, else looked up by client id.
-
-    Returns the looked-up ones still not final (`stopped`, `pending_cancel`, `held`, ...): the
-    broker may leave them out of its open list, but they may still fill, so they are working."""
-    by_cid = {o.client_order_id: o for o in listed}
-    updated: list[tuple[Order, str | None]] = []
-    unlisted: list[Order] = []
-    for cid in intent_store.unsettled(s, account_id):
-        order = by_cid.get(cid)
-        if order is None:
-            order = broker.get_by_client_id(cid)
-            if order is None:
-                logging.getLogger(__name__).warning("order %s is not at the broker: left as it is", cid)
-                continue
-            if order.working_qty != 0:
-                unlisted.append(order)
-        updated.append((order, None))
-    journal.record_orders(s, None, account_id, "strategy", None, updated)
-    return unlisted
+    carried: dict[RowId, Carried] = field(default_factory=dict)
 
 
 def reconcile(
@@ -122,16 +69,19 @@ def reconcile(
     day: DayState,
     run: Invocation,
     minute: datetime,
+    pending: Sequence[Pending],
 ) -> tuple[list[Decision], DayState]:
-    """Settle the intents minutes left behind; returns the strategy's decisions to log and its
-    day counters with the reconciled orders counted (those of the day of `day` only)."""
+    """Settle the intents minutes left behind (`pending`, read under the claim); returns the
+    strategy's decisions to log and its day counters with the reconciled orders counted (those of
+    the day of `day` only). An intent is looked up in the invocation's list of recent orders,
+    else by its client id (the list was read before it, or does not reach back that far)."""
     if not view.broker.authoritative:
         return [], day
     decisions: list[Decision] = []
     found: list[tuple[Order, str | None]] = []
     missing: list[str] = []
-    for p in intent_store.pending(s, account_id, strategy_id):
-        order = view.broker.get_by_client_id(p.client_order_id)
+    for p in pending:
+        order = view.recent.get(p.client_order_id) or view.broker.get_by_client_id(p.client_order_id)
         if order is None:
             missing.append(p.client_order_id)
             continue
@@ -149,16 +99,14 @@ def reconcile(
     run.intents.void(missing, NOT_AT_BROKER)
     if account_id not in run.adopted:
         run.adopted.add(account_id)
-        found.extend(_orphans(s, view.broker, minute, {o.client_order_id for o, _ in found}))
+        found.extend(_orphans(s, view.recent.values(), {o.client_order_id for o, _ in found}))
     journal.record_orders(s, None, account_id, "strategy", None, found)
     return decisions, day
 
 
-def _orphans(s: Session, broker: Broker, minute: datetime, seen: set[str]) -> list[tuple[Order, str | None]]:
+def _orphans(s: Session, recent: Iterable[Order], seen: set[str]) -> list[tuple[Order, str | None]]:
     ours = [
-        o
-        for o in broker.recent_orders(minute - ADOPT_WINDOW)
-        if o.client_order_id.startswith(CLIENT_ID_PREFIX) and o.client_order_id not in seen
+        o for o in recent if o.client_order_id.startswith(CLIENT_ID_PREFIX) and o.client_order_id not in seen
     ]
     rows = intent_store.known(s, [o.client_order_id for o in ours])
     adopted: list[tuple[Order, str | None]] = [
@@ -206,23 +154,35 @@ def working_exposure(
     return replace(held, symbols=held.symbols | again) if again else held
 
 
-def sender(
-    broker: Broker, run: Invocation, strategy_id: RowId | None, account_id: RowId, minute: datetime
-) -> Submit:
-    """`broker.submit`, preceded for a real broker by the intent committed on its own connection."""
+def post(
+    broker: Broker,
+    run: Invocation,
+    strategy_id: RowId | None,
+    account_id: RowId,
+    minute: datetime,
+    intents: Sequence[OrderIntent],
+) -> list[Answer]:
+    """Send the orders; the broker's answer to each, in order (a refusal as `OrderRejected`).
+
+    A real broker: the intents committed first (one statement, their own connection), then the
+    orders posted at once on threads; an id that already names an order is looked up instead of
+    re-sent. Every request ends before this returns; an error other than a refusal (an outage)
+    is raised then, the first in order, and the intents left behind are reconciled by the next
+    run. The simulated broker: one after another, in order (its fills depend on it)."""
     if not broker.authoritative:
-        return broker.submit
+        return [ask(broker.submit, i) for i in intents]
+    source = "strategy" if strategy_id is not None else "manual"
+    written = run.intents.write(strategy_id, account_id, source, minute, intents)
 
     def send(intent: OrderIntent) -> Order:
-        source = "strategy" if strategy_id is not None else "manual"
-        if run.intents.write(strategy_id, account_id, source, minute, intent):
+        if intent.client_order_id in written:
             return broker.submit(intent)
         found = broker.get_by_client_id(intent.client_order_id)  # the id already names an order
         if found is None:
             raise OrderRejected(None, f"client id {intent.client_order_id} is taken: nothing sent")
         return found
 
-    return send
+    return each(lambda i: ask(send, i), intents)
 
 
 def summarise(run_id: uuid.UUID, name: str, minute: datetime, decisions: Sequence[Decision]) -> StrategyRun:

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from strategy_engine import execution
+from strategy_engine.account_view import AccountView
 from strategy_engine.core import calendar, risk
 from strategy_engine.core.decide import minute_key
 from strategy_engine.core.errors import InputError, LiveTradingRefused, NotFound, OrderRejected
@@ -127,13 +128,13 @@ def _place(
     ):
         raise InputError(f"client order id {intent.client_order_id} already names another order")
     minute = calendar.floor_minute(deps.clock())
-    view = open_account(s, deps, account, minute)
+    view = open_account(s, deps, sending, account, minute)
     if known is not None:
         return _again(s, view, account, known, minute)
     intent = _checked(s, view, intent, minute, allow_short, settings)
-    try:
-        order = execution.sender(view.broker, sending, None, account.id, minute)(intent)
-    except OrderRejected as exc:
+    (order,) = execution.post(view.broker, sending, None, account.id, minute, [intent])
+    if isinstance(order, OrderRejected):
+        exc = order
         if not view.broker.authoritative:
             raise InputError(f"refused by the simulated broker (as Alpaca would): {exc.message}") from None
         rejected = Order(
@@ -148,7 +149,7 @@ def _place(
 
 
 def _again(
-    s: Session, view: execution.AccountView, account: BrokerAccount, known: Order, minute: datetime
+    s: Session, view: AccountView, account: BrokerAccount, known: Order, minute: datetime
 ) -> tuple[Order, bool, str | None]:
     """A re-run: the order the journal holds, as the broker now sees it; nothing is sent."""
     if not view.broker.authoritative:
@@ -165,7 +166,7 @@ def _again(
 
 def _checked(
     s: Session,
-    view: execution.AccountView,
+    view: AccountView,
     intent: OrderIntent,
     minute: datetime,
     allow_short: bool,

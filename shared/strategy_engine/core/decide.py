@@ -1,10 +1,12 @@
 """One minute of one strategy, from features to decisions: shared by the tick and the backfill.
 
-`decide_minute` walks the symbols in ascending order: the strategy decides, the risk gate
-checks the order against the context as it stands after the previous symbols' orders, and an
-accepted order updates that context. Submitting is a function passed in (the Alpaca broker in
-the tick, the simulated broker in both), so this module does no I/O of its own and the backfill
-runs exactly the code the tick runs.
+`decide` walks the symbols in ascending order: the strategy decides, the risk gate checks the
+order against the context as it stands after the previous symbols' approved orders (reserved),
+and sends nothing. The broker's answers come back through `settle`, which releases what a
+refused order reserved. The tick posts a strategy's approved orders to Alpaca at once
+(`execution.post`); `decide_minute` submits them one after another (the simulated broker, in
+the backfill and the tick alike), so this module does no I/O and the backfill runs exactly the
+code the tick runs.
 """
 
 from __future__ import annotations
@@ -85,11 +87,34 @@ def decision_payload(decision: Decision) -> dict[str, Any]:
     return out
 
 
-def decide_minute(
-    inputs: MinuteInputs, ctx: RiskContext, submit: Submit
-) -> tuple[list[Decision], RiskContext]:
-    """Decide, check and submit every symbol of the strategy at T, in ascending symbol order."""
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A strategy-minute decided, before any order is sent.
+
+    `decisions` in ascending symbol order: held and blocked ones are final; those at `approved`
+    (indices) are ORDERED placeholders awaiting the broker's answer (`settle`). Each symbol was
+    checked against the context with every earlier approved order reserved (`risk.apply`);
+    `start` is the context before any of them.
+    """
+
+    decisions: tuple[Decision, ...]
+    approved: tuple[int, ...]
+    start: RiskContext
+
+    @property
+    def intents(self) -> list[OrderIntent]:
+        """The approved orders, in symbol order: what to send."""
+        return [i for k in self.approved if (i := self.decisions[k].intent) is not None]
+
+
+Answer = Order | OrderRejected  # the broker's answer to one approved order
+
+
+def decide(inputs: MinuteInputs, ctx: RiskContext) -> Decided:
+    """Decide and check every symbol of the strategy at T, in ascending symbol order; sends nothing."""
     decisions: list[Decision] = []
+    approved: list[int] = []
+    start = ctx
     for symbol in sorted(inputs.config.symbols):
         feats = inputs.features.get(symbol) or empty_features(symbol)
         signal = inputs.spec.decide(feats, risk.exposure(ctx, symbol), inputs.config)
@@ -108,20 +133,55 @@ def decide_minute(
         if not verdict.approved:
             decisions.append(Decision(inputs.minute, signal, intent, verdict, Outcome.BLOCKED))
             continue
-        try:
-            order = submit(intent)
-        except OrderRejected as exc:
-            decisions.append(Decision(inputs.minute, signal, intent, verdict, Outcome.FAILED, error=str(exc)))
-            continue
-        if order.died_unfilled:  # e.g. adopted after a retry: the broker had rejected it
-            error = f"the broker holds this order as {order.status}, nothing filled"
-            decisions.append(
-                Decision(inputs.minute, signal, intent, verdict, Outcome.FAILED, order=order, error=error)
-            )
-            continue
-        ctx = risk.apply(ctx, intent)
-        decisions.append(Decision(inputs.minute, signal, intent, verdict, Outcome.ORDERED, order=order))
-    return decisions, ctx
+        ctx = risk.apply(ctx, intent)  # reserved: the next symbols are checked with it counted
+        approved.append(len(decisions))
+        decisions.append(Decision(inputs.minute, signal, intent, verdict, Outcome.ORDERED))
+    return Decided(tuple(decisions), tuple(approved), start)
+
+
+def settle(decided: Decided, answers: Sequence[Answer]) -> tuple[list[Decision], RiskContext]:
+    """The decisions with the broker's answers (one per approved order, in order) and the context
+    after the orders it took: a refused order, or one the broker holds dead, releases what it had
+    reserved (its trade, notional, position and buying power count nowhere). The context is
+    `decided.start` itself when no order went through. Raises ValueError on a count mismatch."""
+    if len(answers) != len(decided.approved):
+        raise ValueError(f"{len(answers)} answers for {len(decided.approved)} orders")
+    out = list(decided.decisions)
+    ctx = decided.start
+    for k, answer in zip(decided.approved, answers, strict=True):
+        x = out[k]
+        if isinstance(answer, OrderRejected):
+            out[k] = replace(x, outcome=Outcome.FAILED, error=str(answer))
+        elif answer.died_unfilled:  # e.g. adopted after a retry: the broker had rejected it
+            error = f"the broker holds this order as {answer.status}, nothing filled"
+            out[k] = replace(x, outcome=Outcome.FAILED, order=answer, error=error)
+        else:
+            out[k] = replace(x, order=answer)
+            ctx = risk.apply(ctx, _intent(x))
+    return out, ctx
+
+
+def _intent(x: Decision) -> OrderIntent:
+    if x.intent is None:  # decide() gives every approved decision its intent
+        raise ValueError("an approved decision without an order")
+    return x.intent
+
+
+def ask(submit: Submit, intent: OrderIntent) -> Answer:
+    """`submit(intent)`, a refusal returned rather than raised (any other error propagates)."""
+    try:
+        return submit(intent)
+    except OrderRejected as exc:
+        return exc
+
+
+def decide_minute(
+    inputs: MinuteInputs, ctx: RiskContext, submit: Submit
+) -> tuple[list[Decision], RiskContext]:
+    """Decide, check, then submit every approved order in symbol order, one after another: the
+    backfill's path, and the tick's with the simulated broker (whose fills depend on the order)."""
+    decided = decide(inputs, ctx)
+    return settle(decided, [ask(submit, i) for i in decided.intents])
 
 
 def journal_orders(decisions: Sequence[Decision]) -> list[tuple[Order, str | None]]:

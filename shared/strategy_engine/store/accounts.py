@@ -7,13 +7,15 @@ the mirror). For a simulated account they *are* the truth. Either way one functi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from strategy_engine.core.errors import AccountConflict, NotFound
 from strategy_engine.core.models import Account, BrokerAccount, Position, RowId
-from strategy_engine.store.session import Session, exact, row_id
+from strategy_engine.store.session import Later, Session, exact, row_id
 
 
 def ensure_account(s: Session, name: str, broker: str) -> RowId:
@@ -91,53 +93,107 @@ def positions(s: Session, account_id: RowId) -> list[Position]:
     return [Position(r[0], r[1], r[2]) for r in rows]
 
 
-def lock_account(s: Session, account_id: RowId) -> Account | None:
-    """Lock the account's own row until commit and read its balance (None before the first one).
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """The account's balance and positions as the tables hold them, read under its row lock.
+
+    `stamp` is the balance row's `updated_at`: each transaction that mirrors the account moves
+    it, so an invocation that finds the stamp it wrote last knows no one else touched the account
+    since (None before the first balance)."""
+
+    balance: Account | None
+    positions: list[Position]
+    stamp: datetime | None
+
+
+def lock_account_later(s: Session, account_id: RowId) -> Later[Locked]:
+    """Lock the account's own row until commit, then read its balance and positions: two
+    statements, pipelined with the caller's if it has one (read the answer after it).
 
     The lock is on `broker_accounts`, a row that exists as long as the account does, so the
     strategies sharing an account serialise from their very first minute (a `broker_balances`
     row does not exist until the first mirror is written). Under the transaction's
-    `lock_timeout` a worker that waits too long raises `Busy`.
+    `lock_timeout` a worker that waits too long raises `Busy`. The answer raises NotFound when
+    the account no longer exists.
     """
-    if s.fetchone("select 1 from public.broker_accounts where id = %s for update", (account_id,)) is None:
-        raise NotFound(f"account {account_id} no longer exists")
+    lock = s.execute("select 1 from public.broker_accounts where id = %s for update", (account_id,))
     # A second statement, so the balance is read after the lock is granted: in READ COMMITTED a
     # statement that waited for a lock still reads the other tables as of its own start, which
     # would hand this strategy the balance from before the previous holder's fills.
-    row = s.fetchone(
-        "select cash::float8, buying_power::float8, equity::float8 from public.broker_balances"
-        " where account_id = %s",
-        (account_id,),
-    )
-    return None if row is None else Account(row[0], row[1], row[2])
-
-
-def save_mirror(s: Session, account_id: RowId, acct: Account, pos: Sequence[Position]) -> None:
-    """Replace the account's positions and balance in three statements, whatever their number."""
-    s.execute(
+    read = s.execute(
         """
+        select b.cash::float8, b.buying_power::float8, b.equity::float8, b.updated_at,
+          p.symbols, p.qty, p.avg
+        from (select 1) one
+        left join public.broker_balances b on b.account_id = %(id)s
+        cross join (
+          select array_agg(symbol order by symbol) as symbols, array_agg(qty::float8 order by symbol) as qty,
+                 array_agg(coalesce(avg_entry_price, 0)::float8 order by symbol) as avg
+          from public.broker_positions where account_id = %(id)s and qty <> 0
+        ) p
+        """,
+        {"id": account_id},
+    )
+
+    def answer() -> Locked:
+        if lock.fetchone() is None:
+            raise NotFound(f"account {account_id} no longer exists")
+        row = read.fetchone()
+        assert row is not None  # noqa: S101 - the (select 1) row is always there
+        balance = None if row[0] is None else Account(row[0], row[1], row[2])
+        held = [Position(*p) for p in zip(row[4] or [], row[5] or [], row[6] or [], strict=True)]
+        return Locked(balance, held, row[3])
+
+    return answer
+
+
+def lock_account(s: Session, account_id: RowId) -> Account | None:
+    """`lock_account_later`'s balance, at once (None before the first balance). Not pipelined: the
+    caller may do slow things while it holds the lock (see `Session.pipeline`)."""
+    return lock_account_later(s, account_id)().balance
+
+
+def save_mirror(s: Session, account_id: RowId, acct: Account, pos: Sequence[Position]) -> Later[datetime]:
+    """Replace the account's positions and balance in one statement, whatever their number; the
+    answer is the new stamp (`Locked.stamp`)."""
+    symbols = [p.symbol for p in pos]
+    # One statement: its parts see the same snapshot and touch disjoint rows (the positions
+    # deleted are exactly those not upserted).
+    cur = s.execute(
+        """
+        with gone as (
+          delete from public.broker_positions where account_id = %(id)s and not (symbol = any(%(sym)s))
+        ), held as (
+          insert into public.broker_positions (account_id, symbol, qty, avg_entry_price, updated_at)
+          select %(id)s, u.symbol, u.qty, u.avg, now()
+          from unnest(%(sym)s::text[], %(qty)s::numeric[], %(avg)s::numeric[]) as u(symbol, qty, avg)
+          on conflict (account_id, symbol) do update set qty = excluded.qty,
+            avg_entry_price = excluded.avg_entry_price, updated_at = now()
+        )
         insert into public.broker_balances (account_id, cash, buying_power, equity, updated_at)
-        values (%s, %s, %s, %s, now())
+        values (%(id)s, %(cash)s, %(bp)s, %(eq)s, now())
         on conflict (account_id) do update set cash = excluded.cash,
           buying_power = excluded.buying_power, equity = excluded.equity, updated_at = now()
+        returning updated_at
         """,
-        (account_id, exact(acct.cash), exact(acct.buying_power), exact(acct.equity)),
+        {
+            "id": account_id,
+            "sym": symbols,
+            "qty": [exact(p.qty) for p in pos],
+            "avg": [exact(p.avg_entry_price) for p in pos],
+            "cash": exact(acct.cash),
+            "bp": exact(acct.buying_power),
+            "eq": exact(acct.equity),
+        },
     )
-    symbols = [p.symbol for p in pos]
-    s.execute(
-        "delete from public.broker_positions where account_id = %s and not (symbol = any(%s))",
-        (account_id, symbols),
-    )
-    s.execute(
-        """
-        insert into public.broker_positions (account_id, symbol, qty, avg_entry_price, updated_at)
-        select %s, u.symbol, u.qty, u.avg, now()
-        from unnest(%s::text[], %s::numeric[], %s::numeric[]) as u(symbol, qty, avg)
-        on conflict (account_id, symbol) do update set qty = excluded.qty,
-          avg_entry_price = excluded.avg_entry_price, updated_at = now()
-        """,
-        (account_id, symbols, [exact(p.qty) for p in pos], [exact(p.avg_entry_price) for p in pos]),
-    )
+
+    def stamp() -> datetime:
+        row = cur.fetchone()
+        assert row is not None  # noqa: S101 - RETURNING of an upsert always yields the row
+        stamped: datetime = row[0]
+        return stamped
+
+    return stamp
 
 
 def overview(s: Session) -> list[tuple[Any, ...]]:
