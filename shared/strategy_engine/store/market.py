@@ -109,6 +109,7 @@ def recent_closes_later(
         cross join lateral ({SPLITS} and {EX_TIME} <= %(t)s) c
         """,
         {"symbols": list(symbols), "t": minute, "n": n},
+        binary=True,  # arrays of timestamps and floats: binary decodes them without parsing text
     )
 
     def answer() -> dict[str, Window]:
