@@ -105,7 +105,7 @@ def _refresh(
     open_ids = {o.client_order_id for o in listed}
     updated: list[tuple[Order, str | None]] = []
     unlisted: list[Order] = []
-    for cid, _ in intent_store.unsettled(s, account_id):
+    for cid in intent_store.unsettled(s, account_id):
         order = by_cid.get(cid) or broker.get_by_client_id(cid)
         if order is None:
             logging.getLogger(__name__).warning("order %s is not at the broker: left as it is", cid)

@@ -137,17 +137,15 @@ def pending_later(s: Session, account_id: RowId, strategy_id: RowId | None) -> L
     return lambda: [Pending(r[0], r[1], r[2], r[3], Side(r[4]), r[5], r[6]) for r in cur.fetchall()]
 
 
-def unsettled(s: Session, account_id: RowId) -> list[tuple[str, datetime | None]]:
-    """(client id, when sent or decided) of this account's orders the broker may still change
-    (not final), oldest first."""
+def unsettled(s: Session, account_id: RowId) -> list[str]:
+    """Client ids of this account's orders the broker may still change (not final), oldest first."""
     rows = s.fetchall(
-        "select client_order_id, coalesce(submitted_at, decision_minute) from public.paper_trades"
-        " where account_id = %s"
+        "select client_order_id from public.paper_trades where account_id = %s"
         " and client_order_id is not null and status is not null and not (status = any(%s))"
         " order by decision_minute nulls first, client_order_id",
         (account_id, list(SETTLED)),
     )
-    return [(r[0], r[1]) for r in rows]
+    return [r[0] for r in rows]
 
 
 def known(s: Session, client_order_ids: Sequence[str]) -> set[str]:
