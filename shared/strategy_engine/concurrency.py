@@ -8,7 +8,7 @@ threads; the database work stays on the caller's thread and connection.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -18,6 +18,12 @@ from strategy_engine.core.models import BrokerAccount, RowId
 A = TypeVar("A")
 B = TypeVar("B")
 C = TypeVar("C")
+D = TypeVar("D")
+R = TypeVar("R")
+X = TypeVar("X")
+# Requests in flight at once per call of `each`: within requests' default pool of 10 connections
+# per host, so every request reuses a kept-alive connection.
+MAX_AT_ONCE = 10
 
 
 def one_per_account(make: Callable[[BrokerAccount], Broker]) -> Callable[[BrokerAccount], Broker]:
@@ -38,9 +44,24 @@ def one_per_account(make: Callable[[BrokerAccount], Broker]) -> Callable[[Broker
     return get
 
 
-def gather3(a: Callable[[], A], b: Callable[[], B], c: Callable[[], C]) -> tuple[A, B, C]:
-    """The three calls at once; their results in order. Every call ends before this returns, and
+def gather4(
+    a: Callable[[], A], b: Callable[[], B], c: Callable[[], C], d: Callable[[], D]
+) -> tuple[A, B, C, D]:
+    """The four calls at once; their results in order. Every call ends before this returns, and
     the first error (in argument order) is raised then, so nothing is left running."""
-    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="broker-read") as pool:
-        fa, fb, fc = pool.submit(a), pool.submit(b), pool.submit(c)
-    return fa.result(), fb.result(), fc.result()
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="broker-read") as pool:
+        fa, fb, fc, fd = pool.submit(a), pool.submit(b), pool.submit(c), pool.submit(d)
+    return fa.result(), fb.result(), fc.result(), fd.result()
+
+
+def each(fn: Callable[[X], R], items: Sequence[X]) -> list[R]:
+    """`fn` over the items at once (at most MAX_AT_ONCE threads); the results in order. Every
+    call ends before this returns; the first error (in order) is raised then. One item runs on
+    the caller's thread."""
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(
+        max_workers=min(len(items), MAX_AT_ONCE), thread_name_prefix="broker-post"
+    ) as pool:
+        futures = [pool.submit(fn, x) for x in items]
+    return [f.result() for f in futures]

@@ -13,27 +13,25 @@ recorded by the end of the next run whatever failed in between.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from types import MappingProxyType
 
-from strategy_engine import concurrency, execution
-from strategy_engine.brokers.base import Broker
-from strategy_engine.brokers.simulated import SimulatedBroker
+from strategy_engine import account_view, concurrency, execution, fanout, reconciliation
 from strategy_engine.core import calendar
 from strategy_engine.core.data_quality import window_features
-from strategy_engine.core.decide import MinuteInputs, decide_minute, journal_orders
+from strategy_engine.core.decide import MinuteInputs, journal_orders
 from strategy_engine.core.errors import Busy, InputError, LiveTradingRefused, NotFound, Unavailable
 from strategy_engine.core.models import (
-    Account,
     BrokerAccount,
-    Features,
     Outcome,
-    Position,
     RunResult,
     StrategyOutcome,
     StrategyRun,
@@ -41,42 +39,23 @@ from strategy_engine.core.models import (
 from strategy_engine.core.risk import RiskContext
 from strategy_engine.core.strategies import StrategySpec, get_spec, parse_config
 from strategy_engine.core.strategies.base import StrategyConfig
+from strategy_engine.deps import Deps
 from strategy_engine.invocation import (
+    REAL_BROKERS,
     DeadlinePassed,
     Invocation,
     MinuteRefused,
-    TickPolicy,
     run_status,
-    wall_clock,
 )
 from strategy_engine.logs import event
-from strategy_engine.settings import get_settings
 from strategy_engine.store import Session, journal, market
 from strategy_engine.store import accounts as acct_store
+from strategy_engine.store import intents as intent_store
 from strategy_engine.store import strategies as strat_store
-from strategy_engine.store.intents import IntentLog
 from strategy_engine.store.strategies import StrategyRow
 
-
-def _default_alpaca(account: BrokerAccount) -> Broker:
-    from strategy_engine.brokers.alpaca import AlpacaPaperBroker
-
-    return AlpacaPaperBroker.from_settings(get_settings(), account.credentials_ref)
-
-
-@dataclass
-class Deps:
-    """What the engine needs from outside, so tests and backfill can swap any of it."""
-
-    alpaca_broker: Callable[[BrokerAccount], Broker] = _default_alpaca
-    slippage_bps: float = 0.0
-    simulated_broker: Callable[[Account, list[Position], datetime, float], Broker] = field(
-        default=lambda acct, pos, minute, slip: SimulatedBroker(acct.cash, pos, slip, now=minute)
-    )
-    run_timeout_seconds: float = field(default_factory=lambda: get_settings().engine_run_timeout_seconds)
-    policy: TickPolicy = field(default_factory=TickPolicy.from_settings)
-    clock: Callable[[], datetime] = wall_clock
-    sleep: Callable[[float], None] = time.sleep
+MAX_AHEAD = 16  # threads for the requests sent ahead (one per Alpaca account, one for the clock)
+__all__ = ["Deps", "now_minute", "plan", "tick"]  # Deps lives in deps.py; engine.Deps stays its public name
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,27 +110,62 @@ def tick(
         _refuse(s, trigger, minute, refusal)
     market_open = calendar.is_open(minute)  # an out-of-range minute is refused before any write
     planned = plan(s, only)
-    run_id = uuid.uuid4()
-    for old in journal.close_abandoned(s, deps.run_timeout_seconds, run_id):  # outcome: the alerts' key
-        event("run abandoned", level=logging.WARNING, outcome="abandoned", run_id=str(old), by=str(run_id))
-    journal.start_run(s, run_id, trigger, minute)
-    runs: list[StrategyRun] = []
-    status = "market_closed"
-    if market_open:
-        sending = execution.Invocation(IntentLog(s), past_deadline=inv.past_deadline, send_by=inv.send_by)
+    with ThreadPoolExecutor(max_workers=MAX_AHEAD, thread_name_prefix="broker-ahead") as pool:
+        ahead = _ask_ahead(s, deps, inv, planned, pool) if market_open else None
+        run_id = uuid.uuid4()
+        for old in journal.close_abandoned(s, deps.run_timeout_seconds, run_id):  # outcome: the alerts' key
+            event(
+                "run abandoned", level=logging.WARNING, outcome="abandoned", run_id=str(old), by=str(run_id)
+            )
+        journal.start_run(s, run_id, trigger, minute)
+        if ahead is None:
+            return _finish(s, RunResult(run_id, minute, trigger, "market_closed", ()), started)
         try:
-            for p in planned:
-                if isinstance(p, StrategyRun):
-                    runs.append(p)
-                else:
-                    runs.append(_run_strategy(s, deps, inv, sending, run_id, p))
-        except LiveTradingRefused:
-            _finish(s, RunResult(run_id, minute, trigger, "failed", tuple(runs)), started)
+            runs = _run_open(s, deps, inv, planned, run_id, ahead)
+        except BaseException:
+            _finish(s, RunResult(run_id, minute, trigger, "failed", ()), started)
             raise
-        finally:
-            sending.intents.close()
-        status = run_status(runs)
-    return _finish(s, RunResult(run_id, minute, trigger, status, tuple(runs)), started)
+    return _finish(s, RunResult(run_id, minute, trigger, run_status(runs), tuple(runs)), started)
+
+
+def _run_open(
+    s: Session,
+    deps: Deps,
+    inv: Invocation,
+    planned: Sequence[_Planned | StrategyRun],
+    run_id: uuid.UUID,
+    ahead: account_view.Prefetch,
+) -> list[StrategyRun]:
+    """Every planned strategy of an open minute, accounts at once (`fanout`)."""
+    ids = [p.row.definition.id for p in planned if isinstance(p, _Planned)]
+    strat_store.ensure_day_rows(s, ids, calendar.trading_date(inv.minute))  # committed before any claim
+    real = [p.account for p in planned if isinstance(p, _Planned) and p.account.broker in REAL_BROKERS]
+    with contextlib.suppress(Exception):  # the broker's clock, once, before any thread asks it
+        _ = real and inv.gate(real[0], deps.alpaca_broker)  # (a failure is each strategy's own)
+
+    def one(conn: Session, sending: execution.Invocation, p: _Planned) -> StrategyRun:
+        return _run_strategy(conn, deps, inv, sending, run_id, p)
+
+    shared = partial(
+        execution.Invocation.on, past_deadline=inv.past_deadline, send_by=inv.send_by, ahead=ahead
+    )
+    return fanout.run_all(s, planned, one, lambda p: (p.account.id, p.account.broker in REAL_BROKERS), shared)
+
+
+def _ask_ahead(
+    s: Session,
+    deps: Deps,
+    inv: Invocation,
+    planned: Sequence[_Planned | StrategyRun],
+    pool: ThreadPoolExecutor,
+) -> account_view.Prefetch:
+    """Send, before anything else, the broker requests the minute will need: the clock of the
+    real broker and each real account's reads (none when the minute is too late to send)."""
+    real = [p.account for p in planned if isinstance(p, _Planned) and p.account.broker in REAL_BROKERS]
+    if not real or inv.late_by() is not None:
+        return account_view.Prefetch()
+    inv.ask_clock(real[0], deps.alpaca_broker, pool)
+    return account_view.Prefetch.start(s, real, deps.alpaca_broker, inv.minute, pool)
 
 
 def _finish(s: Session, result: RunResult, started: float) -> RunResult:
@@ -219,74 +233,57 @@ def _strategy_minute(
     s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, run_id: uuid.UUID, p: _Planned
 ) -> StrategyRun:
     d, cfg, account, minute = p.row.definition, p.config, p.account, inv.minute
-    claimed = strat_store.claim(s, d.id, calendar.trading_date(minute))
-    if claimed is None:
+    # The claim also reads the kill switch and limits as they are now: a change made while an
+    # earlier strategy of this invocation ran takes effect.
+    if (claimed := strat_store.claim(s, d.id, calendar.trading_date(minute))) is None:
         return StrategyRun(d.name, StrategyOutcome.BUSY)
-    day, last_run = claimed
-    if last_run is not None and last_run >= minute:
+    if claimed.last_run is not None and claimed.last_run >= minute:
         return StrategyRun(d.name, StrategyOutcome.ALREADY_PROCESSED)
-    view = open_account(s, deps, account, minute)
-    reconciled, day = execution.reconcile(s, view, account.id, d.id, day, sending, minute)
-    # The kill switch and limits as they are now, under the claim: a change made while an earlier
-    # strategy of this invocation ran takes effect.
-    is_active, limits = strat_store.switch_and_limits(s, d.id)
     symbols = list(cfg.symbols)
-    features = _features(s, symbols, minute, cfg)
+    real = account.broker in REAL_BROKERS
+    with s.pipeline():  # the minute's snapshot, one round trip: the account's lock comes first
+        locked = acct_store.lock_account_later(s, account.id, calendar.trading_date(minute))
+        closes = market.recent_closes_later(s, symbols, minute, cfg.bars_needed)
+        flow = market.flow_sums_later(s, symbols, minute - timedelta(minutes=cfg.flow_minutes), minute)
+        pending = intent_store.pending_later(s, account.id, d.id) if real else lambda: []
+    # A plain statement right after the pipeline re-arms the idle timeout (Session.pipeline).
+    last_trades = journal.last_trades_later(s, d.id, symbols, minute)
+    features = window_features(symbols, closes(), flow(), minute, cfg.bars_needed)
+    view = deps.open_account(s, sending, account, minute, locked())
+    reconciled, day = reconciliation.reconcile(
+        s, view, account.id, d.id, claimed.day, sending, minute, pending()
+    )
     working = execution.working_exposure(s, view, features, minute, reconciled)
     ctx = RiskContext(
         minute=minute,
-        is_active=is_active,
+        is_active=claimed.is_active,
         market_open=True,
         last_bar_ts=MappingProxyType({k: f.last_bar_ts for k, f in features.items() if f.last_bar_ts}),
         max_bar_age_seconds=cfg.max_bar_age_seconds,
         day=day,
         positions=MappingProxyType({pos.symbol: pos.qty for pos in view.positions}),
-        last_trade_at=MappingProxyType(journal.last_trades(s, d.id, symbols, minute)),
+        last_trade_at=MappingProxyType(last_trades()),
         buying_power=view.account.buying_power - working.reserved,
         working=working,
         sells_release_power=not view.broker.authoritative,
     )
-    inputs = MinuteInputs(d.id, p.spec, cfg, limits, minute, features)
     if inv.past_deadline():  # the refresh above may have spent it: roll back, send nothing
         raise DeadlinePassed(f"past the invocation's {inv.policy.deadline_seconds:g}s deadline")
-    submit = execution.sender(view.broker, sending, d.id, account.id, minute)
-    decisions, after = decide_minute(inputs, ctx, submit)
+    inputs = MinuteInputs(d.id, p.spec, cfg, claimed.limits, minute, features)
+    decisions, after = execution.trade(view, sending, d.id, account.id, inputs, ctx)
     logged = [*reconciled, *decisions]
-    rows = [journal.decision_row(x, d.id, engine_run_id=run_id, backfill_run_id=None) for x in logged]
-    journal.write_decisions(s, rows)
-    journal.record_orders(s, d.id, account.id, "strategy", minute, journal_orders(decisions))
-    traded = any(x.outcome is Outcome.ORDERED for x in decisions)
-    strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)
-    if not view.broker.authoritative:
-        acct_store.save_mirror(
-            s, account.id, view.broker.account(), view.broker.positions(), day.trading_date
-        )
-    return execution.summarise(run_id, d.name, minute, logged)
-
-
-def open_account(s: Session, deps: Deps, account: BrokerAccount, minute: datetime) -> execution.AccountView:
-    """Lock the account's row; for Alpaca, mirror the broker and refresh unsettled orders first."""
-
-    def simulated(acct: Account, positions: list[Position]) -> Broker:
-        return deps.simulated_broker(acct, positions, minute, deps.slippage_bps)
-
-    return execution.open_account(
-        s,
-        account,
-        deps.alpaca_broker,
-        simulated,
-        calendar.trading_date(minute),
-        deps.policy.in_flight_seconds,
+    journal.write_decisions(
+        s, [journal.decision_row(x, d.id, engine_run_id=run_id, backfill_run_id=None) for x in logged]
     )
-
-
-def _features(
-    s: Session, symbols: Sequence[str], minute: datetime, cfg: StrategyConfig
-) -> dict[str, Features]:
-    """Two statements for any number of symbols: last N bars (LATERAL) and flow sums."""
-    closes = market.recent_closes(s, symbols, minute, cfg.bars_needed)
-    flow = market.flow_sums(s, symbols, minute - timedelta(minutes=cfg.flow_minutes), minute)
-    return window_features(symbols, closes, flow, minute, cfg.bars_needed)
+    traded = any(x.outcome is Outcome.ORDERED for x in decisions)
+    with s.pipeline():  # the minute's writes, one round trip
+        journal.record_orders(s, d.id, account.id, "strategy", minute, journal_orders(decisions))
+        strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)
+        if not view.broker.authoritative:
+            acct_store.save_mirror(
+                s, account.id, view.broker.account(), view.broker.positions(), day.trading_date
+            )
+    return execution.summarise(run_id, d.name, minute, logged)
 
 
 def now_minute() -> datetime:

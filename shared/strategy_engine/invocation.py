@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -87,6 +88,7 @@ class Invocation:
     started: datetime = field(init=False)
     send_by: datetime = field(init=False)  # the deadline on the real wall clock, for the broker
     _broker_open: dict[str, bool] = field(default_factory=dict, init=False)
+    _clock_ahead: dict[str, Future[tuple[datetime, bool]]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.started = self.clock()
@@ -140,10 +142,19 @@ class Invocation:
             return StrategyOutcome.MARKET_CLOSED, "the broker's clock says the market is closed"
         return None
 
+    def ask_clock(
+        self, account: BrokerAccount, broker: Callable[[BrokerAccount], Broker], pool: ThreadPoolExecutor
+    ) -> None:
+        """Send the request for `account`'s broker clock now, on `pool`, unless already asked; the
+        first `gate` of that broker waits for the answer (and raises its error)."""
+        if account.broker in REAL_BROKERS and account.broker not in self._clock_ahead:
+            self._clock_ahead[account.broker] = pool.submit(lambda: broker(account).clock())
+
     def _is_open(self, account: BrokerAccount, broker: Callable[[BrokerAccount], Broker]) -> bool:
         name = account.broker  # one clock per broker: every account of it shares the market's hours
         if name not in self._broker_open:
-            stamp, is_open = broker(account).clock()
+            ahead = self._clock_ahead.get(name)
+            stamp, is_open = ahead.result() if ahead is not None else broker(account).clock()
             self._broker_open[name] = is_open
             if not is_open:  # the engine asks only when the calendar says open
                 event(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from strategy_engine.core.models import FINAL_ORDER_STATUSES, Order, OrderIntent, RowId, Side
-from strategy_engine.store.session import Session, exact, sibling
+from strategy_engine.store.session import Later, Session, exact, sibling
 
 INTENT, VOID, UNKNOWN = "intent", "void", "unknown_at_broker"
 # A row in any other status is the broker's word for an order that may still change.
@@ -61,42 +61,53 @@ class IntentLog:
             self._side = None
 
     def write(
-        self, strategy_id: RowId | None, account_id: RowId, source: str, minute: datetime, intent: OrderIntent
-    ) -> bool:
-        """Commit the intent; False when its client id already names a live order (send nothing).
+        self,
+        strategy_id: RowId | None,
+        account_id: RowId,
+        source: str,
+        minute: datetime,
+        intents: Sequence[OrderIntent],
+    ) -> set[str]:
+        """Commit the intents in one statement; the client ids written. An id left out already
+        names a live order (send nothing for it).
 
         A `void` row (reconciliation found nothing at the broker) is taken over: the order was
         never placed, so the same client id may be sent again. Raises DatabaseUnavailable.
         """
+        if not intents:
+            return set()
         s = self._session()
         with s.transaction():
             s.execute(f"set local lock_timeout = '{_LOCK_TIMEOUT}'")
-            row = s.fetchone(
+            rows = s.fetchall(
                 """
                 insert into public.paper_trades (strategy_id, account_id, source, decision_minute,
                   client_order_id, symbol, side, qty, decision_price, status, updated_at)
-                values (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'intent', now())
+                select %(strategy)s, %(account)s, %(source)s, %(minute)s, u.cid, u.sym, u.side, u.qty,
+                  u.price, 'intent', now()
+                from unnest(%(cid)s::text[], %(sym)s::text[], %(side)s::text[], %(qty)s::numeric[],
+                            %(price)s::numeric[]) as u(cid, sym, side, qty, price)
                 on conflict (client_order_id) do update set status = 'intent', error = null,
                   strategy_id = excluded.strategy_id, account_id = excluded.account_id,
                   decision_minute = excluded.decision_minute, symbol = excluded.symbol,
                   side = excluded.side, qty = excluded.qty, decision_price = excluded.decision_price,
                   updated_at = now()
                 where paper_trades.status = 'void'
-                returning 1
+                returning client_order_id
                 """,
-                (
-                    strategy_id,
-                    account_id,
-                    source,
-                    minute,
-                    intent.client_order_id,
-                    intent.symbol,
-                    intent.side.value,
-                    exact(intent.qty),
-                    exact(intent.price),
-                ),
+                {
+                    "strategy": strategy_id,
+                    "account": account_id,
+                    "source": source,
+                    "minute": minute,
+                    "cid": [i.client_order_id for i in intents],
+                    "sym": [i.symbol for i in intents],
+                    "side": [i.side.value for i in intents],
+                    "qty": [exact(i.qty) for i in intents],
+                    "price": [exact(i.price) for i in intents],
+                },
             )
-        return row is not None
+        return {r[0] for r in rows}
 
     def void(self, client_order_ids: Sequence[str], why: str) -> None:
         """Mark intents the broker does not know: committed at once, so a re-send may take them over."""
@@ -143,11 +154,12 @@ def in_flight(s: Session, account_id: RowId, seconds: float) -> list[Order]:
     return [Order(r[0], "", r[1], Side(r[2]), r[3], INTENT, 0.0, None) for r in rows]
 
 
-def pending(s: Session, account_id: RowId, strategy_id: RowId | None) -> list[Pending]:
+def pending_later(s: Session, account_id: RowId, strategy_id: RowId | None) -> Later[list[Pending]]:
     """Intents of this account left by minutes that never completed: the strategy's own and the
     manual ones (no strategy), oldest first. Other strategies' intents wait for their own runs,
-    which lock their own day rows (reconciling them here could deadlock on those rows)."""
-    rows = s.fetchall(
+    which lock their own day rows (reconciling them here could deadlock on those rows). Sent now
+    (in the caller's pipeline, if any), read when called."""
+    cur = s.execute(
         """
         select client_order_id, strategy_id, decision_minute, symbol, side, qty::float8,
                decision_price::float8
@@ -157,7 +169,7 @@ def pending(s: Session, account_id: RowId, strategy_id: RowId | None) -> list[Pe
         """,
         (account_id, strategy_id),
     )
-    return [Pending(r[0], r[1], r[2], r[3], Side(r[4]), r[5], r[6]) for r in rows]
+    return lambda: [Pending(r[0], r[1], r[2], r[3], Side(r[4]), r[5], r[6]) for r in cur.fetchall()]
 
 
 def unsettled(s: Session, account_id: RowId, stale_after: timedelta) -> list[tuple[str, bool]]:

@@ -1,0 +1,214 @@
+"""The account a strategy-minute trades on, as it sees it (`execution.py` step 1).
+
+For Alpaca, the broker's account, positions, open orders and the day's recent orders are read
+at once (four requests on threads), once per invocation and account, then carried forward in
+memory from one strategy of the account to the next, with the orders they placed counted as
+working. The account's row lock is still taken by each strategy's transaction, and risk is
+still checked one strategy at a time; only the broker's reads are shared. Each Alpaca strategy
+writes the mirror, which moves the balance row's `updated_at` (the stamp): a strategy that finds
+a stamp other than the one its invocation wrote last knows another transaction (another worker,
+a manual trade) placed orders on the account since, and reads the broker again.
+
+The first read of each account is sent when the invocation starts (`Prefetch`), at the same
+time as the broker's clock, before any lock is taken: the stamp is read first, and the reads
+are used only if the stamp under the lock is still that one. Every transaction that places
+orders on an account writes its mirror before it commits, so an unchanged stamp means no order
+was placed between the reads and the lock (one placed before the stamp was read is in them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from strategy_engine.brokers.base import Broker
+from strategy_engine.concurrency import gather4
+from strategy_engine.core.models import Account, BrokerAccount, Order, Position, RowId
+from strategy_engine.logs import event
+from strategy_engine.store import Session, journal
+from strategy_engine.store import accounts as acct_store
+from strategy_engine.store import intents as intent_store
+
+# How far back the recent orders list reaches, and so how far reconciliation looks for orders
+# with no row: 4 days spans a long weekend's gap between the last run of one session and the
+# first of the next.
+ADOPT_WINDOW = timedelta(days=4)
+# A journal order the broker no longer knows is looked up each run for this long after its last
+# answer, then marked `unknown_at_broker` (with a warning) and no longer asked about.
+UNKNOWN_AFTER = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    broker: Broker
+    account: Account
+    positions: list[Position]
+    open_orders: list[Order]
+    recent: Mapping[str, Order] = field(default_factory=dict)  # the invocation's read, by client id
+    # Working orders the account's buying power does not hold back: intents the broker does not
+    # hold yet, and orders placed since the account was read (carried forward).
+    unheld: list[Order] = field(default_factory=list)
+
+
+@dataclass
+class Carried:
+    """An Alpaca account as this invocation read it, plus the orders its strategies placed since."""
+
+    view: AccountView
+    stamp: datetime | None  # the balance row's stamp after this invocation's last mirror write
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """What the broker said of an account: four requests sent at once."""
+
+    account: Account
+    positions: list[Position]
+    open_orders: list[Order]
+    recent: list[Order]  # every order since `ADOPT_WINDOW` before the minute
+
+    @classmethod
+    def of(cls, broker: Broker, minute: datetime) -> Reads:
+        """The four reads at once (raises the first error, in that order, once all have ended)."""
+        return cls(
+            *gather4(
+                broker.account,
+                broker.positions,
+                broker.open_orders,
+                lambda: broker.recent_orders(minute - ADOPT_WINDOW),
+            )
+        )
+
+
+class Prefetch:
+    """The first broker reads of the invocation's Alpaca accounts, sent as it starts.
+
+    `start` reads the accounts' stamps (one statement), then sends each account's reads on
+    `pool`; `take` hands them to the account's first strategy only when the stamp under its lock
+    is still the one read before them (else None: read again)."""
+
+    def __init__(self) -> None:
+        self._ahead: dict[RowId, tuple[datetime | None, Future[Reads]]] = {}
+
+    @classmethod
+    def start(
+        cls,
+        s: Session,
+        accounts: Sequence[BrokerAccount],
+        alpaca: Callable[[BrokerAccount], Broker],
+        minute: datetime,
+        pool: ThreadPoolExecutor,
+    ) -> Prefetch:
+        out = cls()
+        unique = list({a.id: a for a in accounts}.values())
+        stamps = acct_store.stamps(s, [a.id for a in unique]) if unique else {}  # before any request
+        for a in unique:
+            out._ahead[a.id] = (stamps.get(a.id), pool.submit(lambda a=a: Reads.of(alpaca(a), minute)))  # type: ignore[misc]
+        return out
+
+    def take(self, account_id: RowId, stamp: datetime | None) -> Reads | None:
+        """The account's prefetched reads if no one mirrored it since (raises the reads' error)."""
+        ahead = self._ahead.pop(account_id, None)
+        if ahead is None or ahead[0] != stamp:
+            return None
+        return ahead[1].result()
+
+
+def open_account(
+    s: Session,
+    account: BrokerAccount,
+    locked: acct_store.Locked,
+    alpaca: Callable[[BrokerAccount], Broker],
+    simulated: Callable[[Account, list[Position]], Broker],
+    carried: dict[RowId, Carried],
+    minute: datetime,
+    as_of: date,
+    in_flight_seconds: float = 0.0,
+    prefetch: Prefetch | None = None,
+) -> tuple[AccountView, bool]:
+    """The account as the minute sees it, its row locked (`locked`, read under the lock, its
+    positions as of New York date `as_of`).
+
+    Simulated: the tables are its truth (`simulated(balance, positions)`). Alpaca: carried from an
+    earlier strategy of this invocation when no one else mirrored the account since, else the
+    reads `prefetch` sent at the invocation's start when still valid, else read from the broker
+    (four requests at once), checked against the account number on record, and
+    the journal's unsettled orders refreshed; intents younger than `in_flight_seconds` the broker
+    does not hold yet are working (their worker may still be sending). Either way the mirror is
+    written (moving the stamp, which tells other invocations that this one may place orders).
+    Returns (view, read now)."""
+    if account.broker != "alpaca":
+        balance = locked.balance or Account(0.0, 0.0, 0.0)
+        broker = simulated(balance, locked.positions)
+        return AccountView(broker, balance, locked.positions, broker.open_orders()), False
+    held = carried.get(account.id)
+    fresh = held is None or held.stamp is None or held.stamp != locked.stamp
+    if held is None or fresh:
+        broker = alpaca(account)
+        reads = (prefetch.take(account.id, locked.stamp) if prefetch else None) or Reads.of(broker, minute)
+        view = _view(s, broker, account, reads, in_flight_seconds)
+        held = carried[account.id] = Carried(view, None)
+    mirror = acct_store.save_mirror(s, account.id, held.view.account, held.view.positions, as_of)
+    held.stamp = mirror()
+    return held.view, fresh
+
+
+def _view(
+    s: Session, broker: Broker, account: BrokerAccount, reads: Reads, in_flight_seconds: float
+) -> AccountView:
+    acct, positions, listed = reads.account, reads.positions, reads.open_orders
+    acct_store.check_alpaca_account(s, account, acct.account_number)  # before anything is written
+    by_cid = {o.client_order_id: o for o in reads.recent}
+    working = [*listed, *_refresh(s, broker, account.id, listed, by_cid)]
+    seen = {o.client_order_id for o in working}
+    unheld: list[Order] = []
+    for young in intent_store.in_flight(s, account.id, in_flight_seconds):
+        if young.client_order_id not in seen:  # unlisted: held but final, or not there (yet)
+            found = broker.get_by_client_id(young.client_order_id)
+            working.append(young if found is None else found)
+            unheld.extend([young] if found is None else [])
+    return AccountView(broker, acct, positions, working, by_cid, unheld)
+
+
+def carry(carried: Mapping[RowId, Carried], account_id: RowId, answers: Sequence[object]) -> None:
+    """The orders just placed on the account count as working for its next strategies, and as
+    buying power held back (the carried balance was read before them)."""
+    held = carried.get(account_id)
+    if held is not None:
+        placed = [a for a in answers if isinstance(a, Order) and a.working_qty != 0]
+        held.view.open_orders.extend(placed)
+        held.view.unheld.extend(placed)
+
+
+def _refresh(
+    s: Session, broker: Broker, account_id: RowId, listed: Sequence[Order], recent: Mapping[str, Order]
+) -> list[Order]:
+    """Every journal order not final, updated: from the open list, else the recent list (both read
+    at once), else looked up by client id (older than the recent list reaches). One the broker
+    has not known for `UNKNOWN_AFTER` is marked `unknown_at_broker`.
+
+    Returns the unlisted ones still not final (`stopped`, `pending_cancel`, `held`, ...): the
+    broker may leave them out of its open list, but they may still fill, so they are working."""
+    by_cid = {**recent, **{o.client_order_id: o for o in listed}}
+    open_ids = {o.client_order_id for o in listed}
+    updated: list[tuple[Order, str | None]] = []
+    unlisted: list[Order] = []
+    gone: list[str] = []
+    for cid, stale in intent_store.unsettled(s, account_id, UNKNOWN_AFTER):
+        order = by_cid.get(cid) or broker.get_by_client_id(cid)
+        if order is None and stale:
+            gone.append(cid)
+            event("order unknown at the broker", level=logging.WARNING, client_order_id=cid)
+        elif order is None:
+            logging.getLogger(__name__).warning("order %s is not at the broker: left as it is", cid)
+        if order is None:
+            continue
+        if cid not in open_ids and order.working_qty != 0:
+            unlisted.append(order)
+        updated.append((order, None))
+    journal.record_orders(s, None, account_id, "strategy", None, updated)
+    intent_store.mark_unknown(s, gone)
+    return unlisted
