@@ -57,16 +57,16 @@ def bench(base_url: str, n_symbols: int, minutes: int) -> dict[str, Any]:
             engine.tick(s, t)
         latencies, statements, trips, orders = [], [], [], 0
         inner: list[tuple[int, int]] = []  # (statements, round trips) of the strategy-minute itself
-        run_strategy = engine._run_strategy
+        own = engine._own
 
         def counted(conn: Any, *args: Any) -> Any:
             before = (conn.statements, getattr(conn, "round_trips", 0))
             try:
-                return run_strategy(conn, *args)
+                return own(conn, *args)
             finally:
                 inner.append((conn.statements - before[0], getattr(conn, "round_trips", 0) - before[1]))
 
-        engine._run_strategy = counted  # type: ignore[assignment]
+        engine._own = counted  # type: ignore[assignment]
         try:
             for t in timed:
                 before = (s.statements, getattr(s, "round_trips", 0))
@@ -77,7 +77,7 @@ def bench(base_url: str, n_symbols: int, minutes: int) -> dict[str, Any]:
                 trips.append(getattr(s, "round_trips", 0) - before[1])
                 orders += result.orders
         finally:
-            engine._run_strategy = run_strategy
+            engine._own = own
     q = statistics.quantiles(latencies, n=20)
     return {
         "symbols": n_symbols,

@@ -1,10 +1,11 @@
-"""An Alpaca account read once per invocation and carried forward (account_view.py), read again
-when another transaction mirrored the account in between; orders of one strategy posted at once."""
+"""An Alpaca account read once per invocation (sent ahead as it starts) and carried forward
+(account_view.py), read again when another transaction mirrored the account in between; orders
+of one strategy posted at once."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -33,21 +34,20 @@ def two_on_one_account(s: Session) -> None:
     entry_setup(s, FIRST + SECOND, T)
 
 
-def _after_a_commits(db_url: str, action: Callable[[Session], None]) -> Callable[[], datetime]:
-    """A clock that runs `action` on its own connection once strategy a's minute has committed
-    (the engine asks the clock before each strategy starts)."""
+def _once_the_run_started(db_url: str, action: Callable[[Session], None]) -> Callable[[], datetime]:
+    """A clock that runs `action` on its own connection the first time it is asked once the
+    invocation's engine_runs row exists: after the accounts' reads were sent ahead (and their
+    stamps read), before any strategy takes the account's lock."""
     done = False
 
     def clock() -> datetime:
         nonlocal done
-        with connect(db_url) as other:
-            row = other.fetchone(
-                "select st.last_run_minute from strategy_state st"
-                " join strategy_definitions d on d.id = st.strategy_id where d.name = 'a'"
-            )
-            if not done and row is not None and row[0] is not None:
-                done = True
-                action(other)
+        if not done:
+            with connect(db_url) as other:
+                row = other.fetchone("select count(*) from engine_runs where status = 'running'")
+                if row is not None and row[0]:
+                    done = True
+                    action(other)
         return datetime.now(T.tzinfo)
 
     return clock
@@ -70,19 +70,22 @@ def test_the_account_is_read_once_and_the_second_strategy_sees_the_firsts_orders
     assert sorted(r[0] for r in trades(session)) == sorted(FIRST + SECOND)
 
 
-def test_another_transaction_mirroring_the_account_between_two_strategies_makes_the_next_read_again(
+def test_another_transaction_mirroring_the_account_after_the_reads_went_ahead_makes_them_read_again(
     session: Session, fake: FakeAlpaca, db_url: str
 ) -> None:
     two_on_one_account(session)
+    engine.tick(session, T - timedelta(minutes=1), deps=deps(fake))  # the balance row exists
+    fake.requests.clear()
     fake.set_policy("manual")
 
     def manual_trade_committed(other: Session) -> None:  # what any transaction that posts does
         other.execute("update broker_balances set updated_at = clock_timestamp()")
 
     d = deps(fake)
-    d.clock = _after_a_commits(db_url, manual_trade_committed)
+    d.clock = _once_the_run_started(db_url, manual_trade_committed)
     result = engine.tick(session, T, deps=d)
     assert [r.outcome for r in result.strategies] == [StrategyOutcome.PROCESSED] * 2
+    # the reads sent ahead, then read again under the lock: the stamp had moved in between
     assert [fake.requests[r] for r in READS] == [2, 2]
 
 
@@ -91,8 +94,10 @@ def test_a_balance_row_left_as_this_invocation_wrote_it_is_not_read_again(
 ) -> None:
     # The same probe as above, doing nothing: the second read above is the stamp's doing.
     two_on_one_account(session)
+    engine.tick(session, T - timedelta(minutes=1), deps=deps(fake))
+    fake.requests.clear()
     fake.set_policy("manual")
     d = deps(fake)
-    d.clock = _after_a_commits(db_url, lambda _other: None)
+    d.clock = _once_the_run_started(db_url, lambda _other: None)
     engine.tick(session, T, deps=d)
     assert [fake.requests[r] for r in READS] == [1, 1]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TypeVar
 
 from strategy_engine.brokers.base import Broker
@@ -60,8 +60,21 @@ def each(fn: Callable[[X], R], items: Sequence[X]) -> list[R]:
     the caller's thread."""
     if len(items) <= 1:
         return [fn(x) for x in items]
-    with ThreadPoolExecutor(
-        max_workers=min(len(items), MAX_AT_ONCE), thread_name_prefix="broker-post"
-    ) as pool:
-        futures = [pool.submit(fn, x) for x in items]
-    return [f.result() for f in futures]
+    return launch(fn, items)()
+
+
+def launch(fn: Callable[[X], R], items: Sequence[X]) -> Callable[[], list[R]]:
+    """`fn` over the items, started now on threads (at most MAX_AT_ONCE); the answer waits for
+    every call to end and gives the results in order (the first error, in order, raised then).
+    Call the answer: until then the calls run on while the caller does other work."""
+    if not items:
+        return list
+    pool = ThreadPoolExecutor(max_workers=min(len(items), MAX_AT_ONCE), thread_name_prefix="broker-post")
+    futures = [pool.submit(fn, x) for x in items]
+    pool.shutdown(wait=False)  # the submitted calls still run; the threads end after them
+
+    def results() -> list[R]:
+        wait(futures)
+        return [f.result() for f in futures]
+
+    return results

@@ -17,74 +17,46 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from types import MappingProxyType
+from typing import TypeVar
 
 from strategy_engine import account_view, concurrency, execution, fanout, reconciliation
+from strategy_engine.account_view import AccountView
 from strategy_engine.core import calendar
 from strategy_engine.core.data_quality import window_features
 from strategy_engine.core.decide import MinuteInputs, journal_orders
-from strategy_engine.core.errors import Busy, InputError, LiveTradingRefused, NotFound, Unavailable
+from strategy_engine.core.errors import Busy, LiveTradingRefused
 from strategy_engine.core.models import (
-    BrokerAccount,
+    Decision,
     Outcome,
     RunResult,
     StrategyOutcome,
     StrategyRun,
 )
 from strategy_engine.core.risk import RiskContext
-from strategy_engine.core.strategies import StrategySpec, get_spec, parse_config
-from strategy_engine.core.strategies.base import StrategyConfig
 from strategy_engine.deps import Deps
 from strategy_engine.invocation import (
     REAL_BROKERS,
     DeadlinePassed,
     Invocation,
-    MinuteRefused,
     run_status,
 )
 from strategy_engine.logs import event
+from strategy_engine.planning import Planned, failed, finish, plan, refuse
 from strategy_engine.store import Session, journal, market
 from strategy_engine.store import accounts as acct_store
 from strategy_engine.store import intents as intent_store
 from strategy_engine.store import strategies as strat_store
-from strategy_engine.store.strategies import StrategyRow
+from strategy_engine.store.session import Later
 
 MAX_AHEAD = 16  # threads for the requests sent ahead (one per Alpaca account, one for the clock)
+T = TypeVar("T")
 __all__ = ["Deps", "now_minute", "plan", "tick"]  # Deps lives in deps.py; engine.Deps stays its public name
-
-
-@dataclass(frozen=True, slots=True)
-class _Planned:
-    row: StrategyRow
-    account: BrokerAccount
-    spec: StrategySpec
-    config: StrategyConfig
-
-
-def plan(s: Session, only: str | None) -> list[_Planned | StrategyRun]:
-    """Load and check every definition before anything is written. One that cannot run (bad config,
-    no account) is that strategy's failed run; a live account refuses the tick (LiveTradingRefused)."""
-    rows = strat_store.load_all(s, only)
-    if only and not rows:
-        raise NotFound(f"unknown strategy {only!r}")
-    out: list[_Planned | StrategyRun] = []
-    for row in rows:
-        name, account = row.definition.name, row.account
-        if account is not None and not row.account_is_paper:
-            raise LiveTradingRefused(f"account {account.name!r} is not a paper account")
-        try:
-            if account is None:
-                raise InputError("no account_id")
-            spec = get_spec(row.definition.strategy_type)
-            out.append(_Planned(row, account, spec, parse_config(spec.strategy_type, row.definition.config)))
-        except Exception as exc:
-            out.append(_failed(None, name, None, exc))
-    return out
 
 
 def tick(
@@ -98,7 +70,7 @@ def tick(
     """Run every strategy (or `only`) for decision minute T; one engine_runs row per call.
 
     Runs left `running` by a dead process (older than `engine_run_timeout_seconds`) are closed as
-    `abandoned` first. Each strategy's failure is its own (`_run_strategy`).
+    `abandoned` first. Each strategy's failure is its own (`_run_account`).
     """
     base = deps or Deps()
     deps = replace(base, alpaca_broker=concurrency.one_per_account(base.alpaca_broker))  # per invocation
@@ -107,7 +79,7 @@ def tick(
     inv = Invocation(minute, deps.policy, deps.clock, deps.sleep)
     refusal = inv.wait_for_minute()
     if refusal is not None:
-        _refuse(s, trigger, minute, refusal)
+        refuse(s, trigger, minute, refusal)
     market_open = calendar.is_open(minute)  # an out-of-range minute is refused before any write
     planned = plan(s, only)
     with ThreadPoolExecutor(max_workers=MAX_AHEAD, thread_name_prefix="broker-ahead") as pool:
@@ -119,32 +91,32 @@ def tick(
             )
         journal.start_run(s, run_id, trigger, minute)
         if ahead is None:
-            return _finish(s, RunResult(run_id, minute, trigger, "market_closed", ()), started)
+            return finish(s, RunResult(run_id, minute, trigger, "market_closed", ()), started)
         try:
             runs = _run_open(s, deps, inv, planned, run_id, ahead)
         except BaseException:
-            _finish(s, RunResult(run_id, minute, trigger, "failed", ()), started)
+            finish(s, RunResult(run_id, minute, trigger, "failed", ()), started)
             raise
-    return _finish(s, RunResult(run_id, minute, trigger, run_status(runs), tuple(runs)), started)
+    return finish(s, RunResult(run_id, minute, trigger, run_status(runs), tuple(runs)), started)
 
 
 def _run_open(
     s: Session,
     deps: Deps,
     inv: Invocation,
-    planned: Sequence[_Planned | StrategyRun],
+    planned: Sequence[Planned | StrategyRun],
     run_id: uuid.UUID,
     ahead: account_view.Prefetch,
 ) -> list[StrategyRun]:
     """Every planned strategy of an open minute, accounts at once (`fanout`)."""
-    ids = [p.row.definition.id for p in planned if isinstance(p, _Planned)]
+    ids = [p.row.definition.id for p in planned if isinstance(p, Planned)]
     strat_store.ensure_day_rows(s, ids, calendar.trading_date(inv.minute))  # committed before any claim
-    real = [p.account for p in planned if isinstance(p, _Planned) and p.account.broker in REAL_BROKERS]
+    real = [p.account for p in planned if isinstance(p, Planned) and p.account.broker in REAL_BROKERS]
     with contextlib.suppress(Exception):  # the broker's clock, once, before any thread asks it
         _ = real and inv.gate(real[0], deps.alpaca_broker)  # (a failure is each strategy's own)
 
-    def one(conn: Session, sending: execution.Invocation, p: _Planned) -> StrategyRun:
-        return _run_strategy(conn, deps, inv, sending, run_id, p)
+    def one(conn: Session, sending: execution.Invocation, ps: list[Planned]) -> list[StrategyRun]:
+        return _run_account(conn, deps, inv, sending, run_id, ps)
 
     shared = partial(
         execution.Invocation.on, past_deadline=inv.past_deadline, send_by=inv.send_by, ahead=ahead
@@ -156,82 +128,114 @@ def _ask_ahead(
     s: Session,
     deps: Deps,
     inv: Invocation,
-    planned: Sequence[_Planned | StrategyRun],
+    planned: Sequence[Planned | StrategyRun],
     pool: ThreadPoolExecutor,
 ) -> account_view.Prefetch:
     """Send, before anything else, the broker requests the minute will need: the clock of the
     real broker and each real account's reads (none when the minute is too late to send)."""
-    real = [p.account for p in planned if isinstance(p, _Planned) and p.account.broker in REAL_BROKERS]
+    real = [p.account for p in planned if isinstance(p, Planned) and p.account.broker in REAL_BROKERS]
     if not real or inv.late_by() is not None:
         return account_view.Prefetch()
     inv.ask_clock(real[0], deps.alpaca_broker, pool)
     return account_view.Prefetch.start(s, real, deps.alpaca_broker, inv.minute, pool)
 
 
-def _finish(s: Session, result: RunResult, started: float) -> RunResult:
-    result = replace(result, duration_ms=(time.perf_counter() - started) * 1000)
-    counts, ms = result.counts(), result.duration_ms
-    on_time = journal.finish_run(s, result.run_id, result.status, counts, result.as_json()["strategies"], ms)
-    level = logging.ERROR if result.status == "failed" or not on_time else logging.INFO
-    event(
-        "tick",
-        level=level,
-        run_id=str(result.run_id),
-        minute=result.minute.isoformat(),
-        trigger=result.trigger,
-        outcome=result.status if on_time else "abandoned",
-        duration_ms=round(ms, 3),
-        **counts,
+def _run_account(
+    s: Session,
+    deps: Deps,
+    inv: Invocation,
+    sending: execution.Invocation,
+    run_id: uuid.UUID,
+    ps: list[Planned],
+) -> list[StrategyRun]:
+    """The strategies of one account, in order. Simulated, or one strategy: each in its own
+    transaction. Several on a real broker: one transaction, each strategy in a savepoint of its
+    own; every strategy is decided and its orders sent before any answer is waited for, then the
+    answers are recorded, then one COMMIT. A strategy's failure rolls back its savepoint alone;
+    a failed COMMIT fails every strategy that had got that far (their orders are reconciled by
+    the next run, like any minute that died after sending)."""
+    if len(ps) == 1 or ps[0].account.broker not in REAL_BROKERS:
+        return [_ran(run_id, inv, deps, p, partial(_own, s, deps, inv, sending, run_id, p)) for p in ps]
+    runs: dict[int, StrategyRun] = {}
+    staged: dict[int, _Staged] = {}
+    try:
+        with _transaction(s, deps):
+            for k, p in enumerate(ps):
+                if any(r.outcome is StrategyOutcome.BUSY and r.error for r in runs.values()):
+                    runs[k] = StrategyRun(p.row.definition.name, StrategyOutcome.BUSY, error="account locked")
+                    continue  # the account's lock is held elsewhere: do not wait for it again
+                got = _ran(run_id, inv, deps, p, partial(_savepoint, s, deps, inv, sending, p))
+                runs.update({k: got} if isinstance(got, StrategyRun) else {})
+                staged.update({} if isinstance(got, StrategyRun) else {k: got})
+            for k, st in staged.items():
+                runs[k] = _ran(
+                    run_id, inv, deps, ps[k], partial(_record, s, run_id, st, savepoint=True), gate=False
+                )
+    except Exception as exc:  # COMMIT (or the connection) failed: nothing of the batch stands
+        for k in staged:
+            runs[k] = failed(run_id, ps[k].row.definition.name, inv.minute, exc)
+    return [runs[k] for k in range(len(ps))]
+
+
+@dataclass
+class _Staged:
+    """A strategy-minute decided and sent, its answers awaited: what `_record` writes."""
+
+    p: Planned
+    view: AccountView
+    logged: list[Decision]  # the reconciled decisions; the minute's own follow
+    settled: Later[tuple[list[Decision], RiskContext]]
+
+
+def _transaction(s: Session, deps: Deps) -> AbstractContextManager[Session]:
+    return s.transaction(
+        lock_timeout=deps.policy.lock_timeout_seconds, idle_timeout=deps.policy.idle_timeout_seconds
     )
-    return result
 
 
-def _refuse(s: Session, trigger: str, minute: datetime, reason: str) -> None:
-    """A minute the engine will not run leaves an engine_runs row, then is refused (InputError)."""
-    run_id = uuid.uuid4()
-    journal.start_run(s, run_id, trigger, minute)
-    journal.finish_run(s, run_id, "refused", {}, {"reason": reason}, 0.0)
-    event("tick", level=logging.WARNING, run_id=str(run_id), minute=minute.isoformat(),
-          outcome="refused", error=reason)  # fmt: skip
-    raise MinuteRefused(reason)
-
-
-def _run_strategy(
-    s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, run_id: uuid.UUID, p: _Planned
+def _own(
+    s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, run_id: uuid.UUID, p: Planned
 ) -> StrategyRun:
-    """The strategy's minute in its own transaction, unless the invocation's rules stop it first;
-    any exception fails this strategy alone."""
+    """One strategy-minute in a transaction of its own: staged, then recorded."""
+    with _transaction(s, deps):
+        st = _stage(s, deps, inv, sending, p)
+        return st if isinstance(st, StrategyRun) else _record(s, run_id, st)
+
+
+def _savepoint(
+    s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, p: Planned
+) -> StrategyRun | _Staged:
+    """One strategy-minute staged in a savepoint of the caller's transaction."""
+    with s.transaction():
+        return _stage(s, deps, inv, sending, p)
+
+
+def _ran(
+    run_id: uuid.UUID, inv: Invocation, deps: Deps, p: Planned, body: Callable[[], T], *, gate: bool = True
+) -> T | StrategyRun:
+    """`body()`, unless the invocation's rules stop the strategy first (`gate`); any exception
+    fails this strategy alone (a live account refuses the whole tick)."""
     name, minute = p.row.definition.name, inv.minute
     try:
-        stop = inv.gate(p.account, deps.alpaca_broker)
+        stop = inv.gate(p.account, deps.alpaca_broker) if gate else None
         if stop is None:
-            pol = deps.policy
-            with s.transaction(lock_timeout=pol.lock_timeout_seconds, idle_timeout=pol.idle_timeout_seconds):
-                return _strategy_minute(s, deps, inv, sending, run_id, p)
+            return body()
     except (Busy, DeadlinePassed) as exc:
         stop = (StrategyOutcome.BUSY if isinstance(exc, Busy) else StrategyOutcome.DEADLINE, str(exc))
     except LiveTradingRefused:
         raise
     except Exception as exc:
-        return _failed(run_id, name, minute, exc)
+        return failed(run_id, name, minute, exc)
     outcome, why = stop
     event("strategy not run", run_id=str(run_id), strategy=name, minute=minute.isoformat(),
           outcome=outcome.value, reason=why)  # fmt: skip
     return StrategyRun(name, outcome, error=why)
 
 
-def _failed(run_id: uuid.UUID | None, name: str, minute: datetime | None, exc: Exception) -> StrategyRun:
-    at, kind = (minute.isoformat() if minute else None), type(exc).__name__
-    fields = {"run_id": str(run_id), "strategy": name, "minute": at, "error_class": kind, "error": str(exc)}
-    event("strategy failed", level=logging.ERROR, outcome="failed", **fields)
-    return StrategyRun(
-        name, StrategyOutcome.FAILED, error=f"{kind}: {exc}", retryable=isinstance(exc, Unavailable)
-    )
-
-
-def _strategy_minute(
-    s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, run_id: uuid.UUID, p: _Planned
-) -> StrategyRun:
+def _stage(
+    s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, p: Planned
+) -> StrategyRun | _Staged:
+    """Claim, read, reconcile, decide and send: the strategy-minute up to the broker's answers."""
     d, cfg, account, minute = p.row.definition, p.config, p.account, inv.minute
     # The claim also reads the kill switch and limits as they are now: a change made while an
     # earlier strategy of this invocation ran takes effect.
@@ -250,28 +254,27 @@ def _strategy_minute(
     last_trades = journal.last_trades_later(s, d.id, symbols, minute)
     features = window_features(symbols, closes(), flow(), minute, cfg.bars_needed)
     view = deps.open_account(s, sending, account, minute, locked())
-    reconciled, day = reconciliation.reconcile(
-        s, view, account.id, d.id, claimed.day, sending, minute, pending()
-    )
+    day0 = claimed.day
+    reconciled, day = reconciliation.reconcile(s, view, account.id, d.id, day0, sending, minute, pending())
     working = execution.working_exposure(s, view, features, minute, reconciled)
-    ctx = RiskContext(
-        minute=minute,
-        is_active=claimed.is_active,
-        market_open=True,
-        last_bar_ts=MappingProxyType({k: f.last_bar_ts for k, f in features.items() if f.last_bar_ts}),
-        max_bar_age_seconds=cfg.max_bar_age_seconds,
-        day=day,
-        positions=MappingProxyType({pos.symbol: pos.qty for pos in view.positions}),
-        last_trade_at=MappingProxyType(last_trades()),
-        buying_power=view.account.buying_power - working.reserved,
-        working=working,
-        sells_release_power=not view.broker.authoritative,
+    ctx = execution.risk_context(
+        minute, claimed, cfg.max_bar_age_seconds, features, view, day, working, last_trades()
     )
     if inv.past_deadline():  # the refresh above may have spent it: roll back, send nothing
         raise DeadlinePassed(f"past the invocation's {inv.policy.deadline_seconds:g}s deadline")
     inputs = MinuteInputs(d.id, p.spec, cfg, claimed.limits, minute, features)
-    decisions, after = execution.trade(view, sending, d.id, account.id, inputs, ctx)
-    logged = [*reconciled, *decisions]
+    return _Staged(p, view, reconciled, execution.trade(view, sending, d.id, account.id, inputs, ctx))
+
+
+def _record(s: Session, run_id: uuid.UUID, st: _Staged, *, savepoint: bool = False) -> StrategyRun:
+    """The broker's answers awaited and the strategy-minute written: decisions, orders, day state
+    (in a savepoint of its own if asked: a failure then rolls back this strategy's writes alone)."""
+    if savepoint:
+        with s.transaction():
+            return _record(s, run_id, st)
+    decisions, after = st.settled()
+    d, account, minute, view = st.p.row.definition, st.p.account, after.minute, st.view
+    logged = [*st.logged, *decisions]
     journal.write_decisions(
         s, [journal.decision_row(x, d.id, engine_run_id=run_id, backfill_run_id=None) for x in logged]
     )
@@ -281,7 +284,7 @@ def _strategy_minute(
         strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)
         if not view.broker.authoritative:
             acct_store.save_mirror(
-                s, account.id, view.broker.account(), view.broker.positions(), day.trading_date
+                s, account.id, view.broker.account(), view.broker.positions(), after.day.trading_date
             )
     return execution.summarise(run_id, d.name, minute, logged)
 

@@ -20,10 +20,11 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from types import MappingProxyType
 
+from strategy_engine import concurrency
 from strategy_engine.account_view import AccountView, Carried, Prefetch, carry
 from strategy_engine.brokers.base import Broker
-from strategy_engine.concurrency import each
 from strategy_engine.core import exposure
 from strategy_engine.core.data_quality import held_through_break
 from strategy_engine.core.decide import (
@@ -38,6 +39,7 @@ from strategy_engine.core.decide import (
 )
 from strategy_engine.core.errors import NotSent, OrderRejected
 from strategy_engine.core.models import (
+    DayState,
     Decision,
     Features,
     Order,
@@ -48,7 +50,9 @@ from strategy_engine.core.models import (
 from strategy_engine.core.risk import RiskContext
 from strategy_engine.logs import event
 from strategy_engine.store import Session, market
-from strategy_engine.store.intents import IntentLog
+from strategy_engine.store.intents import INTENT, IntentLog
+from strategy_engine.store.session import Later
+from strategy_engine.store.strategies import Claim
 
 NOT_SENT_WHY = "past the invocation's deadline: not sent"
 
@@ -104,6 +108,33 @@ def working_exposure(
     return replace(held, symbols=held.symbols | again) if again else held
 
 
+def risk_context(
+    minute: datetime,
+    claimed: Claim,
+    max_bar_age_seconds: float,
+    features: Mapping[str, Features],
+    view: AccountView,
+    day: DayState,
+    working: exposure.Working,
+    last_trades: Mapping[str, datetime],
+) -> RiskContext:
+    """What the risk gate checks a strategy-minute's orders against (`core/risk.py`): `day` the
+    counters with reconciled orders counted, buying power net of what `working` reserves."""
+    return RiskContext(
+        minute=minute,
+        is_active=claimed.is_active,
+        market_open=True,
+        last_bar_ts=MappingProxyType({k: f.last_bar_ts for k, f in features.items() if f.last_bar_ts}),
+        max_bar_age_seconds=max_bar_age_seconds,
+        day=day,
+        positions=MappingProxyType({pos.symbol: pos.qty for pos in view.positions}),
+        last_trade_at=MappingProxyType(dict(last_trades)),
+        buying_power=view.account.buying_power - working.reserved,
+        working=working,
+        sells_release_power=not view.broker.authoritative,
+    )
+
+
 def trade(
     view: AccountView,
     run: Invocation,
@@ -111,14 +142,16 @@ def trade(
     account_id: RowId,
     inputs: MinuteInputs,
     ctx: RiskContext,
-) -> tuple[list[Decision], RiskContext]:
-    """The strategy-minute's decisions, sent, and the risk context after them.
+) -> Later[tuple[list[Decision], RiskContext]]:
+    """The strategy-minute's orders decided and sent; the answer gives its decisions with the
+    broker's answers and the risk context after them.
 
     Alpaca: every symbol decided first (each approved order reserved), then the orders posted at
-    once (`post`), then settled: a refusal releases its reservation after the minute, so it may
-    have blocked a later symbol of that minute (conservative). The orders placed count as working
-    for the account's next strategies (`carry`). Simulated: `decide_minute`, one order at a time
-    in symbol order, as the backfill does (parity), the deadline checked before each."""
+    once (`launch`): they are under way when this returns, so the account's next strategy can
+    be decided while they travel, and it counts them as working orders (`carry`). Settled when
+    the answer is called: a refusal releases its reservation after the minute, so it may have
+    blocked a later symbol of that minute (conservative). Simulated: `decide_minute`, one order
+    at a time in symbol order, as the backfill does (parity), the deadline checked before each."""
     broker = view.broker
     if not broker.authoritative:
 
@@ -127,11 +160,17 @@ def trade(
                 raise _not_sent()
             return broker.submit(intent)
 
-        return decide_minute(inputs, ctx, submit)
+        done = decide_minute(inputs, ctx, submit)
+        return lambda: done
     decided = decide(inputs, ctx)
-    answers = post(broker, run, strategy_id, account_id, inputs.minute, decided.intents)
-    carry(run.carried, account_id, answers)
-    return settle(decided, answers)
+    answers = launch(broker, run, strategy_id, account_id, inputs.minute, decided.intents)
+    carry(run.carried, account_id, [_working(i) for i in decided.intents])
+    return lambda: settle(decided, answers())
+
+
+def _working(intent: OrderIntent) -> Order:
+    """An order being sent, as a working order nothing has filled (the broker's id not known)."""
+    return Order(intent.client_order_id, "", intent.symbol, intent.side, intent.qty, INTENT, 0.0, None)
 
 
 def post(
@@ -142,22 +181,36 @@ def post(
     minute: datetime,
     intents: Sequence[OrderIntent],
 ) -> list[Answer]:
-    """Send the orders; the broker's answer to each, in order (a refusal as `OrderRejected`, an
-    order not sent because the deadline passed as `NotSent`).
+    """`launch`, waited for: the broker's answer to each order, in order."""
+    answers: list[Answer] = launch(broker, run, strategy_id, account_id, minute, intents)()
+    return answers
+
+
+def launch(
+    broker: Broker,
+    run: Invocation,
+    strategy_id: RowId | None,
+    account_id: RowId,
+    minute: datetime,
+    intents: Sequence[OrderIntent],
+) -> Later[list[Answer]]:
+    """Send the orders; the answer gives the broker's answer to each, in order (a refusal as
+    `OrderRejected`, an order not sent because the deadline passed as `NotSent`).
 
     A real broker: past the deadline nothing is written or sent. Else the intents are committed
     first (one statement, their own connection), then the orders posted at once on threads, the
     broker checking `send_by` before each POST; an id that already names an order is looked up
-    instead of re-sent. Every request ends before this returns. An intent refused before any
-    attempt is voided; one whose send raised is marked given up (so reconciliation may void it at
-    once); both on this thread. An error other than a refusal (an outage) is raised then, the
-    first in order, and the intents left behind are reconciled by the next run.
+    instead of re-sent. The answer waits for every request to end. An intent refused before any
+    attempt is then voided; one whose send raised is marked given up (so reconciliation may void
+    it at once); both on the caller's thread. An error other than a refusal (an outage) is raised
+    then, the first in order, and the intents left behind are reconciled by the next run.
     The simulated broker: one after another, in order (its fills depend on it), the deadline
-    checked before each."""
+    checked before each, done before this returns."""
     if not broker.authoritative:
-        return [_not_sent() if run.past_deadline() else ask(broker.submit, i) for i in intents]
+        done = [_not_sent() if run.past_deadline() else ask(broker.submit, i) for i in intents]
+        return lambda: done
     if run.past_deadline():
-        return [_not_sent() for _ in intents]
+        return lambda: [_not_sent() for _ in intents]
     source = "strategy" if strategy_id is not None else "manual"
     written = run.intents.write(strategy_id, account_id, source, minute, intents)
 
@@ -172,7 +225,13 @@ def post(
         except Exception as exc:  # an outage: marked below, raised once every request has ended
             return exc
 
-    results = each(send, intents)
+    results = concurrency.launch(send, intents)
+    return lambda: _answers(run, intents, results())
+
+
+def _answers(
+    run: Invocation, intents: Sequence[OrderIntent], results: Sequence[Answer | Exception]
+) -> list[Answer]:
     unsent = [(i.client_order_id, r) for i, r in zip(intents, results, strict=True) if isinstance(r, NotSent)]
     if unsent:  # refused before any attempt: nothing is at the broker
         run.intents.void([cid for cid, _ in unsent], f"not sent: {unsent[0][1]}")

@@ -1,9 +1,9 @@
 """Strategies of different Alpaca accounts processed at once: one thread and one database
 connection per account.
 
-Within an account nothing changes: its strategies run one after another, each in its own
-transaction that takes the account's row lock, so risk stays serialised per account and the
-account's reads carry forward from one strategy to the next. Accounts share nothing a minute
+Within an account its strategies run one after another (`engine._run_account`), taking the
+account's row lock, so risk stays serialised per account and the account's reads carry forward
+from one strategy to the next. Accounts share nothing a minute
 writes (their own day rows, account rows, mirrors and orders), so their transactions run side by
 side on separate connections, each with its own intent connection; exactly-once is the same
 per-strategy claim as before. Simulated accounts stay on the caller's connection, one after
@@ -27,7 +27,7 @@ P = TypeVar("P")
 # intents') for the length of its strategies.
 MAX_ACCOUNTS_AT_ONCE = 10
 
-Run = Callable[[Session, execution.Invocation, P], StrategyRun]
+Run = Callable[[Session, execution.Invocation, list[P]], list[StrategyRun]]
 
 
 def run_all(
@@ -39,40 +39,44 @@ def run_all(
 ) -> list[StrategyRun]:
     """Every planned strategy's run, in `planned` order (a StrategyRun there is already one).
 
-    `account(p)` is (account key, on a real broker); `sending(conn)` makes a group's shared
-    state (its intent connection beside `conn`). Real-broker accounts, when there are two or
-    more, run on threads with connections of their own; every other strategy runs here on `s`.
-    All threads end before this returns; the first exception a strategy raised (in `planned`
-    order: `run` catches a strategy's own failures, so only a refusal of the whole tick) is
-    raised then.
+    `account(p)` is (account key, on a real broker); `run(conn, shared, ps)` runs the strategies
+    of one account (in `planned` order) and returns their runs in that order; `sending(conn)`
+    makes a group's shared state (its intent connection beside `conn`). Real-broker accounts,
+    when there are two or more, run on threads with connections of their own; every other
+    account runs here on `s`, one after another. All threads end before this returns; the first
+    exception an account raised (in `planned` order: `run` catches a strategy's own failures,
+    so only a refusal of the whole tick) is raised then.
     """
-    groups: dict[Hashable, list[int]] = {}
-    local: list[int] = []
+    accounts: dict[Hashable, list[int]] = {}
+    real: set[Hashable] = set()
     for i, p in enumerate(planned):
-        if isinstance(p, StrategyRun):
-            continue
-        key, real = account(p)
-        groups.setdefault(key, []).append(i) if real else local.append(i)
-    if len(groups) < 2:
-        local = sorted(local + [i for g in groups.values() for i in g])
-        groups = {}
+        if not isinstance(p, StrategyRun):
+            key, on_real = account(p)
+            accounts.setdefault(key, []).append(i)
+            real.update({key} if on_real else set())
+    threaded = [key for key in accounts if key in real] if len(real) >= 2 else []
+    local = [key for key in accounts if key not in threaded]
     out: dict[int, StrategyRun] = {}
 
-    def group(indices: Sequence[int], conn: Session) -> None:
+    def group(keys: Sequence[Hashable], conn: Session) -> None:
         shared = sending(conn)
+        if any(key in real for key in keys):
+            shared.intents.open_ahead()  # an order's intent then never waits for a connection
         try:
-            for i in indices:
-                out[i] = run(conn, shared, planned[i])  # type: ignore[arg-type]
+            for key in keys:
+                indices = accounts[key]
+                runs = run(conn, shared, [planned[i] for i in indices])  # type: ignore[misc]
+                out.update(zip(indices, runs, strict=True))
         finally:
             shared.intents.close()
 
-    def own_connection(indices: Sequence[int]) -> None:
+    def own_connection(key: Hashable) -> None:
         with sibling(s, application_name="strategy-engine-account") as conn:
-            group(indices, conn)
+            group([key], conn)
 
     futures: list[Future[None]] = []
-    with ThreadPoolExecutor(max_workers=max(1, min(len(groups), MAX_ACCOUNTS_AT_ONCE))) as pool:
-        futures = [pool.submit(own_connection, g) for g in groups.values()]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(threaded), MAX_ACCOUNTS_AT_ONCE))) as pool:
+        futures = [pool.submit(own_connection, key) for key in threaded]
         try:
             group(local, s)
         finally:

@@ -14,13 +14,15 @@ an order the broker no longer knows, long after its last answer: no longer asked
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from strategy_engine.core.models import FINAL_ORDER_STATUSES, Order, OrderIntent, RowId, Side
-from strategy_engine.store.session import Later, Session, exact, sibling
+from strategy_engine.store.session import Later, Session, exact, sibling, sibling_opener
 
 INTENT, VOID, UNKNOWN = "intent", "void", "unknown_at_broker"
 # A row in any other status is the broker's word for an order that may still change.
@@ -44,18 +46,36 @@ class Pending:
 
 
 class IntentLog:
-    """Commits intents on a second connection, opened on first use; `close()` when done."""
+    """Commits intents on a second connection, opened on first use (or ahead, `open_ahead`);
+    `close()` when done."""
 
     def __init__(self, main: Session) -> None:
         self._main = main
         self._side: Session | None = None
+        self._opening: Future[Session] | None = None
+        self._opener: ThreadPoolExecutor | None = None
+
+    def open_ahead(self) -> None:
+        """Start opening the connection on a thread of its own, so the first intent does not wait
+        for a connection to be set up; its error (DatabaseUnavailable) is raised by that write."""
+        if self._side is None and self._opening is None:
+            self._opener = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intent-connect")
+            self._opening = self._opener.submit(sibling_opener(self._main))
 
     def _session(self) -> Session:
         if self._side is None:
-            self._side = sibling(self._main)
+            opening, self._opening = self._opening, None
+            self._side = opening.result() if opening is not None else sibling(self._main)
         return self._side
 
     def close(self) -> None:
+        if self._opening is not None:
+            with contextlib.suppress(Exception):  # never used: its failure is nobody's concern
+                self._side = self._opening.result()
+            self._opening = None
+        if self._opener is not None:
+            self._opener.shutdown(wait=True)
+            self._opener = None
         if self._side is not None:
             self._side.close()
             self._side = None

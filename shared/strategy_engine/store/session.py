@@ -140,11 +140,18 @@ def connect(url: str, *, connect_timeout: int = 10, application_name: str = "str
 def sibling(s: Session, *, application_name: str = "strategy-engine-side") -> Session:
     """A second connection to the database `s` is connected to, for writes that must commit
     while `s` is inside a transaction (the write-ahead order intents). Raises DatabaseUnavailable."""
+    return sibling_opener(s, application_name=application_name)()
+
+
+def sibling_opener(s: Session, *, application_name: str = "strategy-engine-side") -> Callable[[], Session]:
+    """`sibling`, split: where to connect is read now (on the thread that owns `s`), the
+    connection is opened when the answer is called (on any thread)."""
     info = s.conn.info
     params = {k: v for k, v in info.get_parameters().items() if k != "application_name"}
     if info.password:
         params["password"] = info.password
-    return _open(make_conninfo("", **params), "", 10, application_name)
+    conninfo = make_conninfo("", **params)
+    return lambda: _open(conninfo, "", 10, application_name)
 
 
 def _open(conninfo: str, url: str, connect_timeout: int, application_name: str) -> Session:
