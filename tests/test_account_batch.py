@@ -16,7 +16,7 @@ import pytest
 
 from strategy_engine import engine, execution
 from strategy_engine.brokers.base import Broker
-from strategy_engine.core.errors import BrokerUnavailable
+from strategy_engine.core.errors import BrokerUnavailable, LiveTradingRefused
 from strategy_engine.core.models import BrokerAccount, Order, OrderIntent, StrategyOutcome
 from strategy_engine.invocation import TickPolicy
 from strategy_engine.store import Session, connect, journal
@@ -183,3 +183,18 @@ def test_a_database_error_in_one_strategys_minute_rolls_back_its_savepoint_alone
         "select distinct d.name from strategy_logs l join strategy_definitions d on d.id = l.strategy_id"
         " order by d.name"
     ) == [("a",), ("c",)]
+
+
+def test_a_live_endpoint_refuses_the_whole_tick_from_inside_a_batch(
+    session: Session, fake: FakeAlpaca
+) -> None:
+    three_on_one_account(session)
+
+    def live(_account: BrokerAccount) -> Broker:
+        raise LiveTradingRefused("ALPACA_BASE_URL is not Alpaca's paper endpoint: refused")
+
+    with pytest.raises(LiveTradingRefused):
+        engine.tick(session, T, deps=replace(deps(fake), alpaca_broker=live))
+    assert fake.requests == {}
+    assert session.fetchone("select count(*) from strategy_logs") == (0,)
+    assert session.fetchone("select status from engine_runs") == ("failed",)

@@ -26,7 +26,7 @@ from datetime import date, datetime, timedelta
 
 from strategy_engine.brokers.base import Broker
 from strategy_engine.concurrency import gather4
-from strategy_engine.core.models import Account, BrokerAccount, Order, Position, RowId
+from strategy_engine.core.models import Account, BrokerAccount, Order, OrderIntent, Position, RowId
 from strategy_engine.logs import event
 from strategy_engine.store import Session, journal
 from strategy_engine.store import accounts as acct_store
@@ -51,6 +51,7 @@ class AccountView:
     # Working orders the account's buying power does not hold back: intents the broker does not
     # hold yet, and orders placed since the account was read (carried forward).
     unheld: list[Order] = field(default_factory=list)
+    prices: dict[str, float] = field(default_factory=dict)  # decision prices of carried orders
 
 
 @dataclass
@@ -59,6 +60,7 @@ class Carried:
 
     view: AccountView
     stamp: datetime | None  # the balance row's stamp after this invocation's last mirror write
+    written_in: int = 0  # the session's transaction (`Session.transactions`) that wrote it
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +153,9 @@ def open_account(
         reads = (prefetch.take(account.id, locked.stamp) if prefetch else None) or Reads.of(broker, minute)
         view = _view(s, broker, account, reads, in_flight_seconds)
         held = carried[account.id] = Carried(view, None)
-    mirror = acct_store.save_mirror(s, account.id, held.view.account, held.view.positions, as_of)
-    held.stamp = mirror()
+    if fresh or held.written_in != s.transactions:  # once per transaction: its COMMIT shows it
+        mirror = acct_store.save_mirror(s, account.id, held.view.account, held.view.positions, as_of)
+        held.stamp, held.written_in = mirror(), s.transactions
     return held.view, fresh
 
 
@@ -173,14 +176,18 @@ def _view(
     return AccountView(broker, acct, positions, working, by_cid, unheld)
 
 
-def carry(carried: Mapping[RowId, Carried], account_id: RowId, answers: Sequence[object]) -> None:
-    """The orders just placed on the account count as working for its next strategies, and as
-    buying power held back (the carried balance was read before them)."""
+def carry(carried: Mapping[RowId, Carried], account_id: RowId, sending: Sequence[OrderIntent]) -> None:
+    """The orders being sent on the account count as working for its next strategies (priced at
+    their decision price), and as buying power held back (the carried balance predates them)."""
     held = carried.get(account_id)
     if held is not None:
-        placed = [a for a in answers if isinstance(a, Order) and a.working_qty != 0]
+        placed = [
+            Order(i.client_order_id, "", i.symbol, i.side, i.qty, intent_store.INTENT, 0.0, None)
+            for i in sending
+        ]
         held.view.open_orders.extend(placed)
         held.view.unheld.extend(placed)
+        held.view.prices.update({i.symbol: i.price for i in sending})
 
 
 def _refresh(

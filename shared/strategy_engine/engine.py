@@ -168,12 +168,16 @@ def _run_account(
                 runs.update({k: got} if isinstance(got, StrategyRun) else {})
                 staged.update({} if isinstance(got, StrategyRun) else {k: got})
             for k, st in staged.items():
-                runs[k] = _ran(
-                    run_id, inv, deps, ps[k], partial(_record, s, run_id, st, savepoint=True), gate=False
-                )
-    except Exception as exc:  # COMMIT (or the connection) failed: nothing of the batch stands
-        for k in staged:
-            runs[k] = failed(run_id, ps[k].row.definition.name, inv.minute, exc)
+                try:  # its orders are sent: whatever goes wrong now is a failure, never `busy`
+                    runs[k] = _record(s, run_id, st, savepoint=True)
+                except Exception as exc:
+                    runs[k] = failed(run_id, ps[k].row.definition.name, inv.minute, exc)
+    except LiveTradingRefused:
+        raise
+    except Exception as exc:  # BEGIN or COMMIT (or the connection) failed: nothing of it stands
+        for k, p in enumerate(ps):
+            if k in staged or k not in runs:
+                runs[k] = failed(run_id, p.row.definition.name, inv.minute, exc)
     return [runs[k] for k in range(len(ps))]
 
 
@@ -211,13 +215,13 @@ def _savepoint(
 
 
 def _ran(
-    run_id: uuid.UUID, inv: Invocation, deps: Deps, p: Planned, body: Callable[[], T], *, gate: bool = True
+    run_id: uuid.UUID, inv: Invocation, deps: Deps, p: Planned, body: Callable[[], T]
 ) -> T | StrategyRun:
-    """`body()`, unless the invocation's rules stop the strategy first (`gate`); any exception
-    fails this strategy alone (a live account refuses the whole tick)."""
+    """`body()`, unless the invocation's rules stop the strategy first (`Invocation.gate`); any
+    exception fails this strategy alone (a live account refuses the whole tick)."""
     name, minute = p.row.definition.name, inv.minute
     try:
-        stop = inv.gate(p.account, deps.alpaca_broker) if gate else None
+        stop = inv.gate(p.account, deps.alpaca_broker)
         if stop is None:
             return body()
     except (Busy, DeadlinePassed) as exc:

@@ -50,7 +50,7 @@ from strategy_engine.core.models import (
 from strategy_engine.core.risk import RiskContext
 from strategy_engine.logs import event
 from strategy_engine.store import Session, market
-from strategy_engine.store.intents import INTENT, IntentLog
+from strategy_engine.store.intents import IntentLog
 from strategy_engine.store.session import Later
 from strategy_engine.store.strategies import Claim
 
@@ -96,7 +96,7 @@ def working_exposure(
     `reserved` is what the account's buying power does not already hold back: a real broker's
     buying power (Alpaca's) nets the open buys it held when it was read, so only `view.unheld`
     counts (intents it does not hold yet, orders placed since the read)."""
-    prices = {k: f.close for k, f in features.items() if f.close is not None}
+    prices = {**view.prices, **{k: f.close for k, f in features.items() if f.close is not None}}
     others = sorted({o.symbol for o in [*view.open_orders, *view.unheld] if o.working_qty > 0} - set(prices))
     for sym, window in market.recent_closes(s, others, minute, 1).items() if others else ():
         if window.bars:
@@ -164,13 +164,8 @@ def trade(
         return lambda: done
     decided = decide(inputs, ctx)
     answers = launch(broker, run, strategy_id, account_id, inputs.minute, decided.intents)
-    carry(run.carried, account_id, [_working(i) for i in decided.intents])
+    carry(run.carried, account_id, decided.intents)
     return lambda: settle(decided, answers())
-
-
-def _working(intent: OrderIntent) -> Order:
-    """An order being sent, as a working order nothing has filled (the broker's id not known)."""
-    return Order(intent.client_order_id, "", intent.symbol, intent.side, intent.qty, INTENT, 0.0, None)
 
 
 def post(

@@ -97,9 +97,9 @@ class IntentLog:
         if not intents:
             return set()
         s = self._session()
-        with s.transaction():
+        with s.pipeline(), s.transaction():  # BEGIN, SET, INSERT, COMMIT: one round trip
             s.execute(f"set local lock_timeout = '{_LOCK_TIMEOUT}'")
-            rows = s.fetchall(
+            cur = s.execute(
                 """
                 insert into public.paper_trades (strategy_id, account_id, source, decision_minute,
                   client_order_id, symbol, side, qty, decision_price, status, updated_at)
@@ -127,7 +127,7 @@ class IntentLog:
                     "price": [exact(i.price) for i in intents],
                 },
             )
-        return {r[0] for r in rows}
+        return {r[0] for r in cur.fetchall()}
 
     def void(self, client_order_ids: Sequence[str], why: str) -> None:
         """Mark intents the broker does not know: committed at once, so a re-send may take them over."""

@@ -193,6 +193,7 @@ class Session:
         self.conn = conn
         self.statements = 0
         self.round_trips = 0
+        self.transactions = 0  # outermost transactions begun: which one a caller is in
         self._piped = 0
 
     def close(self) -> None:
@@ -216,7 +217,9 @@ class Session:
         with the transaction, so they are safe through Supabase's transaction pooler.
         """
         try:
-            self.round_trips += 2  # BEGIN, COMMIT (or ROLLBACK)
+            self.round_trips += 2  # BEGIN, COMMIT (or ROLLBACK); SAVEPOINT, RELEASE when nested
+            if self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                self.transactions += 1
             with self.conn.transaction():
                 if lock_timeout is not None or idle_timeout is not None:
                     # A round trip of its own, never in a pipeline: PostgreSQL 16 does not arm the
