@@ -198,3 +198,18 @@ def test_a_live_endpoint_refuses_the_whole_tick_from_inside_a_batch(
     assert fake.requests == {}
     assert session.fetchone("select count(*) from strategy_logs") == (0,)
     assert session.fetchone("select status from engine_runs") == ("failed",)
+
+
+def test_a_failed_request_sent_ahead_is_asked_again_not_taken_as_the_answer(
+    session: Session, fake: FakeAlpaca
+) -> None:
+    three_on_one_account(session)
+    fake.fail("GET /v2/account", 403, times=1)  # the read sent ahead: refused once
+    fake.fail("GET /v2/clock", 403, times=1)  # the clock sent ahead: refused once
+    result = engine.tick(session, T, deps=deps(fake))
+    assert [(r.strategy, r.outcome) for r in result.strategies] == [
+        (name, StrategyOutcome.PROCESSED) for name in BOOKS
+    ]
+    assert fake.requests["GET /v2/account"] == 2  # ahead (refused), then once under the lock
+    assert fake.requests["GET /v2/clock"] == 2
+    assert fake.requests["POST /v2/orders"] == 6

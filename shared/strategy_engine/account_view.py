@@ -1,13 +1,14 @@
 """The account a strategy-minute trades on, as it sees it (`execution.py` step 1).
 
-For Alpaca, the broker's account, positions, open orders and the day's recent orders are read
-at once (four requests on threads), once per invocation and account, then carried forward in
-memory from one strategy of the account to the next, with the orders they placed counted as
-working. The account's row lock is still taken by each strategy's transaction, and risk is
-still checked one strategy at a time; only the broker's reads are shared. Each Alpaca strategy
-writes the mirror, which moves the balance row's `updated_at` (the stamp): a strategy that finds
-a stamp other than the one its invocation wrote last knows another transaction (another worker,
-a manual trade) placed orders on the account since, and reads the broker again.
+For Alpaca, the broker's account, positions, open orders and recent orders are read at once
+(four requests on threads), once per invocation and account, then carried forward in memory
+from one strategy of the account to the next, with the orders they are sending counted as
+working. The account's row lock is held while any of its strategies is decided, and risk is
+checked one strategy at a time; only the broker's reads are shared. The mirror is written once
+per transaction, which moves the balance row's `updated_at` (the stamp) when it commits: a
+strategy that finds a stamp other than the one its invocation wrote last knows another
+transaction (another worker, a manual trade) may have placed orders on the account since, and
+reads the broker again.
 
 The first read of each account is sent when the invocation starts (`Prefetch`), at the same
 time as the broker's clock, before any lock is taken: the stamp is read first, and the reads
@@ -112,10 +113,11 @@ class Prefetch:
         return out
 
     def take(self, account_id: RowId, stamp: datetime | None) -> Reads | None:
-        """The account's prefetched reads if no one mirrored it since (raises the reads' error)."""
+        """The account's prefetched reads if they succeeded and no one mirrored it since; else None.
+        Waits for them."""
         ahead = self._ahead.pop(account_id, None)
-        if ahead is None or ahead[0] != stamp:
-            return None
+        if ahead is None or ahead[0] != stamp or ahead[1].exception() is not None:
+            return None  # not sent, stale, or failed: the caller reads again (and meets any outage)
         return ahead[1].result()
 
 
@@ -172,7 +174,8 @@ def _view(
         if young.client_order_id not in seen:  # unlisted: held but final, or not there (yet)
             found = broker.get_by_client_id(young.client_order_id)
             working.append(young if found is None else found)
-            unheld.extend([young] if found is None else [])
+            # held now, maybe not when the account was read: its buying power may not net it yet
+            unheld.append(young if found is None else found)
     return AccountView(broker, acct, positions, working, by_cid, unheld)
 
 

@@ -1,14 +1,18 @@
 """The one orchestration of a minute: claim -> load -> decide -> risk -> execute -> record.
 
-Each strategy's minute is one transaction. Its `strategy_state` row, locked FOR UPDATE SKIP
-LOCKED, is the exactly-once token: a worker that cannot take it answers `busy`, one that finds
-`last_run_minute >= T` answers `already_processed`. Orders are sent while the lock is held,
-with client ids derived from (strategy, symbol, T), so a crash before COMMIT is redone by the
-retry and the broker de-duplicates the order. The simulated broker's account is written in the
-same transaction, so its fills commit or vanish with the decisions. For a real broker each
-order's intent is committed first on a connection of its own, and every run reconciles the
-intents earlier minutes left behind (`execution.py`), so an order the broker accepted is
-recorded by the end of the next run whatever failed in between.
+A strategy-minute is staged (claim, snapshot, reconcile, decide, send) then recorded (the
+broker's answers, decisions, orders, day state) inside a transaction: its own for a simulated
+account or a strategy alone on its account; for several strategies on one Alpaca account, one
+transaction with a savepoint per strategy, every strategy staged before any answer is awaited
+(`_run_account`). The `strategy_state` row, locked FOR UPDATE SKIP LOCKED, is the exactly-once
+token: a worker that cannot take it answers `busy`, one that finds `last_run_minute >= T`
+answers `already_processed`. Orders are sent while the lock is held, with client ids derived
+from (strategy, symbol, T), so a crash before COMMIT is redone by the retry and the broker
+de-duplicates the order. The simulated broker's account is written in the same transaction,
+so its fills commit or vanish with the decisions. For a real broker each order's intent is
+committed first on a connection of its own, and every run reconciles the intents earlier
+minutes left behind (`reconciliation.py`), so an order the broker accepted is recorded by the
+end of the next run whatever failed in between.
 """
 
 from __future__ import annotations

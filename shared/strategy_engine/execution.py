@@ -1,13 +1,16 @@
 """The execution half of a minute: reconciliation, what working orders hold back, sending.
 
-`engine.py` calls these in order inside a strategy's transaction:
+`engine.py` calls these in order while it stages a strategy-minute (in its transaction or
+savepoint):
 
 1. `account_view.open_account`: the account as the broker holds it, read once per invocation
    and carried forward (see there), the journal's unsettled orders refreshed from it.
 2. `reconciliation.reconcile`: the write-ahead intents earlier minutes left behind, settled.
-3. `working_exposure` and `trade` (`post` for Alpaca): what the working orders hold back, and the sending of a
-   strategy's approved orders: their intents committed in one statement on a connection of
-   their own, then the orders posted at once, on threads, their answers in order.
+3. `working_exposure`, `risk_context` and `trade`: what the working orders hold back, the
+   context the risk gate checks against, and the sending of the strategy's approved orders:
+   for Alpaca their intents committed in one statement on a connection of their own, then the
+   orders posted at once on threads (`launch`), their answers awaited when the minute is
+   recorded. The manual trade sends through `post` (launch, then wait).
 
 The simulated broker's truth is the minute's own transaction, so it needs no write-ahead: a crash
 rolls its fills back with everything else. It goes through the same steps, with no working orders.

@@ -1,12 +1,12 @@
 """Strategies of different Alpaca accounts processed at once: one thread and one database
 connection per account.
 
-Within an account its strategies run one after another (`engine._run_account`), taking the
-account's row lock, so risk stays serialised per account and the account's reads carry forward
-from one strategy to the next. Accounts share nothing a minute
-writes (their own day rows, account rows, mirrors and orders), so their transactions run side by
-side on separate connections, each with its own intent connection; exactly-once is the same
-per-strategy claim as before. Simulated accounts stay on the caller's connection, one after
+Within an account its strategies are decided one after another (`engine._run_account`) under
+the account's row lock, so risk stays serialised per account and the account's reads carry
+forward from one strategy to the next. Accounts share nothing a minute writes (their own day
+rows, account rows, mirrors and orders), so their transactions run side by side on separate
+connections, each with its own intent connection; exactly-once is the same per-strategy claim
+as before. Simulated accounts stay on the caller's connection, one after
 another: their work is the database's, which a second connection on the same small server does
 not make faster, and the tick's statement counts stay those of one connection.
 """

@@ -146,14 +146,15 @@ class Invocation:
         self, account: BrokerAccount, broker: Callable[[BrokerAccount], Broker], pool: ThreadPoolExecutor
     ) -> None:
         """Send the request for `account`'s broker clock now, on `pool`, unless already asked; the
-        first `gate` of that broker waits for the answer (and raises its error)."""
+        first `gate` of that broker waits for the answer (and raises its error: the next gate
+        asks the broker again)."""
         if account.broker in REAL_BROKERS and account.broker not in self._clock_ahead:
             self._clock_ahead[account.broker] = pool.submit(lambda: broker(account).clock())
 
     def _is_open(self, account: BrokerAccount, broker: Callable[[BrokerAccount], Broker]) -> bool:
         name = account.broker  # one clock per broker: every account of it shares the market's hours
         if name not in self._broker_open:
-            ahead = self._clock_ahead.get(name)
+            ahead = self._clock_ahead.pop(name, None)  # a failed one is asked again by the next gate
             stamp, is_open = ahead.result() if ahead is not None else broker(account).clock()
             self._broker_open[name] = is_open
             if not is_open:  # the engine asks only when the calendar says open

@@ -4,7 +4,7 @@
 order against the context as it stands after the previous symbols' approved orders (reserved),
 and sends nothing. The broker's answers come back through `settle`, which releases what a
 refused order reserved. The tick posts a strategy's approved orders to Alpaca at once
-(`execution.post`); `decide_minute` submits them one after another (the simulated broker, in
+(`execution.trade`); `decide_minute` submits them one after another (the simulated broker, in
 the backfill and the tick alike), so this module does no I/O and the backfill runs exactly the
 code the tick runs.
 """
