@@ -9,10 +9,8 @@ token: a worker that cannot take it answers `busy`, one that finds `last_run_min
 answers `already_processed`. Orders are sent while the lock is held, with client ids derived
 from (strategy, symbol, T), so a crash before COMMIT is redone by the retry and the broker
 de-duplicates the order. The simulated broker's account is written in the same transaction,
-so its fills commit or vanish with the decisions. For a real broker each order's intent is
-committed first on a connection of its own, and every run reconciles the intents earlier
-minutes left behind (`reconciliation.py`), so an order the broker accepted is recorded by the
-end of the next run whatever failed in between.
+so its fills commit or vanish with the decisions. A real broker's intents are committed first
+on a connection of their own and reconciled by the next run (`reconciliation.py`).
 """
 
 from __future__ import annotations
