@@ -12,9 +12,10 @@ reads the broker again.
 
 The first read of each account is sent when the invocation starts (`Prefetch`), at the same
 time as the broker's clock, before any lock is taken: the stamp is read first, and the reads
-are used only if the stamp under the lock is still that one. Every transaction that places
-orders on an account writes its mirror before it commits, so an unchanged stamp means no order
-was placed between the reads and the lock (one placed before the stamp was read is in them).
+are used only if, under the lock, the stamp is still that one and the account has no intents.
+Every order is preceded by its committed intent, and a minute that placed orders either commits
+its mirror (moving the stamp) or leaves its intents behind until a later run settles them (and
+commits), so no order can have been placed between the reads and the lock unseen.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from datetime import date, datetime, timedelta
 from strategy_engine.brokers.base import Broker
 from strategy_engine.concurrency import gather4
 from strategy_engine.core.models import Account, BrokerAccount, Order, OrderIntent, Position, RowId
+from strategy_engine.invocation import Invocation
 from strategy_engine.logs import event
 from strategy_engine.store import Session, journal
 from strategy_engine.store import accounts as acct_store
@@ -102,21 +104,31 @@ class Prefetch:
         s: Session,
         accounts: Sequence[BrokerAccount],
         alpaca: Callable[[BrokerAccount], Broker],
-        minute: datetime,
+        inv: Invocation,
         pool: ThreadPoolExecutor,
     ) -> Prefetch:
-        out = cls()
+        """Send, before anything else, the requests the minute will need of the real broker: its
+        clock (`Invocation.ask_clock`) and each account's reads; none when the minute is too late
+        to send anything."""
+        out, minute = cls(), inv.minute
+        if not accounts or inv.late_by() is not None:
+            return out
+        inv.ask_clock(accounts[0], alpaca, pool)
         unique = list({a.id: a for a in accounts}.values())
         stamps = acct_store.stamps(s, [a.id for a in unique]) if unique else {}  # before any request
         for a in unique:
             out._ahead[a.id] = (stamps.get(a.id), pool.submit(lambda a=a: Reads.of(alpaca(a), minute)))  # type: ignore[misc]
         return out
 
-    def take(self, account_id: RowId, stamp: datetime | None) -> Reads | None:
-        """The account's prefetched reads if they succeeded and no one mirrored it since; else None.
-        Waits for them."""
+    def take(self, account_id: RowId, stamp: datetime | None, sending: bool) -> Reads | None:
+        """The account's prefetched reads if they succeeded, no one mirrored it since, and it has
+        no intents (`sending`); else None. Waits for them.
+
+        A minute that placed an order and then died rolled its mirror write back, but left its
+        intents: with intents about, the broker is read again under the lock, where the order
+        (filled or working) is seen, as it would have been without reading ahead."""
         ahead = self._ahead.pop(account_id, None)
-        if ahead is None or ahead[0] != stamp or ahead[1].exception() is not None:
+        if ahead is None or sending or ahead[0] != stamp or ahead[1].exception() is not None:
             return None  # not sent, stale, or failed: the caller reads again (and meets any outage)
         return ahead[1].result()
 
@@ -152,7 +164,8 @@ def open_account(
     fresh = held is None or held.stamp is None or held.stamp != locked.stamp
     if held is None or fresh:
         broker = alpaca(account)
-        reads = (prefetch.take(account.id, locked.stamp) if prefetch else None) or Reads.of(broker, minute)
+        ahead = prefetch.take(account.id, locked.stamp, locked.sending) if prefetch else None
+        reads = ahead or Reads.of(broker, minute)
         view = _view(s, broker, account, reads, in_flight_seconds)
         held = carried[account.id] = Carried(view, None)
     if fresh or held.written_in != s.transactions:  # once per transaction: its COMMIT shows it

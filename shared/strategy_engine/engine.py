@@ -85,7 +85,8 @@ def tick(
     market_open = calendar.is_open(minute)  # an out-of-range minute is refused before any write
     planned = plan(s, only)
     with ThreadPoolExecutor(max_workers=MAX_AHEAD, thread_name_prefix="broker-ahead") as pool:
-        ahead = _ask_ahead(s, deps, inv, planned, pool) if market_open else None
+        real = [p.account for p in planned if isinstance(p, Planned) and p.account.broker in REAL_BROKERS]
+        ahead = account_view.Prefetch.start(s, real, deps.alpaca_broker, inv, pool) if market_open else None
         run_id = uuid.uuid4()
         for old in journal.close_abandoned(s, deps.run_timeout_seconds, run_id):  # outcome: the alerts' key
             event(
@@ -126,22 +127,6 @@ def _run_open(
     return fanout.run_all(s, planned, one, lambda p: (p.account.id, p.account.broker in REAL_BROKERS), shared)
 
 
-def _ask_ahead(
-    s: Session,
-    deps: Deps,
-    inv: Invocation,
-    planned: Sequence[Planned | StrategyRun],
-    pool: ThreadPoolExecutor,
-) -> account_view.Prefetch:
-    """Send, before anything else, the broker requests the minute will need: the clock of the
-    real broker and each real account's reads (none when the minute is too late to send)."""
-    real = [p.account for p in planned if isinstance(p, Planned) and p.account.broker in REAL_BROKERS]
-    if not real or inv.late_by() is not None:
-        return account_view.Prefetch()
-    inv.ask_clock(real[0], deps.alpaca_broker, pool)
-    return account_view.Prefetch.start(s, real, deps.alpaca_broker, inv.minute, pool)
-
-
 def _run_account(
     s: Session,
     deps: Deps,
@@ -163,10 +148,9 @@ def _run_account(
     try:
         with _transaction(s, deps):
             for k, p in enumerate(ps):
-                if any(r.outcome is StrategyOutcome.BUSY and r.error for r in runs.values()):
-                    runs[k] = StrategyRun(p.row.definition.name, StrategyOutcome.BUSY, error="account locked")
-                    continue  # the account's lock is held elsewhere: do not wait for it again
-                got = _ran(run_id, inv, deps, p, partial(_savepoint, s, deps, inv, sending, p))
+                locked = any(r.outcome is StrategyOutcome.BUSY and r.retryable for r in runs.values())
+                stage = partial(_savepoint, s, deps, inv, sending, p)  # an account locked elsewhere:
+                got = _locked(p) if locked else _ran(run_id, inv, deps, p, stage)  # waited for once
                 runs.update({k: got} if isinstance(got, StrategyRun) else {})
                 staged.update({} if isinstance(got, StrategyRun) else {k: got})
             for k, st in staged.items():
@@ -183,6 +167,10 @@ def _run_account(
     return [runs[k] for k in range(len(ps))]
 
 
+def _locked(p: Planned) -> StrategyRun:
+    return StrategyRun(p.row.definition.name, StrategyOutcome.BUSY, error="account locked", retryable=True)
+
+
 @dataclass
 class _Staged:
     """A strategy-minute decided and sent, its answers awaited: what `_record` writes."""
@@ -194,9 +182,8 @@ class _Staged:
 
 
 def _transaction(s: Session, deps: Deps) -> AbstractContextManager[Session]:
-    return s.transaction(
-        lock_timeout=deps.policy.lock_timeout_seconds, idle_timeout=deps.policy.idle_timeout_seconds
-    )
+    pol = deps.policy
+    return s.transaction(lock_timeout=pol.lock_timeout_seconds, idle_timeout=pol.idle_timeout_seconds)
 
 
 def _own(
@@ -221,13 +208,14 @@ def _ran(
 ) -> T | StrategyRun:
     """`body()`, unless the invocation's rules stop the strategy first (`Invocation.gate`); any
     exception fails this strategy alone (a live account refuses the whole tick)."""
-    name, minute = p.row.definition.name, inv.minute
+    name, minute, waited = p.row.definition.name, inv.minute, False
     try:
         stop = inv.gate(p.account, deps.alpaca_broker)
         if stop is None:
             return body()
-    except (Busy, DeadlinePassed) as exc:
-        stop = (StrategyOutcome.BUSY if isinstance(exc, Busy) else StrategyOutcome.DEADLINE, str(exc))
+    except (Busy, DeadlinePassed) as exc:  # a lock waited for in vain: its claim is released
+        waited = isinstance(exc, Busy)
+        stop = (StrategyOutcome.BUSY if waited else StrategyOutcome.DEADLINE, str(exc))
     except LiveTradingRefused:
         raise
     except Exception as exc:
@@ -235,7 +223,7 @@ def _ran(
     outcome, why = stop
     event("strategy not run", run_id=str(run_id), strategy=name, minute=minute.isoformat(),
           outcome=outcome.value, reason=why)  # fmt: skip
-    return StrategyRun(name, outcome, error=why)
+    return StrategyRun(name, outcome, error=why, retryable=waited)
 
 
 def _stage(

@@ -129,6 +129,7 @@ class Locked:
     balance: Account | None
     positions: list[Position]
     stamp: datetime | None
+    sending: bool = False  # the account has intents: orders some minute may have placed unrecorded
 
 
 def lock_account_later(s: Session, account_id: RowId, as_of: date | None = None) -> Later[Locked]:
@@ -149,6 +150,7 @@ def lock_account_later(s: Session, account_id: RowId, as_of: date | None = None)
     read = s.execute(
         f"""
         select b.cash::float8, b.buying_power::float8, b.equity::float8, b.updated_at,
+          exists (select 1 from public.paper_trades t where t.account_id = %(id)s and t.status = 'intent'),
           p.symbol, p.qty, p.avg, p.ratios
         from (select 1) one
         left join public.broker_balances b on b.account_id = %(id)s
@@ -164,8 +166,8 @@ def lock_account_later(s: Session, account_id: RowId, as_of: date | None = None)
         rows = read.fetchall()
         first = rows[0]  # the (select 1) row is always there
         balance = None if first[0] is None else Account(first[0], first[1], first[2])
-        held = [_split(*r[4:]) for r in rows if r[4] is not None]
-        return Locked(balance, held, first[3])
+        held = [_split(*r[5:]) for r in rows if r[5] is not None]
+        return Locked(balance, held, first[3], bool(first[4]))
 
     return answer
 
