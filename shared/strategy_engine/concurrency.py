@@ -8,8 +8,9 @@ threads; the database work stays on the caller's thread and connection.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager, suppress
 from typing import TypeVar
 
 from strategy_engine.brokers.base import Broker
@@ -78,3 +79,36 @@ def launch(fn: Callable[[X], R], items: Sequence[X]) -> Callable[[], list[R]]:
         return [f.result() for f in futures]
 
     return results
+
+
+def once(fn: Callable[[], R]) -> Callable[[], R]:
+    """`fn`, called at most once: later calls give the same result (or raise the same error)."""
+    done: list[R] = []
+    failed: list[BaseException] = []
+    lock = threading.Lock()
+
+    def call() -> R:
+        with lock:
+            if not done and not failed:
+                try:
+                    done.append(fn())
+                except BaseException as exc:
+                    failed.append(exc)
+            if failed:
+                raise failed[0]
+            return done[0]
+
+    return call
+
+
+@contextmanager
+def awaiting(calls: Callable[[], Sequence[Callable[[], object]]]) -> Iterator[None]:
+    """On the way out of the block, whatever happened in it, each of `calls()` is called (the
+    answers of requests under way: no request outlives the block); their errors are not raised
+    here (each is its caller's to report)."""
+    try:
+        yield
+    finally:
+        for call in calls():
+            with suppress(Exception):
+                call()

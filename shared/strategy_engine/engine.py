@@ -261,26 +261,25 @@ def _stage(
 
 
 def _record(s: Session, run_id: uuid.UUID, st: _Staged, *, savepoint: bool = False) -> StrategyRun:
-    """The broker's answers awaited and the strategy-minute written: decisions, orders, day state
-    (in a savepoint of its own if asked: a failure then rolls back this strategy's writes alone)."""
-    if savepoint:
-        with s.transaction():
-            return _record(s, run_id, st)
+    """The broker's answers awaited (first, whatever happens next: no request outlives the tick),
+    then the strategy-minute written: decisions, orders, day state (in a savepoint of its own if
+    asked: a failure then rolls back this strategy's writes alone)."""
     decisions, after = st.settled()
-    d, account, minute, view = st.p.row.definition, st.p.account, after.minute, st.view
-    logged = [*st.logged, *decisions]
-    journal.write_decisions(
-        s, [journal.decision_row(x, d.id, engine_run_id=run_id, backfill_run_id=None) for x in logged]
-    )
-    traded = any(x.outcome is Outcome.ORDERED for x in decisions)
-    with s.pipeline():  # the minute's writes, one round trip
-        journal.record_orders(s, d.id, account.id, "strategy", minute, journal_orders(decisions))
-        strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)
-        if not view.broker.authoritative:
-            acct_store.save_mirror(
-                s, account.id, view.broker.account(), view.broker.positions(), after.day.trading_date
-            )
-    return execution.summarise(run_id, d.name, minute, logged)
+    with s.transaction() if savepoint else contextlib.nullcontext(s):
+        d, account, minute, view = st.p.row.definition, st.p.account, after.minute, st.view
+        logged = [*st.logged, *decisions]
+        journal.write_decisions(
+            s, [journal.decision_row(x, d.id, engine_run_id=run_id, backfill_run_id=None) for x in logged]
+        )
+        traded = any(x.outcome is Outcome.ORDERED for x in decisions)
+        with s.pipeline():  # the minute's writes, one round trip
+            journal.record_orders(s, d.id, account.id, "strategy", minute, journal_orders(decisions))
+            strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)
+            if not view.broker.authoritative:
+                acct_store.save_mirror(
+                    s, account.id, view.broker.account(), view.broker.positions(), after.day.trading_date
+                )
+        return execution.summarise(run_id, d.name, minute, logged)
 
 
 def now_minute() -> datetime:

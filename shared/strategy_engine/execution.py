@@ -77,6 +77,7 @@ class Invocation:
     past_deadline: Callable[[], bool] = _never
     send_by: datetime | None = None
     ahead: Prefetch | None = None  # the accounts' first reads, sent as the tick started
+    in_flight: list[Callable[[], object]] = field(default_factory=list)  # answers of orders sent
 
     @classmethod
     def on(
@@ -168,7 +169,9 @@ def trade(
     decided = decide(inputs, ctx)
     answers = launch(broker, run, strategy_id, account_id, inputs.minute, decided.intents)
     carry(run.carried, account_id, decided.intents)
-    return lambda: settle(decided, answers())
+    settled = concurrency.once(lambda: settle(decided, answers()))  # awaited once, whoever asks
+    run.in_flight.append(settled)  # awaited by the account's group at the latest (`fanout`)
+    return settled
 
 
 def post(

@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from strategy_engine import execution
+from strategy_engine.concurrency import awaiting
 from strategy_engine.core.models import StrategyRun
 from strategy_engine.store import Session
 from strategy_engine.store.session import sibling
@@ -63,10 +64,11 @@ def run_all(
         if any(key in real for key in keys):
             shared.intents.open_ahead()  # an order's intent then never waits for a connection
         try:
-            for key in keys:
-                indices = accounts[key]
-                runs = run(conn, shared, [planned[i] for i in indices])  # type: ignore[misc]
-                out.update(zip(indices, runs, strict=True))
+            with awaiting(lambda: shared.in_flight):  # whatever failed, no POST outlives the tick
+                for key in keys:
+                    indices = accounts[key]
+                    runs = run(conn, shared, [planned[i] for i in indices])  # type: ignore[misc]
+                    out.update(zip(indices, runs, strict=True))
         finally:
             shared.intents.close()
 
