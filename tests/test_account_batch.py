@@ -40,6 +40,22 @@ def three_on_one_account(s: Session) -> None:
     entry_setup(s, tuple(sym for syms in BOOKS.values() for sym in syms), T)
 
 
+def last_runs(s: Session) -> list[tuple[Any, ...]]:
+    """(strategy, last_run_minute) of every day row, by name."""
+    return s.fetchall(
+        "select d.name, st.last_run_minute from strategy_state st"
+        " join strategy_definitions d on d.id = st.strategy_id order by d.name"
+    )
+
+
+def logged(s: Session) -> list[tuple[Any, ...]]:
+    """The strategies with a decision in strategy_logs, by name."""
+    return s.fetchall(
+        "select distinct d.name from strategy_logs l join strategy_definitions d on d.id = l.strategy_id"
+        " order by d.name"
+    )
+
+
 class _Wrapped:
     """The real Alpaca broker, with `on_submit(intent)` run before each POST."""
 
@@ -74,10 +90,7 @@ def test_every_strategy_of_the_account_sends_before_any_answer_is_awaited(
     ]
     assert fake.requests["POST /v2/orders"] == 6
     assert sorted(r[0] for r in trades(session)) == sorted(sym for syms in BOOKS.values() for sym in syms)
-    assert session.fetchall(
-        "select d.name, st.last_run_minute from strategy_state st"
-        " join strategy_definitions d on d.id = st.strategy_id order by d.name"
-    ) == [(name, T) for name in BOOKS]
+    assert last_runs(session) == [(name, T) for name in BOOKS]
 
 
 def test_a_strategy_whose_send_fails_is_rolled_back_alone_and_the_others_commit(
@@ -99,14 +112,8 @@ def test_a_strategy_whose_send_fails_is_rolled_back_alone_and_the_others_commit(
     failed = next(r for r in result.strategies if r.strategy == "b")
     assert failed.retryable and failed.error is not None and "connection reset" in failed.error
     # a and c: their minute written; b: nothing of its minute but the intents it tried to send
-    assert session.fetchall(
-        "select d.name, st.last_run_minute from strategy_state st"
-        " join strategy_definitions d on d.id = st.strategy_id order by d.name"
-    ) == [("a", T), ("b", None), ("c", T)]
-    assert session.fetchall(
-        "select distinct d.name from strategy_logs l join strategy_definitions d on d.id = l.strategy_id"
-        " order by d.name"
-    ) == [("a",), ("c",)]
+    assert last_runs(session) == [("a", T), ("b", None), ("c", T)]
+    assert logged(session) == [("a",), ("c",)]
     assert sorted((r[0], r[3]) for r in trades(session) if r[0] in BOOKS["b"]) == [
         ("DIA", "intent"),
         ("SPY", "intent"),
@@ -175,14 +182,8 @@ def test_a_database_error_in_one_strategys_minute_rolls_back_its_savepoint_alone
         "b": StrategyOutcome.FAILED,
         "c": StrategyOutcome.PROCESSED,
     }
-    assert session.fetchall(
-        "select d.name, st.last_run_minute from strategy_state st"
-        " join strategy_definitions d on d.id = st.strategy_id order by d.name"
-    ) == [("a", T), ("b", None), ("c", T)]
-    assert session.fetchall(
-        "select distinct d.name from strategy_logs l join strategy_definitions d on d.id = l.strategy_id"
-        " order by d.name"
-    ) == [("a",), ("c",)]
+    assert last_runs(session) == [("a", T), ("b", None), ("c", T)]
+    assert logged(session) == [("a",), ("c",)]
 
 
 def test_a_live_endpoint_refuses_the_whole_tick_from_inside_a_batch(
