@@ -46,6 +46,7 @@ from strategy_engine.invocation import (
     REAL_BROKERS,
     DeadlinePassed,
     Invocation,
+    NotRun,
     run_status,
 )
 from strategy_engine.logs import event
@@ -114,9 +115,6 @@ def _run_open(
     """Every planned strategy of an open minute, accounts at once (`fanout`)."""
     ids = [p.row.definition.id for p in planned if isinstance(p, Planned)]
     strat_store.ensure_day_rows(s, ids, calendar.trading_date(inv.minute))  # committed before any claim
-    real = [p.account for p in planned if isinstance(p, Planned) and p.account.broker in REAL_BROKERS]
-    with contextlib.suppress(Exception):  # the broker's clock, once, before any thread asks it
-        _ = real and inv.gate(real[0], deps.alpaca_broker)  # (a failure is each strategy's own)
 
     def one(conn: Session, sending: execution.Invocation, ps: list[Planned]) -> list[StrategyRun]:
         return _run_account(conn, deps, inv, sending, run_id, ps)
@@ -210,12 +208,12 @@ def _ran(
     exception fails this strategy alone (a live account refuses the whole tick)."""
     name, minute, waited = p.row.definition.name, inv.minute, False
     try:
-        stop = inv.gate(p.account, deps.alpaca_broker)
+        stop = inv.gate(p.account)
         if stop is None:
             return body()
-    except (Busy, DeadlinePassed) as exc:  # a lock waited for in vain: its claim is released
+    except (Busy, NotRun) as exc:  # Busy: a lock waited for in vain, its claim released
         waited = isinstance(exc, Busy)
-        stop = (StrategyOutcome.BUSY if waited else StrategyOutcome.DEADLINE, str(exc))
+        stop = (StrategyOutcome.BUSY if isinstance(exc, Busy) else exc.outcome, str(exc))
     except LiveTradingRefused:
         raise
     except Exception as exc:
@@ -247,6 +245,7 @@ def _stage(
     # A plain statement right after the pipeline re-arms the idle timeout (Session.pipeline).
     last_trades = journal.last_trades_later(s, d.id, symbols, minute)
     features = window_features(symbols, closes(), flow(), minute, cfg.bars_needed)
+    inv.check_broker_open(account, deps.alpaca_broker)  # asked with the reads, as the tick began
     view = deps.open_account(s, sending, account, minute, locked())
     day0 = claimed.day
     reconciled, day = reconciliation.reconcile(s, view, account.id, d.id, day0, sending, minute, pending())
