@@ -2,7 +2,9 @@
 
 Runs on its own embedded Postgres (pgserver) in a temporary folder with the simulated broker:
 one strategy, one synthetic session loaded, then consecutive decision minutes ticked after a
-warm-up. Prints one line per size. Usage: python benchmarks/tick.py [--minutes 120]
+warm-up. Prints one line per size: latency, statements and database round trips per tick and
+per strategy-minute (the strategy's own transaction, claim to commit; `Session.statements` and
+`Session.round_trips` count them). Usage: python benchmarks/tick.py [--minutes 120]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 import warnings
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from strategy_engine import engine
 from strategy_engine.backtest import synthetic
@@ -26,7 +29,7 @@ from strategy_engine.store.migrations import migrate
 DAY = date(2025, 6, 13)
 
 
-def bench(base_url: str, n_symbols: int, minutes: int) -> dict[str, float]:
+def bench(base_url: str, n_symbols: int, minutes: int) -> dict[str, Any]:
     db = f"bench_tick_{n_symbols}"
     with connect(base_url) as admin:
         reset_database(admin, db)
@@ -52,14 +55,29 @@ def bench(base_url: str, n_symbols: int, minutes: int) -> dict[str, float]:
         warm, timed = data.minutes[20:30], data.minutes[30 : 30 + minutes]
         for t in warm:
             engine.tick(s, t)
-        latencies, statements, orders = [], [], 0
-        for t in timed:
-            before = s.statements
-            t0 = time.perf_counter()
-            result = engine.tick(s, t)
-            latencies.append((time.perf_counter() - t0) * 1000)
-            statements.append(s.statements - before)
-            orders += result.orders
+        latencies, statements, trips, orders = [], [], [], 0
+        inner: list[tuple[int, int]] = []  # (statements, round trips) of the strategy-minute itself
+        own = engine._own
+
+        def counted(conn: Any, *args: Any) -> Any:
+            before = (conn.statements, getattr(conn, "round_trips", 0))
+            try:
+                return own(conn, *args)
+            finally:
+                inner.append((conn.statements - before[0], getattr(conn, "round_trips", 0) - before[1]))
+
+        engine._own = counted  # type: ignore[assignment]
+        try:
+            for t in timed:
+                before = (s.statements, getattr(s, "round_trips", 0))
+                t0 = time.perf_counter()
+                result = engine.tick(s, t)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                statements.append(s.statements - before[0])
+                trips.append(getattr(s, "round_trips", 0) - before[1])
+                orders += result.orders
+        finally:
+            engine._own = own
     q = statistics.quantiles(latencies, n=20)
     return {
         "symbols": n_symbols,
@@ -68,6 +86,10 @@ def bench(base_url: str, n_symbols: int, minutes: int) -> dict[str, float]:
         "p95_ms": q[18],
         "statements_min": min(statements),
         "statements_max": max(statements),
+        "inner_min": min(n for n, _ in inner),
+        "inner_max": max(n for n, _ in inner),
+        "trips": f"{min(trips)}..{max(trips)}",
+        "inner_trips": f"{min(r for _, r in inner)}..{max(r for _, r in inner)}",
         "orders": orders,
     }
 
@@ -86,6 +108,8 @@ def main() -> None:
             print(
                 f"symbols={r['symbols']:>4}  ticks={r['ticks']}  p50={r['p50_ms']:.2f} ms  "
                 f"p95={r['p95_ms']:.2f} ms  statements/tick={r['statements_min']}..{r['statements_max']}  "
+                f"statements/strategy-minute={r['inner_min']}..{r['inner_max']}  "
+                f"round trips/tick={r['trips']} (strategy-minute {r['inner_trips']}; 0 = not counted)  "
                 f"orders={r['orders']}"
             )
 

@@ -107,20 +107,19 @@ def test_outage_on_submission_fails_the_minute_whole_and_the_retry_places_each_o
     assert failed.strategies[0].outcome is StrategyOutcome.FAILED
     assert "503" in (failed.strategies[0].error or "")
     assert fake.orders_accepted == 1
-    assert_minute_absent(session, ("IWM", "QQQ"))  # IWM landed, QQQ was being sent
+    # Every intent is committed before the three orders go out at once; one of them landed.
+    assert_minute_absent(session, ("IWM", "QQQ", "SPY"))
+    (landed,) = [o["symbol"] for o in fake.orders.values()]
 
     fake.heal()
     retry = engine.tick(session, T, deps=deps(fake))
     again = engine.tick(session, T, deps=deps(fake))
-    # IWM is found at Alpaca and reconciled; QQQ is not there (void) and is sent again, SPY too
+    # The one that landed is found at Alpaca and reconciled; the others are not there (void) and
+    # are sent again
     assert (retry.status, retry.orders, retry.strategies[0].reconciled) == ("ok", 2, 1)
     assert session.fetchall(
         "select symbol, outcome from strategy_logs where outcome <> 'held' order by 1"
-    ) == [
-        ("IWM", "reconciled"),
-        ("QQQ", "ordered"),
-        ("SPY", "ordered"),
-    ]
+    ) == [(sym, "reconciled" if sym == landed else "ordered") for sym in ("IWM", "QQQ", "SPY")]
     assert again.strategies[0].outcome is StrategyOutcome.ALREADY_PROCESSED
     assert fake.orders_accepted == 3
     assert_one_order_per_row(session, fake)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core import calendar, decide
 from strategy_engine.core.decide import MinuteInputs, decide_minute, decision_payload
-from strategy_engine.core.errors import OrderRejected
+from strategy_engine.core.errors import NotSent, OrderRejected
 from strategy_engine.core.models import (
     Action,
     DayState,
@@ -245,17 +245,21 @@ def test_decide_minute_when_exit_at_daily_limit_then_still_ordered_and_counted()
     assert after.positions["SPY"] == 0.0
 
 
-def test_decide_minute_when_submit_rejects_then_that_decision_failed_and_the_loop_goes_on() -> None:
+def test_decide_minute_when_submit_rejects_then_that_decision_failed_and_its_reservation_released() -> None:
+    # One order at a time (the backfill, the simulated tick): IWM's refusal releases the day's one
+    # trade before QQQ is checked, so QQQ goes and SPY is the one blocked.
     f = {s: feats(s) for s in ("IWM", "QQQ", "SPY")}
     submit = Recorder(reject=lambda i: i.symbol == "IWM")
+    ctx = context(f)
     decisions, after = decide_minute(
-        inputs(["IWM", "QQQ", "SPY"], f, Limits(max_daily_trades=1)), context(f), submit
+        inputs(["IWM", "QQQ", "SPY"], f, Limits(max_daily_trades=1)), ctx, submit
     )
     assert [(d.signal.symbol, d.outcome) for d in decisions] == [
         ("IWM", Outcome.FAILED),
         ("QQQ", Outcome.ORDERED),
         ("SPY", Outcome.BLOCKED),
     ]
+    assert [d.verdict.code for d in decisions[2:] if d.verdict] == ["max_daily_trades"]
     failed = decisions[0]
     assert failed.order is None
     assert failed.error is not None
@@ -264,9 +268,72 @@ def test_decide_minute_when_submit_rejects_then_that_decision_failed_and_the_loo
     assert failed.verdict is not None
     assert failed.verdict.approved
     assert submit.calls == ["IWM", "QQQ"]
-    assert after.day.trades_today == 1  # a rejected order does not count
-    assert dict(after.positions) == {"QQQ": 1.0}
+    assert after.day.trades_today == ctx.day.trades_today + 1  # QQQ's only: IWM counts nowhere
     assert decision_payload(failed)["error"] == failed.error
+
+
+def test_decide_then_settle_when_the_first_is_refused_then_its_reservation_blocked_the_rest_of_that_minute() -> (
+    None
+):
+    # Every symbol decided before any order is sent (the tick posts an Alpaca strategy's orders at
+    # once): IWM's order holds the day's one trade while QQQ and SPY are checked; its refusal
+    # releases it only after the minute (conservative: it never lets more through).
+    f = {s: feats(s) for s in ("IWM", "QQQ", "SPY")}
+    ctx = context(f)
+    decided = decide.decide(inputs(["IWM", "QQQ", "SPY"], f, Limits(max_daily_trades=1)), ctx)
+    assert [i.symbol for i in decided.intents] == ["IWM"]
+    decisions, after = decide.settle(decided, [OrderRejected("40310000", "IWM is not tradable")])
+    assert [(d.signal.symbol, d.outcome) for d in decisions] == [
+        ("IWM", Outcome.FAILED),
+        ("QQQ", Outcome.BLOCKED),
+        ("SPY", Outcome.BLOCKED),
+    ]
+    assert [d.verdict.code for d in decisions[1:] if d.verdict] == ["max_daily_trades", "max_daily_trades"]
+    assert after is ctx  # a rejected order counts nowhere
+
+
+def test_settle_when_an_order_was_not_sent_then_it_is_blocked_by_the_deadline_and_counts_nowhere() -> None:
+    f = {s: feats(s) for s in ("IWM", "QQQ")}
+    ctx = context(f)
+    decided = decide.decide(inputs(["IWM", "QQQ"], f), ctx)
+    _, qqq = decided.intents
+    placed = Order(qqq.client_order_id, "b-1", "QQQ", qqq.side, qqq.qty, "accepted", 0.0, None)
+    decisions, after = decide.settle(decided, [NotSent("deadline", "past the deadline: not sent"), placed])
+    assert [(d.signal.symbol, d.outcome) for d in decisions] == [
+        ("IWM", Outcome.BLOCKED),
+        ("QQQ", Outcome.ORDERED),
+    ]
+    unsent = decisions[0]
+    assert unsent.verdict is not None and unsent.verdict.code == "deadline"
+    assert not unsent.verdict.approved
+    assert unsent.verdict.checks[-1].code == "deadline"
+    assert unsent.error == "past the deadline: not sent"
+    assert after.day.trades_today == ctx.day.trades_today + 1  # QQQ only
+    assert decide.processed_run("s", decisions).outcome.value == "deadline"
+
+
+def test_decide_then_settle_with_answers_out_of_the_sent_order_maps_each_to_its_symbol() -> None:
+    f = {s: feats(s) for s in ("IWM", "QQQ", "SPY")}
+    ctx = context(f)
+    decided = decide.decide(inputs(["SPY", "IWM", "QQQ"], f), ctx)
+    assert [i.symbol for i in decided.intents] == ["IWM", "QQQ", "SPY"]
+    assert decided.start is ctx
+    answers: list[Order | OrderRejected] = [
+        Order(i.client_order_id, f"b-{i.symbol}", i.symbol, i.side, i.qty, "accepted", 0.0, None)
+        for i in decided.intents
+    ]
+    answers[1] = OrderRejected(None, "QQQ refused")
+    decisions, after = decide.settle(decided, answers)
+    assert [(d.signal.symbol, d.outcome.value) for d in decisions] == [
+        ("IWM", "ordered"),
+        ("QQQ", "failed"),
+        ("SPY", "ordered"),
+    ]
+    assert [d.order.broker_order_id if d.order else None for d in decisions] == ["b-IWM", None, "b-SPY"]
+    assert after.day.trades_today == ctx.day.trades_today + 2
+    assert dict(after.positions) == {**ctx.positions, "IWM": 1.0, "SPY": 1.0}
+    with pytest.raises(ValueError, match="2 answers for 3 orders"):
+        decide.settle(decided, answers[:2])
 
 
 def test_decide_minute_when_hold_or_no_data_then_held_without_intent_or_verdict() -> None:

@@ -384,7 +384,7 @@ import json, sys
 import functions.lambda_handler as entry
 import strategy_engine
 result = entry.handler(json.loads(sys.argv[1]), None)
-heavy = sorted(m for m in ("pandas", "exchange_calendars", "matplotlib", "flask") if m in sys.modules)
+heavy = sorted(m for m in ("pandas", "numpy", "exchange_calendars", "matplotlib", "flask") if m in sys.modules)
 print(json.dumps({"result": result, "entry": entry.__file__, "library": strategy_engine.__file__,
                   "heavy": heavy}, default=str))
 """

@@ -253,8 +253,12 @@ def test_broker_down_then_503_nothing_for_the_minute_and_the_retry_trades(
     assert doc["status"] == "failed" and doc["strategies"][0]["outcome"] == "failed"
     after = counts(db_url)
     assert after["engine_runs"] == before["engine_runs"] + 1  # the failed run is on record
-    for table in ("strategy_logs", "paper_trades", "strategy_state"):
+    for table in ("strategy_logs", "paper_trades"):
         assert after[table] == before[table], table
+    with connect(db_url) as s:  # the day's row is made before any claim; the minute left no mark on it
+        assert s.fetchall(
+            "select trades_today, notional_today::float8, last_run_minute, last_trade_at from strategy_state"
+        ) == [(0, 0.0, None, None)]
     retry = client.post("/", headers={**AUTH, SCHEDULE: T_NEW_YORK})  # Cloud Scheduler's retry: same T
     assert retry.status_code == 200 and retry.get_json()["orders"] == 3
 

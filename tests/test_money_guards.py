@@ -59,7 +59,7 @@ def test_a_minute_claimed_by_another_session_answers_busy_at_once_and_writes_not
         entry_setup(a, SYMS, T)
         day = calendar.trading_date(T)
         with a.transaction():
-            strat_store.claim(a, sid, day)  # the day's row exists, as after the day's first minute
+            strat_store.ensure_day_rows(a, [sid], day)  # as the tick does before claiming
         b.execute("set lock_timeout = '2s'")  # a claim that waits instead of skipping fails, not hangs
         with a.transaction():
             assert strat_store.claim(a, sid, day) is not None  # A holds the minute...

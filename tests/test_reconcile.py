@@ -220,17 +220,29 @@ def test_orders_in_non_final_statuses_are_refreshed_until_final(session: Session
     fake.set_policy("manual")
     engine.tick(session, T, deps=deps(fake))
     (order,) = fake.orders.values()
-    order["status"] = "stopped"  # not in the open list: only a lookup by client id sees it
+    order["status"] = "stopped"  # not in the open list: the day's list (status=all) has it
     stopped = engine.tick(session, T1, deps=deps(fake))
     assert trades(session)[0][3] == "stopped"
     assert stopped.orders == 0  # it may still fill: working, so no second buy
-    lookups = fake.requests[LOOKUP]
     order.update(status="filled", filled_qty="1", filled_avg_price="100")
     engine.tick(session, T2, deps=deps(fake))
     assert trades(session)[0][3:6] == ("filled", 1.0, 100.0)
-    assert fake.requests[LOOKUP] == lookups + 1
     engine.tick(session, T2 + timedelta(minutes=1), deps=deps(fake))
-    assert fake.requests[LOOKUP] == lookups + 1  # final: never asked again
+    assert trades(session)[0][3:6] == ("filled", 1.0, 100.0)
+    assert fake.requests[LOOKUP] == 0  # answered by the lists read with the account, never one by one
+
+
+def test_an_unsettled_order_older_than_the_days_list_is_looked_up_by_client_id(
+    session: Session, fake: FakeAlpaca
+) -> None:
+    setup(session)
+    fake.set_policy("manual")
+    engine.tick(session, T, deps=deps(fake))
+    (order,) = fake.orders.values()
+    order.update(status="stopped", submitted_at="2000-01-03T15:00:00Z")  # out of the day's list
+    engine.tick(session, T1, deps=deps(fake))
+    assert trades(session)[0][3] == "stopped"
+    assert fake.requests[LOOKUP] == 1
 
 
 def test_a_partly_filled_entry_holds_back_the_exit_while_its_remainder_works(

@@ -117,7 +117,13 @@ def test_the_brokers_clock_closed_is_market_closed_asked_once_and_the_disagreeme
     result = engine.tick(session, T, deps=on_alpaca(fake, Clock(T + timedelta(seconds=2))))
     assert result.status == "market_closed"
     assert [r.outcome for r in result.strategies] == [StrategyOutcome.MARKET_CLOSED] * 2
-    assert fake.requests == {"GET /v2/clock": 1}
+    # Asked once; the account's reads were sent ahead with it (read-only), nothing else was sent.
+    assert fake.requests == {
+        "GET /v2/clock": 1,
+        "GET /v2/account": 1,
+        "GET /v2/positions": 1,
+        "GET /v2/orders": 2,  # the open list and the recent list
+    }
     assert [r.message for r in caplog.records].count("broker clock disagrees with the calendar") == 1
 
     fake.is_open = True

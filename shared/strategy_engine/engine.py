@@ -1,111 +1,65 @@
 """The one orchestration of a minute: claim -> load -> decide -> risk -> execute -> record.
 
-Each strategy's minute is one transaction. Its `strategy_state` row, locked FOR UPDATE SKIP
-LOCKED, is the exactly-once token: a worker that cannot take it answers `busy`, one that finds
-`last_run_minute >= T` answers `already_processed`. Orders are sent while the lock is held,
-with client ids derived from (strategy, symbol, T), so a crash before COMMIT is redone by the
-retry and the broker de-duplicates the order. The simulated broker's account is written in the
-same transaction, so its fills commit or vanish with the decisions. For a real broker each
-order's intent is committed first on a connection of its own, and every run reconciles the
-intents earlier minutes left behind (`execution.py`), so an order the broker accepted is
-recorded by the end of the next run whatever failed in between.
+A strategy-minute is staged (claim, snapshot, reconcile, decide, send) then recorded (the
+broker's answers, decisions, orders, day state) inside a transaction: its own for a simulated
+account or a strategy alone on its account; for several strategies on one Alpaca account, one
+transaction with a savepoint per strategy, every strategy staged before any answer is awaited
+(`_run_account`). The `strategy_state` row, locked FOR UPDATE SKIP LOCKED, is the exactly-once
+token: a worker that cannot take it answers `busy`, one that finds `last_run_minute >= T`
+answers `already_processed`. Orders are sent while the lock is held, with client ids derived
+from (strategy, symbol, T), so a crash before COMMIT is redone by the retry and the broker
+de-duplicates the order. The simulated broker's account is written in the same transaction,
+so its fills commit or vanish with the decisions. A real broker's intents are committed first
+on a connection of their own and reconciled by the next run (`reconciliation.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from types import MappingProxyType
+from functools import partial
+from typing import TypeVar
 
-from strategy_engine import concurrency, execution
-from strategy_engine.brokers.base import Broker
-from strategy_engine.brokers.simulated import SimulatedBroker
+from strategy_engine import account_view, concurrency, execution, fanout, reconciliation
+from strategy_engine.account_view import AccountView
 from strategy_engine.core import calendar
 from strategy_engine.core.data_quality import window_features
-from strategy_engine.core.decide import MinuteInputs, decide_minute, journal_orders
-from strategy_engine.core.errors import Busy, InputError, LiveTradingRefused, NotFound, Unavailable
+from strategy_engine.core.decide import MinuteInputs, journal_orders
+from strategy_engine.core.errors import Busy, LiveTradingRefused
 from strategy_engine.core.models import (
-    Account,
-    BrokerAccount,
-    Features,
+    Decision,
     Outcome,
-    Position,
     RunResult,
     StrategyOutcome,
     StrategyRun,
 )
 from strategy_engine.core.risk import RiskContext
-from strategy_engine.core.strategies import StrategySpec, get_spec, parse_config
-from strategy_engine.core.strategies.base import StrategyConfig
+from strategy_engine.deps import Deps
 from strategy_engine.invocation import (
+    REAL_BROKERS,
     DeadlinePassed,
     Invocation,
-    MinuteRefused,
-    TickPolicy,
+    NotRun,
     run_status,
-    wall_clock,
 )
 from strategy_engine.logs import event
-from strategy_engine.settings import get_settings
+from strategy_engine.planning import Planned, failed, finish, plan, refuse
 from strategy_engine.store import Session, journal, market
 from strategy_engine.store import accounts as acct_store
+from strategy_engine.store import intents as intent_store
 from strategy_engine.store import strategies as strat_store
-from strategy_engine.store.intents import IntentLog
-from strategy_engine.store.strategies import StrategyRow
+from strategy_engine.store.session import Later
 
-
-def _default_alpaca(account: BrokerAccount) -> Broker:
-    from strategy_engine.brokers.alpaca import AlpacaPaperBroker
-
-    return AlpacaPaperBroker.from_settings(get_settings(), account.credentials_ref)
-
-
-@dataclass
-class Deps:
-    """What the engine needs from outside, so tests and backfill can swap any of it."""
-
-    alpaca_broker: Callable[[BrokerAccount], Broker] = _default_alpaca
-    slippage_bps: float = 0.0
-    simulated_broker: Callable[[Account, list[Position], datetime, float], Broker] = field(
-        default=lambda acct, pos, minute, slip: SimulatedBroker(acct.cash, pos, slip, now=minute)
-    )
-    run_timeout_seconds: float = field(default_factory=lambda: get_settings().engine_run_timeout_seconds)
-    policy: TickPolicy = field(default_factory=TickPolicy.from_settings)
-    clock: Callable[[], datetime] = wall_clock
-    sleep: Callable[[float], None] = time.sleep
-
-
-@dataclass(frozen=True, slots=True)
-class _Planned:
-    row: StrategyRow
-    account: BrokerAccount
-    spec: StrategySpec
-    config: StrategyConfig
-
-
-def plan(s: Session, only: str | None) -> list[_Planned | StrategyRun]:
-    """Load and check every definition before anything is written. One that cannot run (bad config,
-    no account) is that strategy's failed run; a live account refuses the tick (LiveTradingRefused)."""
-    rows = strat_store.load_all(s, only)
-    if only and not rows:
-        raise NotFound(f"unknown strategy {only!r}")
-    out: list[_Planned | StrategyRun] = []
-    for row in rows:
-        name, account = row.definition.name, row.account
-        if account is not None and not row.account_is_paper:
-            raise LiveTradingRefused(f"account {account.name!r} is not a paper account")
-        try:
-            if account is None:
-                raise InputError("no account_id")
-            spec = get_spec(row.definition.strategy_type)
-            out.append(_Planned(row, account, spec, parse_config(spec.strategy_type, row.definition.config)))
-        except Exception as exc:
-            out.append(_failed(None, name, None, exc))
-    return out
+MAX_AHEAD = 16  # threads for the requests sent ahead (one per Alpaca account, one for the clock)
+T = TypeVar("T")
+__all__ = ["Deps", "now_minute", "plan", "tick"]  # Deps lives in deps.py; engine.Deps stays its public name
 
 
 def tick(
@@ -119,7 +73,7 @@ def tick(
     """Run every strategy (or `only`) for decision minute T; one engine_runs row per call.
 
     Runs left `running` by a dead process (older than `engine_run_timeout_seconds`) are closed as
-    `abandoned` first. Each strategy's failure is its own (`_run_strategy`).
+    `abandoned` first. Each strategy's failure is its own (`_run_account`).
     """
     base = deps or Deps()
     deps = replace(base, alpaca_broker=concurrency.one_per_account(base.alpaca_broker))  # per invocation
@@ -128,165 +82,203 @@ def tick(
     inv = Invocation(minute, deps.policy, deps.clock, deps.sleep)
     refusal = inv.wait_for_minute()
     if refusal is not None:
-        _refuse(s, trigger, minute, refusal)
+        refuse(s, trigger, minute, refusal)
     market_open = calendar.is_open(minute)  # an out-of-range minute is refused before any write
     planned = plan(s, only)
-    run_id = uuid.uuid4()
-    for old in journal.close_abandoned(s, deps.run_timeout_seconds, run_id):  # outcome: the alerts' key
-        event("run abandoned", level=logging.WARNING, outcome="abandoned", run_id=str(old), by=str(run_id))
-    journal.start_run(s, run_id, trigger, minute)
-    runs: list[StrategyRun] = []
-    status = "market_closed"
-    if market_open:
-        sending = execution.Invocation(IntentLog(s), past_deadline=inv.past_deadline, send_by=inv.send_by)
+    with ThreadPoolExecutor(max_workers=MAX_AHEAD, thread_name_prefix="broker-ahead") as pool:
+        real = [p.account for p in planned if isinstance(p, Planned) and p.account.broker in REAL_BROKERS]
+        ahead = account_view.Prefetch.start(s, real, deps.alpaca_broker, inv, pool) if market_open else None
+        run_id = uuid.uuid4()
+        for old in journal.close_abandoned(s, deps.run_timeout_seconds, run_id):  # outcome: the alerts' key
+            event(
+                "run abandoned", level=logging.WARNING, outcome="abandoned", run_id=str(old), by=str(run_id)
+            )
+        journal.start_run(s, run_id, trigger, minute)
+        if ahead is None:
+            return finish(s, RunResult(run_id, minute, trigger, "market_closed", ()), started)
         try:
-            for p in planned:
-                if isinstance(p, StrategyRun):
-                    runs.append(p)
-                else:
-                    runs.append(_run_strategy(s, deps, inv, sending, run_id, p))
-        except LiveTradingRefused:
-            _finish(s, RunResult(run_id, minute, trigger, "failed", tuple(runs)), started)
+            runs = _run_open(s, deps, inv, planned, run_id, ahead)
+        except BaseException:
+            finish(s, RunResult(run_id, minute, trigger, "failed", ()), started)
             raise
-        finally:
-            sending.intents.close()
-        status = run_status(runs)
-    return _finish(s, RunResult(run_id, minute, trigger, status, tuple(runs)), started)
+    return finish(s, RunResult(run_id, minute, trigger, run_status(runs), tuple(runs)), started)
 
 
-def _finish(s: Session, result: RunResult, started: float) -> RunResult:
-    result = replace(result, duration_ms=(time.perf_counter() - started) * 1000)
-    counts, ms = result.counts(), result.duration_ms
-    on_time = journal.finish_run(s, result.run_id, result.status, counts, result.as_json()["strategies"], ms)
-    level = logging.ERROR if result.status == "failed" or not on_time else logging.INFO
-    event(
-        "tick",
-        level=level,
-        run_id=str(result.run_id),
-        minute=result.minute.isoformat(),
-        trigger=result.trigger,
-        outcome=result.status if on_time else "abandoned",
-        duration_ms=round(ms, 3),
-        **counts,
+def _run_open(
+    s: Session,
+    deps: Deps,
+    inv: Invocation,
+    planned: Sequence[Planned | StrategyRun],
+    run_id: uuid.UUID,
+    ahead: account_view.Prefetch,
+) -> list[StrategyRun]:
+    """Every planned strategy of an open minute, accounts at once (`fanout`)."""
+    ids = [p.row.definition.id for p in planned if isinstance(p, Planned)]
+    strat_store.ensure_day_rows(s, ids, calendar.trading_date(inv.minute))  # committed before any claim
+
+    def one(conn: Session, sending: execution.Invocation, ps: list[Planned]) -> list[StrategyRun]:
+        return _run_account(conn, deps, inv, sending, run_id, ps)
+
+    shared = partial(
+        execution.Invocation.on, past_deadline=inv.past_deadline, send_by=inv.send_by, ahead=ahead
     )
-    return result
+    return fanout.run_all(s, planned, one, lambda p: (p.account.id, p.account.broker in REAL_BROKERS), shared)
 
 
-def _refuse(s: Session, trigger: str, minute: datetime, reason: str) -> None:
-    """A minute the engine will not run leaves an engine_runs row, then is refused (InputError)."""
-    run_id = uuid.uuid4()
-    journal.start_run(s, run_id, trigger, minute)
-    journal.finish_run(s, run_id, "refused", {}, {"reason": reason}, 0.0)
-    event("tick", level=logging.WARNING, run_id=str(run_id), minute=minute.isoformat(),
-          outcome="refused", error=reason)  # fmt: skip
-    raise MinuteRefused(reason)
-
-
-def _run_strategy(
-    s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, run_id: uuid.UUID, p: _Planned
-) -> StrategyRun:
-    """The strategy's minute in its own transaction, unless the invocation's rules stop it first;
-    any exception fails this strategy alone."""
-    name, minute = p.row.definition.name, inv.minute
+def _run_account(
+    s: Session,
+    deps: Deps,
+    inv: Invocation,
+    sending: execution.Invocation,
+    run_id: uuid.UUID,
+    ps: list[Planned],
+) -> list[StrategyRun]:
+    """The strategies of one account, in order. Simulated, or one strategy: each in its own
+    transaction. Several on a real broker: one transaction, each strategy in a savepoint of its
+    own; every strategy is decided and its orders sent before any answer is waited for, then the
+    answers are recorded, then one COMMIT. A strategy's failure rolls back its savepoint alone;
+    a failed COMMIT fails every strategy that had got that far (their orders are reconciled by
+    the next run, like any minute that died after sending)."""
+    if len(ps) == 1 or ps[0].account.broker not in REAL_BROKERS:
+        return [_ran(run_id, inv, deps, p, partial(_own, s, deps, inv, sending, run_id, p)) for p in ps]
+    runs: dict[int, StrategyRun] = {}
+    staged: dict[int, _Staged] = {}
     try:
-        stop = inv.gate(p.account, deps.alpaca_broker)
+        with _transaction(s, deps):
+            for k, p in enumerate(ps):
+                locked = any(r.outcome is StrategyOutcome.BUSY and r.retryable for r in runs.values())
+                stage = partial(_savepoint, s, deps, inv, sending, p)  # an account locked elsewhere:
+                got = _locked(p) if locked else _ran(run_id, inv, deps, p, stage)  # waited for once
+                runs.update({k: got} if isinstance(got, StrategyRun) else {})
+                staged.update({} if isinstance(got, StrategyRun) else {k: got})
+            for k, st in staged.items():
+                try:  # its orders are sent: whatever goes wrong now is a failure, never `busy`
+                    runs[k] = _record(s, run_id, st, savepoint=True)
+                except Exception as exc:
+                    runs[k] = failed(run_id, ps[k].row.definition.name, inv.minute, exc)
+    except LiveTradingRefused:
+        raise
+    except Exception as exc:  # BEGIN or COMMIT (or the connection) failed: nothing of it stands
+        for k, p in enumerate(ps):
+            if k in staged or k not in runs:
+                runs[k] = failed(run_id, p.row.definition.name, inv.minute, exc)
+    return [runs[k] for k in range(len(ps))]
+
+
+def _locked(p: Planned) -> StrategyRun:
+    return StrategyRun(p.row.definition.name, StrategyOutcome.BUSY, error="account locked", retryable=True)
+
+
+@dataclass
+class _Staged:
+    """A strategy-minute decided and sent, its answers awaited: what `_record` writes."""
+
+    p: Planned
+    view: AccountView
+    logged: list[Decision]  # the reconciled decisions; the minute's own follow
+    settled: Later[tuple[list[Decision], RiskContext]]
+
+
+def _transaction(s: Session, deps: Deps) -> AbstractContextManager[Session]:
+    pol = deps.policy
+    return s.transaction(lock_timeout=pol.lock_timeout_seconds, idle_timeout=pol.idle_timeout_seconds)
+
+
+def _own(
+    s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, run_id: uuid.UUID, p: Planned
+) -> StrategyRun:
+    """One strategy-minute in a transaction of its own: staged, then recorded."""
+    with _transaction(s, deps):
+        st = _stage(s, deps, inv, sending, p)
+        return st if isinstance(st, StrategyRun) else _record(s, run_id, st)
+
+
+def _savepoint(
+    s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, p: Planned
+) -> StrategyRun | _Staged:
+    """One strategy-minute staged in a savepoint of the caller's transaction."""
+    with s.transaction():
+        return _stage(s, deps, inv, sending, p)
+
+
+def _ran(
+    run_id: uuid.UUID, inv: Invocation, deps: Deps, p: Planned, body: Callable[[], T]
+) -> T | StrategyRun:
+    """`body()`, unless the invocation's rules stop the strategy first (`Invocation.gate`); any
+    exception fails this strategy alone (a live account refuses the whole tick)."""
+    name, minute, waited = p.row.definition.name, inv.minute, False
+    try:
+        stop = inv.gate(p.account)
         if stop is None:
-            pol = deps.policy
-            with s.transaction(lock_timeout=pol.lock_timeout_seconds, idle_timeout=pol.idle_timeout_seconds):
-                return _strategy_minute(s, deps, inv, sending, run_id, p)
-    except (Busy, DeadlinePassed) as exc:
-        stop = (StrategyOutcome.BUSY if isinstance(exc, Busy) else StrategyOutcome.DEADLINE, str(exc))
+            return body()
+    except (Busy, NotRun) as exc:  # Busy: a lock waited for in vain, its claim released
+        waited = isinstance(exc, Busy)
+        stop = (StrategyOutcome.BUSY if isinstance(exc, Busy) else exc.outcome, str(exc))
     except LiveTradingRefused:
         raise
     except Exception as exc:
-        return _failed(run_id, name, minute, exc)
+        return failed(run_id, name, minute, exc)
     outcome, why = stop
     event("strategy not run", run_id=str(run_id), strategy=name, minute=minute.isoformat(),
           outcome=outcome.value, reason=why)  # fmt: skip
-    return StrategyRun(name, outcome, error=why)
+    return StrategyRun(name, outcome, error=why, retryable=waited)
 
 
-def _failed(run_id: uuid.UUID | None, name: str, minute: datetime | None, exc: Exception) -> StrategyRun:
-    at, kind = (minute.isoformat() if minute else None), type(exc).__name__
-    fields = {"run_id": str(run_id), "strategy": name, "minute": at, "error_class": kind, "error": str(exc)}
-    event("strategy failed", level=logging.ERROR, outcome="failed", **fields)
-    return StrategyRun(
-        name, StrategyOutcome.FAILED, error=f"{kind}: {exc}", retryable=isinstance(exc, Unavailable)
-    )
-
-
-def _strategy_minute(
-    s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, run_id: uuid.UUID, p: _Planned
-) -> StrategyRun:
+def _stage(
+    s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, p: Planned
+) -> StrategyRun | _Staged:
+    """Claim, read, reconcile, decide and send: the strategy-minute up to the broker's answers."""
     d, cfg, account, minute = p.row.definition, p.config, p.account, inv.minute
-    claimed = strat_store.claim(s, d.id, calendar.trading_date(minute))
-    if claimed is None:
+    # The claim also reads the kill switch and limits as they are now: a change made while an
+    # earlier strategy of this invocation ran takes effect.
+    if (claimed := strat_store.claim(s, d.id, calendar.trading_date(minute))) is None:
         return StrategyRun(d.name, StrategyOutcome.BUSY)
-    day, last_run = claimed
-    if last_run is not None and last_run >= minute:
+    if claimed.last_run is not None and claimed.last_run >= minute:
         return StrategyRun(d.name, StrategyOutcome.ALREADY_PROCESSED)
-    view = open_account(s, deps, account, minute)
-    reconciled, day = execution.reconcile(s, view, account.id, d.id, day, sending, minute)
-    # The kill switch and limits as they are now, under the claim: a change made while an earlier
-    # strategy of this invocation ran takes effect.
-    is_active, limits = strat_store.switch_and_limits(s, d.id)
     symbols = list(cfg.symbols)
-    features = _features(s, symbols, minute, cfg)
+    real = account.broker in REAL_BROKERS
+    with s.pipeline():  # the minute's snapshot, one round trip: the account's lock comes first
+        locked = acct_store.lock_account_later(s, account.id, calendar.trading_date(minute))
+        closes = market.recent_closes_later(s, symbols, minute, cfg.bars_needed)
+        flow = market.flow_sums_later(s, symbols, minute - timedelta(minutes=cfg.flow_minutes), minute)
+        pending = intent_store.pending_later(s, account.id, d.id) if real else lambda: []
+    # A plain statement right after the pipeline re-arms the idle timeout (Session.pipeline).
+    last_trades = journal.last_trades_later(s, d.id, symbols, minute)
+    features = window_features(symbols, closes(), flow(), minute, cfg.bars_needed)
+    inv.check_broker_open(account, deps.alpaca_broker)  # asked with the reads, as the tick began
+    view = deps.open_account(s, sending, account, minute, locked())
+    day0 = claimed.day
+    reconciled, day = reconciliation.reconcile(s, view, account.id, d.id, day0, sending, minute, pending())
     working = execution.working_exposure(s, view, features, minute, reconciled)
-    ctx = RiskContext(
-        minute=minute,
-        is_active=is_active,
-        market_open=True,
-        last_bar_ts=MappingProxyType({k: f.last_bar_ts for k, f in features.items() if f.last_bar_ts}),
-        max_bar_age_seconds=cfg.max_bar_age_seconds,
-        day=day,
-        positions=MappingProxyType({pos.symbol: pos.qty for pos in view.positions}),
-        last_trade_at=MappingProxyType(journal.last_trades(s, d.id, symbols, minute)),
-        buying_power=view.account.buying_power - working.reserved,
-        working=working,
-        sells_release_power=not view.broker.authoritative,
+    ctx = execution.risk_context(
+        minute, claimed, cfg.max_bar_age_seconds, features, view, day, working, last_trades()
     )
-    inputs = MinuteInputs(d.id, p.spec, cfg, limits, minute, features)
     if inv.past_deadline():  # the refresh above may have spent it: roll back, send nothing
         raise DeadlinePassed(f"past the invocation's {inv.policy.deadline_seconds:g}s deadline")
-    submit = execution.sender(view.broker, sending, d.id, account.id, minute)
-    decisions, after = decide_minute(inputs, ctx, submit)
-    logged = [*reconciled, *decisions]
-    rows = [journal.decision_row(x, d.id, engine_run_id=run_id, backfill_run_id=None) for x in logged]
-    journal.write_decisions(s, rows)
-    journal.record_orders(s, d.id, account.id, "strategy", minute, journal_orders(decisions))
-    traded = any(x.outcome is Outcome.ORDERED for x in decisions)
-    strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)
-    if not view.broker.authoritative:
-        acct_store.save_mirror(
-            s, account.id, view.broker.account(), view.broker.positions(), day.trading_date
+    inputs = MinuteInputs(d.id, p.spec, cfg, claimed.limits, minute, features)
+    return _Staged(p, view, reconciled, execution.trade(view, sending, d.id, account.id, inputs, ctx))
+
+
+def _record(s: Session, run_id: uuid.UUID, st: _Staged, *, savepoint: bool = False) -> StrategyRun:
+    """The broker's answers awaited (first, whatever happens next: no request outlives the tick),
+    then the strategy-minute written: decisions, orders, day state (in a savepoint of its own if
+    asked: a failure then rolls back this strategy's writes alone)."""
+    decisions, after = st.settled()
+    with s.transaction() if savepoint else contextlib.nullcontext(s):
+        d, account, minute, view = st.p.row.definition, st.p.account, after.minute, st.view
+        logged = [*st.logged, *decisions]
+        journal.write_decisions(
+            s, [journal.decision_row(x, d.id, engine_run_id=run_id, backfill_run_id=None) for x in logged]
         )
-    return execution.summarise(run_id, d.name, minute, logged)
-
-
-def open_account(s: Session, deps: Deps, account: BrokerAccount, minute: datetime) -> execution.AccountView:
-    """Lock the account's row; for Alpaca, mirror the broker and refresh unsettled orders first."""
-
-    def simulated(acct: Account, positions: list[Position]) -> Broker:
-        return deps.simulated_broker(acct, positions, minute, deps.slippage_bps)
-
-    return execution.open_account(
-        s,
-        account,
-        deps.alpaca_broker,
-        simulated,
-        calendar.trading_date(minute),
-        deps.policy.in_flight_seconds,
-    )
-
-
-def _features(
-    s: Session, symbols: Sequence[str], minute: datetime, cfg: StrategyConfig
-) -> dict[str, Features]:
-    """Two statements for any number of symbols: last N bars (LATERAL) and flow sums."""
-    closes = market.recent_closes(s, symbols, minute, cfg.bars_needed)
-    flow = market.flow_sums(s, symbols, minute - timedelta(minutes=cfg.flow_minutes), minute)
-    return window_features(symbols, closes, flow, minute, cfg.bars_needed)
+        traded = any(x.outcome is Outcome.ORDERED for x in decisions)
+        with s.pipeline():  # the minute's writes, one round trip
+            journal.record_orders(s, d.id, account.id, "strategy", minute, journal_orders(decisions))
+            strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)
+            if not view.broker.authoritative:
+                acct_store.save_mirror(
+                    s, account.id, view.broker.account(), view.broker.positions(), after.day.trading_date
+                )
+        return execution.summarise(run_id, d.name, minute, logged)
 
 
 def now_minute() -> datetime:

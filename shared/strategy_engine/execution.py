@@ -1,15 +1,16 @@
-"""The execution half of a minute: the account as the broker holds it, reconciliation, sending.
+"""The execution half of a minute: reconciliation, what working orders hold back, sending.
 
-`engine.py` calls these in order inside a strategy's transaction:
+`engine.py` calls these in order while it stages a strategy-minute (in its transaction or
+savepoint):
 
-1. `open_account`: lock the account, read balances, positions and the working orders (one list
-   call), mirror them, and refresh every journal order that is not final yet.
-2. `reconcile`: for each write-ahead intent a minute never completed, ask the broker by client id;
-   record what it holds and log the decision `reconciled` (or `failed` when the broker rejected or
-   canceled it unfilled; `void` when it never got there). Once per invocation and account, adopt
-   recent orders under our client-id prefix that have no row at all.
-3. `working_exposure` and `sender`: what the working orders hold back, and the submit function
-   that commits each intent on its own connection before the order is sent.
+1. `account_view.open_account`: the account as the broker holds it, read once per invocation
+   and carried forward (see there), the journal's unsettled orders refreshed from it.
+2. `reconciliation.reconcile`: the write-ahead intents earlier minutes left behind, settled.
+3. `working_exposure`, `risk_context` and `trade`: what the working orders hold back, the
+   context the risk gate checks against, and the sending of the strategy's approved orders:
+   for Alpaca their intents committed in one statement on a connection of their own, then the
+   orders posted at once on threads (`launch`), their answers awaited when the minute is
+   recorded. The manual trade sends through `post` (launch, then wait).
 
 The simulated broker's truth is the minute's own transaction, so it needs no write-ahead: a crash
 rolls its fills back with everything else. It goes through the same steps, with no working orders.
@@ -21,51 +22,42 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import datetime
+from types import MappingProxyType
 
+from strategy_engine import concurrency
+from strategy_engine.account_view import AccountView, Carried, Prefetch, carry
 from strategy_engine.brokers.base import Broker
-from strategy_engine.concurrency import gather3
-from strategy_engine.core import calendar, exposure
+from strategy_engine.core import exposure
 from strategy_engine.core.data_quality import held_through_break
-from strategy_engine.core.decide import DEADLINE, Submit, processed_run
+from strategy_engine.core.decide import (
+    DEADLINE,
+    Answer,
+    MinuteInputs,
+    ask,
+    decide,
+    decide_minute,
+    processed_run,
+    settle,
+)
 from strategy_engine.core.errors import NotSent, OrderRejected
 from strategy_engine.core.models import (
-    Account,
-    Action,
-    BrokerAccount,
     DayState,
     Decision,
     Features,
     Order,
     OrderIntent,
-    Outcome,
-    Position,
     RowId,
-    Signal,
     StrategyRun,
 )
+from strategy_engine.core.risk import RiskContext
 from strategy_engine.logs import event
-from strategy_engine.store import Session, journal, market
-from strategy_engine.store import accounts as acct_store
-from strategy_engine.store import intents as intent_store
-from strategy_engine.store.intents import IntentLog, Pending
+from strategy_engine.store import Session, market
+from strategy_engine.store.intents import IntentLog
+from strategy_engine.store.session import Later
+from strategy_engine.store.strategies import Claim
 
-CLIENT_ID_PREFIX = "se-"  # every client id the engine sends (strategy `se-…`, manual `se-m-…`)
-# How far back reconciliation looks for orders with no row: 4 days spans a long weekend's gap
-# between the last run of one session and the first of the next.
-ADOPT_WINDOW = timedelta(days=4)
-# A journal order the broker no longer knows is looked up each run for this long after its last
-# answer, then marked `unknown_at_broker` (with a warning) and no longer asked about.
-UNKNOWN_AFTER = timedelta(hours=1)
-NOT_AT_BROKER = "not at the broker: never sent, or refused before the answer was recorded"
-
-
-@dataclass(frozen=True, slots=True)
-class AccountView:
-    broker: Broker
-    account: Account
-    positions: list[Position]
-    open_orders: list[Order]
+NOT_SENT_WHY = "past the invocation's deadline: not sent"
 
 
 def _never() -> bool:
@@ -74,151 +66,25 @@ def _never() -> bool:
 
 @dataclass
 class Invocation:
-    """What one tick shares between its strategies: the intent connection, adopted accounts, and
-    its deadline: `past_deadline()` on the invocation's clock, `send_by` on the wall clock."""
+    """What one tick shares between the strategies of an account group: the intent connection,
+    adopted accounts, the Alpaca accounts read so far (and those read ahead), and the deadline:
+    `past_deadline()` on the invocation's clock, `send_by` on the wall clock (checked by the
+    broker before each POST)."""
 
     intents: IntentLog
     adopted: set[RowId] = field(default_factory=set)
+    carried: dict[RowId, Carried] = field(default_factory=dict)
     past_deadline: Callable[[], bool] = _never
     send_by: datetime | None = None
+    ahead: Prefetch | None = None  # the accounts' first reads, sent as the tick started
+    in_flight: list[Callable[[], object]] = field(default_factory=list)  # answers of orders sent
 
-
-def open_account(
-    s: Session,
-    account: BrokerAccount,
-    alpaca: Callable[[BrokerAccount], Broker],
-    simulated: Callable[[Account, list[Position]], Broker],
-    as_of: date,
-    in_flight_seconds: float = 0.0,
-) -> AccountView:
-    """Lock the account's row; for a real broker, mirror it and refresh unsettled orders.
-
-    `simulated(balance, positions)` builds the simulated broker from the tables (its truth) with
-    the splits effective by New York date `as_of`. Intents younger than `in_flight_seconds` the
-    broker does not hold yet are working: their worker may still be sending (see `reconcile`)."""
-    balance = acct_store.lock_account(s, account.id) or Account(0.0, 0.0, 0.0)
-    if account.broker != "alpaca":
-        positions = acct_store.positions(s, account.id, as_of)
-        broker = simulated(balance, positions)
-        return AccountView(broker, balance, positions, broker.open_orders())
-    broker = alpaca(account)
-    acct, positions, listed = gather3(broker.account, broker.positions, broker.open_orders)
-    acct_store.check_alpaca_account(s, account, acct.account_number)  # before anything is written
-    acct_store.save_mirror(s, account.id, acct, positions, as_of)
-    working = [*listed, *_refresh(s, broker, account.id, listed)]
-    seen = {o.client_order_id for o in working}
-    for young in intent_store.in_flight(s, account.id, in_flight_seconds):
-        if young.client_order_id not in seen:  # unlisted: held but final, or not there (yet)
-            held = broker.get_by_client_id(young.client_order_id)
-            working.append(young if held is None else held)
-    return AccountView(broker, acct, positions, working)
-
-
-def _refresh(s: Session, broker: Broker, account_id: RowId, listed: Sequence[Order]) -> list[Order]:
-    """Every journal order not final, updated: from the open list, else looked up by client id.
-
-    Returns the looked-up ones still not final (`stopped`, `pending_cancel`, `held`, ...): the
-    broker may leave them out of its open list, but they may still fill, so they are working."""
-    by_cid = {o.client_order_id: o for o in listed}
-    updated: list[tuple[Order, str | None]] = []
-    unlisted: list[Order] = []
-    gone: list[str] = []
-    for cid, stale in intent_store.unsettled(s, account_id, UNKNOWN_AFTER):
-        order = by_cid.get(cid)
-        if order is None:
-            order = broker.get_by_client_id(cid)
-            if order is None and stale:
-                gone.append(cid)
-                event("order unknown at the broker", level=logging.WARNING, client_order_id=cid)
-            elif order is None:
-                logging.getLogger(__name__).warning("order %s is not at the broker: left as it is", cid)
-            if order is None:
-                continue
-            if order.working_qty != 0:
-                unlisted.append(order)
-        updated.append((order, None))
-    journal.record_orders(s, None, account_id, "strategy", None, updated)
-    intent_store.mark_unknown(s, gone)
-    return unlisted
-
-
-def reconcile(
-    s: Session,
-    view: AccountView,
-    account_id: RowId,
-    strategy_id: RowId,
-    day: DayState,
-    run: Invocation,
-    minute: datetime,
-) -> tuple[list[Decision], DayState]:
-    """Settle the intents minutes left behind; returns the strategy's decisions to log and its
-    day counters with the reconciled orders counted (those of the day of `day` only)."""
-    if not view.broker.authoritative:
-        return [], day
-    decisions: list[Decision] = []
-    found: list[tuple[Order, str | None]] = []
-    missing: list[str] = []
-    # A young intent whose worker has not given up may still be POSTed (a worker frozen between
-    # its commit and its POST): it stays pending and counts as working (`open_account`).
-    flying = {o.client_order_id for o in view.open_orders if o.status == intent_store.INTENT}
-    for p in intent_store.pending(s, account_id, strategy_id):
-        order = view.broker.get_by_client_id(p.client_order_id)
-        if order is None:
-            if p.client_order_id not in flying:
-                missing.append(p.client_order_id)
-            continue
-        dead = order.died_unfilled
-        found.append((order, f"the broker holds it as {order.status}, nothing filled" if dead else None))
-        event("order reconciled", client_order_id=p.client_order_id, status=order.status, symbol=p.symbol)
-        if p.strategy_id is None:
-            continue
-        decisions.append(_decision(p, order))
-        if not dead and calendar.trading_date(p.minute) == day.trading_date:
-            notional = p.qty * (p.price or order.filled_avg_price or 0.0)
-            day = replace(
-                day, trades_today=day.trades_today + 1, notional_today=day.notional_today + notional
-            )
-    run.intents.void(missing, NOT_AT_BROKER)
-    if account_id not in run.adopted:
-        run.adopted.add(account_id)
-        found.extend(_orphans(s, view.broker, minute, {o.client_order_id for o, _ in found}))
-    journal.record_orders(s, None, account_id, "strategy", None, found)
-    return decisions, day
-
-
-def _orphans(s: Session, broker: Broker, minute: datetime, seen: set[str]) -> list[tuple[Order, str | None]]:
-    ours = [
-        o
-        for o in broker.recent_orders(minute - ADOPT_WINDOW)
-        if o.client_order_id.startswith(CLIENT_ID_PREFIX) and o.client_order_id not in seen
-    ]
-    rows = intent_store.statuses(s, [o.client_order_id for o in ours])
-    adopted: list[tuple[Order, str | None]] = []
-    for o in ours:
-        if rows.get(o.client_order_id) == intent_store.VOID:  # yet the broker holds it: overwrite the row
-            adopted.append((o, "reconciled: the broker holds it, the journal had it void"))
-            event("order reconciled", level=logging.WARNING, client_order_id=o.client_order_id,
-                  status=o.status, was="void")  # fmt: skip
-        elif o.client_order_id not in rows:
-            adopted.append((o, "adopted: the broker holds it, the journal had no row"))
-            event("order adopted", level=logging.WARNING, client_order_id=o.client_order_id, status=o.status)
-    return adopted
-
-
-def _decision(p: Pending, order: Order) -> Decision:
-    payload = {
-        "reconciled": True,
-        "status": order.status,
-        "filled_qty": order.filled_qty,
-        "filled_avg_price": order.filled_avg_price,
-        "broker_order_id": order.broker_order_id,
-    }
-    signal = Signal(p.symbol, Action(p.side.value), p.qty, "reconciled", payload)
-    intent = OrderIntent(p.symbol, p.side, p.qty, p.price or 0.0, p.client_order_id)
-    if order.died_unfilled:
-        error = f"the broker holds it as {order.status}, nothing filled"
-        return Decision(p.minute, signal, intent, None, Outcome.FAILED, order=order, error=error)
-    return Decision(p.minute, signal, intent, None, Outcome.RECONCILED, order=order)
+    @classmethod
+    def on(
+        cls, s: Session, past_deadline: Callable[[], bool], send_by: datetime | None, ahead: Prefetch | None
+    ) -> Invocation:
+        """An account group's shared state, its intent connection a sibling of `s`'s."""
+        return cls(IntentLog(s), past_deadline=past_deadline, send_by=send_by, ahead=ahead)
 
 
 def working_exposure(
@@ -232,50 +98,159 @@ def working_exposure(
     so a retried minute never sends a second order beside the one it already placed.
 
     `reserved` is what the account's buying power does not already hold back: a real broker's
-    buying power (Alpaca's) nets its own open buys, so only intents it does not hold yet count."""
-    prices = {k: f.close for k, f in features.items() if f.close is not None}
-    others = sorted({o.symbol for o in view.open_orders if o.working_qty > 0} - set(prices))
+    buying power (Alpaca's) nets the open buys it held when it was read, so only `view.unheld`
+    counts (intents it does not hold yet, orders placed since the read)."""
+    prices = {**view.prices, **{k: f.close for k, f in features.items() if f.close is not None}}
+    others = sorted({o.symbol for o in [*view.open_orders, *view.unheld] if o.working_qty > 0} - set(prices))
     for sym, window in market.recent_closes(s, others, minute, 1).items() if others else ():
         if window.bars:
             prices[sym] = window.bars[-1][1]
     held = exposure.working(view.open_orders, prices)
     if view.broker.authoritative:
-        unheld = [o for o in view.open_orders if o.status == intent_store.INTENT]
-        held = replace(held, reserved=exposure.working(unheld, prices).reserved)
+        held = replace(held, reserved=exposure.working(view.unheld, prices).reserved)
     again = {x.signal.symbol for x in reconciled if x.minute == minute}
     return replace(held, symbols=held.symbols | again) if again else held
 
 
-def sender(
-    broker: Broker, run: Invocation, strategy_id: RowId | None, account_id: RowId, minute: datetime
-) -> Submit:
-    """`broker.submit`, preceded for a real broker by the intent committed on its own connection.
+def risk_context(
+    minute: datetime,
+    claimed: Claim,
+    max_bar_age_seconds: float,
+    features: Mapping[str, Features],
+    view: AccountView,
+    day: DayState,
+    working: exposure.Working,
+    last_trades: Mapping[str, datetime],
+) -> RiskContext:
+    """What the risk gate checks a strategy-minute's orders against (`core/risk.py`): `day` the
+    counters with reconciled orders counted, buying power net of what `working` reserves."""
+    return RiskContext(
+        minute=minute,
+        is_active=claimed.is_active,
+        market_open=True,
+        last_bar_ts=MappingProxyType({k: f.last_bar_ts for k, f in features.items() if f.last_bar_ts}),
+        max_bar_age_seconds=max_bar_age_seconds,
+        day=day,
+        positions=MappingProxyType({pos.symbol: pos.qty for pos in view.positions}),
+        last_trade_at=MappingProxyType(dict(last_trades)),
+        buying_power=view.account.buying_power - working.reserved,
+        working=working,
+        sells_release_power=not view.broker.authoritative,
+    )
 
-    Past the invocation's deadline nothing is sent (NotSent, checked before the intent is
-    written; the broker checks `send_by` again before each POST). An intent whose send raised is
-    marked given up, so reconciliation may void it at once when the broker does not hold it."""
 
-    def send(intent: OrderIntent) -> Order:
-        if run.past_deadline():
-            raise NotSent(DEADLINE, "past the invocation's deadline: not sent")
-        if not broker.authoritative:
+def trade(
+    view: AccountView,
+    run: Invocation,
+    strategy_id: RowId,
+    account_id: RowId,
+    inputs: MinuteInputs,
+    ctx: RiskContext,
+) -> Later[tuple[list[Decision], RiskContext]]:
+    """The strategy-minute's orders decided and sent; the answer gives its decisions with the
+    broker's answers and the risk context after them.
+
+    Alpaca: every symbol decided first (each approved order reserved), then the orders posted at
+    once (`launch`): they are under way when this returns, so the account's next strategy can
+    be decided while they travel, and it counts them as working orders (`carry`). Settled when
+    the answer is called: a refusal releases its reservation after the minute, so it may have
+    blocked a later symbol of that minute (conservative). Simulated: `decide_minute`, one order
+    at a time in symbol order, as the backfill does (parity), the deadline checked before each."""
+    broker = view.broker
+    if not broker.authoritative:
+
+        def submit(intent: OrderIntent) -> Order:
+            if run.past_deadline():
+                raise _not_sent()
             return broker.submit(intent)
-        source = "strategy" if strategy_id is not None else "manual"
-        if run.intents.write(strategy_id, account_id, source, minute, intent):
-            try:
-                return broker.submit(replace(intent, send_by=run.send_by))
-            except NotSent as exc:  # refused before any attempt: nothing is at the broker
-                run.intents.void([intent.client_order_id], f"not sent: {exc}")
-                raise
-            except Exception as exc:
-                run.intents.gave_up(intent.client_order_id, f"{type(exc).__name__}: {exc}")
-                raise
-        found = broker.get_by_client_id(intent.client_order_id)  # the id already names an order
-        if found is None:
-            raise OrderRejected(None, f"client id {intent.client_order_id} is taken: nothing sent")
-        return found
 
-    return send
+        done = decide_minute(inputs, ctx, submit)
+        return lambda: done
+    decided = decide(inputs, ctx)
+    answers = launch(broker, run, strategy_id, account_id, inputs.minute, decided.intents)
+    carry(run.carried, account_id, decided.intents)
+    settled = concurrency.once(lambda: settle(decided, answers()))  # awaited once, whoever asks
+    run.in_flight.append(settled)  # awaited by the account's group at the latest (`fanout`)
+    return settled
+
+
+def post(
+    broker: Broker,
+    run: Invocation,
+    strategy_id: RowId | None,
+    account_id: RowId,
+    minute: datetime,
+    intents: Sequence[OrderIntent],
+) -> list[Answer]:
+    """`launch`, waited for: the broker's answer to each order, in order."""
+    answers: list[Answer] = launch(broker, run, strategy_id, account_id, minute, intents)()
+    return answers
+
+
+def launch(
+    broker: Broker,
+    run: Invocation,
+    strategy_id: RowId | None,
+    account_id: RowId,
+    minute: datetime,
+    intents: Sequence[OrderIntent],
+) -> Later[list[Answer]]:
+    """Send the orders; the answer gives the broker's answer to each, in order (a refusal as
+    `OrderRejected`, an order not sent because the deadline passed as `NotSent`).
+
+    A real broker: past the deadline nothing is written or sent. Else the intents are committed
+    first (one statement, their own connection), then the orders posted at once on threads, the
+    broker checking `send_by` before each POST; an id that already names an order is looked up
+    instead of re-sent. The answer waits for every request to end. An intent refused before any
+    attempt is then voided; one whose send raised is marked given up (so reconciliation may void
+    it at once); both on the caller's thread. An error other than a refusal (an outage) is raised
+    then, the first in order, and the intents left behind are reconciled by the next run.
+    The simulated broker: one after another, in order (its fills depend on it), the deadline
+    checked before each, done before this returns."""
+    if not broker.authoritative:
+        done = [_not_sent() if run.past_deadline() else ask(broker.submit, i) for i in intents]
+        return lambda: done
+    if run.past_deadline():
+        return lambda: [_not_sent() for _ in intents]
+    source = "strategy" if strategy_id is not None else "manual"
+    written = run.intents.write(strategy_id, account_id, source, minute, intents)
+
+    def send(intent: OrderIntent) -> Answer | Exception:
+        try:
+            if intent.client_order_id in written:
+                return ask(broker.submit, replace(intent, send_by=run.send_by))
+            found = broker.get_by_client_id(intent.client_order_id)  # the id already names an order
+            if found is None:
+                return OrderRejected(None, f"client id {intent.client_order_id} is taken: nothing sent")
+            return found
+        except Exception as exc:  # an outage: marked below, raised once every request has ended
+            return exc
+
+    results = concurrency.launch(send, intents)
+    return lambda: _answers(run, intents, results())
+
+
+def _answers(
+    run: Invocation, intents: Sequence[OrderIntent], results: Sequence[Answer | Exception]
+) -> list[Answer]:
+    unsent = [(i.client_order_id, r) for i, r in zip(intents, results, strict=True) if isinstance(r, NotSent)]
+    if unsent:  # refused before any attempt: nothing is at the broker
+        run.intents.void([cid for cid, _ in unsent], f"not sent: {unsent[0][1]}")
+    answers: list[Answer] = []
+    outage: Exception | None = None
+    for intent, r in zip(intents, results, strict=True):
+        if isinstance(r, Order | OrderRejected | NotSent):
+            answers.append(r)
+            continue
+        run.intents.gave_up(intent.client_order_id, f"{type(r).__name__}: {r}")
+        outage = outage or r
+    if outage is not None:
+        raise outage
+    return answers
+
+
+def _not_sent() -> NotSent:
+    return NotSent(DEADLINE, NOT_SENT_WHY)
 
 
 def summarise(run_id: uuid.UUID, name: str, minute: datetime, decisions: Sequence[Decision]) -> StrategyRun:

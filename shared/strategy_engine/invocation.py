@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -87,6 +88,7 @@ class Invocation:
     started: datetime = field(init=False)
     send_by: datetime = field(init=False)  # the deadline on the real wall clock, for the broker
     _broker_open: dict[str, bool] = field(default_factory=dict, init=False)
+    _clock_ahead: dict[str, Future[tuple[datetime, bool]]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.started = self.clock()
@@ -117,14 +119,9 @@ class Invocation:
         age = (self.started - self.minute).total_seconds()
         return age if age > self.policy.max_lag_seconds else None
 
-    def gate(
-        self, account: BrokerAccount, broker: Callable[[BrokerAccount], Broker]
-    ) -> tuple[StrategyOutcome, str] | None:
+    def gate(self, account: BrokerAccount) -> tuple[StrategyOutcome, str] | None:
         """Why a strategy on `account` must not start now (outcome, detail), or None to go on.
-
-        Raises `Unavailable` when the broker's clock cannot be read (the strategy fails and the
-        minute is retried, like any broker outage).
-        """
+        The broker's clock is asked later, before anything is sent (`check_broker_open`)."""
         if self.past_deadline():
             return (
                 StrategyOutcome.DEADLINE,
@@ -136,14 +133,35 @@ class Invocation:
         if age is not None:
             limit = self.policy.max_lag_seconds
             return StrategyOutcome.LATE, f"minute is {age:.0f}s old (MAX_TICK_LAG_SECONDS={limit:g})"
-        if not self._is_open(account, broker):
-            return StrategyOutcome.MARKET_CLOSED, "the broker's clock says the market is closed"
         return None
+
+    def check_broker_open(self, account: BrokerAccount, broker: Callable[[BrokerAccount], Broker]) -> None:
+        """Before a strategy on a real broker sends anything: raises `BrokerClosed` when the
+        broker's clock (asked once per invocation and broker, `ask_clock`) says the market is
+        closed, `Unavailable` when it cannot be read (the strategy fails and the minute is
+        retried, like any broker outage). Either way the strategy's minute is rolled back."""
+        if account.broker in REAL_BROKERS and not self._is_open(account, broker):
+            raise BrokerClosed("the broker's clock says the market is closed")
+
+    def ask_clock(
+        self, account: BrokerAccount, broker: Callable[[BrokerAccount], Broker], pool: ThreadPoolExecutor
+    ) -> None:
+        """Send the request for `account`'s broker clock now, on `pool`, unless already asked; the
+        strategies of that broker wait for the answer (`check_broker_open`); if it failed, each
+        asks again with its own account."""
+        if account.broker in REAL_BROKERS and account.broker not in self._clock_ahead:
+            self._clock_ahead[account.broker] = pool.submit(lambda: broker(account).clock())
 
     def _is_open(self, account: BrokerAccount, broker: Callable[[BrokerAccount], Broker]) -> bool:
         name = account.broker  # one clock per broker: every account of it shares the market's hours
         if name not in self._broker_open:
-            stamp, is_open = broker(account).clock()
+            ahead = self._clock_ahead.get(name)  # shared by the accounts' threads: asked once
+            try:
+                stamp, is_open = ahead.result() if ahead is not None else broker(account).clock()
+            except Exception:  # the clock asked ahead (with another account's keys) failed
+                if ahead is None:
+                    raise
+                stamp, is_open = broker(account).clock()  # ask with this account's own
             self._broker_open[name] = is_open
             if not is_open:  # the engine asks only when the calendar says open
                 event(
@@ -162,8 +180,23 @@ class MinuteRefused(InputError):
     """The minute is too far ahead of the host clock to be waited for; the refusal is recorded."""
 
 
-class DeadlinePassed(EngineError):
+class NotRun(EngineError):
+    """A strategy's minute stopped before it sent anything, by a rule of the invocation: rolled
+    back, its outcome `outcome`."""
+
+    outcome = StrategyOutcome.FAILED
+
+
+class DeadlinePassed(NotRun):
     """The invocation's deadline passed before this strategy sent anything: rolled back, `deadline`."""
+
+    outcome = StrategyOutcome.DEADLINE
+
+
+class BrokerClosed(NotRun):
+    """The broker's clock says the market is closed (the calendar said open): `market_closed`."""
+
+    outcome = StrategyOutcome.MARKET_CLOSED
 
 
 def run_status(runs: Sequence[StrategyRun]) -> str:

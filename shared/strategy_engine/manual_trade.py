@@ -21,13 +21,14 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
-from strategy_engine import execution
+from strategy_engine import execution, reconciliation
+from strategy_engine.account_view import AccountView
 from strategy_engine.core import calendar, risk
 from strategy_engine.core.decide import minute_key
-from strategy_engine.core.errors import InputError, LiveTradingRefused, NotFound, OrderRejected
+from strategy_engine.core.errors import InputError, LiveTradingRefused, NotFound, NotSent, OrderRejected
 from strategy_engine.core.models import BrokerAccount, DayState, Features, Limits, Order, OrderIntent, Side
 from strategy_engine.core.strategies.base import check_symbol, qty_problem
-from strategy_engine.engine import Deps, open_account
+from strategy_engine.deps import Deps
 from strategy_engine.logs import event
 from strategy_engine.settings import Settings, get_settings
 from strategy_engine.store import Session, journal, market
@@ -136,18 +137,20 @@ def _place(
     ):
         raise InputError(f"client order id {intent.client_order_id} already names another order")
     minute = calendar.floor_minute(deps.clock())
-    view = open_account(s, deps, account, minute)
+    view = deps.open_account(s, sending, account, minute)
     if known is not None:
         found = _again(s, view, account, known, minute)
         if found is not None:
             return found
-        sending.intents.void([known.client_order_id], execution.NOT_AT_BROKER)  # the lock is held
+        sending.intents.void([known.client_order_id], reconciliation.NOT_AT_BROKER)  # the lock is held
     elif dedupe:
         _refuse_recent(s, account, intent, minute, settings.manual_duplicate_window_minutes)
     intent = _checked(s, view, intent, minute, allow_short, settings)
-    try:
-        order = execution.sender(view.broker, sending, None, account.id, minute)(intent)
-    except OrderRejected as exc:
+    (order,) = execution.post(view.broker, sending, None, account.id, minute, [intent])
+    if isinstance(order, NotSent):  # a manual trade has no deadline: only the broker's own refusal
+        raise order
+    if isinstance(order, OrderRejected):
+        exc = order
         if not view.broker.authoritative:
             raise InputError(f"refused by the simulated broker (as Alpaca would): {exc.message}") from None
         rejected = Order(
@@ -178,7 +181,7 @@ def _refuse_recent(
 
 
 def _again(
-    s: Session, view: execution.AccountView, account: BrokerAccount, known: Order, minute: datetime
+    s: Session, view: AccountView, account: BrokerAccount, known: Order, minute: datetime
 ) -> tuple[Order, bool, str | None] | None:
     """A re-run: the order the journal holds, as the broker now sees it; nothing is sent. None
     when it is an intent the broker does not hold and whose sender gave up: it may be sent."""
@@ -201,7 +204,7 @@ def _again(
 
 def _checked(
     s: Session,
-    view: execution.AccountView,
+    view: AccountView,
     intent: OrderIntent,
     minute: datetime,
     allow_short: bool,

@@ -43,6 +43,9 @@ KEY, SECRET = "PKFAKEKEY0001", "fake-secret-0001"  # what the fake accepts unles
 class _Server(ThreadingHTTPServer):
     daemon_threads = False  # server_close() joins every handler: no thread outlives a test
     block_on_close = True
+    # socketserver's default backlog is 5: forty connections opened at once (ten accounts' reads)
+    # would see SYNs dropped and retried a second later, which no real API server does.
+    request_queue_size = 128
     fake: FakeAlpaca
 
 

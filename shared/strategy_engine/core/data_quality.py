@@ -24,10 +24,7 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import TYPE_CHECKING, Any
 
 from strategy_engine.core.indicators import last_smas
 from strategy_engine.core.models import Decision, Features, Position
@@ -74,9 +71,13 @@ DIRECTIONS: Mapping[tuple[str, str], int] = {
     ("put", "unknown"): -1,
 }
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
-BoolArray = NDArray[np.bool_]
+if TYPE_CHECKING:  # numpy is imported by the backfill's array forms only, never on the tick's path
+    import numpy as np
+    from numpy.typing import NDArray
+
+    FloatArray = NDArray[np.float64]
+    IntArray = NDArray[np.int64]
+    BoolArray = NDArray[np.bool_]
 
 
 def spelling(raw: str) -> str:
@@ -107,6 +108,8 @@ def is_break(previous: float, current: float) -> bool:
 
 def breaks(closes: FloatArray) -> BoolArray:
     """`is_break` of every consecutive pair: out[i] for the pair (i-1, i); out[0] is False."""
+    import numpy as np
+
     out = np.zeros(closes.shape[0], dtype=np.bool_)
     if closes.shape[0] > 1:
         a, b = closes[:-1], closes[1:]
@@ -127,6 +130,8 @@ def after_last_break(closes: Sequence[float]) -> int:
 
 def usable_bars(closes: FloatArray, k: IntArray, window: int) -> IntArray:
     """`after_last_break` of the window closes[max(k-window, 0):k], for every k at once."""
+    import numpy as np
+
     idx = np.arange(closes.shape[0], dtype=np.int64)
     # The first usable index each bar imposes: itself after a break, the next one after a bad bar.
     first = np.where(closes > MAX_PRICE, idx + 1, np.where(breaks(closes), idx, -1))
@@ -161,6 +166,8 @@ def split_position(p: Position, ratio: float) -> Position:
 
 def split_factor_array(bar_us: IntArray, splits: Sequence[tuple[int, float]], t_us: int) -> FloatArray:
     """`split_factors` for a whole array (the same multiplications in the same order)."""
+    import numpy as np
+
     f = np.ones(bar_us.shape[0], dtype=np.float64)
     for ex, ratio in splits:
         if ex <= t_us:

@@ -1,10 +1,12 @@
 """One minute of one strategy, from features to decisions: shared by the tick and the backfill.
 
-`decide_minute` walks the symbols in ascending order: the strategy decides, the risk gate
-checks the order against the context as it stands after the previous symbols' orders, and an
-accepted order updates that context. Submitting is a function passed in (the Alpaca broker in
-the tick, the simulated broker in both), so this module does no I/O of its own and the backfill
-runs exactly the code the tick runs.
+`decide` walks the symbols in ascending order: the strategy decides, the risk gate checks the
+order against the context as it stands after the previous symbols' approved orders (reserved),
+and sends nothing. The broker's answers come back through `settle`, which releases what a
+refused order reserved. The tick posts a strategy's approved orders to Alpaca at once
+(`execution.trade`); `decide_minute` submits them one after another (the simulated broker, in
+the backfill and the tick alike), so this module does no I/O and the backfill runs exactly the
+code the tick runs.
 """
 
 from __future__ import annotations
@@ -88,46 +90,123 @@ def decision_payload(decision: Decision) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A strategy-minute decided, before any order is sent.
+
+    `decisions` in ascending symbol order: held and blocked ones are final; those at `approved`
+    (indices) are ORDERED placeholders awaiting the broker's answer (`settle`). Each symbol was
+    checked against the context with every earlier approved order reserved (`risk.apply`);
+    `start` is the context before any of them.
+    """
+
+    decisions: tuple[Decision, ...]
+    approved: tuple[int, ...]
+    start: RiskContext
+
+    @property
+    def intents(self) -> list[OrderIntent]:
+        """The approved orders, in symbol order: what to send."""
+        return [i for k in self.approved if (i := self.decisions[k].intent) is not None]
+
+
+Answer = Order | OrderRejected | NotSent  # the broker's answer to one approved order, or why it never went
+
+
+def decide(inputs: MinuteInputs, ctx: RiskContext) -> Decided:
+    """Decide and check every symbol of the strategy at T, in ascending symbol order; sends nothing.
+
+    Each approved order is reserved (`risk.apply`) before the next symbol is checked, so the
+    orders of one minute can be posted at once and settled after (`settle`)."""
+    decisions: list[Decision] = []
+    approved: list[int] = []
+    start = ctx
+    for symbol in sorted(inputs.config.symbols):
+        x = _check(inputs, symbol, ctx)
+        if x.outcome is Outcome.ORDERED:
+            ctx = risk.apply(ctx, _intent(x))  # reserved: the next symbols are checked with it counted
+            approved.append(len(decisions))
+        decisions.append(x)
+    return Decided(tuple(decisions), tuple(approved), start)
+
+
+def _check(inputs: MinuteInputs, symbol: str, ctx: RiskContext) -> Decision:
+    """One symbol decided and checked against `ctx`: HELD, BLOCKED, or an ORDERED placeholder."""
+    feats = inputs.features.get(symbol) or empty_features(symbol)
+    signal = inputs.spec.decide(feats, risk.exposure(ctx, symbol), inputs.config)
+    if symbol in ctx.working.symbols:
+        working = ctx.working.qty.get(symbol, 0.0)
+        signal = replace(signal, payload={**signal.payload, "working_qty": working})
+        if signal.action is Action.HOLD:  # say why nothing is sent, whatever the strategy thought
+            signal = replace(signal, reason=risk.RiskCode.ORDER_WORKING.value)
+    if signal.action is Action.HOLD or feats.close is None:
+        return Decision(inputs.minute, signal, None, None, Outcome.HELD)
+    side = Side.BUY if signal.action is Action.BUY else Side.SELL
+    cid = client_order_id(inputs.strategy_id, symbol, inputs.minute)
+    intent = OrderIntent(symbol, side, signal.qty, feats.close, cid)
+    verdict = risk.evaluate(intent, ctx, inputs.limits)
+    outcome = Outcome.ORDERED if verdict.approved else Outcome.BLOCKED
+    return Decision(inputs.minute, signal, intent, verdict, outcome)
+
+
+def settle(decided: Decided, answers: Sequence[Answer]) -> tuple[list[Decision], RiskContext]:
+    """The decisions with the broker's answers (one per approved order, in order) and the context
+    after the orders it took: a refused order, an order not sent, or one the broker holds dead,
+    releases what it had reserved (its trade, notional, position and buying power count nowhere).
+    The context is `decided.start` itself when no order went through. Raises ValueError on a
+    count mismatch."""
+    if len(answers) != len(decided.approved):
+        raise ValueError(f"{len(answers)} answers for {len(decided.approved)} orders")
+    out = list(decided.decisions)
+    ctx = decided.start
+    for k, answer in zip(decided.approved, answers, strict=True):
+        out[k], ctx = _answered(out[k], answer, ctx)
+    return out, ctx
+
+
+def _answered(x: Decision, answer: Answer, ctx: RiskContext) -> tuple[Decision, RiskContext]:
+    """An ORDERED placeholder with the broker's answer; `ctx` with the order applied if it went."""
+    if isinstance(answer, NotSent):  # the deadline passed before it could go: logged as not sent
+        if x.verdict is None:  # _check gives every approved decision its verdict
+            raise ValueError("an approved decision without a verdict")
+        return replace(
+            x, verdict=_not_sent(x.verdict, answer), outcome=Outcome.BLOCKED, error=str(answer)
+        ), ctx
+    if isinstance(answer, OrderRejected):
+        return replace(x, outcome=Outcome.FAILED, error=str(answer)), ctx
+    if answer.died_unfilled:  # e.g. adopted after a retry: the broker had rejected it
+        error = f"the broker holds this order as {answer.status}, nothing filled"
+        return replace(x, outcome=Outcome.FAILED, order=answer, error=error), ctx
+    return replace(x, order=answer), risk.apply(ctx, _intent(x))
+
+
+def _intent(x: Decision) -> OrderIntent:
+    if x.intent is None:  # decide() gives every approved decision its intent
+        raise ValueError("an approved decision without an order")
+    return x.intent
+
+
+def ask(submit: Submit, intent: OrderIntent) -> Answer:
+    """`submit(intent)`, a refusal or a NotSent returned rather than raised (any other error
+    propagates)."""
+    try:
+        return submit(intent)
+    except (OrderRejected, NotSent) as exc:
+        return exc
+
+
 def decide_minute(
     inputs: MinuteInputs, ctx: RiskContext, submit: Submit
 ) -> tuple[list[Decision], RiskContext]:
-    """Decide, check and submit every symbol of the strategy at T, in ascending symbol order."""
+    """Decide, check and submit symbol by symbol, in ascending order, each order answered before
+    the next symbol is checked (so a refusal releases its reservation at once): the backfill's
+    path, and the tick's with the simulated broker (whose fills depend on the order)."""
     decisions: list[Decision] = []
     for symbol in sorted(inputs.config.symbols):
-        feats = inputs.features.get(symbol) or empty_features(symbol)
-        signal = inputs.spec.decide(feats, risk.exposure(ctx, symbol), inputs.config)
-        if symbol in ctx.working.symbols:
-            working = ctx.working.qty.get(symbol, 0.0)
-            signal = replace(signal, payload={**signal.payload, "working_qty": working})
-            if signal.action is Action.HOLD:  # say why nothing is sent, whatever the strategy thought
-                signal = replace(signal, reason=risk.RiskCode.ORDER_WORKING.value)
-        if signal.action is Action.HOLD or feats.close is None:
-            decisions.append(Decision(inputs.minute, signal, None, None, Outcome.HELD))
-            continue
-        side = Side.BUY if signal.action is Action.BUY else Side.SELL
-        cid = client_order_id(inputs.strategy_id, symbol, inputs.minute)
-        intent = OrderIntent(symbol, side, signal.qty, feats.close, cid)
-        verdict = risk.evaluate(intent, ctx, inputs.limits)
-        if not verdict.approved:
-            decisions.append(Decision(inputs.minute, signal, intent, verdict, Outcome.BLOCKED))
-            continue
-        try:
-            order = submit(intent)
-        except NotSent as exc:  # the deadline passed before it could go: logged as not sent
-            unsent = _not_sent(verdict, exc)
-            decisions.append(Decision(inputs.minute, signal, intent, unsent, Outcome.BLOCKED, error=str(exc)))
-            continue
-        except OrderRejected as exc:
-            decisions.append(Decision(inputs.minute, signal, intent, verdict, Outcome.FAILED, error=str(exc)))
-            continue
-        if order.died_unfilled:  # e.g. adopted after a retry: the broker had rejected it
-            error = f"the broker holds this order as {order.status}, nothing filled"
-            decisions.append(
-                Decision(inputs.minute, signal, intent, verdict, Outcome.FAILED, order=order, error=error)
-            )
-            continue
-        ctx = risk.apply(ctx, intent)
-        decisions.append(Decision(inputs.minute, signal, intent, verdict, Outcome.ORDERED, order=order))
+        x = _check(inputs, symbol, ctx)
+        if x.outcome is Outcome.ORDERED:
+            x, ctx = _answered(x, ask(submit, _intent(x)), ctx)
+        decisions.append(x)
     return decisions, ctx
 
 

@@ -8,14 +8,19 @@ single window (the tick) and a million windows (the backfill) round identically.
 
 from __future__ import annotations
 
-import numpy as np
-from numpy.typing import NDArray
+from typing import TYPE_CHECKING
 
-FloatArray = NDArray[np.float64]
+if TYPE_CHECKING:  # numpy is imported where arrays are used: the tick's path never loads it
+    import numpy as np
+    from numpy.typing import NDArray
+
+    FloatArray = NDArray[np.float64]
 
 
 def window_sums(values: FloatArray, window: int) -> FloatArray:
     """Sums of every full window: out[i] = ((v[i] + v[i+1]) + ...) + v[i+window-1]."""
+    import numpy as np
+
     n = values.shape[0] - window + 1
     if n <= 0:
         return np.empty(0, dtype=np.float64)
@@ -32,6 +37,8 @@ def sma(values: FloatArray, window: int) -> FloatArray:
 
 def last_sma(closes: list[float] | FloatArray, window: int) -> float | None:
     """The tick's SMA: the mean of the last `window` closes, or None with fewer bars."""
+    import numpy as np
+
     arr = np.asarray(closes, dtype=np.float64)
     if arr.shape[0] < window:
         return None
@@ -39,15 +46,16 @@ def last_sma(closes: list[float] | FloatArray, window: int) -> float | None:
 
 
 def last_smas(windows: list[list[float]], window: int) -> list[float | None]:
-    """`last_sma` of many symbols at once: one vectorised add per offset, same rounding."""
-    full = [i for i, w in enumerate(windows) if len(w) >= window]
-    out: list[float | None] = [None] * len(windows)
-    if not full:
-        return out
-    matrix = np.array([windows[i][-window:] for i in full], dtype=np.float64)
-    sums = matrix[:, 0].copy()
-    for k in range(1, window):
-        sums += matrix[:, k]
-    for i, v in zip(full, (sums / float(window)).tolist(), strict=True):
-        out[i] = v
+    """`last_sma` of many symbols, in plain Python floats: the same additions in the same order
+    (left to right), then one division, so the same rounding as the arrays' forms; no numpy."""
+    out: list[float | None] = []
+    for w in windows:
+        if len(w) < window:
+            out.append(None)
+            continue
+        tail = w[-window:]
+        total = float(tail[0])
+        for v in tail[1:]:
+            total += v
+        out.append(total / float(window))
     return out

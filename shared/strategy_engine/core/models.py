@@ -241,7 +241,7 @@ class StrategyRun:
     blocked: int = 0
     failed: int = 0
     error: str | None = None  # "<error class>: <message>" of a failed strategy-minute
-    retryable: bool = False  # failed on an outage (Unavailable): a retry of the minute may succeed
+    retryable: bool = False  # failed on an outage, or busy after a lock wait: a retry may succeed
     reconciled: int = 0
 
 
@@ -272,8 +272,11 @@ class RunResult:
 
     @property
     def retryable(self) -> bool:
-        """Would retrying the minute help? Only when a strategy failed on an outage."""
-        return any(s.outcome is StrategyOutcome.FAILED and s.retryable for s in self.strategies)
+        """Would retrying the minute help? When a strategy failed on an outage, or gave up waiting
+        for a lock (`busy` with `retryable`): it released its claim, and the worker that held the
+        lock may have skipped that strategy as busy, so without a retry nobody would run it."""
+        retried = (StrategyOutcome.FAILED, StrategyOutcome.BUSY)
+        return any(s.outcome in retried and s.retryable for s in self.strategies)
 
     def as_json(self) -> dict[str, Any]:
         return {

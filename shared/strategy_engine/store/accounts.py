@@ -7,7 +7,8 @@ the mirror). For a simulated account they *are* the truth. Either way one functi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 import psycopg
@@ -15,7 +16,7 @@ import psycopg
 from strategy_engine.core.data_quality import split_position
 from strategy_engine.core.errors import AccountConflict, NotFound
 from strategy_engine.core.models import Account, BrokerAccount, Position, RowId
-from strategy_engine.store.session import Session, exact, row_id
+from strategy_engine.store.session import Later, Session, exact, row_id
 
 
 def ensure_account(s: Session, name: str, broker: str) -> RowId:
@@ -87,87 +88,156 @@ def _conflict(account: BrokerAccount, reached: str, other: str) -> AccountConfli
 # The New York date of now: what "as of" means for a caller that does not name a minute.
 _TODAY_NY = "(now() at time zone 'America/New_York')::date"
 
+# The positions as of New York date %(as_of)s (default today), each with the split ratios of
+# `corporate_actions` that took effect since it was saved (ex date after its
+# `split_applied_through`, up to %(as_of)s), in ex-date order.
+_POSITIONS = f"""
+  select p.symbol, p.qty::float8 as qty, coalesce(p.avg_entry_price, 0)::float8 as avg,
+    (select array_agg(a.split_ratio::float8 order by a.ex_date) from public.corporate_actions a
+     where a.symbol = p.symbol and a.ex_date > p.split_applied_through
+       and a.ex_date <= coalesce(%(as_of)s::date, {_TODAY_NY})) as ratios
+  from public.broker_positions p
+  where p.account_id = %(id)s and p.qty <> 0
+"""
+
+
+def _split(symbol: str, qty: float, avg: float, ratios: Sequence[float] | None) -> Position:
+    p = Position(symbol, qty, avg)
+    for r in ratios or ():
+        p = split_position(p, r)
+    return p
+
 
 def positions(s: Session, account_id: RowId, as_of: date | None = None) -> list[Position]:
     """The account's positions as of New York date `as_of` (default today), with the splits of
-    `corporate_actions` that took effect since they were saved (ex date after the row's
-    `split_applied_through`, up to `as_of`) applied in ex-date order by `split_position`. One
-    statement; `save_mirror` with the same `as_of` records them as applied."""
-    rows = s.fetchall(
-        f"""
-        select p.symbol, p.qty::float8, coalesce(p.avg_entry_price, 0)::float8,
-          (select array_agg(a.split_ratio::float8 order by a.ex_date) from public.corporate_actions a
-           where a.symbol = p.symbol and a.ex_date > p.split_applied_through
-             and a.ex_date <= coalesce(%s::date, {_TODAY_NY}))
-        from public.broker_positions p
-        where p.account_id = %s and p.qty <> 0 order by p.symbol
-        """,
-        (as_of, account_id),
-    )
-    out = []
-    for symbol, qty, avg, ratios in rows:
-        p = Position(symbol, qty, avg)
-        for r in ratios or ():
-            p = split_position(p, r)
-        out.append(p)
-    return out
+    `corporate_actions` that took effect since they were saved applied in ex-date order by
+    `split_position`. One statement; `save_mirror` with the same `as_of` records them as applied."""
+    rows = s.fetchall(_POSITIONS + " order by p.symbol", {"id": account_id, "as_of": as_of})
+    return [_split(*r) for r in rows]
 
 
-def lock_account(s: Session, account_id: RowId) -> Account | None:
-    """Lock the account's own row until commit and read its balance (None before the first one).
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """The account's balance and positions as the tables hold them, read under its row lock.
+
+    `positions` are as of the New York date asked for (`positions`). `stamp` is the balance row's
+    `updated_at` (the statement's clock, not the transaction's): each transaction that mirrors
+    the account moves it, so an invocation that finds
+    the stamp it wrote last knows no one else touched the account since (None before the first
+    balance)."""
+
+    balance: Account | None
+    positions: list[Position]
+    stamp: datetime | None
+    sending: bool = False  # the account has intents: orders some minute may have placed unrecorded
+
+
+def lock_account_later(s: Session, account_id: RowId, as_of: date | None = None) -> Later[Locked]:
+    """Lock the account's own row until commit, then read its balance and positions as of New
+    York date `as_of`: two statements, pipelined with the caller's if it has one (read the
+    answer after it).
 
     The lock is on `broker_accounts`, a row that exists as long as the account does, so the
     strategies sharing an account serialise from their very first minute (a `broker_balances`
     row does not exist until the first mirror is written). Under the transaction's
-    `lock_timeout` a worker that waits too long raises `Busy`.
+    `lock_timeout` a worker that waits too long raises `Busy`. The answer raises NotFound when
+    the account no longer exists.
     """
-    if s.fetchone("select 1 from public.broker_accounts where id = %s for update", (account_id,)) is None:
-        raise NotFound(f"account {account_id} no longer exists")
+    lock = s.execute("select 1 from public.broker_accounts where id = %s for update", (account_id,))
     # A second statement, so the balance is read after the lock is granted: in READ COMMITTED a
     # statement that waited for a lock still reads the other tables as of its own start, which
     # would hand this strategy the balance from before the previous holder's fills.
-    row = s.fetchone(
-        "select cash::float8, buying_power::float8, equity::float8 from public.broker_balances"
-        " where account_id = %s",
-        (account_id,),
+    read = s.execute(
+        f"""
+        select b.cash::float8, b.buying_power::float8, b.equity::float8, b.updated_at,
+          exists (select 1 from public.paper_trades t where t.account_id = %(id)s and t.status = 'intent'),
+          p.symbol, p.qty, p.avg, p.ratios
+        from (select 1) one
+        left join public.broker_balances b on b.account_id = %(id)s
+        left join lateral ({_POSITIONS}) p on true
+        order by p.symbol
+        """,
+        {"id": account_id, "as_of": as_of},
     )
-    return None if row is None else Account(row[0], row[1], row[2])
+
+    def answer() -> Locked:
+        if lock.fetchone() is None:
+            raise NotFound(f"account {account_id} no longer exists")
+        rows = read.fetchall()
+        first = rows[0]  # the (select 1) row is always there
+        balance = None if first[0] is None else Account(first[0], first[1], first[2])
+        held = [_split(*r[5:]) for r in rows if r[5] is not None]
+        return Locked(balance, held, first[3], bool(first[4]))
+
+    return answer
+
+
+def stamps(s: Session, account_ids: Sequence[RowId]) -> dict[RowId, datetime]:
+    """The balance rows' stamps (`Locked.stamp`) of these accounts, without any lock; an account
+    with no balance row yet is absent."""
+    rows = s.fetchall(
+        "select account_id, updated_at from public.broker_balances where account_id = any(%s)",
+        (list(account_ids),),
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+def lock_account(s: Session, account_id: RowId) -> Account | None:
+    """`lock_account_later`'s balance, at once (None before the first balance). Not pipelined: the
+    caller may do slow things while it holds the lock (see `Session.pipeline`)."""
+    return lock_account_later(s, account_id)().balance
 
 
 def save_mirror(
     s: Session, account_id: RowId, acct: Account, pos: Sequence[Position], as_of: date | None = None
-) -> None:
-    """Replace the account's positions and balance in three statements, whatever their number.
+) -> Later[datetime]:
+    """Replace the account's positions and balance in one statement, whatever their number; the
+    answer is the new stamp (`Locked.stamp`).
 
     The positions are as of New York date `as_of` (default today): every split up to it is in
     them (`positions` applied it, or the broker did), so `split_applied_through` becomes `as_of`.
     """
-    s.execute(
-        """
-        insert into public.broker_balances (account_id, cash, buying_power, equity, updated_at)
-        values (%s, %s, %s, %s, now())
-        on conflict (account_id) do update set cash = excluded.cash,
-          buying_power = excluded.buying_power, equity = excluded.equity, updated_at = now()
-        """,
-        (account_id, exact(acct.cash), exact(acct.buying_power), exact(acct.equity)),
-    )
     symbols = [p.symbol for p in pos]
-    s.execute(
-        "delete from public.broker_positions where account_id = %s and not (symbol = any(%s))",
-        (account_id, symbols),
-    )
-    s.execute(
+    # One statement: its parts see the same snapshot and touch disjoint rows (the positions
+    # deleted are exactly those not upserted).
+    cur = s.execute(
         f"""
-        insert into public.broker_positions
-          (account_id, symbol, qty, avg_entry_price, split_applied_through, updated_at)
-        select %s, u.symbol, u.qty, u.avg, coalesce(%s::date, {_TODAY_NY}), now()
-        from unnest(%s::text[], %s::numeric[], %s::numeric[]) as u(symbol, qty, avg)
-        on conflict (account_id, symbol) do update set qty = excluded.qty,
-          avg_entry_price = excluded.avg_entry_price,
-          split_applied_through = excluded.split_applied_through, updated_at = now()
+        with gone as (
+          delete from public.broker_positions where account_id = %(id)s and not (symbol = any(%(sym)s))
+        ), held as (
+          insert into public.broker_positions
+            (account_id, symbol, qty, avg_entry_price, split_applied_through, updated_at)
+          select %(id)s, u.symbol, u.qty, u.avg, coalesce(%(as_of)s::date, {_TODAY_NY}), now()
+          from unnest(%(sym)s::text[], %(qty)s::numeric[], %(avg)s::numeric[]) as u(symbol, qty, avg)
+          on conflict (account_id, symbol) do update set qty = excluded.qty,
+            avg_entry_price = excluded.avg_entry_price,
+            split_applied_through = excluded.split_applied_through, updated_at = now()
+        )
+        insert into public.broker_balances (account_id, cash, buying_power, equity, updated_at)
+        values (%(id)s, %(cash)s, %(bp)s, %(eq)s, clock_timestamp())
+        on conflict (account_id) do update set cash = excluded.cash,
+          buying_power = excluded.buying_power, equity = excluded.equity, updated_at = clock_timestamp()
+        returning updated_at
         """,
-        (account_id, as_of, symbols, [exact(p.qty) for p in pos], [exact(p.avg_entry_price) for p in pos]),
+        {
+            "id": account_id,
+            "as_of": as_of,
+            "sym": symbols,
+            "qty": [exact(p.qty) for p in pos],
+            "avg": [exact(p.avg_entry_price) for p in pos],
+            "cash": exact(acct.cash),
+            "bp": exact(acct.buying_power),
+            "eq": exact(acct.equity),
+        },
     )
+
+    def stamp() -> datetime:
+        row = cur.fetchone()
+        assert row is not None  # noqa: S101 - RETURNING of an upsert always yields the row
+        stamped: datetime = row[0]
+        return stamped
+
+    return stamp
 
 
 def overview(s: Session) -> list[tuple[Any, ...]]:

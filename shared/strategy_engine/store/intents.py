@@ -14,13 +14,15 @@ an order the broker no longer knows, long after its last answer: no longer asked
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from strategy_engine.core.models import FINAL_ORDER_STATUSES, Order, OrderIntent, RowId, Side
-from strategy_engine.store.session import Session, exact, sibling
+from strategy_engine.store.session import Later, Session, exact, sibling, sibling_opener
 
 INTENT, VOID, UNKNOWN = "intent", "void", "unknown_at_broker"
 # A row in any other status is the broker's word for an order that may still change.
@@ -44,59 +46,88 @@ class Pending:
 
 
 class IntentLog:
-    """Commits intents on a second connection, opened on first use; `close()` when done."""
+    """Commits intents on a second connection, opened on first use (or ahead, `open_ahead`);
+    `close()` when done."""
 
     def __init__(self, main: Session) -> None:
         self._main = main
         self._side: Session | None = None
+        self._opening: Future[Session] | None = None
+        self._opener: ThreadPoolExecutor | None = None
+
+    def open_ahead(self) -> None:
+        """Start opening the connection on a thread of its own, so the first intent does not wait
+        for a connection to be set up; its error (DatabaseUnavailable) is raised by that write."""
+        if self._side is None and self._opening is None:
+            self._opener = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intent-connect")
+            self._opening = self._opener.submit(sibling_opener(self._main))
 
     def _session(self) -> Session:
         if self._side is None:
-            self._side = sibling(self._main)
+            opening, self._opening = self._opening, None
+            self._side = opening.result() if opening is not None else sibling(self._main)
         return self._side
 
     def close(self) -> None:
+        if self._opening is not None:
+            with contextlib.suppress(Exception):  # never used: its failure is nobody's concern
+                self._side = self._opening.result()
+            self._opening = None
+        if self._opener is not None:
+            self._opener.shutdown(wait=True)
+            self._opener = None
         if self._side is not None:
             self._side.close()
             self._side = None
 
     def write(
-        self, strategy_id: RowId | None, account_id: RowId, source: str, minute: datetime, intent: OrderIntent
-    ) -> bool:
-        """Commit the intent; False when its client id already names a live order (send nothing).
+        self,
+        strategy_id: RowId | None,
+        account_id: RowId,
+        source: str,
+        minute: datetime,
+        intents: Sequence[OrderIntent],
+    ) -> set[str]:
+        """Commit the intents in one statement; the client ids written. An id left out already
+        names a live order (send nothing for it).
 
         A `void` row (reconciliation found nothing at the broker) is taken over: the order was
         never placed, so the same client id may be sent again. Raises DatabaseUnavailable.
         """
+        if not intents:
+            return set()
         s = self._session()
-        with s.transaction():
+        with s.pipeline(), s.transaction():  # BEGIN, SET, INSERT, COMMIT: one round trip
             s.execute(f"set local lock_timeout = '{_LOCK_TIMEOUT}'")
-            row = s.fetchone(
+            cur = s.execute(
                 """
                 insert into public.paper_trades (strategy_id, account_id, source, decision_minute,
                   client_order_id, symbol, side, qty, decision_price, status, updated_at)
-                values (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'intent', now())
+                select %(strategy)s, %(account)s, %(source)s, %(minute)s, u.cid, u.sym, u.side, u.qty,
+                  u.price, 'intent', now()
+                from unnest(%(cid)s::text[], %(sym)s::text[], %(side)s::text[], %(qty)s::numeric[],
+                            %(price)s::numeric[]) as u(cid, sym, side, qty, price)
                 on conflict (client_order_id) do update set status = 'intent', error = null,
                   strategy_id = excluded.strategy_id, account_id = excluded.account_id,
                   decision_minute = excluded.decision_minute, symbol = excluded.symbol,
                   side = excluded.side, qty = excluded.qty, decision_price = excluded.decision_price,
                   updated_at = now()
                 where paper_trades.status = 'void'
-                returning 1
+                returning client_order_id
                 """,
-                (
-                    strategy_id,
-                    account_id,
-                    source,
-                    minute,
-                    intent.client_order_id,
-                    intent.symbol,
-                    intent.side.value,
-                    exact(intent.qty),
-                    exact(intent.price),
-                ),
+                {
+                    "strategy": strategy_id,
+                    "account": account_id,
+                    "source": source,
+                    "minute": minute,
+                    "cid": [i.client_order_id for i in intents],
+                    "sym": [i.symbol for i in intents],
+                    "side": [i.side.value for i in intents],
+                    "qty": [exact(i.qty) for i in intents],
+                    "price": [exact(i.price) for i in intents],
+                },
             )
-        return row is not None
+        return {r[0] for r in cur.fetchall()}
 
     def void(self, client_order_ids: Sequence[str], why: str) -> None:
         """Mark intents the broker does not know: committed at once, so a re-send may take them over."""
@@ -143,11 +174,12 @@ def in_flight(s: Session, account_id: RowId, seconds: float) -> list[Order]:
     return [Order(r[0], "", r[1], Side(r[2]), r[3], INTENT, 0.0, None) for r in rows]
 
 
-def pending(s: Session, account_id: RowId, strategy_id: RowId | None) -> list[Pending]:
+def pending_later(s: Session, account_id: RowId, strategy_id: RowId | None) -> Later[list[Pending]]:
     """Intents of this account left by minutes that never completed: the strategy's own and the
     manual ones (no strategy), oldest first. Other strategies' intents wait for their own runs,
-    which lock their own day rows (reconciling them here could deadlock on those rows)."""
-    rows = s.fetchall(
+    which lock their own day rows (reconciling them here could deadlock on those rows). Sent now
+    (in the caller's pipeline, if any), read when called."""
+    cur = s.execute(
         """
         select client_order_id, strategy_id, decision_minute, symbol, side, qty::float8,
                decision_price::float8
@@ -157,7 +189,7 @@ def pending(s: Session, account_id: RowId, strategy_id: RowId | None) -> list[Pe
         """,
         (account_id, strategy_id),
     )
-    return [Pending(r[0], r[1], r[2], r[3], Side(r[4]), r[5], r[6]) for r in rows]
+    return lambda: [Pending(r[0], r[1], r[2], r[3], Side(r[4]), r[5], r[6]) for r in cur.fetchall()]
 
 
 def unsettled(s: Session, account_id: RowId, stale_after: timedelta) -> list[tuple[str, bool]]:

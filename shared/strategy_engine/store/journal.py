@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 from strategy_engine.core.data_quality import finite
 from strategy_engine.core.decide import decision_payload
 from strategy_engine.core.models import Decision, Order, RowId, Side
-from strategy_engine.store.session import Session, exact
+from strategy_engine.store.session import Later, Session, exact
 
 LOG_COLUMNS = (
     "engine_run_id",
@@ -146,7 +146,14 @@ def last_trades(
     s: Session, strategy_id: RowId, symbols: Sequence[str], before: datetime
 ) -> dict[str, datetime]:
     """The decision minute of this strategy's last accepted order per symbol (for cool-down)."""
-    rows = s.fetchall(
+    return last_trades_later(s, strategy_id, symbols, before)()
+
+
+def last_trades_later(
+    s: Session, strategy_id: RowId, symbols: Sequence[str], before: datetime
+) -> Later[dict[str, datetime]]:
+    """`last_trades`, sent now (in the caller's pipeline, if any) and read when called."""
+    cur = s.execute(
         """
         select symbol, max(decision_minute) from public.paper_trades
         where strategy_id = %s and symbol = any(%s) and decision_minute < %s
@@ -155,7 +162,7 @@ def last_trades(
         """,
         (strategy_id, list(symbols), before),
     )
-    return {r[0]: r[1] for r in rows}
+    return lambda: {r[0]: r[1] for r in cur.fetchall()}
 
 
 def start_run(s: Session, run_id: UUID, trigger: str, minute: datetime) -> None:

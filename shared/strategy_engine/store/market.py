@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from strategy_engine.core import data_quality as dq
-from strategy_engine.store.session import Session
+from strategy_engine.store.session import Later, Session
 
 
 def _sql_spelling(column: str) -> str:
@@ -88,7 +88,14 @@ class Window(NamedTuple):
 
 def recent_closes(s: Session, symbols: Sequence[str], minute: datetime, n: int) -> dict[str, Window]:
     """The last `n` good bars (ts < T) per symbol, the bad bars among them, known splits: one statement."""
-    rows = s.fetchall(
+    return recent_closes_later(s, symbols, minute, n)()
+
+
+def recent_closes_later(
+    s: Session, symbols: Sequence[str], minute: datetime, n: int
+) -> Later[dict[str, Window]]:
+    """`recent_closes`, sent now (in the caller's pipeline, if any) and read when called."""
+    cur = s.execute(
         f"""
         select sym.symbol, g.ts, g.closes,
           (select count(*) from public.market_data_1m m
@@ -108,19 +115,31 @@ def recent_closes(s: Session, symbols: Sequence[str], minute: datetime, n: int) 
         cross join lateral ({SPLITS} and {EX_TIME} <= %(t)s) c
         """,
         {"symbols": list(symbols), "t": minute, "n": n},
+        binary=True,  # arrays of timestamps and floats: binary decodes them without parsing text
     )
-    out = {sym: Window([], 0, []) for sym in symbols}
-    for symbol, ts, closes, ignored, ex, ratios in rows:
-        bars = list(zip(ts or [], closes or [], strict=True))
-        out[symbol] = Window(bars, int(ignored), list(zip(ex or [], ratios or [], strict=True)))
-    return out
+
+    def answer() -> dict[str, Window]:
+        out = {sym: Window([], 0, []) for sym in symbols}
+        for symbol, ts, closes, ignored, ex, ratios in cur.fetchall():
+            bars = list(zip(ts or [], closes or [], strict=True))
+            out[symbol] = Window(bars, int(ignored), list(zip(ex or [], ratios or [], strict=True)))
+        return out
+
+    return answer
 
 
 def flow_sums(
     s: Session, symbols: Sequence[str], start: datetime, end: datetime
 ) -> dict[str, tuple[int, int, int]]:
     """(bullish cents, bearish cents, ignored events) per underlying, start <= ts < end: one statement."""
-    rows = s.fetchall(
+    return flow_sums_later(s, symbols, start, end)()
+
+
+def flow_sums_later(
+    s: Session, symbols: Sequence[str], start: datetime, end: datetime
+) -> Later[dict[str, tuple[int, int, int]]]:
+    """`flow_sums`, sent now (in the caller's pipeline, if any) and read when called."""
+    cur = s.execute(
         f"""
         select underlying::text, {clamped_sum("dir > 0")}, {clamped_sum("dir < 0")},
                count(*) filter (where {FLOW_IGNORED})
@@ -133,7 +152,7 @@ def flow_sums(
         """,
         {"symbols": list(symbols), "start": start, "end": end},
     )
-    return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in rows}
+    return lambda: {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in cur.fetchall()}
 
 
 def insert_bars(s: Session, rows: Sequence[tuple[Any, ...]]) -> int:

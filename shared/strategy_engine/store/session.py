@@ -10,10 +10,10 @@ errors into ours once, here.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 from uuid import UUID
 
@@ -27,6 +27,10 @@ from strategy_engine.core.models import RowId
 
 Params = Sequence[Any] | dict[str, Any] | None
 INVALID_URL = "the database URL is not a valid postgresql:// URL"
+T = TypeVar("T")
+# A statement already sent (possibly queued in a pipeline) and how to read its answer: called
+# after the pipeline block, it parses the rows. `store` functions named `..._later` return one.
+Later = Callable[[], T]
 
 
 # user:password@ inside any URL, and password=... in a conninfo string or a query.
@@ -136,11 +140,18 @@ def connect(url: str, *, connect_timeout: int = 10, application_name: str = "str
 def sibling(s: Session, *, application_name: str = "strategy-engine-side") -> Session:
     """A second connection to the database `s` is connected to, for writes that must commit
     while `s` is inside a transaction (the write-ahead order intents). Raises DatabaseUnavailable."""
+    return sibling_opener(s, application_name=application_name)()
+
+
+def sibling_opener(s: Session, *, application_name: str = "strategy-engine-side") -> Callable[[], Session]:
+    """`sibling`, split: where to connect is read now (on the thread that owns `s`), the
+    connection is opened when the answer is called (on any thread)."""
     info = s.conn.info
     params = {k: v for k, v in info.get_parameters().items() if k != "application_name"}
     if info.password:
         params["password"] = info.password
-    return _open(make_conninfo("", **params), "", 10, application_name)
+    conninfo = make_conninfo("", **params)
+    return lambda: _open(conninfo, "", 10, application_name)
 
 
 def _open(conninfo: str, url: str, connect_timeout: int, application_name: str) -> Session:
@@ -175,9 +186,15 @@ def _ms(seconds: float | None) -> str | None:
 
 
 class Session:
+    """`statements` counts statements sent; `round_trips` counts waits for the server (a statement
+    outside a pipeline, a pipeline block, a COPY, BEGIN and COMMIT): both for the benchmarks."""
+
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self.statements = 0
+        self.round_trips = 0
+        self.transactions = 0  # outermost transactions begun: which one a caller is in
+        self._piped = 0
 
     def close(self) -> None:
         self.conn.close()
@@ -200,18 +217,49 @@ class Session:
         with the transaction, so they are safe through Supabase's transaction pooler.
         """
         try:
+            self.round_trips += 2  # BEGIN, COMMIT (or ROLLBACK); SAVEPOINT, RELEASE when nested
+            if self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                self.transactions += 1
             with self.conn.transaction():
                 if lock_timeout is not None or idle_timeout is not None:
+                    # A round trip of its own, never in a pipeline: PostgreSQL 16 does not arm the
+                    # idle timeout after a pipeline that set it (tested: test_tick_guards).
                     self.execute(_SET_TIMEOUTS, (_ms(lock_timeout), _ms(idle_timeout)))
                 yield self
         except (psycopg.OperationalError, psycopg.InternalError) as exc:
             raise unavailable(exc) from None
+
+    @contextmanager
+    def pipeline(self) -> Iterator[Session]:
+        """Send the block's statements together and wait for the server once (psycopg pipeline mode).
+
+        Read results only after the block (the `Later` functions the store returns): a fetch
+        inside it would wait for the server there. An error of any statement is raised when the
+        block ends (translated like `execute`'s), and the statements after it are not run.
+
+        Inside a transaction, follow the block with a plain statement before anything slow:
+        psycopg ends a pipeline with a Flush after its Sync, and PostgreSQL arms
+        `idle_in_transaction_session_timeout` only at a ReadyForQuery that no message follows, so
+        until the next plain statement a frozen worker would hold its locks with no idle timeout
+        (measured on PostgreSQL 16 with psycopg 3.3).
+        """
+        self._piped += 1
+        try:
+            with self.conn.pipeline():
+                yield self
+        except (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout) as exc:
+            raise unavailable(exc) from None
+        finally:
+            self._piped -= 1
+            if not self._piped:
+                self.round_trips += 1
 
     def execute(
         self, query: str | sql.Composed, params: Params = None, *, binary: bool = False
     ) -> psycopg.Cursor[Any]:
         """Run one statement; `binary` asks for binary results (no text parsing of many rows)."""
         self.statements += 1
+        self.round_trips += 0 if self._piped else 1
         try:
             return self.conn.cursor(binary=binary).execute(query, params)
         except (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout) as exc:
@@ -226,8 +274,10 @@ class Session:
         return self.execute(query, params).fetchone()
 
     def copy_in(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
-        """COPY rows into a table in one statement: the bulk path of the journal and backfill."""
+        """COPY rows into a table in one statement: the bulk path of the journal and backfill.
+        Not inside a pipeline (psycopg refuses COPY there)."""
         self.statements += 1
+        self.round_trips += 1
         stmt = sql.SQL("copy {} ({}) from stdin").format(
             sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
         )

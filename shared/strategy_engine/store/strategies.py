@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -34,18 +35,22 @@ class StrategyRow:
     limits: Limits
 
 
+def _limits(r: Sequence[Any]) -> Limits:
+    """Limits from the six limit columns, in `_DEF_COLS` order."""
+    return Limits(
+        max_daily_trades=r[0],
+        max_position_size=r[1],
+        max_notional_per_trade=r[2],
+        max_notional_per_day=r[3],
+        max_open_positions=r[4],
+        cool_down_minutes=r[5],
+    )
+
+
 def _row(r: tuple[Any, ...]) -> StrategyRow:
     d = StrategyDef(row_id(r[0]), r[1], r[2], r[3], r[4] or {}, None if r[5] is None else row_id(r[5]))
     acct = None if r[6] is None else BrokerAccount(row_id(r[6]), r[7], r[8], r[16])
-    lim = Limits(
-        max_daily_trades=r[10],
-        max_position_size=r[11],
-        max_notional_per_trade=r[12],
-        max_notional_per_day=r[13],
-        max_open_positions=r[14],
-        cool_down_minutes=r[15],
-    )
-    return StrategyRow(d, acct, bool(r[9]), lim)
+    return StrategyRow(d, acct, bool(r[9]), _limits(r[10:16]))
 
 
 def load_all(s: Session, name: str | None = None) -> list[StrategyRow]:
@@ -67,35 +72,58 @@ def load_all(s: Session, name: str | None = None) -> list[StrategyRow]:
     return [_row(r) for r in rows]
 
 
-def switch_and_limits(s: Session, strategy_id: RowId) -> tuple[bool, Limits]:
-    """(is_active, limits) as committed now: read under the claim, so a change made while an
-    earlier strategy of the same invocation ran takes effect. A deleted strategy is inactive."""
-    row = s.fetchone(f"select {_DEF_COLS} {_DEF_FROM} where d.id = %s", (strategy_id,))
-    if row is None:
-        return False, Limits()
-    fresh = _row(row)
-    return fresh.definition.is_active, fresh.limits
+def ensure_day_rows(s: Session, strategy_ids: Sequence[RowId], trading_date: date) -> None:
+    """Create the day rows of these strategies for `trading_date` (those missing): one statement.
 
-
-def claim(s: Session, strategy_id: RowId, trading_date: date) -> tuple[DayState, datetime | None] | None:
-    """Lock this strategy's day row FOR UPDATE SKIP LOCKED; None when another worker holds it.
-
-    The upsert first makes sure the row exists; it waits only for a concurrent inserter of the
-    same row, never for a worker holding the lock on an existing one.
+    Run outside the minute's transaction (committed at once) before any strategy is claimed, so
+    that no worker's claim waits on another worker's uncommitted insert of the same row: the first
+    minute of a day scales with workers like any other. Ids in ascending order, so two workers
+    inserting at once wait on each other's rows in the same order (no deadlock).
     """
+    if not strategy_ids:
+        return
     s.execute(
-        "insert into public.strategy_state (strategy_id, trading_date) values (%s, %s)"
+        "insert into public.strategy_state (strategy_id, trading_date)"
+        " select d.id, %s from public.strategy_definitions d where d.id = any(%s) order by d.id"
         " on conflict (strategy_id, trading_date) do nothing",
+        (trading_date, list(strategy_ids)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A claimed strategy-minute: its day counters, its last minute, and its switch and limits as
+    committed when the claim was taken (a change made while an earlier strategy of the same
+    invocation ran takes effect; a deleted strategy is inactive with no limits)."""
+
+    day: DayState
+    last_run: datetime | None
+    is_active: bool
+    limits: Limits
+
+
+def claim(s: Session, strategy_id: RowId, trading_date: date) -> Claim | None:
+    """Lock this strategy's day row FOR UPDATE SKIP LOCKED; None when another worker holds it (or
+    the row does not exist: `ensure_day_rows` makes it first). One statement; never waits for a
+    lock."""
+    cur = s.execute(
+        """
+            select st.trades_today, st.notional_today::float8, st.last_run_minute,
+              coalesce(d.is_active, false),
+              l.max_daily_trades, l.max_position_size, l.max_notional_per_trade, l.max_notional_per_day,
+              l.max_open_positions, l.cool_down_minutes
+            from public.strategy_state st
+            left join public.strategy_definitions d on d.id = st.strategy_id
+            left join public.strategy_limits l on l.strategy_id = st.strategy_id
+            where st.strategy_id = %s and st.trading_date = %s
+            for update of st skip locked
+            """,
         (strategy_id, trading_date),
     )
-    row = s.fetchone(
-        "select trades_today, notional_today::float8, last_run_minute from public.strategy_state"
-        " where strategy_id = %s and trading_date = %s for update skip locked",
-        (strategy_id, trading_date),
-    )
+    row = cur.fetchone()
     if row is None:
         return None
-    return DayState(trading_date, int(row[0]), float(row[1])), row[2]
+    return Claim(DayState(trading_date, int(row[0]), float(row[1])), row[2], bool(row[3]), _limits(row[4:]))
 
 
 def save_state(

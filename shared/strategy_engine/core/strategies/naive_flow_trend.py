@@ -8,14 +8,16 @@ minutes in one call and the tick classifies one minute with the very same arithm
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from numpy.typing import ArrayLike, NDArray
 from pydantic import Field, model_validator
 
 from strategy_engine.core.models import Action, Features, Signal
 from strategy_engine.core.strategies.base import StrategyConfig, qty_problem
+
+if TYPE_CHECKING:  # numpy is imported by the array forms only: the tick's path never loads it
+    import numpy as np
+    from numpy.typing import ArrayLike, NDArray
 
 UP, FLAT, DOWN = 1, 0, -1
 BULLISH, NEUTRAL, BEARISH = 1, 0, -1
@@ -53,6 +55,8 @@ class NaiveFlowTrendConfig(StrategyConfig):
 
 def trend_code(close: ArrayLike, sma: ArrayLike, band_bps: float) -> NDArray[np.int8]:
     """UP if close > sma*(1+band), DOWN if close < sma*(1-band), else FLAT."""
+    import numpy as np
+
     c = np.asarray(close, dtype=np.float64)
     s = np.asarray(sma, dtype=np.float64)
     band = band_bps / 10_000.0
@@ -62,6 +66,8 @@ def trend_code(close: ArrayLike, sma: ArrayLike, band_bps: float) -> NDArray[np.
 
 def flow_ratio(bull_cents: ArrayLike, bear_cents: ArrayLike) -> NDArray[np.float64]:
     """net / (bull + bear), 0 where there is no flow."""
+    import numpy as np
+
     bull = np.asarray(bull_cents, dtype=np.int64)
     bear = np.asarray(bear_cents, dtype=np.int64)
     total = bull + bear
@@ -74,6 +80,8 @@ def flow_code(
     bull_cents: ArrayLike, bear_cents: ArrayLike, min_premium: float, min_ratio: float
 ) -> NDArray[np.int8]:
     """BULLISH if net >= min premium and ratio >= min ratio; BEARISH mirrored; else NEUTRAL."""
+    import numpy as np
+
     bull = np.asarray(bull_cents, dtype=np.int64)
     bear = np.asarray(bear_cents, dtype=np.int64)
     net = bull - bear
