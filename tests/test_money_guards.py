@@ -193,21 +193,23 @@ def test_the_journal_reads_an_order_back_whole_and_a_void_one_not_at_all(session
     assert journal.find_order(session, "se-absent") is None
 
 
-def test_a_strategy_deleted_under_the_invocation_reads_as_inactive(session: Session) -> None:
-    """`switch_and_limits` is read under the claim; a definition gone by then never trades."""
+def test_the_claim_reads_the_days_counters_switch_and_limits_as_committed(session: Session) -> None:
+    """What `claim` hands the risk gate: 2 trades and 199.0 spent as saved, and the limits; a
+    strategy deleted under the invocation has nothing left to claim, so it never trades."""
     sid = seed(session, limits=Limits(max_daily_trades=3))
-    assert strat_store.switch_and_limits(session, sid) == (True, Limits(max_daily_trades=3))
-    with session.transaction():
-        session.execute("delete from public.strategy_definitions where id = %s", (sid,))
-    assert strat_store.switch_and_limits(session, sid) == (False, Limits())
-
-
-def test_the_claim_hands_back_the_days_counters_and_last_minute_as_saved(session: Session) -> None:
-    """The daily trade and notional limits start from what `claim` reads: 2 trades, 199.0 spent."""
-    sid = seed(session)
     day = T.date()
     with session.transaction():
-        assert strat_store.claim(session, sid, day) == (DayState(day, 0, 0.0), None)
+        strat_store.ensure_day_rows(session, [sid], day)
+    with session.transaction():
+        fresh = strat_store.claim(session, sid, day)
+        assert fresh == strat_store.Claim(DayState(day, 0, 0.0), None, True, Limits(max_daily_trades=3))
         strat_store.save_state(session, sid, DayState(day, 2, 199.0), T, T)
     with session.transaction():
-        assert strat_store.claim(session, sid, day) == (DayState(day, 2, 199.0), T)
+        saved = strat_store.claim(session, sid, day)
+        assert saved == strat_store.Claim(DayState(day, 2, 199.0), T, True, Limits(max_daily_trades=3))
+    with session.transaction():
+        session.execute("delete from public.strategy_limits where strategy_id = %s", (sid,))
+        session.execute("delete from public.strategy_definitions where id = %s", (sid,))
+    with session.transaction():
+        gone = strat_store.claim(session, sid, day)
+    assert gone is None  # the day row went with the definition (on delete cascade): nothing to claim
