@@ -1,10 +1,12 @@
 """Decision latency at the broker: invoke -> first and last order reaching a loopback Alpaca.
 
-The loopback Alpaca (tests/fake_alpaca, keep-alive connections) waits `--delay` seconds
-(50 ms by default) before it handles each request, as a network round trip would; an order
-"reaches the broker" when the server handles its POST. Orders are accepted, then filled on the
-server's next request (the fake's realistic schedule). The tick runs in-process through the
-default dependencies (settings from the environment, as deployed) on an embedded PostgreSQL.
+The loopback Alpaca (tests/fake_alpaca, keep-alive connections) runs in a process of its own
+(as the real one runs on another host: its work does not share the tick's interpreter) and
+waits `--delay` seconds (50 ms by default) before it handles each request, as a network round
+trip would; an order "reaches the broker" when the server handles its POST. Orders are
+accepted, then filled on the server's next request (the fake's realistic schedule). The tick
+runs in-process through the default dependencies (settings from the environment, as deployed)
+on an embedded PostgreSQL.
 Three setups, each strategy on its own 3 symbols, every symbol wanting to enter long at T:
 
 - 1 strategy x 3 symbols on one account;
@@ -22,6 +24,7 @@ Usage: python benchmarks/latency.py [--reps 5] [--delay 0.05]
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -30,6 +33,7 @@ import time
 import warnings
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from strategy_engine import engine
@@ -93,31 +97,49 @@ def _prepare(s: Session, n_strategies: int, n_accounts: int) -> None:
     )
 
 
+def _serve(conn: Connection, n_accounts: int, delay: float) -> None:
+    """The loopback Alpaca in a process of its own, as the real one is on another host: its work
+    does not share the tick's interpreter (GIL). Answers its URL, then on "clear" forgets the
+    requests so far, on "stop" sends (order times, requests, accounts reached) and stops."""
+    with FakeAlpaca(*_keys(0), keep_alive=True, delay=delay) as fake:
+        fakes = [fake] + [fake.add_account(*_keys(a), f"PA3BENCH{a:04d}") for a in range(1, n_accounts)]
+        conn.send(fake.url)
+        while conn.recv() == "clear":
+            for f in fakes:
+                f.requests.clear()
+            conn.send("cleared")
+        times = sorted(t for f in fakes for t in f.order_times)  # perf_counter: CLOCK_MONOTONIC
+        requests: Counter[str] = Counter()
+        for f in fakes:
+            requests.update(f.requests)
+        conn.send((times, requests, sum(1 for f in fakes if f.orders)))
+
+
 def run_once(base: str, n_strategies: int, n_accounts: int, delay: float) -> dict[str, object]:
     with connect(base) as admin:
         reset_database(admin, "bench_latency")
     url = embedded.database_url(base, "bench_latency")
     key, secret = _keys(0)
-    with FakeAlpaca(key, secret, keep_alive=True, delay=delay) as fake, connect(url) as s:
-        fakes = [fake] + [fake.add_account(*_keys(a), f"PA3BENCH{a:04d}") for a in range(1, n_accounts)]
-        os.environ.update(ALPACA_BASE_URL=fake.url, ALPACA_API_KEY=key, ALPACA_SECRET_KEY=secret)
+    ours, theirs = mp.Pipe()
+    server = mp.get_context("spawn").Process(target=_serve, args=(theirs, n_accounts, delay), daemon=True)
+    server.start()
+    with connect(url) as s:
+        os.environ.update(ALPACA_BASE_URL=ours.recv(), ALPACA_API_KEY=key, ALPACA_SECRET_KEY=secret)
         for a in range(1, n_accounts):
             k, sec = _keys(a)
             os.environ[f"ALPACA_{_ref(a)}_API_KEY"], os.environ[f"ALPACA_{_ref(a)}_SECRET_KEY"] = k, sec
         get_settings.cache_clear()
         _prepare(s, n_strategies, n_accounts)
-        for f in fakes:
-            f.requests.clear()
+        ours.send("clear")
+        ours.recv()
         t0 = time.perf_counter()
         # the host clock runs from just after T, so the minute is on time for a real broker
         deps = engine.Deps(clock=lambda: T + timedelta(seconds=1 + time.perf_counter() - t0))
         result = engine.tick(s, T, deps=deps)
         elapsed = time.perf_counter() - t0
-        times = sorted(t for f in fakes for t in f.order_times)
-        requests: Counter[str] = Counter()
-        for f in fakes:
-            requests.update(f.requests)
-        accounts_reached = sum(1 for f in fakes if f.orders)
+    ours.send("stop")
+    times, requests, accounts_reached = ours.recv()
+    server.join(10)
     return {
         "status": result.status,
         "tick_ms": elapsed * 1000,
