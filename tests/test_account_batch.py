@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from strategy_engine import engine, execution
 from strategy_engine.brokers.base import Broker
 from strategy_engine.core.errors import BrokerUnavailable, LiveTradingRefused
-from strategy_engine.core.models import BrokerAccount, Order, OrderIntent, StrategyOutcome
+from strategy_engine.core.models import Account, BrokerAccount, Order, OrderIntent, Position, StrategyOutcome
 from strategy_engine.invocation import TickPolicy
 from strategy_engine.store import Session, connect, journal
 from tests.conftest import seed
@@ -77,20 +78,46 @@ def _wrapping(base: engine.Deps, on_submit: object) -> engine.Deps:
     return replace(base, alpaca_broker=make)
 
 
+@pytest.mark.parametrize("strategies", [2, 3])
 def test_every_strategy_of_the_account_sends_before_any_answer_is_awaited(
-    session: Session, fake: FakeAlpaca
+    session: Session, fake: FakeAlpaca, strategies: int
 ) -> None:
-    three_on_one_account(session)
-    # Each POST waits until all six orders are being sent: were a strategy's answers awaited
-    # before the next strategy sent its own, the first two would wait forever (broken barrier).
-    barrier = threading.Barrier(6, timeout=10)
+    books = dict(list(BOOKS.items())[:strategies])
+    for name, symbols in books.items():
+        seed(session, name=name, account=ACCOUNT, broker="alpaca", config={"symbols": list(symbols)})
+    entry_setup(session, tuple(sym for syms in books.values() for sym in syms), T)
+    # Each POST waits until every order is being sent: were a strategy's answers awaited before
+    # the next strategy sent its own, the first ones would wait forever (broken barrier).
+    barrier = threading.Barrier(2 * strategies, timeout=10)
     result = engine.tick(session, T, deps=_wrapping(deps(fake), lambda _intent: barrier.wait()))
     assert [(r.strategy, r.outcome, r.orders) for r in result.strategies] == [
-        (name, StrategyOutcome.PROCESSED, 2) for name in BOOKS
+        (name, StrategyOutcome.PROCESSED, 2) for name in books
     ]
-    assert fake.requests["POST /v2/orders"] == 6
-    assert sorted(r[0] for r in trades(session)) == sorted(sym for syms in BOOKS.values() for sym in syms)
-    assert last_runs(session) == [(name, T) for name in BOOKS]
+    assert fake.requests["POST /v2/orders"] == 2 * strategies
+    assert sorted(r[0] for r in trades(session)) == sorted(sym for syms in books.values() for sym in syms)
+    assert last_runs(session) == [(name, T) for name in books]
+
+
+def test_strategies_sharing_a_simulated_account_commit_one_by_one(session: Session, db_url: str) -> None:
+    # A simulated account's strategies keep a transaction each: when b's minute opens the
+    # account, a's minute is already committed (seen from another connection).
+    for name, symbols in list(BOOKS.items())[:2]:
+        seed(session, name=name, account="sim-shared", config={"symbols": list(symbols)})
+    entry_setup(session, BOOKS["a"] + BOOKS["b"], T)
+    seen: list[object] = []
+    base = engine.Deps(policy=TickPolicy(max_lag_seconds=0))
+
+    def build(acct: Account, pos: list[Position], minute: datetime, slip: float) -> Broker:
+        with connect(db_url) as other:
+            seen.append(other.fetchall(
+                "select d.name, st.last_run_minute from strategy_state st"
+                " join strategy_definitions d on d.id = st.strategy_id order by d.name"
+            ))  # fmt: skip
+        return base.simulated_broker(acct, pos, minute, slip)
+
+    result = engine.tick(session, T, deps=replace(base, simulated_broker=build))
+    assert [r.outcome for r in result.strategies] == [StrategyOutcome.PROCESSED] * 2
+    assert seen == [[("a", None), ("b", None)], [("a", T), ("b", None)]]
 
 
 def test_a_strategy_whose_send_fails_is_rolled_back_alone_and_the_others_commit(

@@ -66,6 +66,7 @@ def test_bad_config_and_a_bug_fail_alone_while_the_others_run(
                             " on s.id = l.strategy_id") == [("c-ok",)]  # fmt: skip
     logged = {r.fields["strategy"]: r.fields for r in caplog.records if r.getMessage() == "strategy failed"}  # type: ignore[attr-defined]
     assert logged["b-bug"]["error_class"] == "ZeroDivisionError"
+    assert logged["b-bug"]["run_id"] == str(result.run_id)  # the line names the run it failed in
     assert logged["b-bug"]["error"] == "a bug in one strategy's minute"
     assert logged["a-bad"]["error_class"] == "InputError"
 

@@ -140,7 +140,7 @@ def _run_account(
     a failed COMMIT fails every strategy that had got that far (their orders are reconciled by
     the next run, like any minute that died after sending)."""
     if len(ps) == 1 or ps[0].account.broker not in REAL_BROKERS:
-        return [_ran(run_id, inv, deps, p, partial(_own, s, deps, inv, sending, run_id, p)) for p in ps]
+        return [_ran(run_id, inv, p, partial(_own, s, deps, inv, sending, run_id, p)) for p in ps]
     runs: dict[int, StrategyRun] = {}
     staged: dict[int, _Staged] = {}
     try:
@@ -148,7 +148,7 @@ def _run_account(
             for k, p in enumerate(ps):
                 locked = any(r.outcome is StrategyOutcome.BUSY and r.retryable for r in runs.values())
                 stage = partial(_savepoint, s, deps, inv, sending, p)  # an account locked elsewhere:
-                got = _locked(p) if locked else _ran(run_id, inv, deps, p, stage)  # waited for once
+                got = _locked(p) if locked else _ran(run_id, inv, p, stage)  # waited for once
                 runs.update({k: got} if isinstance(got, StrategyRun) else {})
                 staged.update({} if isinstance(got, StrategyRun) else {k: got})
             for k, st in staged.items():
@@ -201,9 +201,7 @@ def _savepoint(
         return _stage(s, deps, inv, sending, p)
 
 
-def _ran(
-    run_id: uuid.UUID, inv: Invocation, deps: Deps, p: Planned, body: Callable[[], T]
-) -> T | StrategyRun:
+def _ran(run_id: uuid.UUID, inv: Invocation, p: Planned, body: Callable[[], T]) -> T | StrategyRun:
     """`body()`, unless the invocation's rules stop the strategy first (`Invocation.gate`); any
     exception fails this strategy alone (a live account refuses the whole tick)."""
     name, minute, waited = p.row.definition.name, inv.minute, False
