@@ -118,6 +118,8 @@ def test_strategies_sharing_a_simulated_account_commit_one_by_one(session: Sessi
     result = engine.tick(session, T, deps=replace(base, simulated_broker=build))
     assert [r.outcome for r in result.strategies] == [StrategyOutcome.PROCESSED] * 2
     assert seen == [[("a", None), ("b", None)], [("a", T), ("b", None)]]
+    # every decision row names the run that wrote it
+    assert session.fetchall("select distinct engine_run_id from strategy_logs") == [(result.run_id,)]
 
 
 def test_a_strategy_whose_send_fails_is_rolled_back_alone_and_the_others_commit(
