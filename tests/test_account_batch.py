@@ -243,3 +243,18 @@ def test_a_failed_request_sent_ahead_is_asked_again_not_taken_as_the_answer(
     assert fake.requests["GET /v2/account"] == 2  # ahead (refused), then once under the lock
     assert fake.requests["GET /v2/clock"] == 2
     assert fake.requests["POST /v2/orders"] == 6
+
+
+def test_an_outage_failing_one_strategy_of_the_batch_does_not_make_the_rest_busy(
+    session: Session, fake: FakeAlpaca
+) -> None:
+    three_on_one_account(session)
+    fake.fail("GET /v2/account", 403, times=2)  # the read sent ahead, then a's read under the lock
+    result = engine.tick(session, T, deps=deps(fake))
+    a, b, c = result.strategies
+    assert (a.outcome, a.retryable) == (StrategyOutcome.FAILED, True)  # an outage: retried
+    assert [(r.strategy, r.outcome) for r in (b, c)] == [
+        ("b", StrategyOutcome.PROCESSED),
+        ("c", StrategyOutcome.PROCESSED),
+    ]
+    assert fake.requests["GET /v2/account"] == 3  # b read it again; c used b's read
