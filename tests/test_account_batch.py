@@ -96,6 +96,7 @@ def test_every_strategy_of_the_account_sends_before_any_answer_is_awaited(
     assert fake.requests["POST /v2/orders"] == 2 * strategies
     assert sorted(r[0] for r in trades(session)) == sorted(sym for syms in books.values() for sym in syms)
     assert last_runs(session) == [(name, T) for name in books]
+    assert session.fetchall("select distinct engine_run_id from strategy_logs") == [(result.run_id,)]
 
 
 def test_strategies_sharing_a_simulated_account_commit_one_by_one(session: Session, db_url: str) -> None:
@@ -176,7 +177,11 @@ def test_an_account_locked_elsewhere_is_busy_once_not_once_per_strategy(
 
 @pytest.mark.parametrize("where", ["staging", "recording"])
 def test_a_database_error_in_one_strategys_minute_rolls_back_its_savepoint_alone(
-    session: Session, fake: FakeAlpaca, monkeypatch: pytest.MonkeyPatch, where: str
+    session: Session,
+    fake: FakeAlpaca,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     three_on_one_account(session)
     row = session.fetchone("select id from strategy_definitions where name = 'b'")
@@ -213,6 +218,8 @@ def test_a_database_error_in_one_strategys_minute_rolls_back_its_savepoint_alone
     }
     assert last_runs(session) == [("a", T), ("b", None), ("c", T)]
     assert logged(session) == [("a",), ("c",)]
+    failed = [r.fields for r in caplog.records if r.getMessage() == "strategy failed"]  # type: ignore[attr-defined]
+    assert [(f["strategy"], f["run_id"]) for f in failed] == [("b", str(result.run_id))]
 
 
 def test_a_live_endpoint_refuses_the_whole_tick_from_inside_a_batch(
