@@ -219,7 +219,9 @@ def test_a_database_error_in_one_strategys_minute_rolls_back_its_savepoint_alone
     assert last_runs(session) == [("a", T), ("b", None), ("c", T)]
     assert logged(session) == [("a",), ("c",)]
     failed = [r.fields for r in caplog.records if r.getMessage() == "strategy failed"]  # type: ignore[attr-defined]
-    assert [(f["strategy"], f["run_id"]) for f in failed] == [("b", str(result.run_id))]
+    assert [(f["strategy"], f["run_id"], f["minute"]) for f in failed] == [
+        ("b", str(result.run_id), T.isoformat())
+    ]
 
 
 def test_a_live_endpoint_refuses_the_whole_tick_from_inside_a_batch(
