@@ -1,9 +1,8 @@
 """Domain values shared by the pure core and the shell.
 
 Every value is frozen: the tick and the backfill pass the same values through the same pure
-functions, and nothing downstream can change what a decision was based on. Times are
-timezone-aware UTC; money in flow sums is integer cents so that sums are exact in any order
-(the tick sums in SQL, the backfill with numpy, and both must agree to the cent).
+functions, and nothing downstream can change what a decision was based on. Times are UTC;
+flow sums are integer cents, exact in any order (SQL in the tick, numpy in the backfill).
 """
 
 from __future__ import annotations
@@ -272,11 +271,8 @@ class RunResult:
 
     @property
     def retryable(self) -> bool:
-        """Would retrying the minute help? When a strategy failed on an outage, or gave up waiting
-        for a lock (`busy` with `retryable`): it released its claim, and the worker that held the
-        lock may have skipped that strategy as busy, so without a retry nobody would run it."""
-        retried = (StrategyOutcome.FAILED, StrategyOutcome.BUSY)
-        return any(s.outcome in retried and s.retryable for s in self.strategies)
+        """Would retrying help: a strategy failed on an outage or was busy after a lock wait."""
+        return any(s.retryable for s in self.strategies)
 
     def as_json(self) -> dict[str, Any]:
         return {
