@@ -10,7 +10,7 @@ savepoint):
    context the risk gate checks against, and the sending of the strategy's approved orders:
    for Alpaca their intents committed in one statement on a connection of their own, then the
    orders posted at once on threads (`launch`), their answers awaited when the minute is
-   recorded. The manual trade sends through `post` (launch, then wait).
+   recorded. The manual trade waits for `launch`'s answer at once.
 
 The simulated broker's truth is the minute's own transaction, so it needs no write-ahead: a crash
 rolls its fills back with everything else. It goes through the same steps, with no working orders.
@@ -172,19 +172,6 @@ def trade(
     settled = concurrency.once(lambda: settle(decided, answers()))  # awaited once, whoever asks
     run.in_flight.append(settled)  # awaited by the account's group at the latest (`fanout`)
     return settled
-
-
-def post(
-    broker: Broker,
-    run: Invocation,
-    strategy_id: RowId | None,
-    account_id: RowId,
-    minute: datetime,
-    intents: Sequence[OrderIntent],
-) -> list[Answer]:
-    """`launch`, waited for: the broker's answer to each order, in order."""
-    answers: list[Answer] = launch(broker, run, strategy_id, account_id, minute, intents)()
-    return answers
 
 
 def launch(

@@ -146,7 +146,7 @@ def _place(
     elif dedupe:
         _refuse_recent(s, account, intent, minute, settings.manual_duplicate_window_minutes)
     intent = _checked(s, view, intent, minute, allow_short, settings)
-    (order,) = execution.post(view.broker, sending, None, account.id, minute, [intent])
+    (order,) = execution.launch(view.broker, sending, None, account.id, minute, [intent])()
     if isinstance(order, NotSent):  # a manual trade has no deadline: only the broker's own refusal
         raise order
     if isinstance(order, OrderRejected):
