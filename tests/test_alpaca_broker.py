@@ -7,6 +7,7 @@ backoffs are tiny so that outages, retries and slow answers take well under a se
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import traceback
 from collections.abc import Iterator
@@ -376,3 +377,45 @@ def test_secrets_then_absent_from_repr_errors_and_logs(
     for text in texts:
         assert KEY not in text
         assert SECRET not in text
+
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+def dead_port() -> int:
+    with socket.socket() as s:  # bound then closed: a connection there is refused at once
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+def test_a_proxy_set_in_the_environment_is_used(fake: FakeAlpaca, no_proxies: pytest.MonkeyPatch) -> None:
+    no_proxies.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead_port()}")
+    with pytest.raises(BrokerUnavailable):
+        broker(fake.url).account()  # through the (dead) proxy, never straight to the server
+    assert sum(fake.requests.values()) == 0
+
+
+def test_no_proxy_covering_the_host_sends_straight_to_it(fake: FakeAlpaca, no_proxies: pytest.MonkeyPatch) -> None:
+    no_proxies.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead_port()}")
+    no_proxies.setenv("NO_PROXY", "127.0.0.1")
+    assert broker(fake.url).account().cash > 0
+    assert fake.requests["GET /v2/account"] == 1
+
+
+def test_the_environment_is_read_when_the_client_is_built_not_per_request(
+    fake: FakeAlpaca, no_proxies: pytest.MonkeyPatch
+) -> None:
+    client = broker(fake.url)  # built once per invocation: what the environment says then holds
+    no_proxies.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead_port()}")
+    no_proxies.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/bundle.pem")
+    assert client.account().cash > 0  # no proxy when it was built: straight to the server
+    later = broker(fake.url)._client._session  # a client built now takes both
+    assert (later.proxies.get("http"), later.verify) == (os.environ["HTTP_PROXY"], "/nonexistent/bundle.pem")

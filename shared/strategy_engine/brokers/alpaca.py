@@ -45,6 +45,7 @@ from strategy_engine.brokers.alpaca_http import (
     RetryAfter,
     TimeoutAdapter,
     Transient,
+    environment_once,
     held_to,
     refuse_redirect,
     retry_after,
@@ -105,6 +106,7 @@ class AlpacaPaperBroker:
         client._session.mount("https://", adapter)
         client._session.mount("http://", adapter)
         client._session.hooks["response"].append(refuse_redirect)
+        environment_once(client._session, self.base_url)
         self._client = client
         # An attempt starts only if it can end (timeout) before the budget is spent.
         self._retrying = Retrying(
