@@ -158,10 +158,15 @@ def test_sql_and_python_spell_every_vendor_label_alike(session: Session) -> None
     spellings = [
         (t2, s2) for t in types for s in sides for t2, s2 in ((t, s), (f" {t.upper()} ", f"{s.title()} "))
     ]
-    got = session.fetchall(
-        f"select option_type, side, {market.FLOW_DIRECTION} from unnest(%s::text[], %s::text[])"
-        " as f(option_type, side)",
+    session.execute(
+        "insert into options_flow (ts, underlying, option_type, side, size, trade_price)"
+        " select '2025-06-13T15:00:00Z'::timestamptz + make_interval(secs => k), 'SPY', t, s, 1, 1"
+        " from unnest(%s::text[], %s::text[]) with ordinality as u(t, s, k)",
         ([t for t, _ in spellings], [s for _, s in spellings]),
+    )
+    got = session.fetchall(
+        "select f.option_type, f.side, e.dir from public.options_flow f"
+        f" join ({market.scored_flow('true')}) e on e.ts = f.ts order by f.ts"
     )
     assert [(t, s, d) for t, s, d in got] == [(t, s, dq.direction(t, s)) for t, s in spellings]
     # and the table itself, written out (docs/architecture.md, "Vendor spellings")

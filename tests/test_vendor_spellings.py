@@ -4,11 +4,12 @@ whatever blank surrounds them: every Unicode whitespace code point, on either si
 from __future__ import annotations
 
 import unicodedata
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from strategy_engine.core import data_quality as dq
-from strategy_engine.store import Session
+from strategy_engine.store import Session, market
 from strategy_engine.store.market import _sql_map
 
 # Every code point Python calls whitespace, the Unicode separators (Zs, Zl, Zp), and blanks
@@ -62,3 +63,40 @@ def test_spellings(session: Session, raw: str, side: str, kind: str | None) -> N
         (raw,),
     )
     assert row == (side, kind)
+
+
+@pytest.mark.parametrize("mapping", [dq.OPTION_TYPES, dq.SIDES], ids=["option types", "sides"])
+def test_every_key_is_already_canonical_so_the_sql_fast_path_matches_the_fold(
+    mapping: dict[str, str],
+) -> None:
+    # `_sql_map` matches a raw value against the keys before folding it: that equals the fold
+    # only if folding a key leaves it unchanged.
+    assert [k for k in mapping if dq.spelling(k) != k] == []
+
+
+@pytest.mark.parametrize(
+    ("option_type", "side", "direction"),
+    [(k, sd, d) for (k, sd), d in dq.DIRECTIONS.items()]
+    + [
+        ("CALL", " Above-Ask ", 1),
+        ("P", "BID", 1),
+        ("call", "mid", 1),
+        ("Put", "MID", -1),
+        ("weekly", "buy", 0),
+        ("put", "\u3000sell", 1),
+        ("c", "dark", 1),
+    ],
+)
+def test_the_flow_sums_follow_the_directions_table_for_any_spelling(
+    session: Session, option_type: str, side: str, direction: int
+) -> None:
+    """One $500 event (5 contracts at $1): bullish, bearish or ignored, as DIRECTIONS says of
+    its folded spelling (an unknown side reads as `unknown`, an unknown type is ignored)."""
+    t = datetime(2025, 6, 13, 15, 0, tzinfo=UTC)
+    session.execute(
+        "insert into options_flow (ts, underlying, option_type, side, size, trade_price)"
+        " values (%s, 'SPY', %s, %s, 5, 1)",
+        (t - timedelta(minutes=1), option_type, side),
+    )
+    expected = {1: (50_000, 0, 0), -1: (0, 50_000, 0), 0: (0, 0, 1)}[direction]
+    assert market.flow_sums(session, ["SPY"], t - timedelta(minutes=5), t) == {"SPY": expected}

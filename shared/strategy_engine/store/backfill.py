@@ -5,8 +5,8 @@ server-side with the binary send functions (big-endian int8 microseconds since 2
 float8) into one bytea per column, which numpy reads without a Python object per bar. Per-row
 decoding is what makes a plain SELECT or COPY OUT of millions of rows slow from Python.
 
-Flow premium and direction come from the same SQL expressions as the tick's `flow_sums`
-(`market.FLOW_CENTS`, `market.FLOW_DIRECTION`), so both paths add the same integer cents.
+Flow premium and direction come from the same SQL as the tick's `flow_sums`
+(`market.scored_flow`), so both paths add the same integer cents.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from strategy_engine.store.journal import LOG_COLUMNS
 from strategy_engine.store.market import (
     BAD_BAR,
     EX_TIME,
-    FLOW_CENTS,
-    FLOW_DIRECTION,
     FLOW_IGNORED,
+    FLOW_IN_WINDOW,
     GOOD_BAR,
     SPLITS,
     clamped_sum,
+    scored_flow,
 )
 from strategy_engine.store.session import Session, unavailable
 
@@ -122,11 +122,7 @@ def flow_arrays(
         from (
           select underlying, ts, {clamped_sum("dir > 0")} as bull, {clamped_sum("dir < 0")} as bear,
                  count(*) filter (where {FLOW_IGNORED})::bigint as ignored
-          from (
-            select f.underlying, f.ts, {FLOW_CENTS} as cents, {FLOW_DIRECTION} as dir
-            from public.options_flow f
-            where f.underlying::text = any(%(symbols)s) and f.ts >= %(start)s and f.ts < %(end)s
-          ) x
+          from ({scored_flow(FLOW_IN_WINDOW)}) x
           group by underlying, ts
         ) per_ts
         group by underlying
@@ -223,13 +219,9 @@ def copy_out_range(
             + " order by m.symbol, m.ts) to stdout (format binary)"
         ),
         sql.SQL(
-            "copy (select f.underlying::text, f.ts, "
-            + FLOW_CENTS
-            + ", "
-            + FLOW_DIRECTION
-            + " from public.options_flow f"
-            " where f.underlying::text = any({s}) and f.ts >= {fa} and f.ts < {b}"
-            " order by f.underlying, f.ts) to stdout (format binary)"
+            "copy (select x.underlying::text, x.ts, x.cents, x.dir from ("
+            + scored_flow("f.underlying::text = any({s}) and f.ts >= {fa} and f.ts < {b}")
+            + ") x order by x.underlying, x.ts) to stdout (format binary)"
         ),
     )
     got = 0
