@@ -209,7 +209,7 @@ def test_vectorised_break_rule_equals_the_scalar_form() -> None:
     ],
 )
 def test_break_threshold(prev: float, cur: float, brk: bool) -> None:
-    assert dq.is_break(prev, cur) is brk
+    assert dq.after_last_break([prev, cur]) == (1 if brk else 2)
     assert bool(dq.breaks(np.array([prev, cur]))[1]) is brk
 
 

@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core import calendar, decide
-from strategy_engine.core.decide import MinuteInputs, decide_minute, decision_payload
+from strategy_engine.core.decide import MinuteInputs, decide_minute, decision_json
 from strategy_engine.core.errors import NotSent, OrderRejected
 from strategy_engine.core.models import (
     Action,
@@ -269,7 +270,7 @@ def test_decide_minute_when_submit_rejects_then_that_decision_failed_and_its_res
     assert failed.verdict.approved
     assert submit.calls == ["IWM", "QQQ"]
     assert after.day.trades_today == ctx.day.trades_today + 1  # QQQ's only: IWM counts nowhere
-    assert decision_payload(failed)["error"] == failed.error
+    assert json.loads(decision_json(failed))["error"] == failed.error
 
 
 def test_decide_then_settle_when_the_first_is_refused_then_its_reservation_blocked_the_rest_of_that_minute() -> (
@@ -348,7 +349,7 @@ def test_decide_minute_when_hold_or_no_data_then_held_without_intent_or_verdict(
     assert all(d.intent is None and d.verdict is None and d.order is None for d in decisions)
     assert submit.calls == []
     assert after == context(f)
-    payload = decision_payload(decisions[0])
+    payload = json.loads(decision_json(decisions[0]))
     assert set(payload) >= SIGNAL_KEYS
     assert "risk" not in payload
 
@@ -397,7 +398,7 @@ def test_decision_payload_when_order_then_holds_signal_and_every_risk_check(
     (d,), _ = decide_minute(inputs(["SPY"], f, limits), context(f, positions), Recorder())
     assert d.outcome is outcome
     assert d.verdict is not None
-    payload = decision_payload(d)
+    payload = json.loads(decision_json(d))
     assert set(payload) >= SIGNAL_KEYS | {"risk"}
     assert {k: payload[k] for k in SIGNAL_KEYS} == {k: d.signal.payload[k] for k in SIGNAL_KEYS}
     checks = payload["risk"]["checks"]
@@ -413,7 +414,7 @@ def test_decision_payload_when_order_then_holds_signal_and_every_risk_check(
     assert by_code["stale_data"]["observed"] == 60.0
     assert by_code["stale_data"]["limit"] == 120.0
     assert json.loads(json.dumps(payload, allow_nan=False)) == payload
-    assert "risk" not in d.signal.payload  # decision_payload copies, never writes into the signal
+    assert "risk" not in d.signal.payload  # decision_json copies, never writes into the signal
 
 
 # --- what the mutation run showed untested (docs/parts/i11b-mutation.md) -------------------------
@@ -486,3 +487,14 @@ def test_journal_orders_when_sent_refused_blocked_and_held_then_sent_and_refused
         "nft", StrategyOutcome.PROCESSED, decisions=4, orders=1, blocked=1, failed=1
     )
     assert decide.processed_run("nft", []) == StrategyRun("nft", StrategyOutcome.PROCESSED)
+
+
+def test_decision_json_writes_nan_and_infinities_as_null_at_any_depth() -> None:
+    f = {"IWM": feats("IWM", QUIET)}
+    (held,), _ = decide_minute(inputs(["IWM"], f), context(f), Recorder())
+    odd = {"close": float("nan"), "sma": 1.5, "deep": {"x": [float("inf"), 2.0, (float("-inf"),)]}}
+    text = decision_json(replace(held, signal=replace(held.signal, payload=odd)))
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"close": None, "sma": 1.5, "deep": {"x": [None, 2.0, [None]]}}
+    # a finite payload is encoded as it is
+    assert json.loads(decision_json(held)) == {**held.signal.payload}

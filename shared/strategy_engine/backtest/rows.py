@@ -5,7 +5,7 @@ building each through `Decision` and `json.dumps` costs more than the database t
 it. Hold rows are therefore formatted column by column from the replay's arrays, with the same
 keys as `naive_flow_trend`'s payload and the same float spelling `json.dumps` uses (`repr`).
 Rows of order candidates are the `Decision`s the tick's code produced, through the journal's own
-`decision_payload`. The parity test compares the stored rows with the tick's.
+`decision_json`. The parity test compares the stored rows with the tick's.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from strategy_engine.backtest.market_arrays import FloatArray
 from strategy_engine.backtest.replay import Replay
-from strategy_engine.core.decide import decision_payload
+from strategy_engine.core.decide import decision_json
 from strategy_engine.core.models import Decision, RowId
 from strategy_engine.core.strategies.naive_flow_trend import FLOW_NAMES, TREND_NAMES, flow_ratio
 from strategy_engine.store.backfill import copy_escape
@@ -57,7 +57,7 @@ def decision_line(d: Decision, prefix: str, minute: str) -> str:
         d.verdict.code if d.verdict and d.verdict.code else None,
         d.outcome.value,
         d.intent.client_order_id if d.intent else None,
-        json.dumps(decision_payload(d), allow_nan=False),
+        decision_json(d),
     ]
     return prefix + "\t".join(NULL if f is None else copy_escape(f) for f in fields) + "\n"
 

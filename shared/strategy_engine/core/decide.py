@@ -12,6 +12,7 @@ code the tick runs.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -80,14 +81,18 @@ def _payload(signal_payload: dict[str, Any], decision: Decision) -> dict[str, An
     return out
 
 
-def decision_payload(decision: Decision) -> dict[str, Any]:
-    """What `strategy_logs.signal_payload` holds: the signal's inputs plus every risk check.
+def decision_json(decision: Decision) -> str:
+    """What `strategy_logs.signal_payload` holds, as JSON text (the journal's COPY writes it): the
+    signal's inputs plus every risk check, and the error if any.
 
-    NaN and infinities become null here, at the journal's boundary, whatever reached them
-    (the data-quality rule upstream means none should).
-    """
-    out: dict[str, Any] = finite(_payload(decision.signal.payload, decision))
-    return out
+    NaN and infinities become null here, at the journal's boundary, whatever reached them (the
+    data-quality rule upstream means none should): the encoder refuses them
+    (`allow_nan=False`), and only then is the payload walked to replace them (`finite`)."""
+    raw = _payload(decision.signal.payload, decision)
+    try:
+        return json.dumps(raw, allow_nan=False)
+    except ValueError:
+        return json.dumps(finite(raw), allow_nan=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 
 from strategy_engine.core.data_quality import finite
-from strategy_engine.core.decide import decision_payload
+from strategy_engine.core.decide import decision_json
 from strategy_engine.core.models import Decision, Order, RowId, Side
 from strategy_engine.store.session import Later, Session, exact
 
@@ -50,7 +50,7 @@ def decision_row(
         d.verdict.code if d.verdict else None,
         d.outcome.value,
         d.intent.client_order_id if d.intent else None,
-        Jsonb(decision_payload(d)),
+        decision_json(d),  # JSON text: COPY reads it into the jsonb column
     )
 
 
