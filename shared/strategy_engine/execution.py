@@ -170,7 +170,7 @@ def trade(
     answers = launch(broker, run, strategy_id, account_id, inputs.minute, decided.intents)
     carry(run.carried, account_id, decided.intents)
     settled = concurrency.once(lambda: settle(decided, answers()))  # awaited once, whoever asks
-    run.in_flight.append(settled)  # awaited by the invocation at the latest (`fanout`)
+    run.in_flight.append(settled)  # awaited by the account's group at the latest (`fanout`)
     return settled
 
 
