@@ -1,4 +1,4 @@
-"""Several strategies on one Alpaca account: one transaction, a savepoint each (engine._run_batch).
+"""Several strategies on one Alpaca account: one transaction, a savepoint each (engine._run_account).
 
 Every strategy is decided and its orders sent before any answer is awaited, so the account's
 orders travel together; a strategy's failure rolls back its own savepoint only; a lock held

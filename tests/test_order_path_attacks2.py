@@ -19,13 +19,7 @@ import pytest
 
 from strategy_engine import engine, execution, manual_trade
 from strategy_engine.brokers.base import Broker
-from strategy_engine.core.errors import (
-    BrokerUnavailable,
-    Busy,
-    DatabaseUnavailable,
-    InputError,
-    OrderRejected,
-)
+from strategy_engine.core.errors import BrokerUnavailable, Busy, InputError, OrderRejected
 from strategy_engine.core.models import Limits, Order, OrderIntent, StrategyOutcome
 from strategy_engine.invocation import TickPolicy
 from strategy_engine.settings import get_settings
@@ -186,34 +180,31 @@ def test_a_connection_lost_mid_batch_leaves_no_post_running_after_the_tick(
     assert running == [], "a POST launched by the tick was still running after the tick returned"
 
 
-def test_the_idle_timeout_ending_the_batch_fails_it_and_the_retry_sends_nothing_twice(
-    session: Session, db_url: str, fakes: tuple[FakeAlpaca, FakeAlpaca]
+def test_the_idle_timeout_ending_one_accounts_batch_fails_that_account_alone(
+    session: Session, fakes: tuple[FakeAlpaca, FakeAlpaca], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """HELD (the contract changed with the batch across accounts: both Alpaca accounts share one
-    transaction on the caller's connection). The server's idle_in_transaction timeout (0.5 s,
-    far below the default 60 s, which outlasts the broker's 20 s budget) ends the batch's
-    transaction while alpaca-a's POST takes 2 s to answer. b's order went out before a's answer
-    was awaited. The caller's connection is gone, so the tick raises (HTTP 503) with no answer
-    recorded; the retry, on a new connection, reconciles both orders and sends neither again."""
-    first, second = fakes
+    """HELD. Two Alpaca accounts (two batches on their own connections) plus nothing else; the
+    server's idle_in_transaction timeout (0.5 s) ends alpaca-a's transaction while its POST
+    takes 2 s to answer. a fails (retryable), b is processed, the run is `failed` and closed;
+    a's order landed and the retry reconciles it without sending it again."""
+    first, _ = fakes
     two_strategies(session, (None, "SECOND"))
     first.slow("POST /v2/orders", 2.0)
     d = replace(at(T), policy=TickPolicy(max_lag_seconds=90, idle_timeout_seconds=0.5))
-    with pytest.raises(DatabaseUnavailable):
-        engine.tick(session, T, deps=d)
-    assert (len(first.orders), len(second.orders)) == (1, 1)  # both sent before the timeout struck
-    with connect(db_url) as again:
-        retry = engine.tick(again, T, deps=at(T))
-        assert {k: v[0] for k, v in outcomes(retry).items()} == {
-            "a": StrategyOutcome.PROCESSED,
-            "b": StrategyOutcome.PROCESSED,
-        }
-        # One order at each Alpaca account (a POST the client timed out on is re-sent with the
-        # same client id and adopted as the duplicate it is); each row names its order.
-        assert (len(first.orders), len(second.orders)) == (1, 1)
-        rows = {r[0]: r[2] for r in trades(again)}
-        assert rows["IWM"] == next(iter(first.orders.values()))["id"]
-        assert rows["SPY"] == next(iter(second.orders.values()))["id"]
+    result = engine.tick(session, T, deps=d)
+    got = outcomes(result)
+    assert got["a"][0] is StrategyOutcome.FAILED, got
+    assert "DatabaseUnavailable" in (got["a"][1] or ""), got  # the idle timeout ended it
+    assert got["b"] == (StrategyOutcome.PROCESSED, None)
+    assert result.status == "failed" and result.retryable
+    assert session.fetchone("select status from engine_runs") == ("failed",)
+    again = engine.tick(session, T, deps=at(T))
+    assert outcomes(again)["a"][0] is StrategyOutcome.PROCESSED
+    # One order at Alpaca (a POST the client timed out on is re-sent with the same client id and
+    # adopted as the duplicate it is), and the retry sent nothing more.
+    assert len(first.orders) == 1
+    (row,) = [r for r in trades(session) if r[0] == "IWM"]
+    assert row[2] == next(iter(first.orders.values()))["id"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 A strategy-minute is staged (claim, snapshot, reconcile, decide, send) then recorded (the
 broker's answers, decisions, orders, day state) inside a transaction: its own for a simulated
-account or a lone Alpaca strategy; for several Alpaca strategies (of one account or more), one
+account or a strategy alone on its account; for several strategies on one Alpaca account, one
 transaction with a savepoint per strategy, every strategy staged before any answer is awaited
-(`_run_batch`). The `strategy_state` row, locked FOR UPDATE SKIP LOCKED, is the exactly-once
+(`_run_account`). The `strategy_state` row, locked FOR UPDATE SKIP LOCKED, is the exactly-once
 token: a worker that cannot take it answers `busy`, one that finds `last_run_minute >= T`
 answers `already_processed`. Orders are sent while the lock is held, with client ids derived
 from (strategy, symbol, T), so a crash before COMMIT is redone by the retry and the broker
@@ -36,7 +36,6 @@ from strategy_engine.core.errors import Busy, LiveTradingRefused
 from strategy_engine.core.models import (
     Decision,
     Outcome,
-    RowId,
     RunResult,
     StrategyOutcome,
     StrategyRun,
@@ -74,7 +73,7 @@ def tick(
     """Run every strategy (or `only`) for decision minute T; one engine_runs row per call.
 
     Runs left `running` by a dead process (older than `engine_run_timeout_seconds`) are closed as
-    `abandoned` first. Each strategy's failure is its own (`_run_batch`).
+    `abandoned` first. Each strategy's failure is its own (`_run_account`).
     """
     base = deps or Deps()
     deps = replace(base, alpaca_broker=concurrency.one_per_account(base.alpaca_broker))  # per invocation
@@ -113,12 +112,12 @@ def _run_open(
     run_id: uuid.UUID,
     ahead: account_view.Prefetch,
 ) -> list[StrategyRun]:
-    """Every planned strategy of an open minute: the Alpaca accounts' in one batch (`fanout`)."""
+    """Every planned strategy of an open minute, accounts at once (`fanout`)."""
     ids = [p.row.definition.id for p in planned if isinstance(p, Planned)]
     strat_store.ensure_day_rows(s, ids, calendar.trading_date(inv.minute))  # committed before any claim
 
     def one(conn: Session, sending: execution.Invocation, ps: list[Planned]) -> list[StrategyRun]:
-        return _run_batch(conn, deps, inv, sending, run_id, ps)
+        return _run_account(conn, deps, inv, sending, run_id, ps)
 
     shared = partial(
         execution.Invocation.on, past_deadline=inv.past_deadline, send_by=inv.send_by, ahead=ahead
@@ -126,7 +125,7 @@ def _run_open(
     return fanout.run_all(s, planned, one, lambda p: (p.account.id, p.account.broker in REAL_BROKERS), shared)
 
 
-def _run_batch(
+def _run_account(
     s: Session,
     deps: Deps,
     inv: Invocation,
@@ -134,30 +133,24 @@ def _run_batch(
     run_id: uuid.UUID,
     ps: list[Planned],
 ) -> list[StrategyRun]:
-    """The strategies of a batch, in order. A simulated account's, or a lone strategy: each in
-    its own transaction. Several on Alpaca (of one account or of several, `fanout`): one
-    transaction, each strategy in a savepoint of its own; every strategy is decided and its
-    orders sent before any answer is waited for, then the answers are recorded, then one
-    COMMIT. A strategy's failure rolls back its savepoint alone; a failed COMMIT fails every
-    strategy that had got that far (their orders are reconciled by the next run, like any
-    minute that died after sending). An account whose row lock was waited for in vain is not
-    waited for again: its other strategies answer busy at once."""
+    """The strategies of one account, in order. Simulated, or one strategy: each in its own
+    transaction. Several on a real broker: one transaction, each strategy in a savepoint of its
+    own; every strategy is decided and its orders sent before any answer is waited for, then the
+    answers are recorded, then one COMMIT. A strategy's failure rolls back its savepoint alone;
+    a failed COMMIT fails every strategy that had got that far (their orders are reconciled by
+    the next run, like any minute that died after sending)."""
     if len(ps) == 1 or ps[0].account.broker not in REAL_BROKERS:
         return [_ran(run_id, inv, p, partial(_own, s, deps, inv, sending, run_id, p)) for p in ps]
     runs: dict[int, StrategyRun] = {}
     staged: dict[int, _Staged] = {}
-    waited: set[RowId] = set()  # accounts locked elsewhere, waited for once
     try:
         with _transaction(s, deps):
             for k, p in enumerate(ps):
-                stage = partial(_savepoint, s, deps, inv, sending, p)
-                got = _locked(p) if p.account.id in waited else _ran(run_id, inv, p, stage)
-                if isinstance(got, _Staged):
-                    staged[k] = got
-                    continue
-                runs[k] = got
-                if got.outcome is StrategyOutcome.BUSY and got.retryable:
-                    waited.add(p.account.id)
+                locked = any(r.outcome is StrategyOutcome.BUSY and r.retryable for r in runs.values())
+                stage = partial(_savepoint, s, deps, inv, sending, p)  # an account locked elsewhere:
+                got = _locked(p) if locked else _ran(run_id, inv, p, stage)  # waited for once
+                runs.update({k: got} if isinstance(got, StrategyRun) else {})
+                staged.update({} if isinstance(got, StrategyRun) else {k: got})
             for k, st in staged.items():
                 try:  # its orders are sent: whatever goes wrong now is a failure, never `busy`
                     runs[k] = _record(s, run_id, st, savepoint=True)

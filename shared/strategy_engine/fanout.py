@@ -1,32 +1,32 @@
-"""The order an invocation's strategies run in, and on which connection: every Alpaca account's
-strategies in one batch, then each simulated account's, all on the caller's connection.
+"""Strategies of different Alpaca accounts processed at once: one thread and one database
+connection per account.
 
-The batch (`engine._run_batch`) is one transaction: each strategy staged in a savepoint of its
-own (claim, snapshot, decide, intents committed, orders posted), its orders left in flight while
-the next strategy is staged, then every answer recorded and one COMMIT. So the accounts' broker
-I/O overlaps (their reads were sent as the tick began, every order travels while the next
-strategy is decided) while their database work, a few milliseconds a strategy, runs one
-strategy after another on one connection. Risk stays serialised per account (its row lock is
-held to the COMMIT) and the accounts' reads carry forward from one strategy to the next.
-
-Accounts are taken in ascending order of their id (as text), so two invocations lock the
-accounts they share in the same order and never deadlock; within an account, strategies keep
-`planned` order. An invocation holds two database connections whatever the number of accounts:
-the minute's and the intents' (a connection per account would take a Supabase project's
-connection slots ten at a time, and each costs TLS and authentication round trips to open).
+Within an account its strategies are decided one after another (`engine._run_account`) under
+the account's row lock, so risk stays serialised per account and the account's reads carry
+forward from one strategy to the next. Accounts share nothing a minute writes (their own day
+rows, account rows, mirrors and orders), so their transactions run side by side on separate
+connections, each with its own intent connection; exactly-once is the same per-strategy claim
+as before. Simulated accounts stay on the caller's connection, one after
+another: their work is the database's, which a second connection on the same small server does
+not make faster, and the tick's statement counts stay those of one connection.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from strategy_engine import execution
 from strategy_engine.concurrency import awaiting
 from strategy_engine.core.models import StrategyRun
 from strategy_engine.store import Session
+from strategy_engine.store.session import sibling
 
 P = TypeVar("P")
+# Accounts processed at once: each holds two database connections (the minute's and the
+# intents') for the length of its strategies.
+MAX_ACCOUNTS_AT_ONCE = 10
 
 Run = Callable[[Session, execution.Invocation, list[P]], list[StrategyRun]]
 
@@ -40,13 +40,13 @@ def run_all(
 ) -> list[StrategyRun]:
     """Every planned strategy's run, in `planned` order (a StrategyRun there is already one).
 
-    `account(p)` is (account key, on a real broker); `run(conn, shared, ps)` runs a batch of
-    strategies and returns their runs in that order: first all the real-broker accounts'
-    strategies (accounts by key as text, strategies in `planned` order within each), then each
-    other account's. `sending(conn)` makes the invocation's shared state (its intent connection
-    beside `s`). Every order's answer is awaited before this returns or raises: an exception
-    (`run` catches a strategy's own failures, so only a refusal of the whole tick) leaves no
-    request running.
+    `account(p)` is (account key, on a real broker); `run(conn, shared, ps)` runs the strategies
+    of one account (in `planned` order) and returns their runs in that order; `sending(conn)`
+    makes a group's shared state (its intent connection beside `conn`). Real-broker accounts,
+    when there are two or more, run on threads with connections of their own; every other
+    account runs here on `s`, one after another. All threads end before this returns; the first
+    exception an account raised (in `planned` order: `run` catches a strategy's own failures,
+    so only a refusal of the whole tick) is raised then.
     """
     accounts: dict[Hashable, list[int]] = {}
     real: set[Hashable] = set()
@@ -55,17 +55,35 @@ def run_all(
             key, on_real = account(p)
             accounts.setdefault(key, []).append(i)
             real.update({key} if on_real else set())
-    batch = [i for key in sorted(real, key=str) for i in accounts[key]]
-    batches = ([batch] if batch else []) + [accounts[key] for key in accounts if key not in real]
+    threaded = [key for key in accounts if key in real] if len(real) >= 2 else []
+    local = [key for key in accounts if key not in threaded]
     out: dict[int, StrategyRun] = {}
-    shared = sending(s)
-    if batch:
-        shared.intents.open_ahead()  # an order's intent then never waits for a connection
-    try:
-        with awaiting(lambda: shared.in_flight):  # whatever failed, no POST outlives the tick
-            for indices in batches:
-                runs = run(s, shared, [planned[i] for i in indices])  # type: ignore[misc]
-                out.update(zip(indices, runs, strict=True))
-    finally:
-        shared.intents.close()
+
+    def group(keys: Sequence[Hashable], conn: Session) -> None:
+        shared = sending(conn)
+        if any(key in real for key in keys):
+            shared.intents.open_ahead()  # an order's intent then never waits for a connection
+        try:
+            with awaiting(lambda: shared.in_flight):  # whatever failed, no POST outlives the tick
+                for key in keys:
+                    indices = accounts[key]
+                    runs = run(conn, shared, [planned[i] for i in indices])  # type: ignore[misc]
+                    out.update(zip(indices, runs, strict=True))
+        finally:
+            shared.intents.close()
+
+    def own_connection(key: Hashable) -> None:
+        with sibling(s, application_name="strategy-engine-account") as conn:
+            group([key], conn)
+
+    futures: list[Future[None]] = []
+    with ThreadPoolExecutor(max_workers=max(1, min(len(threaded), MAX_ACCOUNTS_AT_ONCE))) as pool:
+        futures = [pool.submit(own_connection, key) for key in threaded]
+        try:
+            group(local, s)
+        finally:
+            for f in futures:
+                f.exception()  # wait for every account before raising anything
+    for f in futures:
+        f.result()
     return [p if isinstance(p, StrategyRun) else out[i] for i, p in enumerate(planned)]
