@@ -403,7 +403,9 @@ def test_a_proxy_set_in_the_environment_is_used(fake: FakeAlpaca, no_proxies: py
     assert sum(fake.requests.values()) == 0
 
 
-def test_no_proxy_covering_the_host_sends_straight_to_it(fake: FakeAlpaca, no_proxies: pytest.MonkeyPatch) -> None:
+def test_no_proxy_covering_the_host_sends_straight_to_it(
+    fake: FakeAlpaca, no_proxies: pytest.MonkeyPatch
+) -> None:
     no_proxies.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead_port()}")
     no_proxies.setenv("NO_PROXY", "127.0.0.1")
     assert broker(fake.url).account().cash > 0

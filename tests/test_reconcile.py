@@ -7,6 +7,7 @@ the journal cannot encode) and the run that follows is the NEXT minute, not a re
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -144,7 +145,7 @@ class _StoreFailsAfterAccept(AlpacaPaperBroker):
 
 @UNFILLED_OR_FILLED
 def test_store_error_after_accept_then_the_next_minute_records_the_order(
-    session: Session, fake: FakeAlpaca, fill: str
+    session: Session, fake: FakeAlpaca, fill: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     setup(session)
     fake.set_policy(fill)
@@ -159,6 +160,7 @@ def test_store_error_after_accept_then_the_next_minute_records_the_order(
     assert (failed.strategies[0].error or "").startswith("DataError")
     assert [(r[0], r[3]) for r in trades(session)] == [("SPY", "intent")]  # the minute rolled back
     assert logs(session) == []
+    caplog.set_level(logging.INFO, logger="strategy_engine")
     nxt = engine.tick(session, T1, deps=deps(fake))
     assert nxt.strategies[0].reconciled == 1
     assert logs(session)[0] == (T, "SPY", "reconciled", "reconciled", None)
@@ -168,6 +170,29 @@ def test_store_error_after_accept_then_the_next_minute_records_the_order(
         (placed["id"], placed["status"], float(placed["filled_qty"]))
     ]
     assert fake.orders_accepted == 1
+    # The reconciled decision's own row: the order as the broker holds it, under its client id.
+    cid = trades(session)[0][1]
+    price = float(placed["filled_avg_price"]) if placed["filled_avg_price"] is not None else None
+    assert session.fetchone(
+        "select action, qty::float8, client_order_id, signal_payload from strategy_logs"
+        " where reason = 'reconciled'"
+    ) == (
+        "buy",
+        1.0,
+        cid,
+        {
+            "reconciled": True,
+            "status": placed["status"],
+            "filled_qty": float(placed["filled_qty"]),
+            "filled_avg_price": price,
+            "broker_order_id": placed["id"],
+        },
+    )
+    events = [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == "order"]
+    said = [e for e in events if e["outcome"] == "reconciled"]
+    assert [(e["symbol"], e["side"], e["qty"], e["client_order_id"]) for e in said] == [
+        ("SPY", "buy", 1.0, cid)
+    ]
 
 
 def test_an_intent_the_broker_canceled_unfilled_is_logged_failed_and_not_counted(
