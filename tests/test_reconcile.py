@@ -208,6 +208,9 @@ def test_an_intent_the_broker_canceled_unfilled_is_logged_failed_and_not_counted
     with connect(db_url) as s:
         nxt = engine.tick(s, T1, deps=deps(fake))
         assert logs(s)[0] == (T, "SPY", "reconciled", "failed", None)
+        assert s.fetchone(
+            "select client_order_id, signal_payload->>'error' from strategy_logs where reason = 'reconciled'"
+        ) == (order["client_order_id"], "the broker holds it as canceled, nothing filled")
         assert nxt.orders == 1  # nothing works any more: T+1 enters
         assert day(s) == (1, 100.0)  # T+1's order only: the canceled one counts in neither
         assert sorted(r[3] for r in trades(s)) == ["accepted", "canceled"]
