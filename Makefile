@@ -54,6 +54,7 @@ test: $(STAMP) test-tools
 bench: $(STAMP)
 	$(BIN)/python benchmarks/tick.py
 	$(BIN)/python benchmarks/latency.py
+	$(BIN)/python benchmarks/workers.py
 	$(BIN)/python benchmarks/backfill.py
 	$(BIN)/python benchmarks/cold_start.py
 

@@ -240,9 +240,11 @@ def decision_counts(s: Session, strategy_id: RowId) -> list[tuple[str, str, str 
     return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
-def reset_database(s: Session, dbname: str) -> None:
-    """Drop and create a database on the same server (the demo starts clean every time)."""
+def reset_database(s: Session, dbname: str, template: str | None = None) -> None:
+    """Drop and create a database on the same server (the demo starts clean every time), as a
+    copy of `template` if given (no one may be connected to it)."""
     from psycopg import sql
 
     s.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname)))
-    s.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
+    copy = sql.SQL(" template {}").format(sql.Identifier(template)) if template else sql.SQL("")
+    s.execute(sql.SQL("create database {}{}").format(sql.Identifier(dbname), copy))
