@@ -229,12 +229,21 @@ def test_an_intent_that_never_reached_the_broker_is_void_and_the_minute_sends_ag
     assert [(r[0], r[3]) for r in trades(session)] == [("SPY", "accepted")]
 
 
-def test_a_broker_order_with_our_prefix_and_no_row_is_adopted(session: Session, fake: FakeAlpaca) -> None:
+def test_a_broker_order_with_our_prefix_and_no_row_is_adopted(
+    session: Session, fake: FakeAlpaca, caplog: pytest.LogCaptureFixture
+) -> None:
     setup(session)
     fake.set_policy("manual")
     fake.place({"symbol": "IWM", "side": "buy", "qty": "2", "client_order_id": "se-m-orphan000000000000000"})
     fake.place({"symbol": "IWM", "side": "buy", "qty": "1", "client_order_id": "not-ours"})
-    engine.tick(session, T, deps=deps(fake))
+    with caplog.at_level(logging.WARNING, logger="strategy_engine"):
+        engine.tick(session, T, deps=deps(fake))
+    said = [
+        (r.levelno, getattr(r, "fields", {})) for r in caplog.records if r.getMessage() == "order adopted"
+    ]
+    assert said == [
+        (logging.WARNING, {"client_order_id": "se-m-orphan000000000000000", "status": "accepted"})
+    ]
     rows = session.fetchall(
         "select client_order_id, symbol, qty::float8, status, strategy_id, error from paper_trades"
         " where symbol = 'IWM'"
