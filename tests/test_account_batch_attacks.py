@@ -33,11 +33,12 @@ import pytest
 
 from strategy_engine import engine
 from strategy_engine.brokers.base import Broker
-from strategy_engine.core.errors import BrokerUnavailable, LiveTradingRefused
+from strategy_engine.core.errors import BrokerUnavailable, DatabaseUnavailable, LiveTradingRefused
 from strategy_engine.core.models import BrokerAccount, Limits, Order, OrderIntent, StrategyOutcome
 from strategy_engine.invocation import TickPolicy
 from strategy_engine.settings import get_settings
 from strategy_engine.store import Session, connect
+from strategy_engine.store import strategies as strat_store
 from tests.conftest import REPO, seed
 from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
 from tests.test_alpaca_accounts import at, fakes, outcomes, two_strategies
@@ -391,7 +392,7 @@ def test_kill_in_the_batch_then_the_retry_leaves_every_order_known_and_one_per_c
 
 
 def test_a_failed_commit_of_the_batch_fails_every_strategy_and_the_retry_records_each_order_once(
-    session: Session, fake: FakeAlpaca
+    session: Session, fake: FakeAlpaca, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Held: a deferred constraint that fails at COMMIT (the batch's one COMMIT) fails a, b and c;
     their orders are at Alpaca; the retry reconciles them, sends nothing again."""
@@ -414,8 +415,12 @@ def test_a_failed_commit_of_the_batch_fails_every_strategy_and_the_retry_records
         """
     )
     result = engine.tick(session, T, deps=deps(fake))
-    assert [r.outcome for r in result.strategies] == [StrategyOutcome.FAILED] * 3
+    assert [(r.strategy, r.outcome) for r in result.strategies] == [
+        (name, StrategyOutcome.FAILED) for name in BOOKS
+    ]
     assert all("commit refused" in (r.error or "") for r in result.strategies)
+    said = [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == "strategy failed"]
+    assert [(f["strategy"], f["run_id"]) for f in said] == [(name, str(result.run_id)) for name in BOOKS]
     assert fake.orders_accepted == 3
     assert session.fetchone("select count(*) from strategy_logs") == (0,)
     session.execute("delete from attack_armed")
@@ -428,6 +433,33 @@ def test_a_failed_commit_of_the_batch_fails_every_strategy_and_the_retry_records
     assert sorted((r[0], r[1]) for r in rows) == sorted(
         (o["client_order_id"], o["id"]) for o in fake.orders.values()
     )
+
+
+def test_a_failed_begin_of_the_batch_fails_every_strategy_and_sends_nothing(
+    session: Session, fake: FakeAlpaca, db_url: str, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """The caller's connection is ended once the day rows are committed, so the batch's BEGIN
+    fails: each of a, b and c is logged failed (an outage), nothing is sent, and the tick raises
+    the outage (its run row cannot be closed on that connection)."""
+    for name, symbols in BOOKS.items():
+        seed(session, name=name, account=ACCOUNT, broker="alpaca", config={"symbols": list(symbols)})
+    entry_setup(session, ("IWM", "SPY", "QQQ"), T)
+    rows = strat_store.ensure_day_rows
+
+    def rows_then_cut(s: Session, *args: Any) -> None:
+        rows(s, *args)
+        with connect(db_url) as other:
+            other.execute("select pg_terminate_backend(%s)", (s.conn.info.backend_pid,))
+
+    monkeypatch.setattr(strat_store, "ensure_day_rows", rows_then_cut)
+    with pytest.raises(DatabaseUnavailable):
+        engine.tick(session, T, deps=deps(fake))
+    said = [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == "strategy failed"]
+    assert [(f["strategy"], f["error_class"]) for f in said] == [
+        (name, "DatabaseUnavailable") for name in BOOKS
+    ]
+    assert fake.requests["POST /v2/orders"] == 0
 
 
 # ---------------------------------------------------------------------------------------------
