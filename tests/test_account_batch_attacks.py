@@ -22,6 +22,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
@@ -132,6 +133,26 @@ def once_the_run_started(db_url: str, action: Callable[[], None]) -> Callable[[]
     return clock
 
 
+def backends(db_url: str) -> set[int]:
+    """The server processes connected to the database (the one asking left out)."""
+    with connect(db_url) as other:
+        rows = other.fetchall(
+            "select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
+        )
+    return {int(r[0]) for r in rows}
+
+
+def gone(db_url: str, pids: set[int]) -> None:
+    """Wait (at most 10 s) until none of `pids` is connected any more. A killed process's socket
+    closes at once, but its backend ends, and releases its row locks, only when the server
+    notices: until then the next worker finds the strategies it held `busy`."""
+    for _ in range(200):
+        if not pids & backends(db_url):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the killed worker's backends {pids & backends(db_url)} still run after 10 s")
+
+
 def _position(fake: FakeAlpaca, symbol: str) -> Decimal:
     return fake.positions.get(symbol, (Decimal(0), Decimal(0)))[0]
 
@@ -207,11 +228,13 @@ def test_a_worker_rolled_back_after_its_order_landed_leaves_the_stamp_and_the_st
     def worker1() -> None:
         reads.wait()  # worker 2's reads have all answered: IWM is not in them
         if how == "killed":
+            before = backends(db_url)
             killed = subprocess.run(
                 [sys.executable, "-c", KILLED_AFTER_IWM, db_url, T.isoformat(), fake.url, KEY, SECRET],
                 capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
             )  # fmt: skip
             assert killed.returncode == 137, killed.stderr
+            gone(db_url, backends(db_url) - before)  # as by the next invocation, seconds later
             outcome1.append(None)
             return
         with connect(db_url) as other:
@@ -306,49 +329,14 @@ def test_settings_pointing_at_the_live_host_with_two_strategies_on_the_account_r
 #    then the minute run again: every order at Alpaca known to the journal, one per client id.
 # ---------------------------------------------------------------------------------------------
 
-KILL_IN_BATCH = textwrap.dedent(
-    """
-    import os, sys
-    from datetime import datetime
-    from pydantic import SecretStr
-    from strategy_engine import engine, execution
-    from strategy_engine.brokers.alpaca import AlpacaPaperBroker
-    from strategy_engine.invocation import TickPolicy
-    from strategy_engine.store import connect, journal
-    from strategy_engine.store.intents import IntentLog
-
-    db, minute, url, key, secret, where = sys.argv[1:]
-
-    class Broker(AlpacaPaperBroker):
-        def submit(self, intent):
-            out = super().submit(intent)
-            if where == "after-first-post" :
-                os._exit(137)  # one of a's orders accepted; b and c mid-staging or not yet
-            return out
-
-    write = IntentLog.write
-    def write_then_die(self, strategy_id, account_id, source, m, intents):
-        written = write(self, strategy_id, account_id, source, m, intents)
-        if where == "b-intents-committed" and intents and intents[0].symbol == "SPY":
-            os._exit(137)  # a's orders sent, b's intents committed, b's orders not sent
-        return written
-    IntentLog.write = write_then_die
-
-    record = engine._record
-    def record_then_die(s, run_id, st, *, savepoint=False):
-        out = record(s, run_id, st, savepoint=savepoint)
-        if where == "before-commit" and st.p.row.definition.name == "c" and savepoint:
-            os._exit(137)  # every answer recorded, the batch's COMMIT not sent
-        return out
-    engine._record = record_then_die
-
-    broker = lambda _account: Broker(SecretStr(key), SecretStr(secret), url, timeout_seconds=5)
-    with connect(db) as s:
-        d = engine.Deps(alpaca_broker=broker, policy=TickPolicy(max_lag_seconds=0))
-        engine.tick(s, datetime.fromisoformat(minute), deps=d)
-    os._exit(0)
-    """
-)
+# kill -9 points (`tests/kill_points.py`): one of a's orders accepted (b and c mid-staging or not
+# yet); a's orders sent, b's intents committed, b's orders not sent; every answer recorded, the
+# batch's COMMIT not sent.
+KILL_AT = {
+    "after-first-post": ("after-post", "*"),
+    "b-intents-committed": ("after-intents", "SPY"),
+    "before-commit": ("before-commit", "c"),
+}
 BOOKS = {"a": ("IWM",), "b": ("SPY",), "c": ("QQQ",)}
 
 
@@ -363,7 +351,7 @@ def test_kill_in_the_batch_then_the_retry_leaves_every_order_known_and_one_per_c
         entry_setup(s, ("IWM", "SPY", "QQQ"), T)
     fake.set_policy(fill)
     killed = subprocess.run(
-        [sys.executable, "-c", KILL_IN_BATCH, db_url, T.isoformat(), fake.url, KEY, SECRET, where],
+        [sys.executable, "-m", "tests.kill_points", db_url, T.isoformat(), *KILL_AT[where], fake.url, KEY, SECRET],
         capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
     )  # fmt: skip
     assert killed.returncode == 137, killed.stderr

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -168,47 +167,14 @@ def policy(**kw: Any) -> TickPolicy:
 # 1. kill -9 while two accounts trade, then the minute run again.
 # ---------------------------------------------------------------------------------------------
 
-KILL = textwrap.dedent(
-    """
-    import os, sys
-    from datetime import datetime
-    from strategy_engine import engine
-    from strategy_engine.brokers.alpaca import AlpacaPaperBroker
-    from strategy_engine.invocation import TickPolicy
-    from strategy_engine.store import connect
-    from strategy_engine.store.intents import IntentLog
-
-    db, minute, where = sys.argv[1:]
-
-    submit = AlpacaPaperBroker.submit
-    def submit_then_die(self, intent):
-        out = submit(self, intent)
-        if where == "first-post" and intent.symbol == "SPY":
-            os._exit(137)  # acct0's order accepted; acct1 mid-staging or not yet
-        return out
-    AlpacaPaperBroker.submit = submit_then_die
-
-    write = IntentLog.write
-    def write_then_die(self, strategy_id, account_id, source, m, intents):
-        written = write(self, strategy_id, account_id, source, m, intents)
-        if where == "second-intents" and intents and intents[0].symbol == "IWM":
-            os._exit(137)  # acct0's order sent, acct1's first intents committed, not posted
-        return written
-    IntentLog.write = write_then_die
-
-    record = engine._record
-    def record_then_die(s, run_id, st, *, savepoint=False):
-        out = record(s, run_id, st, savepoint=savepoint)
-        if where == "before-commit" and st.p.row.definition.name == "r" and savepoint:
-            os._exit(137)  # every strategy recorded in its savepoint, the COMMIT not sent
-        return out
-    engine._record = record_then_die
-
-    with connect(db) as s:
-        engine.tick(s, datetime.fromisoformat(minute), deps=engine.Deps(policy=TickPolicy(max_lag_seconds=0)))
-    os._exit(0)
-    """
-)
+# kill -9 points (`tests/kill_points.py`): acct0's order accepted (acct1 mid-staging or not yet);
+# acct1's first intents committed, not posted; acct1's strategies recorded in their savepoints,
+# its COMMIT not sent.
+KILL_AT = {
+    "first-post": ("after-post", "SPY"),
+    "second-intents": ("after-intents", "IWM"),
+    "before-commit": ("before-commit", "r"),
+}
 KILL_BOOKS: list[Book] = [[("p", "SPY")], [("q", "IWM"), ("r", "QQQ")]]
 
 
@@ -229,7 +195,7 @@ def test_kill_while_two_accounts_trade_then_the_retry_knows_every_order_once(
     with connect(db_url) as s:
         layout(s, KILL_BOOKS)
     killed = subprocess.run(
-        [sys.executable, "-c", KILL, db_url, T.isoformat(), where],
+        [sys.executable, "-m", "tests.kill_points", db_url, T.isoformat(), *KILL_AT[where]],
         capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
     )  # fmt: skip
     assert killed.returncode == 137, killed.stderr

@@ -87,12 +87,13 @@ def decision_json(decision: Decision) -> str:
 
     NaN and infinities become null here, at the journal's boundary, whatever reached them (the
     data-quality rule upstream means none should): the encoder refuses them
-    (`allow_nan=False`), and only then is the payload walked to replace them (`finite`)."""
+    (`allow_nan=False`), and only then is the payload walked to replace them (`finite`). A
+    non-finite float KEY (`finite` rewrites values only) is spelled as JSON spells keys: "NaN"."""
     raw = _payload(decision.signal.payload, decision)
     try:
         return json.dumps(raw, allow_nan=False)
     except ValueError:
-        return json.dumps(finite(raw), allow_nan=False)
+        return json.dumps(finite(raw))  # every value finite now: only a key can read "NaN"
 
 
 @dataclass(frozen=True, slots=True)
