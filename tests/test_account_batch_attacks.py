@@ -226,6 +226,12 @@ def test_a_worker_rolled_back_after_its_order_landed_leaves_the_stamp_and_the_st
     outcome1: list[Any] = []
 
     def worker1() -> None:
+        try:
+            run_worker1()
+        except BaseException as exc:  # raised inside worker 2's clock: the engine would take it
+            outcome1.append(exc)
+
+    def run_worker1() -> None:
         reads.wait()  # worker 2's reads have all answered: IWM is not in them
         if how == "killed":
             before = backends(db_url)
@@ -245,6 +251,8 @@ def test_a_worker_rolled_back_after_its_order_landed_leaves_the_stamp_and_the_st
     result = engine.tick(session, T, deps=w2)
 
     (run1,) = outcome1
+    if isinstance(run1, BaseException):
+        raise run1
     if run1 is not None:
         assert run1.strategies[0].outcome is StrategyOutcome.FAILED  # worker 1 rolled back
     iwm = [o for o in fake.orders.values() if o["symbol"] == "IWM"]

@@ -142,6 +142,65 @@ def test_a_frozen_workers_young_intent_is_working_so_the_next_minute_does_not_do
     assert fake.positions["SPY"][0] == 1
 
 
+class LandsBeforeLookup(AlpacaPaperBroker):
+    """Our worker's broker: its first lookup by client id (of the frozen worker's young intent,
+    after the account, positions and order lists were read) waits until the frozen worker's
+    POST has landed: the order filled after the reads, before the lookup."""
+
+    gate: threading.Event
+    fake: FakeAlpaca
+
+    def get_by_client_id(self, client_order_id: str) -> Order | None:
+        self.gate.set()
+        for _ in range(200):
+            if self.fake.orders_accepted:
+                break
+            time.sleep(0.05)
+        return super().get_by_client_id(client_order_id)
+
+
+def test_a_young_intent_that_landed_and_filled_after_the_reads_counts_in_full(
+    db_url: str, fake: FakeAlpaca
+) -> None:
+    """The frozen worker's SPY buy (max_position_size 1) lands and fills between the next
+    worker's reads (no SPY position, no open SPY order, SPY not in the recent list) and its
+    lookup of the young intent. What it filled is in none of the reads: the order counts as
+    working for its whole quantity, so the next minute does not buy a second share."""
+    with connect(db_url) as s:
+        setup(s, limits=Limits(max_position_size=1))
+    fake.set_policy("instant")
+    gate = threading.Event()
+    out: list[Any] = []
+
+    def frozen_worker() -> None:
+        try:
+            with connect(db_url) as s:
+                d = engine.Deps(
+                    alpaca_broker=_frozen(fake, gate, 30.0),
+                    policy=TickPolicy(max_lag_seconds=0, idle_timeout_seconds=1.0),
+                )
+                out.append(engine.tick(s, T, deps=d))
+        except Exception as exc:  # its transaction was ended by the server: expected
+            out.append(exc)
+
+    th = threading.Thread(target=frozen_worker)
+    th.start()
+    time.sleep(3.0)  # the server has ended the frozen transaction (idle 1 s); its account lock is free
+
+    def ours(_a: Any) -> AlpacaPaperBroker:
+        b = LandsBeforeLookup(SecretStr(KEY), SecretStr(SECRET), fake.url, timeout_seconds=5)
+        b.gate, b.fake = gate, fake
+        return b
+
+    with connect(db_url) as s:
+        nxt = engine.tick(s, T1, deps=engine.Deps(alpaca_broker=ours, policy=TickPolicy(max_lag_seconds=0)))
+        th.join(60)
+        assert fake.orders_accepted == 1, "no second SPY order"
+        assert nxt.orders == 0
+        assert logs(s)[-1][1:4] == ("SPY", "order_working", "held")
+    assert fake.positions["SPY"][0] == 1
+
+
 # ---- 3. a void row whose order is at the broker is recorded --------------------------------------
 
 

@@ -184,11 +184,17 @@ def _view(
     seen = {o.client_order_id for o in working}
     unheld: list[Order] = []
     for young in intent_store.in_flight(s, account.id, in_flight_seconds):
-        if young.client_order_id not in seen:  # unlisted: held but final, or not there (yet)
-            found = broker.get_by_client_id(young.client_order_id)
-            working.append(young if found is None else found)
-            # held now, maybe not when the account was read: its buying power may not net it yet
-            unheld.append(young if found is None else found)
+        if young.client_order_id in seen:
+            continue
+        # Unlisted. In the recent list read with the account, it was there then (final, or in a
+        # status the open list leaves out) and the reads hold what it filled. Not there then,
+        # it may land (and fill) any moment, after the reads: what it fills is in none of them,
+        # so it counts as working for its whole quantity, and as buying power the balance read
+        # does not net. (Looked up by id after the reads, an order that filled in between
+        # counted for nothing: a second entry. tests/test_order_safety.py)
+        then = by_cid.get(young.client_order_id, young)
+        working.append(then)
+        unheld.append(then)
     return AccountView(broker, acct, positions, working, by_cid, unheld)
 
 
