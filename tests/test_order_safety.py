@@ -6,6 +6,8 @@ and Alpaca's buying power is not reduced twice. Real Postgres, real alpaca-py, t
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import subprocess
 import sys
 import textwrap
@@ -201,6 +203,47 @@ def test_a_young_intent_that_landed_and_filled_after_the_reads_counts_in_full(
     assert fake.positions["SPY"][0] == 1
 
 
+def test_a_young_intent_holds_back_the_buying_power_the_broker_has_not_netted_yet(db_url: str) -> None:
+    """A frozen worker committed strategy a's SPY buy (about $100) and has not posted it: Alpaca
+    still shows all $150 of buying power (a cash account). Strategy b on the same account then
+    wants IWM (about $100): only $50 is left once the young intent is held back, so b's buy is
+    blocked (`buying_power`) instead of spending money the SPY order will need."""
+    with FakeAlpaca(cash=150, multiplier=1) as fake:
+        with connect(db_url) as s:
+            seed(s, name="a", account=ACCOUNT, broker="alpaca", config={"symbols": ["SPY"]})
+            seed(s, name="b", account=ACCOUNT, broker="alpaca", config={"symbols": ["IWM"]})
+            entry_setup(s, ("SPY", "IWM"), T)
+            s.execute(
+                "insert into market_data_1m (symbol, ts, open, high, low, close, volume)"
+                " select sym, %s + make_interval(mins => k), 100, 100, 100, 100 + k, 1000"
+                " from unnest(%s::text[]) sym, generate_series(0, 1) k",
+                (T, ["SPY", "IWM"]),
+            )
+        gate = threading.Event()
+
+        def frozen_worker() -> None:
+            with contextlib.suppress(Exception), connect(db_url) as s:  # ended by the idle timeout
+                d = engine.Deps(
+                    alpaca_broker=_frozen(fake, gate, 30.0),
+                    policy=TickPolicy(max_lag_seconds=0, idle_timeout_seconds=1.0),
+                )
+                engine.tick(s, T, only="a", deps=d)
+
+        th = threading.Thread(target=frozen_worker)
+        th.start()
+        time.sleep(3.0)  # the server has ended the frozen transaction; its account lock is free
+        try:
+            with connect(db_url) as s:
+                assert s.fetchall("select symbol, status from paper_trades") == [("SPY", "intent")]
+                engine.tick(s, T1, only="b", deps=deps(fake))
+                got = s.fetchone("select symbol, outcome, risk_code from strategy_logs where symbol = 'IWM'")
+                assert got == ("IWM", "blocked", "buying_power")
+        finally:
+            gate.set()
+            th.join(60)
+        assert fake.requests[POST] == 1  # the frozen worker's SPY only
+
+
 # ---- 3. a void row whose order is at the broker is recorded --------------------------------------
 
 
@@ -239,7 +282,7 @@ def test_an_order_from_days_before_with_no_row_is_adopted(session: Session, fake
 
 
 def test_an_order_the_broker_no_longer_knows_is_marked_and_no_longer_asked_about(
-    session: Session, fake: FakeAlpaca
+    session: Session, fake: FakeAlpaca, caplog: pytest.LogCaptureFixture
 ) -> None:
     setup(session)
     session.execute("update strategy_definitions set is_active = false")  # no orders of its own
@@ -253,7 +296,17 @@ def test_an_order_the_broker_no_longer_knows_is_marked_and_no_longer_asked_about
     session.execute(
         "update paper_trades set updated_at = now() - interval '2 hours' where client_order_id like 'se-gone%'"
     )
-    engine.tick(session, T, deps=deps(fake))
+    with caplog.at_level(logging.WARNING):
+        engine.tick(session, T, deps=deps(fake))
+    said = [(r.name, r.getMessage(), getattr(r, "fields", None)) for r in caplog.records]
+    assert said == [
+        ("strategy_engine", "order unknown at the broker", {"client_order_id": "se-gone000000000000000000"}),
+        (
+            "strategy_engine.account_view",
+            "order se-recent0000000000000000 is not at the broker: left as it is",
+            None,
+        ),
+    ]
     assert session.fetchall(
         "select client_order_id, status from paper_trades where symbol = 'IWM' order by 1"
     ) == [
