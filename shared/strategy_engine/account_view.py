@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from strategy_engine.brokers.base import Broker
-from strategy_engine.concurrency import gather4
+from strategy_engine.concurrency import gather2, gather4
 from strategy_engine.core.models import Account, BrokerAccount, Order, OrderIntent, Position, RowId
 from strategy_engine.invocation import Invocation
 from strategy_engine.logs import event
@@ -76,16 +76,21 @@ class Reads:
     recent: list[Order]  # every order since `ADOPT_WINDOW` before the minute
 
     @classmethod
-    def of(cls, broker: Broker, minute: datetime) -> Reads:
-        """The four reads at once (raises the first error, in that order, once all have ended)."""
-        return cls(
-            *gather4(
-                broker.account,
-                broker.positions,
-                broker.open_orders,
-                lambda: broker.recent_orders(minute - ADOPT_WINDOW),
-            )
-        )
+    def of(cls, broker: Broker, minute: datetime, *, lists_first: bool = False) -> Reads:
+        """The four reads at once (raises the first error, in that order, once all have ended).
+
+        `lists_first` (an account with intents, whose POSTs may land while it is read): the two
+        order lists, then the account and positions, one round trip more. An order then either
+        is in the lists, and whatever it filled by then is in the account and positions read
+        after them, or it is not, and counts at its whole quantity (`_view`): never neither."""
+
+        def recent() -> list[Order]:
+            return broker.recent_orders(minute - ADOPT_WINDOW)
+
+        if lists_first:
+            listed, since = gather2(broker.open_orders, recent)
+            return cls(*gather2(broker.account, broker.positions), listed, since)
+        return cls(*gather4(broker.account, broker.positions, broker.open_orders, recent))
 
 
 class Prefetch:
@@ -165,7 +170,7 @@ def open_account(
     if held is None or fresh:
         broker = alpaca(account)
         ahead = prefetch.take(account.id, locked.stamp, locked.sending) if prefetch else None
-        reads = ahead or Reads.of(broker, minute)
+        reads = ahead or Reads.of(broker, minute, lists_first=locked.sending)
         view = _view(s, broker, account, reads, in_flight_seconds)
         held = carried[account.id] = Carried(view, None)
     if fresh or held.written_in != s.transactions:  # once per transaction: its COMMIT shows it
@@ -184,14 +189,14 @@ def _view(
     seen = {o.client_order_id for o in working}
     unheld: list[Order] = []
     for young in intent_store.in_flight(s, account.id, in_flight_seconds):
-        if young.client_order_id in seen:
+        if young.client_order_id in seen:  # listed open: the balance read after the lists nets it
             continue
-        # Unlisted. In the recent list read with the account, it was there then (final, or in a
-        # status the open list leaves out) and the reads hold what it filled. Not there then,
-        # it may land (and fill) any moment, after the reads: what it fills is in none of them,
-        # so it counts as working for its whole quantity, and as buying power the balance read
-        # does not net. (Looked up by id after the reads, an order that filled in between
-        # counted for nothing: a second entry. tests/test_order_safety.py)
+        # Not open when the lists were read (the account has intents: read after them). In the
+        # recent list, it was final then, and the account and positions read after hold what
+        # it filled. Not there, its POST may land any moment, after the reads too: it counts as
+        # working, and as buying power the balance read may not net, at its whole quantity.
+        # (Looked up after reads made at once, an order that filled in between counted for
+        # nothing: a second entry. tests/test_order_safety.py, tests/test_young_intents_attacks.py)
         then = by_cid.get(young.client_order_id, young)
         working.append(then)
         unheld.append(then)

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from strategy_engine.brokers.base import Broker
 from strategy_engine.core.models import BrokerAccount, RowId
@@ -45,14 +45,25 @@ def one_per_account(make: Callable[[BrokerAccount], Broker]) -> Callable[[Broker
     return get
 
 
+def _gather(*calls: Callable[[], object]) -> list[Any]:
+    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="broker-read") as pool:
+        futures = [pool.submit(call) for call in calls]
+    return [f.result() for f in futures]
+
+
+def gather2(a: Callable[[], A], b: Callable[[], B]) -> tuple[A, B]:
+    """`gather4` of two calls."""
+    ra, rb = _gather(a, b)
+    return ra, rb
+
+
 def gather4(
     a: Callable[[], A], b: Callable[[], B], c: Callable[[], C], d: Callable[[], D]
 ) -> tuple[A, B, C, D]:
     """The four calls at once; their results in order. Every call ends before this returns, and
     the first error (in argument order) is raised then, so nothing is left running."""
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="broker-read") as pool:
-        fa, fb, fc, fd = pool.submit(a), pool.submit(b), pool.submit(c), pool.submit(d)
-    return fa.result(), fb.result(), fc.result(), fd.result()
+    ra, rb, rc, rd = _gather(a, b, c, d)
+    return ra, rb, rc, rd
 
 
 def each(fn: Callable[[X], R], items: Sequence[X]) -> list[R]:
