@@ -1,16 +1,20 @@
-"""The write-ahead intent log on its own (`store.intents.IntentLog`): what `gave_up` writes, and
-that it never raises, saying which intent it could not mark."""
+"""The order path's store on its own: the write-ahead intent log (`store.intents.IntentLog`: what
+`gave_up` writes, and that it never raises, saying which intent it could not mark), and the rule
+of one broker account per Alpaca account (`store.accounts.check_alpaca_account`)."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
-from strategy_engine.core.models import OrderIntent, Side
-from strategy_engine.store import Session
+from strategy_engine.core.errors import AccountConflict
+from strategy_engine.core.models import BrokerAccount, OrderIntent, Side
+from strategy_engine.store import Session, connect
+from strategy_engine.store import accounts as acct_store
 from strategy_engine.store.intents import IntentLog
 from tests.conftest import seed
 
@@ -61,3 +65,68 @@ def test_gave_up_never_raises_and_says_which_intent_it_could_not_mark(
         ("strategy_engine.store.intents", "could not mark intent se-000000000000000000000003 given up")
     ]
     assert session.fetchone("select error from paper_trades") == (None,)
+
+
+# ---- one broker account per Alpaca account: the refusals, word for word --------------------------
+
+
+def accounts(session: Session, *names: str) -> list[BrokerAccount]:
+    return [BrokerAccount(acct_store.ensure_account(session, n, "alpaca"), n, "alpaca") for n in names]
+
+
+def test_an_answer_without_an_account_number_is_refused(session: Session) -> None:
+    (a,) = accounts(session, "alpaca-a")
+    with pytest.raises(AccountConflict) as got:
+        acct_store.check_alpaca_account(session, a, None)
+    assert str(got.value) == "broker account 'alpaca-a': Alpaca answered without an account number"
+
+
+def test_default_credentials_that_now_reach_another_account_are_refused_by_name(session: Session) -> None:
+    (a,) = accounts(session, "alpaca-a")
+    acct_store.check_alpaca_account(session, a, "PA3FIRST")  # first use: recorded
+    with pytest.raises(AccountConflict) as got:
+        acct_store.check_alpaca_account(session, a, "PA3OTHER")
+    assert str(got.value) == (
+        "broker account 'alpaca-a' is Alpaca account PA3FIRST, but its credentials (default)"
+        " now reach PA3OTHER: refused"
+    )
+
+
+def test_an_account_number_another_row_holds_is_refused_naming_that_row(session: Session) -> None:
+    a, b = accounts(session, "alpaca-a", "alpaca-b")
+    acct_store.check_alpaca_account(session, a, "PA3SHARED")
+    with pytest.raises(AccountConflict) as got:
+        acct_store.check_alpaca_account(session, b, "PA3SHARED")
+    assert str(got.value) == (
+        "broker account 'alpaca-b' reaches Alpaca account PA3SHARED, already used by 'alpaca-a':"
+        " give it its own credentials (credentials_ref); refused"
+    )
+
+
+def test_two_first_uses_of_one_number_at_once_the_second_is_refused(session: Session, db_url: str) -> None:
+    """b's first use reads no other row holding the number (a's is not committed yet), then its
+    write waits on the unique index until a's commits: refused as well, nothing written."""
+    a, b = accounts(session, "alpaca-a", "alpaca-b")
+    with connect(db_url) as other, other.transaction():
+        acct_store.check_alpaca_account(other, a, "PA3RACE")  # written, not committed
+        errors: list[BaseException] = []
+
+        def second() -> None:
+            try:
+                with connect(db_url) as s2, s2.transaction():
+                    acct_store.check_alpaca_account(s2, b, "PA3RACE")
+            except BaseException as exc:
+                errors.append(exc)
+
+        th = threading.Thread(target=second)
+        th.start()
+        th.join(0.5)  # it waits on a's uncommitted row
+    th.join(10)
+    assert [str(e) for e in errors] == [
+        "broker account 'alpaca-b' reaches Alpaca account PA3RACE, already used by 'another broker"
+        " account': give it its own credentials (credentials_ref); refused"
+    ]
+    assert session.fetchall("select name, alpaca_account_number from broker_accounts order by 1") == [
+        ("alpaca-a", "PA3RACE"),
+        ("alpaca-b", None),
+    ]
