@@ -6,7 +6,6 @@ and Alpaca's buying power is not reduced twice. Real Postgres, real alpaca-py, t
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import subprocess
 import sys
@@ -91,6 +90,44 @@ def _frozen(fake: FakeAlpaca, gate: threading.Event, seconds: float) -> Any:
     return build
 
 
+def start_frozen_worker(
+    db_url: str, fake: FakeAlpaca, gate: threading.Event, only: str | None = None
+) -> tuple[threading.Thread, list[Any]]:
+    """A worker ticking T whose broker freezes between its committed intent and its POST until
+    `gate` is set (30 s at most). Returns once the server's idle timeout (1 s) has ended its
+    transaction, freeing the account's lock; its outcome (or error) lands in the list."""
+    out: list[Any] = []
+
+    def worker() -> None:
+        try:
+            with connect(db_url) as s:
+                d = engine.Deps(
+                    alpaca_broker=_frozen(fake, gate, 30.0),
+                    policy=TickPolicy(max_lag_seconds=0, idle_timeout_seconds=1.0),
+                )
+                out.append(engine.tick(s, T, only=only, deps=d))
+        except Exception as exc:  # its transaction was ended by the server: expected
+            out.append(exc)
+
+    th = threading.Thread(target=worker)
+    th.start()
+    time.sleep(3.0)  # the server has ended the frozen transaction (idle 1 s)
+    return th, out
+
+
+def spy_and_iwm(s: Session) -> None:
+    """Strategy a (SPY) and b (IWM) on the Alpaca account, each wanting to enter long at T and T+1."""
+    seed(s, name="a", account=ACCOUNT, broker="alpaca", config={"symbols": ["SPY"]})
+    seed(s, name="b", account=ACCOUNT, broker="alpaca", config={"symbols": ["IWM"]})
+    entry_setup(s, ("SPY", "IWM"), T)
+    s.execute(
+        "insert into market_data_1m (symbol, ts, open, high, low, close, volume)"
+        " select sym, %s + make_interval(mins => k), 100, 100, 100, 100 + k, 1000"
+        " from unnest(%s::text[]) sym, generate_series(0, 1) k",
+        (T, ["SPY", "IWM"]),
+    )
+
+
 def test_a_worker_that_wakes_past_the_deadline_does_not_post(session: Session, fake: FakeAlpaca) -> None:
     setup(session)
     fake.set_policy("instant")
@@ -110,22 +147,7 @@ def test_a_frozen_workers_young_intent_is_working_so_the_next_minute_does_not_do
         setup(s, limits=Limits(max_position_size=1))
     fake.set_policy("instant")
     gate = threading.Event()
-    out: list[Any] = []
-
-    def worker() -> None:
-        try:
-            with connect(db_url) as s:
-                d = engine.Deps(
-                    alpaca_broker=_frozen(fake, gate, 30.0),
-                    policy=TickPolicy(max_lag_seconds=0, idle_timeout_seconds=1.0),
-                )
-                out.append(engine.tick(s, T, deps=d))
-        except Exception as exc:  # its transaction was ended by the server: expected
-            out.append(exc)
-
-    th = threading.Thread(target=worker)
-    th.start()
-    time.sleep(3.0)  # the server has ended the frozen transaction (idle 1 s); its account lock is free
+    th, out = start_frozen_worker(db_url, fake, gate)
     with connect(db_url) as s:
         assert s.fetchone("select status from paper_trades") == ("intent",)
         nxt = engine.tick(s, T1, deps=deps(fake))
@@ -172,22 +194,7 @@ def test_a_young_intent_that_landed_and_filled_after_the_reads_counts_in_full(
         setup(s, limits=Limits(max_position_size=1))
     fake.set_policy("instant")
     gate = threading.Event()
-    out: list[Any] = []
-
-    def frozen_worker() -> None:
-        try:
-            with connect(db_url) as s:
-                d = engine.Deps(
-                    alpaca_broker=_frozen(fake, gate, 30.0),
-                    policy=TickPolicy(max_lag_seconds=0, idle_timeout_seconds=1.0),
-                )
-                out.append(engine.tick(s, T, deps=d))
-        except Exception as exc:  # its transaction was ended by the server: expected
-            out.append(exc)
-
-    th = threading.Thread(target=frozen_worker)
-    th.start()
-    time.sleep(3.0)  # the server has ended the frozen transaction (idle 1 s); its account lock is free
+    th, _ = start_frozen_worker(db_url, fake, gate)
 
     def ours(_a: Any) -> AlpacaPaperBroker:
         b = LandsBeforeLookup(SecretStr(KEY), SecretStr(SECRET), fake.url, timeout_seconds=5)
@@ -210,28 +217,9 @@ def test_a_young_intent_holds_back_the_buying_power_the_broker_has_not_netted_ye
     blocked (`buying_power`) instead of spending money the SPY order will need."""
     with FakeAlpaca(cash=150, multiplier=1) as fake:
         with connect(db_url) as s:
-            seed(s, name="a", account=ACCOUNT, broker="alpaca", config={"symbols": ["SPY"]})
-            seed(s, name="b", account=ACCOUNT, broker="alpaca", config={"symbols": ["IWM"]})
-            entry_setup(s, ("SPY", "IWM"), T)
-            s.execute(
-                "insert into market_data_1m (symbol, ts, open, high, low, close, volume)"
-                " select sym, %s + make_interval(mins => k), 100, 100, 100, 100 + k, 1000"
-                " from unnest(%s::text[]) sym, generate_series(0, 1) k",
-                (T, ["SPY", "IWM"]),
-            )
+            spy_and_iwm(s)
         gate = threading.Event()
-
-        def frozen_worker() -> None:
-            with contextlib.suppress(Exception), connect(db_url) as s:  # ended by the idle timeout
-                d = engine.Deps(
-                    alpaca_broker=_frozen(fake, gate, 30.0),
-                    policy=TickPolicy(max_lag_seconds=0, idle_timeout_seconds=1.0),
-                )
-                engine.tick(s, T, only="a", deps=d)
-
-        th = threading.Thread(target=frozen_worker)
-        th.start()
-        time.sleep(3.0)  # the server has ended the frozen transaction; its account lock is free
+        th, _ = start_frozen_worker(db_url, fake, gate, only="a")
         try:
             with connect(db_url) as s:
                 assert s.fetchall("select symbol, status from paper_trades") == [("SPY", "intent")]

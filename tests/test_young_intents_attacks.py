@@ -32,6 +32,7 @@ from tests.conftest import seed
 from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
 from tests.test_alpaca_engine import ACCOUNT, POST, REPLAY, deps
 from tests.test_exactly_once import T, entry_setup
+from tests.test_order_safety import spy_and_iwm
 from tests.test_reconcile import T1, T2, logs, setup
 
 CID = "se-young00000000000000000"
@@ -177,15 +178,7 @@ def test_landed_between_the_lists_and_the_account_read_holds_back_its_buying_pow
     the lists (not in them) and before the account read. Held back at its whole quantity,
     strategy b's IWM buy (about $100) is blocked (`buying_power`) by the engine itself."""
     with FakeAlpaca(cash=150, multiplier=1) as fake:
-        seed(session, name="a", account=ACCOUNT, broker="alpaca", config={"symbols": ["SPY"]})
-        seed(session, name="b", account=ACCOUNT, broker="alpaca", config={"symbols": ["IWM"]})
-        entry_setup(session, ("SPY", "IWM"), T)
-        session.execute(
-            "insert into market_data_1m (symbol, ts, open, high, low, close, volume)"
-            " select sym, %s + make_interval(mins => k), 100, 100, 100, 100 + k, 1000"
-            " from unnest(%s::text[]) sym, generate_series(0, 1) k",
-            (T, ["SPY", "IWM"]),
-        )
+        spy_and_iwm(session)
         _young(session, strategy="a")
         fake.set_policy("manual")
         race = Race(lambda: _lands(fake), first="open", then="account")
