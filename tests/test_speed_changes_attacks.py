@@ -287,33 +287,6 @@ def test_flow_sql_new_equals_old_under_a_case_insensitive_collation_where_the_se
         assert old_scored(s) != new  # the old statement read 'Çall' as 'call': this case is new
 
 
-@pytest.mark.parametrize("pg_version", ["15"], indirect=True)
-def test_flow_sql_follows_python_under_an_accent_insensitive_collation(
-    empty_db_url: str, pg_version: str
-) -> None:
-    with connect(empty_db_url) as s:
-        try:
-            s.execute(
-                "create collation ci (provider = icu, locale = 'und-u-ks-level1', deterministic = false)"
-            )
-        except psycopg.errors.FeatureNotSupported:
-            pytest.skip(f"PostgreSQL {pg_version} here is built without ICU")
-        s.execute(
-            "create table public.options_flow (ts timestamptz not null, underlying text not null,"
-            " option_type text collate ci, side text collate ci, size numeric, trade_price numeric,"
-            " notional numeric)"
-        )
-        events = [
-            ("\u00c7all", "buy", "1", "1", None),
-            ("call", "B\u00dcY", "1", "1", None),
-            ("PUT", "buy", "1", "1", None),
-        ]
-        put_events(s, events)
-        assert {k: d for k, (_, d) in new_scored(s).items()} == {
-            at(k): dq.direction(t, sd) for k, (t, sd, _, _, _) in enumerate(events)
-        }
-
-
 def old_flow_sums(
     s: Session, symbols: Sequence[str], start: datetime, end: datetime
 ) -> dict[str, tuple[int, int, int]]:
