@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from strategy_engine import engine
 from strategy_engine.core.errors import AccountConflict
 from strategy_engine.core.models import BrokerAccount, OrderIntent, Side
 from strategy_engine.store import Session, connect
 from strategy_engine.store import accounts as acct_store
 from strategy_engine.store.intents import IntentLog
 from tests.conftest import seed
+from tests.fake_alpaca import FakeAlpaca
+from tests.test_alpaca_engine import deps
 
 T = datetime(2025, 6, 13, 15, 0, tzinfo=UTC)
 
@@ -130,3 +134,57 @@ def test_two_first_uses_of_one_number_at_once_the_second_is_refused(session: Ses
         ("alpaca-a", "PA3RACE"),
         ("alpaca-b", None),
     ]
+
+
+def test_open_ahead_connects_before_the_first_write(session: Session) -> None:
+    """The intent connection is opened on a thread as soon as asked, so an order's intent does
+    not wait for a connection to be set up."""
+    log = IntentLog(session)
+    try:
+        log.open_ahead()
+        for _ in range(200):  # bounded: 10 s
+            if backends(session) == 1:
+                break
+            time.sleep(0.05)
+        assert backends(session) == 1  # before any write
+    finally:
+        log.close()
+    for _ in range(200):
+        if backends(session) == 0:
+            break
+        time.sleep(0.05)
+    assert backends(session) == 0  # closed with the log
+
+
+def backends(session: Session) -> int:
+    row = session.fetchone(
+        "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
+    )
+    return int(row[0]) if row else -1
+
+
+def test_a_manual_intent_reconciled_in_a_strategys_run_is_no_decision_of_the_strategy(
+    session: Session,
+) -> None:
+    """A manual order whose minute died after its POST (row `intent`, no strategy) is settled by
+    the next strategy run on the account: its row takes the broker's answer, and it is neither a
+    decision of that strategy nor counted in its day."""
+    with FakeAlpaca() as fake:
+        seed(session, name="quiet", account="alpaca-x", broker="alpaca", active=False)
+        row = session.fetchone("select id from broker_accounts where name = 'alpaca-x'")
+        assert row is not None
+        manual = IntentLog(session)
+        try:
+            intent = OrderIntent("SPY", Side.BUY, 2.0, 100.0, "se-m-manual00000000000000")
+            assert manual.write(None, row[0], "manual", T, [intent]) == {intent.client_order_id}
+        finally:
+            manual.close()
+        fake.set_policy("instant")
+        fake.place({"symbol": "SPY", "side": "buy", "qty": "2", "client_order_id": intent.client_order_id})
+        result = engine.tick(session, T + timedelta(minutes=1), deps=deps(fake))
+        assert [(r.strategy, r.reconciled) for r in result.strategies] == [("quiet", 0)]
+        assert session.fetchall("select client_order_id, status from paper_trades") == [
+            (intent.client_order_id, "filled")
+        ]
+        assert session.fetchall("select reason from strategy_logs where reason = 'reconciled'") == []
+        assert session.fetchone("select trades_today from strategy_state") == (0,)
