@@ -290,6 +290,33 @@ def test_an_unsettled_order_older_than_the_days_list_is_looked_up_by_client_id(
     assert fake.requests[LOOKUP] == 1
 
 
+@pytest.mark.parametrize("listed", [True, False], ids=["in the recent list", "older than it"])
+def test_a_left_intent_is_settled_from_the_recent_list_else_looked_up_never_voided(
+    session: Session, fake: FakeAlpaca, listed: bool
+) -> None:
+    """An intent left by a minute that died after its POST, past the in-flight window: found in
+    the recent list (no request of its own), else looked up by client id (its order older than
+    the list reaches): recorded as the broker holds it, never voided."""
+    setup(session)
+    session.execute("update strategy_definitions set is_active = false")  # no orders of its own
+    acct, sid = session.fetchone("select account_id, id from strategy_definitions")  # type: ignore[misc]
+    cid = "se-left0000000000000000000"
+    session.execute(
+        "insert into paper_trades (strategy_id, account_id, source, decision_minute, client_order_id,"
+        " symbol, side, qty, decision_price, status, updated_at) values (%s, %s, 'strategy', %s, %s,"
+        " 'SPY', 'buy', 1, 100, 'intent', now() - interval '1 hour')",
+        (sid, acct, T - timedelta(minutes=5), cid),
+    )
+    fake.set_policy("instant")
+    _, placed = fake.place({"symbol": "SPY", "side": "buy", "qty": "1", "client_order_id": cid})
+    if not listed:
+        fake.orders[placed["id"]]["submitted_at"] = "2000-01-03T15:00:00Z"  # out of the recent list
+    result = engine.tick(session, T, deps=deps(fake))
+    assert result.strategies[0].reconciled == 1
+    assert session.fetchall("select client_order_id, status from paper_trades") == [(cid, "filled")]
+    assert fake.requests[LOOKUP] == (0 if listed else 1)
+
+
 def test_a_partly_filled_entry_holds_back_the_exit_while_its_remainder_works(
     session: Session, fake: FakeAlpaca
 ) -> None:
