@@ -211,6 +211,9 @@ def test_an_intent_the_broker_canceled_unfilled_is_logged_failed_and_not_counted
         assert s.fetchone(
             "select client_order_id, signal_payload->>'error' from strategy_logs where reason = 'reconciled'"
         ) == (order["client_order_id"], "the broker holds it as canceled, nothing filled")
+        assert s.fetchone(
+            "select status, error from paper_trades where client_order_id = %s", (order["client_order_id"],)
+        ) == ("canceled", "the broker holds it as canceled, nothing filled")
         assert nxt.orders == 1  # nothing works any more: T+1 enters
         assert day(s) == (1, 100.0)  # T+1's order only: the canceled one counts in neither
         assert sorted(r[3] for r in trades(s)) == ["accepted", "canceled"]
@@ -292,7 +295,7 @@ def test_an_unsettled_order_older_than_the_days_list_is_looked_up_by_client_id(
 
 @pytest.mark.parametrize("listed", [True, False], ids=["in the recent list", "older than it"])
 def test_a_left_intent_is_settled_from_the_recent_list_else_looked_up_never_voided(
-    session: Session, fake: FakeAlpaca, listed: bool
+    session: Session, fake: FakeAlpaca, listed: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An intent left by a minute that died after its POST, past the in-flight window: found in
     the recent list (no request of its own), else looked up by client id (its order older than
@@ -311,10 +314,15 @@ def test_a_left_intent_is_settled_from_the_recent_list_else_looked_up_never_void
     _, placed = fake.place({"symbol": "SPY", "side": "buy", "qty": "1", "client_order_id": cid})
     if not listed:
         fake.orders[placed["id"]]["submitted_at"] = "2000-01-03T15:00:00Z"  # out of the recent list
-    result = engine.tick(session, T, deps=deps(fake))
+    with caplog.at_level(logging.INFO, logger="strategy_engine"):
+        result = engine.tick(session, T, deps=deps(fake))
     assert result.strategies[0].reconciled == 1
-    assert session.fetchall("select client_order_id, status from paper_trades") == [(cid, "filled")]
+    assert session.fetchall("select client_order_id, status, error from paper_trades") == [
+        (cid, "filled", None)
+    ]
     assert fake.requests[LOOKUP] == (0 if listed else 1)
+    said = [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == "order reconciled"]
+    assert said == [{"client_order_id": cid, "status": "filled", "symbol": "SPY"}]
 
 
 def test_a_partly_filled_entry_holds_back_the_exit_while_its_remainder_works(
