@@ -168,23 +168,38 @@ def test_a_manual_intent_reconciled_in_a_strategys_run_is_no_decision_of_the_str
 ) -> None:
     """A manual order whose minute died after its POST (row `intent`, no strategy) is settled by
     the next strategy run on the account: its row takes the broker's answer, and it is neither a
-    decision of that strategy nor counted in its day."""
+    decision of that strategy nor counted in its day. The strategy's own intent, left a minute
+    later, is settled in the same run (after the manual one: oldest first) and is its decision."""
     with FakeAlpaca() as fake:
-        seed(session, name="quiet", account="alpaca-x", broker="alpaca", active=False)
+        strategy = seed(session, name="quiet", account="alpaca-x", broker="alpaca", active=False)
         row = session.fetchone("select id from broker_accounts where name = 'alpaca-x'")
         assert row is not None
-        manual = IntentLog(session)
+        manual = OrderIntent("SPY", Side.BUY, 2.0, 100.0, "se-m-manual00000000000000")
+        own = OrderIntent("IWM", Side.BUY, 1.0, 100.0, "se-own000000000000000000")
+        log = IntentLog(session)
         try:
-            intent = OrderIntent("SPY", Side.BUY, 2.0, 100.0, "se-m-manual00000000000000")
-            assert manual.write(None, row[0], "manual", T, [intent]) == {intent.client_order_id}
+            assert log.write(None, row[0], "manual", T, [manual]) == {manual.client_order_id}
+            assert log.write(strategy, row[0], "strategy", T + timedelta(minutes=1), [own]) == {
+                own.client_order_id
+            }
         finally:
-            manual.close()
+            log.close()
+        session.execute("update paper_trades set updated_at = now() - interval '1 hour'")  # past in flight
         fake.set_policy("instant")
-        fake.place({"symbol": "SPY", "side": "buy", "qty": "2", "client_order_id": intent.client_order_id})
-        result = engine.tick(session, T + timedelta(minutes=1), deps=deps(fake))
-        assert [(r.strategy, r.reconciled) for r in result.strategies] == [("quiet", 0)]
-        assert session.fetchall("select client_order_id, status from paper_trades") == [
-            (intent.client_order_id, "filled")
+        for o in (manual, own):
+            fake.place(
+                {
+                    "symbol": o.symbol,
+                    "side": "buy",
+                    "qty": str(int(o.qty)),
+                    "client_order_id": o.client_order_id,
+                }
+            )
+        result = engine.tick(session, T + timedelta(minutes=2), deps=deps(fake))
+        assert [(r.strategy, r.reconciled) for r in result.strategies] == [("quiet", 1)]
+        assert session.fetchall("select client_order_id, status from paper_trades order by 1") == [
+            (manual.client_order_id, "filled"),
+            (own.client_order_id, "filled"),
         ]
-        assert session.fetchall("select reason from strategy_logs where reason = 'reconciled'") == []
-        assert session.fetchone("select trades_today from strategy_state") == (0,)
+        assert session.fetchall("select symbol from strategy_logs where reason = 'reconciled'") == [("IWM",)]
+        assert session.fetchone("select trades_today from strategy_state") == (1,)
