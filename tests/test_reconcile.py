@@ -325,6 +325,31 @@ def test_a_left_intent_is_settled_from_the_recent_list_else_looked_up_never_void
     assert said == [{"client_order_id": cid, "status": "filled", "symbol": "SPY"}]
 
 
+@pytest.mark.parametrize("fill", ["instant", "manual"])
+def test_a_left_intent_without_a_decision_price_counts_at_its_fill_price(
+    session: Session, fake: FakeAlpaca, fill: str
+) -> None:
+    """An intent row without its decision price (written before there was one): reconciled, it
+    counts in the day's notional at the broker's fill price, or at nothing while unfilled."""
+    setup(session)
+    session.execute("update strategy_definitions set is_active = false")  # no orders of its own
+    acct, sid = session.fetchone("select account_id, id from strategy_definitions")  # type: ignore[misc]
+    cid = "se-noprice00000000000000000"
+    session.execute(
+        "insert into paper_trades (strategy_id, account_id, source, decision_minute, client_order_id,"
+        " symbol, side, qty, status, updated_at) values (%s, %s, 'strategy', %s, %s, 'SPY', 'buy', 2,"
+        " 'intent', now() - interval '1 hour')",
+        (sid, acct, T - timedelta(minutes=5), cid),
+    )
+    fake.set_policy(fill)
+    fake.place({"symbol": "SPY", "side": "buy", "qty": "2", "client_order_id": cid})
+    engine.tick(session, T, deps=deps(fake))
+    row = session.fetchone("select filled_avg_price::float8 from paper_trades")
+    assert row is not None
+    assert (row[0] is not None) is (fill == "instant")
+    assert day(session) == (1, 2 * row[0] if row[0] is not None else 0.0)
+
+
 def test_a_partly_filled_entry_holds_back_the_exit_while_its_remainder_works(
     session: Session, fake: FakeAlpaca
 ) -> None:
