@@ -325,6 +325,22 @@ def test_a_left_intent_is_settled_from_the_recent_list_else_looked_up_never_void
     assert said == [{"client_order_id": cid, "status": "filled", "symbol": "SPY"}]
 
 
+def test_a_left_intent_the_broker_never_got_is_voided_saying_why(session: Session, fake: FakeAlpaca) -> None:
+    setup(session)
+    session.execute("update strategy_definitions set is_active = false")  # no orders of its own
+    acct, sid = session.fetchone("select account_id, id from strategy_definitions")  # type: ignore[misc]
+    session.execute(
+        "insert into paper_trades (strategy_id, account_id, source, decision_minute, client_order_id,"
+        " symbol, side, qty, decision_price, status, updated_at) values (%s, %s, 'strategy', %s,"
+        " 'se-never000000000000000000', 'SPY', 'buy', 1, 100, 'intent', now() - interval '1 hour')",
+        (sid, acct, T - timedelta(minutes=5)),
+    )
+    engine.tick(session, T, deps=deps(fake))
+    assert session.fetchall("select status, error from paper_trades") == [
+        ("void", "not at the broker: never sent, or refused before the answer was recorded")
+    ]
+
+
 @pytest.mark.parametrize("fill", ["instant", "manual"])
 def test_a_left_intent_without_a_decision_price_counts_at_its_fill_price(
     session: Session, fake: FakeAlpaca, fill: str

@@ -395,6 +395,20 @@ def test_a_manual_trade_sees_a_young_intent_that_filled_before_its_reads(
     assert fake.requests[POST] == 0
 
 
+def test_a_listed_young_intent_does_not_hide_the_next_one(session: Session, fake: FakeAlpaca) -> None:
+    """HELD. Two young intents: the older one's order is open at Alpaca (listed), the newer one
+    (IWM) has not landed. The listed one is skipped as counted; the next is still working, so
+    the strategy (IWM, max_position_size 1) does not buy IWM beside it."""
+    setup(session, symbols=("IWM",), limits=Limits(max_position_size=1))
+    _young(session, "se-young-a0000000000000000", symbol="SPY")
+    _young(session, "se-young-b0000000000000000", symbol="IWM")
+    fake.set_policy("manual")
+    _lands(fake, "se-young-a0000000000000000", symbol="SPY")
+    engine.tick(session, T1, deps=deps(fake))
+    assert fake.requests[POST] == 0  # no IWM (the SPY order was placed at Alpaca directly)
+    assert logs(session)[-1][1:4] == ("IWM", "order_working", "held")
+
+
 # ---- never landing, gave up ------------------------------------------------------------------------
 
 
@@ -492,10 +506,14 @@ class Recorder(AlpacaPaperBroker):
 
     events: list[str]
 
+    calls: Counter[str]
+
     def _noted(self, name: str, fn: Callable[[], Any]) -> Any:
-        self.events.append(f"start {name}")
+        self.calls[name] += 1
+        which = "ahead" if self.calls[name] == 1 else "again"  # sent ahead, then read again
+        self.events.append(f"{which} start {name}")
         out = fn()
-        self.events.append(f"end {name}")
+        self.events.append(f"{which} end {name}")
         return out
 
     def account(self) -> Account:
@@ -518,23 +536,31 @@ class Recorder(AlpacaPaperBroker):
 
 @pytest.mark.parametrize("intents", [True, False])
 def test_an_account_with_intents_is_read_lists_first_and_one_without_all_at_once(
-    session: Session, fake: FakeAlpaca, intents: bool
+    session: Session, intents: bool
 ) -> None:
     """With an intent row on the account (a POST may land while it is read), the order lists
     are answered before the account and positions are asked for; without one, the reads sent
     ahead (all four at once) are used."""
+    with FakeAlpaca(delay=0.05) as fake:  # each read takes a round trip: at once means overlapping
+        read_in_order(session, fake, intents)
+
+
+def read_in_order(session: Session, fake: FakeAlpaca, intents: bool) -> None:
     setup(session)
     if intents:
         _young(session)
     events: list[str] = []
+    calls: Counter[str] = Counter()  # one client per invocation: shared by the reads ahead and again
 
     def build(_a: Any) -> AlpacaPaperBroker:
         b = Recorder(SecretStr(KEY), SecretStr(SECRET), fake.url, timeout_seconds=5)
-        b.events = events
+        b.events, b.calls = events, calls
         return b
 
     engine.tick(session, T1, deps=engine.Deps(alpaca_broker=build, policy=REPLAY))
-    ahead, under_lock = events[:8], events[8:]  # the reads sent ahead, then any read again
+    ahead = [e.split(" ", 1)[1] for e in events if e.startswith("ahead")]
+    under_lock = [e.split(" ", 1)[1] for e in events if e.startswith("again")]
+    assert all(e.startswith("start") for e in ahead[:4]), ahead  # sent ahead all four at once
     assert sorted(ahead) == sorted(
         f"{e} {n}" for e in ("start", "end") for n in ("account", "positions", "open", "recent")
     )
