@@ -248,8 +248,10 @@ def test_a_broker_order_with_our_prefix_and_no_row_is_adopted(
         (logging.WARNING, {"client_order_id": "se-m-orphan000000000000000", "status": "accepted"})
     ]
     rows = session.fetchall(
-        "select client_order_id, symbol, qty::float8, status, strategy_id, error from paper_trades"
-        " where symbol = 'IWM'"
+        "select client_order_id, symbol, qty::float8, status, strategy_id, error, source,"
+        " account_id = (select id from broker_accounts where name = %s) from paper_trades"
+        " where symbol = 'IWM'",
+        (ACCOUNT,),
     )
     assert rows == [
         (
@@ -259,6 +261,8 @@ def test_a_broker_order_with_our_prefix_and_no_row_is_adopted(
             "accepted",
             None,
             "adopted: the broker holds it, the journal had no row",
+            "strategy",
+            True,
         )
     ]
 
