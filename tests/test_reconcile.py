@@ -297,6 +297,21 @@ def test_an_unsettled_order_older_than_the_days_list_is_looked_up_by_client_id(
     assert fake.requests[LOOKUP] == 1
 
 
+def left_intent(s: Session, cid: str, qty: int = 1, price: float | None = 100.0) -> None:
+    """The `intent` row of a minute that died after its POST, past the in-flight window, on an
+    inactive strategy (no orders of its own at the next run)."""
+    setup(s)
+    s.execute("update strategy_definitions set is_active = false")
+    row = s.fetchone("select account_id, id from strategy_definitions")
+    assert row is not None
+    s.execute(
+        "insert into paper_trades (strategy_id, account_id, source, decision_minute, client_order_id,"
+        " symbol, side, qty, decision_price, status, updated_at) values (%s, %s, 'strategy', %s, %s,"
+        " 'SPY', 'buy', %s, %s, 'intent', now() - interval '1 hour')",
+        (row[1], row[0], T - timedelta(minutes=5), cid, qty, price),
+    )
+
+
 @pytest.mark.parametrize("listed", [True, False], ids=["in the recent list", "older than it"])
 def test_a_left_intent_is_settled_from_the_recent_list_else_looked_up_never_voided(
     session: Session, fake: FakeAlpaca, listed: bool, caplog: pytest.LogCaptureFixture
@@ -304,16 +319,8 @@ def test_a_left_intent_is_settled_from_the_recent_list_else_looked_up_never_void
     """An intent left by a minute that died after its POST, past the in-flight window: found in
     the recent list (no request of its own), else looked up by client id (its order older than
     the list reaches): recorded as the broker holds it, never voided."""
-    setup(session)
-    session.execute("update strategy_definitions set is_active = false")  # no orders of its own
-    acct, sid = session.fetchone("select account_id, id from strategy_definitions")  # type: ignore[misc]
     cid = "se-left0000000000000000000"
-    session.execute(
-        "insert into paper_trades (strategy_id, account_id, source, decision_minute, client_order_id,"
-        " symbol, side, qty, decision_price, status, updated_at) values (%s, %s, 'strategy', %s, %s,"
-        " 'SPY', 'buy', 1, 100, 'intent', now() - interval '1 hour')",
-        (sid, acct, T - timedelta(minutes=5), cid),
-    )
+    left_intent(session, cid)
     fake.set_policy("instant")
     _, placed = fake.place({"symbol": "SPY", "side": "buy", "qty": "1", "client_order_id": cid})
     if not listed:
@@ -330,15 +337,7 @@ def test_a_left_intent_is_settled_from_the_recent_list_else_looked_up_never_void
 
 
 def test_a_left_intent_the_broker_never_got_is_voided_saying_why(session: Session, fake: FakeAlpaca) -> None:
-    setup(session)
-    session.execute("update strategy_definitions set is_active = false")  # no orders of its own
-    acct, sid = session.fetchone("select account_id, id from strategy_definitions")  # type: ignore[misc]
-    session.execute(
-        "insert into paper_trades (strategy_id, account_id, source, decision_minute, client_order_id,"
-        " symbol, side, qty, decision_price, status, updated_at) values (%s, %s, 'strategy', %s,"
-        " 'se-never000000000000000000', 'SPY', 'buy', 1, 100, 'intent', now() - interval '1 hour')",
-        (sid, acct, T - timedelta(minutes=5)),
-    )
+    left_intent(session, "se-never000000000000000000")
     engine.tick(session, T, deps=deps(fake))
     assert session.fetchall("select status, error from paper_trades") == [
         ("void", "not at the broker: never sent, or refused before the answer was recorded")
@@ -351,16 +350,8 @@ def test_a_left_intent_without_a_decision_price_counts_at_its_fill_price(
 ) -> None:
     """An intent row without its decision price (written before there was one): reconciled, it
     counts in the day's notional at the broker's fill price, or at nothing while unfilled."""
-    setup(session)
-    session.execute("update strategy_definitions set is_active = false")  # no orders of its own
-    acct, sid = session.fetchone("select account_id, id from strategy_definitions")  # type: ignore[misc]
     cid = "se-noprice00000000000000000"
-    session.execute(
-        "insert into paper_trades (strategy_id, account_id, source, decision_minute, client_order_id,"
-        " symbol, side, qty, status, updated_at) values (%s, %s, 'strategy', %s, %s, 'SPY', 'buy', 2,"
-        " 'intent', now() - interval '1 hour')",
-        (sid, acct, T - timedelta(minutes=5), cid),
-    )
+    left_intent(session, cid, qty=2, price=None)
     fake.set_policy(fill)
     fake.place({"symbol": "SPY", "side": "buy", "qty": "2", "client_order_id": cid})
     engine.tick(session, T, deps=deps(fake))
