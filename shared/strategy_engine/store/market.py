@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any, NamedTuple
 
 from strategy_engine.core import data_quality as dq
@@ -74,6 +75,7 @@ FLOW_CENTS = (
 )
 
 
+@cache  # a few fixed `where`s: the text is built once per process, not on every tick
 def scored_flow(where: str) -> str:
     """A subquery of the options_flow events `where` selects (the table's alias is `f`), one row
     per event: underlying, ts, `cents` (NULL for an ignored premium, `FLOW_CENTS`) and `dir`
