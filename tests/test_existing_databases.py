@@ -255,11 +255,8 @@ def test_naive_bar_times_are_refused_with_the_alter_to_run_then_read_in_utc(empt
     assert db_migrate(empty_db_url).returncode == 0
     with connect(empty_db_url) as s:
         assert applied_versions(s) == set(ALL)
-        bars = market.recent_closes(s, ["SPY"], datetime(2025, 6, 13, 13, 32, tzinfo=UTC), 5)["SPY"].bars
-    assert bars == [
-        (datetime(2025, 6, 13, 13, 30, tzinfo=UTC), 600.0),
-        (datetime(2025, 6, 13, 13, 31, tzinfo=UTC), 601.0),
-    ]
+        window = market.recent_closes(s, ["SPY"], datetime(2025, 6, 13, 13, 32, tzinfo=UTC), 5)["SPY"]
+    assert (window.closes, window.last) == ([600.0, 601.0], datetime(2025, 6, 13, 13, 31, tzinfo=UTC))
 
 
 DUPLICATES = """

@@ -530,7 +530,7 @@ def test_usable_closes_with_and_without_splits_equal_the_old_ones_bit_for_bit(
     bars = [(i, c) for i, c in enumerate(closes)]
     splits = sorted(splits)
     for sp in (splits, []):
-        new, old = dq.usable_closes(bars, sp, t), old_usable_closes(bars, sp, t)
+        new, old = dq.usable_closes(closes, sp, t, range(len(closes))), old_usable_closes(bars, sp, t)
         assert [(type(x), repr(x), math.copysign(1, x)) for x in new] == [
             (type(x), repr(x), math.copysign(1, x)) for x in old
         ]

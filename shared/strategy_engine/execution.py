@@ -103,8 +103,8 @@ def working_exposure(
     prices = {**view.prices, **{k: f.close for k, f in features.items() if f.close is not None}}
     others = sorted({o.symbol for o in [*view.open_orders, *view.unheld] if o.working_qty > 0} - set(prices))
     for sym, window in market.recent_closes(s, others, minute, 1).items() if others else ():
-        if window.bars:
-            prices[sym] = window.bars[-1][1]
+        if window.closes:
+            prices[sym] = window.closes[-1]
     held = exposure.working(view.open_orders, prices)
     if view.broker.authoritative:
         held = replace(held, reserved=exposure.working(view.unheld, prices).reserved)

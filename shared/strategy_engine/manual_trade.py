@@ -212,10 +212,10 @@ def _checked(
 ) -> OrderIntent:
     """The intent priced at the last close, once the account-level checks pass; else InputError."""
     sym = intent.symbol
-    bars = market.recent_closes(s, [sym], minute + timedelta(minutes=1), 1)[sym].bars
-    if not bars:
+    window = market.recent_closes(s, [sym], minute + timedelta(minutes=1), 1)[sym]
+    if not window.closes or window.last is None:  # both or neither: one aggregate
         raise InputError(f"no price for {sym} in market_data_1m: a manual order needs a recent bar")
-    ts, price = bars[-1]
+    ts, price = window.last, window.closes[-1]
     priced = replace(intent, price=price)
     features = {sym: Features(sym, 1, price, None, ts, 0, 0)}
     working = execution.working_exposure(s, view, features, minute, [])

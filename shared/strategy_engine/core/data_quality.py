@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from strategy_engine.core.indicators import last_smas
 from strategy_engine.core.models import Decision, Features, Position
@@ -180,18 +180,31 @@ def split_factor_array(bar_us: IntArray, splits: Sequence[tuple[int, float]], t_
 
 
 def usable_closes(
-    bars: Sequence[tuple[Any, float]], splits: Sequence[tuple[Any, float]], t: Any
+    closes: Sequence[float], splits: Sequence[tuple[Any, float]], t: Any, times: Sequence[Any] = ()
 ) -> list[float]:
-    """The closes a strategy may use at T: split-adjusted, and only those after the last break."""
+    """The closes a strategy may use at T: split-adjusted, and only those after the last break.
+    `times`: each close's bar time (as `split_factors` reads them), needed only with splits."""
     if splits:
-        factors = split_factors([ts for ts, _ in bars], splits, t)
-        adjusted = [c / f for (_, c), f in zip(bars, factors, strict=True)]
+        factors = split_factors(times, splits, t)
+        adjusted = [c / f for c, f in zip(closes, factors, strict=True)]
     else:  # every factor would be 1.0, and c / 1.0 is c
-        adjusted = [c for _, c in bars]
+        adjusted = list(closes)
     return adjusted[len(adjusted) - after_last_break(adjusted) :]
 
 
-Window = tuple[Sequence[tuple[Any, float]], int, Sequence[tuple[Any, float]]]  # bars, ignored, splits
+class Window(Protocol):
+    """What `window_features` reads of one symbol's bars (`store.market.Window`)."""
+
+    @property
+    def closes(self) -> Sequence[float]: ...
+    @property
+    def last(self) -> Any: ...
+    @property
+    def ignored(self) -> int: ...
+    @property
+    def splits(self) -> Sequence[tuple[Any, float]]: ...
+    @property
+    def times(self) -> Sequence[Any]: ...
 
 
 def window_features(
@@ -203,14 +216,13 @@ def window_features(
 ) -> dict[str, Features]:
     """The tick's Features per symbol at T from its loaded bars (`store.market.Window`) and flow
     sums (bull cents, bear cents, ignored events): the usable closes and their SMA."""
-    values = [usable_closes(windows[sym][0], windows[sym][2], t) for sym in symbols]
+    values = [usable_closes(w.closes, w.splits, t, w.times) for w in (windows[sym] for sym in symbols)]
     out: dict[str, Features] = {}
     for sym, vals, avg in zip(symbols, values, last_smas(values, window), strict=True):
-        bars, ignored_bars, _ = windows[sym]
+        w = windows[sym]
         bull, bear, ignored_flow = flow.get(sym, (0, 0, 0))
-        last = bars[-1][0] if bars else None
-        close, cut = (vals[-1] if vals else None), len(vals) < len(bars)
-        out[sym] = Features(sym, len(vals), close, avg, last, bull, bear, ignored_bars, ignored_flow, cut)
+        close, cut = (vals[-1] if vals else None), len(vals) < len(w.closes)
+        out[sym] = Features(sym, len(vals), close, avg, w.last, bull, bear, w.ignored, ignored_flow, cut)
     return out
 
 
