@@ -638,3 +638,30 @@ def test_an_order_refused_on_one_account_does_not_stop_the_next(session: Session
     assert logged(session)[("b", "IWM")] == ("ordered", None)
     assert logged(session)[("a", "SPY")][0] == "failed"
     check_books(session, fakes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which groups open their intent connection ahead (fanout.run_all): killed mutant fanout 27.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_only_the_alpaca_accounts_open_their_intent_connection_ahead(
+    session: Session, alpaca: Accounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two Alpaca accounts on threads of their own and a simulated strategy on the caller's
+    connection: each Alpaca group opens its intent connection as it starts (its first intent
+    then never waits for one), the simulated group opens none (it never writes an intent)."""
+    alpaca.make(2)
+    layout(session, [[("p", "IWM")], [("q", "QQQ")]])
+    seed(session, name="sim", account="sim-acct", config={"symbols": ["SPY"]})
+    ahead: list[str] = []
+    real_open_ahead = IntentLog.open_ahead
+
+    def spy(log: IntentLog) -> None:
+        ahead.append(threading.current_thread().name)
+        real_open_ahead(log)
+
+    monkeypatch.setattr(IntentLog, "open_ahead", spy)
+    result = engine.tick(session, T, deps=at(T))
+    assert outcomes(result) == {"p": (P, None), "q": (P, None), "sim": (P, None)}
+    assert len(ahead) == 2 and threading.main_thread().name not in ahead

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -64,11 +65,25 @@ def test_bad_config_and_a_bug_fail_alone_while_the_others_run(
     assert session.fetchall("select status, strategies, decisions from engine_runs") == [("failed", 3, 3)]
     assert session.fetchall("select distinct s.name from strategy_logs l join strategy_definitions s"
                             " on s.id = l.strategy_id") == [("c-ok",)]  # fmt: skip
-    logged = {r.fields["strategy"]: r.fields for r in caplog.records if r.getMessage() == "strategy failed"}  # type: ignore[attr-defined]
-    assert logged["b-bug"]["error_class"] == "ZeroDivisionError"
-    assert logged["b-bug"]["run_id"] == str(result.run_id)  # the line names the run it failed in
-    assert logged["b-bug"]["error"] == "a bug in one strategy's minute"
-    assert logged["a-bad"]["error_class"] == "InputError"
+    said = [r for r in caplog.records if r.getMessage() == "strategy failed"]
+    assert {r.levelno for r in said} == {logging.ERROR}
+    logged = {r.fields["strategy"]: r.fields for r in said}  # type: ignore[attr-defined]
+    # `outcome` is the alerts' key (docs/operations.md): the CloudWatch and GCP filters match it.
+    assert logged["b-bug"] == {
+        "run_id": str(result.run_id),  # the line names the run and minute it failed in
+        "strategy": "b-bug",
+        "minute": data.minutes[30].isoformat(),
+        "error_class": "ZeroDivisionError",
+        "error": "a bug in one strategy's minute",
+        "outcome": "failed",
+    }
+    bad = logged["a-bad"]  # failed while planning: before any run or minute
+    assert (bad["run_id"], bad["minute"], bad["error_class"], bad["outcome"]) == (
+        "None",
+        None,
+        "InputError",
+        "failed",
+    )
 
 
 def test_an_old_running_row_is_closed_as_abandoned(session: Session) -> None:

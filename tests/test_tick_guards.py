@@ -209,6 +209,24 @@ def test_a_minute_slightly_ahead_is_waited_for_and_one_too_far_ahead_is_refused_
     assert [r[0] for r in rows] == ["ok", "refused"] and "6.0s ahead" in rows[1][1]
 
 
+def test_a_refused_minute_leaves_a_row_of_no_duration_and_a_warning_that_names_it(
+    session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed(session, config={"symbols": list(SYMS)})
+    with pytest.raises(MinuteRefused) as refused:
+        engine.tick(session, T, deps=engine.Deps(clock=Clock(T - timedelta(seconds=6)), sleep=lambda _: None))
+    row = session.fetchone("select id, status, duration_ms, detail->>'reason', minute from engine_runs")
+    assert row is not None and row[1:] == ("refused", 0.0, str(refused.value), T)
+    ticks = [r for r in caplog.records if r.getMessage() == "tick"]
+    assert [r.levelno for r in ticks] == [logging.WARNING]
+    assert ticks[0].fields == {  # type: ignore[attr-defined]
+        "run_id": str(row[0]),
+        "minute": T.isoformat(),
+        "outcome": "refused",
+        "error": str(refused.value),
+    }
+
+
 # ---- 4. the switch and the limits are read under the claim ---------------------------------------
 
 
