@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from strategy_engine import manual_trade as mt
 from strategy_engine.backtest import market_arrays
 from strategy_engine.core import data_quality as dq
-from strategy_engine.core.errors import InputError
+from strategy_engine.core.errors import InputError, MigrationRefused
 from strategy_engine.core.strategies.naive_flow_trend import NaiveFlowTrendConfig
 from strategy_engine.engine import Deps
 from strategy_engine.store import Session, connect, market
@@ -333,76 +333,92 @@ create unique index market_data_1m_symbol_ts on public.market_data_1m (symbol co
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the unique key's collation is not checked: a case-insensitive symbol column keyed"
-    " byte for byte holds 'SPY' and 'spy' at one ts, and count - good is then not the bad bars",
-)
 @pytest.mark.parametrize("pg_version", ["16", "15"], indirect=True)
-def test_a_key_in_another_collation_than_the_symbol_column_keeps_the_count_exact(
+def test_a_key_in_another_collation_than_the_symbol_column_is_not_the_engines_key(
     empty_db_url: str, pg_version: str
 ) -> None:
-    """The migrations accept a unique index on exactly (symbol, ts) whatever its collation; the
-    statement matches rows with the column's (here case-insensitive) one. Two good bars at one
-    ts, no bad bar at all: the tick says 1 bad bar, the backfill (the bad-bar test) says 0."""
+    """A unique index on (symbol collate "C", ts) over a case-insensitive symbol column lets
+    'SPY' and 'spy' share a ts, which the engine's statements read as one symbol (counting a
+    good bar as bad: count - good). Such an index is not the engine's key: the migration makes
+    its own in the column's collation, which refuses the second row; with the pair already
+    there, it refuses the migration with one line naming the duplicate."""
     with connect(empty_db_url) as s:
         try:
             s.execute(CI_KEYED_BYTEWISE)
         except psycopg.errors.FeatureNotSupported:
             pytest.skip(f"PostgreSQL {pg_version} here is built without ICU")
-        migrate(s)  # accepted: the key "exists"
-        s.execute(
+        rows = (
             "insert into public.market_data_1m (symbol, ts, close, volume) values"
-            " ('SPY', %(a)s, 100, 1), ('spy', %(a)s, 100, 1), ('SPY', %(b)s, 101, 1)",
-            {"a": T0, "b": T0 + timedelta(minutes=1)},
+            " ('SPY', %(a)s, 100, 1), ('spy', %(a)s, 100, 1)"
         )
-        assert s.fetchall("select count(*) from public.market_data_1m where symbol = 'SPY'") == [(3,)]
+        s.execute(rows, {"a": T0})
+        with pytest.raises(MigrationRefused) as refused:
+            migrate(s)
+        assert "public.market_data_1m has 1 duplicated (symbol, ts) key(s)" in str(refused.value)
+        s.execute("delete from public.market_data_1m where symbol collate \"C\" = 'spy'")  # = 'SPY' too
+        migrate(s)
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            s.execute(rows.replace("('SPY', %(a)s, 100, 1), ", ""), {"a": T0})
+        s.execute(
+            "insert into public.market_data_1m (symbol, ts, close, volume) values ('SPY', %s, 101, 1)",
+            (T0 + timedelta(minutes=1),),
+        )
         t = T0 + timedelta(minutes=2)
         tick = market.recent_closes(s, ["SPY"], t, 2)["SPY"]
         grid = np.array([market_arrays.to_us(t)], dtype=np.int64)
         arrays = market_arrays.load(s, ("SPY",), t, t + timedelta(minutes=1), 2, 15)
         cfg = NaiveFlowTrendConfig(symbols=("SPY",), sma_window=2)
         backfill_ignored = int(market_arrays.features(arrays, grid, cfg).ignored_bars[0, 0])
-    assert backfill_ignored == 0
-    assert tick.ignored == backfill_ignored
+    assert (tick.closes, tick.ignored, backfill_ignored) == ([100.0, 101.0], 0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a table inheriting from market_data_1m is read with it but not covered by its unique"
-    " key: a (symbol, ts) in both makes count - good count a good bar as bad",
-)
 @pytest.mark.parametrize("pg_version", ["16", "15"], indirect=True)
-def test_a_child_table_inheriting_market_data_keeps_the_count_exact(
+def test_a_table_inheriting_from_market_data_is_refused_with_one_line(
     empty_db_url: str, pg_version: str
 ) -> None:
-    """An archive table made with INHERITS (old-style partitioning) before the migration: the
-    migrations accept it (the key is on the parent), `from public.market_data_1m` reads the
-    child's rows too, and the parent's unique index does not cover them."""
+    """An archive table made with INHERITS (old-style partitioning): `from public.market_data_1m`
+    reads its rows too, and the parent's unique key does not cover them (a (symbol, ts) in both
+    counted a good bar as bad, and loaded it twice). The migration refuses, names the child and
+    says what to do; nothing is applied."""
     with connect(empty_db_url) as s:
         s.execute(
             "create table public.market_data_1m (symbol text not null, ts timestamptz not null,"
             " open numeric, high numeric, low numeric, close numeric, volume bigint, unique (symbol, ts));"
             "create table public.market_data_1m_archive () inherits (public.market_data_1m)"
         )
-        migrate(s)  # accepted
+        with pytest.raises(MigrationRefused) as refused:
+            migrate(s)
+        line = str(refused.value)
+        assert "\n" not in line
+        assert "public.market_data_1m has tables inheriting from it (market_data_1m_archive)" in line
+        assert "ALTER TABLE <child> NO INHERIT public.market_data_1m" in line
+        assert s.fetchone("select to_regclass('public.engine_runs')") == (None,)  # nothing applied
+        s.execute("alter table public.market_data_1m_archive no inherit public.market_data_1m")
+        migrate(s)
+
+
+@pytest.mark.parametrize("pg_version", ["16", "15"], indirect=True)
+def test_a_partitioned_market_data_table_is_accepted(empty_db_url: str, pg_version: str) -> None:
+    """Declarative partitions are in pg_inherits too, but a partitioned table's keys cover them:
+    not refused, and the statement reads every partition's bars once."""
+    with connect(empty_db_url) as s:
+        s.execute(
+            "create table public.market_data_1m (symbol text not null, ts timestamptz not null,"
+            " open numeric, high numeric, low numeric, close numeric, volume bigint, unique (symbol, ts))"
+            " partition by range (ts);"
+            "create table public.market_data_1m_a partition of public.market_data_1m"
+            " for values from ('2025-01-01') to ('2025-06-13 13:31+00');"
+            "create table public.market_data_1m_b partition of public.market_data_1m"
+            " for values from ('2025-06-13 13:31+00') to ('2026-01-01')"
+        )
+        migrate(s)
         s.execute(
             "insert into public.market_data_1m (symbol, ts, close, volume) values"
             " ('SPY', %(a)s, 100, 1), ('SPY', %(b)s, 101, 1)",
             {"a": T0, "b": T0 + timedelta(minutes=1)},
         )
-        s.execute(
-            "insert into public.market_data_1m_archive (symbol, ts, close, volume) values ('SPY', %s, 100, 1)",
-            (T0,),
-        )
-        t = T0 + timedelta(minutes=2)
-        tick = market.recent_closes(s, ["SPY"], t, 2)["SPY"]
-        grid = np.array([market_arrays.to_us(t)], dtype=np.int64)
-        arrays = market_arrays.load(s, ("SPY",), t, t + timedelta(minutes=1), 2, 15)
-        cfg = NaiveFlowTrendConfig(symbols=("SPY",), sma_window=2)
-        backfill_ignored = int(market_arrays.features(arrays, grid, cfg).ignored_bars[0, 0])
-    assert backfill_ignored == 0  # no bad bar anywhere
-    assert tick.ignored == backfill_ignored
+        w = market.recent_closes(s, ["SPY"], T0 + timedelta(minutes=2), 5)["SPY"]
+    assert (w.closes, w.ignored, w.last) == ([100.0, 101.0], 0, T0 + timedelta(minutes=1))
 
 
 # ---- the tick's features against the backfill's, minute by minute -----------------------------
@@ -496,11 +512,6 @@ def test_a_manual_order_without_a_good_bar_is_one_line_and_nothing_written(
     assert session.fetchall("select count(*) from paper_trades") == [(0,)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pre-existing (not bc2b859): the manual path prices at closes[-1] without the split"
-    " factor the tick applies (usable_closes); a 1:10 reverse split makes the order look 10x cheaper",
-)
 def test_a_manual_order_after_a_reverse_splits_ex_time_is_priced_at_the_adjusted_close(
     session: Session,
 ) -> None:

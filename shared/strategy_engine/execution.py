@@ -29,7 +29,7 @@ from strategy_engine import concurrency
 from strategy_engine.account_view import AccountView, Carried, Prefetch, carry
 from strategy_engine.brokers.base import Broker
 from strategy_engine.core import exposure
-from strategy_engine.core.data_quality import held_through_break
+from strategy_engine.core.data_quality import held_through_break, last_close
 from strategy_engine.core.decide import (
     DEADLINE,
     Answer,
@@ -103,8 +103,8 @@ def working_exposure(
     prices = {**view.prices, **{k: f.close for k, f in features.items() if f.close is not None}}
     others = sorted({o.symbol for o in [*view.open_orders, *view.unheld] if o.working_qty > 0} - set(prices))
     for sym, window in market.recent_closes(s, others, minute, 1).items() if others else ():
-        if window.closes:
-            prices[sym] = window.closes[-1]
+        if (close := last_close(window, minute)) is not None:
+            prices[sym] = close
     held = exposure.working(view.open_orders, prices)
     if view.broker.authoritative:
         held = replace(held, reserved=exposure.working(view.unheld, prices).reserved)

@@ -24,6 +24,7 @@ from types import MappingProxyType
 from strategy_engine import execution, reconciliation
 from strategy_engine.account_view import AccountView
 from strategy_engine.core import calendar, risk
+from strategy_engine.core.data_quality import last_close
 from strategy_engine.core.decide import minute_key
 from strategy_engine.core.errors import InputError, LiveTradingRefused, NotFound, NotSent, OrderRejected
 from strategy_engine.core.models import BrokerAccount, DayState, Features, Limits, Order, OrderIntent, Side
@@ -212,10 +213,11 @@ def _checked(
 ) -> OrderIntent:
     """The intent priced at the last close, once the account-level checks pass; else InputError."""
     sym = intent.symbol
-    window = market.recent_closes(s, [sym], minute + timedelta(minutes=1), 1)[sym]
-    if not window.closes or window.last is None:  # both or neither: one aggregate
+    t = minute + timedelta(minutes=1)
+    window = market.recent_closes(s, [sym], t, 1)[sym]
+    ts, price = window.last, last_close(window, t)  # split-adjusted, as the tick prices it
+    if ts is None or price is None:
         raise InputError(f"no price for {sym} in market_data_1m: a manual order needs a recent bar")
-    ts, price = window.last, window.closes[-1]
     priced = replace(intent, price=price)
     features = {sym: Features(sym, 1, price, None, ts, 0, 0)}
     working = execution.working_exposure(s, view, features, minute, [])

@@ -149,7 +149,10 @@ begin
   end loop;
 
   -- 4. Keys the engine makes unique: duplicates are reported, never deleted here. A key counts
-  --    as present only as a valid, immediate unique index on exactly these columns (any name).
+  --    as present only as a valid, immediate unique index on exactly these columns (any name),
+  --    each in its column's own collation: the engine's statements compare in that collation,
+  --    and a key in another one (symbol collate "C" on a case-insensitive column) lets two rows
+  --    that the engine reads as one symbol share a ts.
   for r in
     select v.tbl, v.cols from (values
       ('market_data_1m', array['symbol', 'ts']),
@@ -170,7 +173,10 @@ begin
           and i.indpred is null and i.indexprs is null and i.indnkeyatts = cardinality(v.cols)
           and (select array_agg(a.attname::text order by a.attname) from pg_attribute a
                where a.attrelid = i.indrelid and a.attnum = any(i.indkey[0:i.indnkeyatts - 1]))
-              = (select array_agg(k order by k) from unnest(v.cols) k))
+              = (select array_agg(k order by k) from unnest(v.cols) k)
+          and not exists (select 1 from generate_series(0, i.indnkeyatts - 1) k
+                          join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[k]
+                          where i.indcollation[k] <> a.attcollation))
   loop
     select string_agg(format('%I', c), ', '), string_agg(format('%I is not null', c), ' and ')
       into key_list, not_null from unnest(r.cols) c;
@@ -186,6 +192,25 @@ begin
         ' count(*) > 1; keep one row per key, then run the migration again',
         r.tbl, dup_count, key_list, dup_example, key_list, r.tbl, key_list);
     end if;
+  end loop;
+
+  -- 4b. A table of the engine's with tables inheriting from it (INHERITS, old-style
+  --     partitioning): the engine's statements read their rows too, and its keys do not cover
+  --     them. (Declarative partitions are in pg_inherits too: a partitioned table's keys cover
+  --     its partitions, so those are left alone.)
+  for r in
+    select c.relname::text as tbl, string_agg(format('%s', k.oid::regclass), ', ') as children
+    from unnest(tables) t
+    join pg_class c on c.oid = to_regclass('public.' || t) and c.relkind = 'r'
+    join pg_inherits h on h.inhparent = c.oid
+    join pg_class k on k.oid = h.inhrelid
+    group by c.relname
+  loop
+    problems := problems || format(
+      'public.%I has tables inheriting from it (%s): the engine reads their rows with it, and its'
+      ' keys do not cover them; move their rows into public.%I (or elsewhere) and detach them'
+      ' (ALTER TABLE <child> NO INHERIT public.%I), then run the migration again',
+      r.tbl, r.children, r.tbl, r.tbl);
   end loop;
 
   -- 5. The tables the engine inserts into, and the columns it writes (store/*.py). Any other

@@ -207,6 +207,14 @@ class Window(Protocol):
     def times(self) -> Sequence[Any]: ...
 
 
+def last_close(w: Window, t: Any) -> float | None:
+    """The last close a strategy may use at T (`usable_closes`: split-adjusted, a bad bar left out),
+    None when there is none: the price of an order or a working order outside the strategy's
+    symbols, as the strategy's own features would price it."""
+    usable = usable_closes(w.closes, w.splits, t, w.times)
+    return usable[-1] if usable else None
+
+
 def window_features(
     symbols: Sequence[str],
     windows: Mapping[str, Window],
