@@ -373,6 +373,31 @@ def test_a_key_in_another_collation_than_the_symbol_column_is_not_the_engines_ke
 
 
 @pytest.mark.parametrize("pg_version", ["16", "15"], indirect=True)
+def test_a_database_migrated_before_the_collation_check_gets_the_engines_key(
+    empty_db_url: str, pg_version: str
+) -> None:
+    """Migrated by the files as they were (a byte-wise key counted as the key, so none was made):
+    the next migration adds the key in the column's collation."""
+    with connect(empty_db_url) as s:
+        try:
+            s.execute(CI_KEYED_BYTEWISE)
+        except psycopg.errors.FeatureNotSupported:
+            pytest.skip(f"PostgreSQL {pg_version} here is built without ICU")
+        migrate(s)
+        s.execute("drop index public.market_data_1m_symbol_ts_engine_key")  # as the old files left it
+        s.execute("delete from supabase_migrations.schema_migrations where version = '20261130000000'")
+        assert migrate(s) == ["20261130000000"]
+        s.execute(
+            "insert into public.market_data_1m (symbol, ts, close, volume) values ('SPY', %s, 1, 1)", (T0,)
+        )
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            s.execute(
+                "insert into public.market_data_1m (symbol, ts, close, volume) values ('spy', %s, 1, 1)",
+                (T0,),
+            )
+
+
+@pytest.mark.parametrize("pg_version", ["16", "15"], indirect=True)
 def test_a_table_inheriting_from_market_data_is_refused_with_one_line(
     empty_db_url: str, pg_version: str
 ) -> None:
