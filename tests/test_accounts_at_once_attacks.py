@@ -36,6 +36,7 @@ from strategy_engine.store import accounts as acct_store
 from strategy_engine.store.intents import IntentLog
 from tests.conftest import REPO, seed
 from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
+from tests.test_account_batch import _wrapping
 from tests.test_alpaca_accounts import at, outcomes
 from tests.test_exactly_once import T, entry_setup
 
@@ -665,3 +666,29 @@ def test_only_the_alpaca_accounts_open_their_intent_connection_ahead(
     result = engine.tick(session, T, deps=at(T))
     assert outcomes(result) == {"p": (P, None), "q": (P, None), "sim": (P, None)}
     assert len(ahead) == 2 and threading.main_thread().name not in ahead
+
+
+def test_the_engines_connections_are_named_for_what_they_do(
+    session: Session, db_url: str, alpaca: Accounts
+) -> None:
+    """While two Alpaca accounts trade, pg_stat_activity tells the invocation's connections apart
+    (docs/operations.md, Settings, DATABASE_URL): the caller's `strategy-engine`, one
+    `strategy-engine-account` per account on its thread, and the intents' `strategy-engine-side`."""
+    alpaca.make(2)
+    layout(session, [[("p", "IWM")], [("q", "QQQ")]])
+    seen: list[list[str]] = []
+
+    def look(_: object) -> None:
+        with connect(db_url) as other:
+            names = other.fetchall(
+                "select application_name from pg_stat_activity"
+                " where datname = current_database() and pid <> pg_backend_pid()"
+            )
+        seen.append(sorted(r[0] for r in names))
+
+    result = engine.tick(session, T, deps=_wrapping(at(T), look))
+    assert outcomes(result) == {"p": (P, None), "q": (P, None)}
+    assert seen and all(
+        {"strategy-engine", "strategy-engine-account", "strategy-engine-side"} <= set(names) for names in seen
+    ), seen
+    assert all(names.count("strategy-engine-account") <= 2 for names in seen), seen
