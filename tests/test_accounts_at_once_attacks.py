@@ -692,3 +692,14 @@ def test_the_engines_connections_are_named_for_what_they_do(
         {"strategy-engine", "strategy-engine-account", "strategy-engine-side"} <= set(names) for names in seen
     ), seen
     assert all(names.count("strategy-engine-account") <= 2 for names in seen), seen
+
+
+def test_two_alpaca_accounts_are_processed_at_once(session: Session, alpaca: Accounts) -> None:
+    """Each account's POST waits until the other account's POST is being sent: were the accounts
+    processed one after another (one thread for both), the first would wait in vain (broken
+    barrier) and its order fail."""
+    alpaca.make(2)
+    layout(session, [[("p", "IWM")], [("q", "QQQ")]])
+    both = threading.Barrier(2, timeout=10)
+    result = engine.tick(session, T, deps=_wrapping(at(T), lambda _intent: both.wait()))
+    assert [(r.strategy, r.outcome, r.orders) for r in result.strategies] == [("p", P, 1), ("q", P, 1)]
