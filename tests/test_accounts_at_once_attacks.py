@@ -703,3 +703,30 @@ def test_two_alpaca_accounts_are_processed_at_once(session: Session, alpaca: Acc
     both = threading.Barrier(2, timeout=10)
     result = engine.tick(session, T, deps=_wrapping(at(T), lambda _intent: both.wait()))
     assert [(r.strategy, r.outcome, r.orders) for r in result.strategies] == [("p", P, 1), ("q", P, 1)]
+
+
+def test_at_most_ten_alpaca_accounts_are_processed_at_once(session: Session, alpaca: Accounts) -> None:
+    """The connection budget (docs/operations.md, DATABASE_URL: up to 21 a tick): twelve Alpaca
+    accounts, each POST held until ten are being sent at once. Ten at once, never more (the
+    eleventh and twelfth start as the first ones end); fewer at once would break the barrier."""
+    books = [[(f"s{k:02d}", f"X{k:02d}")] for k in range(12)]
+    alpaca.make(12)
+    layout(session, books)
+    lock, ten = threading.Lock(), threading.Barrier(10, timeout=10)  # the documented budget
+    active, most, arrived = [0], [0], [0]
+
+    def post(_intent: object) -> None:
+        with lock:
+            active[0] += 1
+            most[0], arrived[0] = max(most[0], active[0]), arrived[0] + 1
+            first_ten = arrived[0] <= 10
+        try:
+            if first_ten:
+                ten.wait()
+        finally:
+            with lock:
+                active[0] -= 1
+
+    result = engine.tick(session, T, deps=_wrapping(at(T), post))
+    assert [(r.outcome, r.orders) for r in result.strategies] == [(P, 1)] * 12
+    assert (most[0], arrived[0]) == (10, 12)
