@@ -737,8 +737,11 @@ def test_aws_run_problems_alarm_fires_on_a_real_failed_tick_only(
 ) -> None:
     pattern = aws.locals["run_problem_pattern"]
     matched = [x for x in engine_lines["failed"] if cloudwatch_json_matches(pattern, x)]
-    # The run's `tick` line, outcome failed (the `strategy failed` line carries no outcome field).
-    assert ("tick", "failed") in {(m["message"], m.get("outcome")) for m in matched}
+    # The run's `tick` line and the `strategy failed` line: both carry outcome failed.
+    assert {(m["message"], m.get("outcome")) for m in matched} >= {
+        ("tick", "failed"),
+        ("strategy failed", "failed"),
+    }
     assert all(m.get("outcome") == "failed" for m in matched)
     assert not [x for x in engine_lines["ok"] if cloudwatch_json_matches(pattern, x)]
     # Each matching event adds the transformation's value to the minute's metric; the alarm sums it.
