@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
-from strategy_engine import engine
+from strategy_engine import engine, logs, planning
 from strategy_engine.backtest import synthetic
 from strategy_engine.core.errors import NotFound
 from strategy_engine.core.models import Limits, StrategyOutcome
@@ -179,3 +181,23 @@ def test_only_runs_the_named_strategy(session: Session) -> None:
     data = load_market(session, synthetic.MarketSpec(SYMS, DAY, DAY))
     result = engine.tick(session, data.minutes[25], only="b")
     assert [(r.strategy, r.outcome) for r in result.strategies] == [("b", StrategyOutcome.PROCESSED)]
+
+
+def test_a_runs_duration_is_the_time_from_invoke_to_finish_in_milliseconds(
+    session: Session, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`engine_runs.duration_ms`, the result's and the `tick` line's `duration_ms`: the same
+    number, perf_counter at finish less perf_counter at invoke, in milliseconds (a counter that
+    reads 10.0 s, then 10.25 s: 250 ms)."""
+    caplog.set_level(logging.INFO, logger=logs.LOGGER.name)
+    seed(session)
+    data = load_market(session, synthetic.MarketSpec(("SPY",), DAY, DAY))
+    readings = iter([10.0, 10.25])
+    clock = SimpleNamespace(perf_counter=lambda: next(readings))
+    monkeypatch.setattr(engine, "time", clock)
+    monkeypatch.setattr(planning, "time", clock)
+    result = engine.tick(session, data.minutes[30])
+    assert result.duration_ms == 250.0
+    assert session.fetchall("select duration_ms from engine_runs") == [(250.0,)]
+    ticks = [r.fields for r in caplog.records if r.getMessage() == "tick"]  # type: ignore[attr-defined]
+    assert [t["duration_ms"] for t in ticks] == [250.0]
