@@ -65,6 +65,15 @@ def test_bad_config_and_a_bug_fail_alone_while_the_others_run(
     assert session.fetchall("select status, strategies, decisions from engine_runs") == [("failed", 3, 3)]
     assert session.fetchall("select distinct s.name from strategy_logs l join strategy_definitions s"
                             " on s.id = l.strategy_id") == [("c-ok",)]  # fmt: skip
+    ticks = [r for r in caplog.records if r.getMessage() == "tick"]
+    assert [r.levelno for r in ticks] == [logging.ERROR]  # a failed run: the alerts' severity too
+    tick = ticks[0].fields  # type: ignore[attr-defined]
+    assert (tick["run_id"], tick["minute"], tick["trigger"], tick["outcome"]) == (
+        str(result.run_id),
+        data.minutes[30].isoformat(),
+        "manual",
+        "failed",
+    )
     said = [r for r in caplog.records if r.getMessage() == "strategy failed"]
     assert {r.levelno for r in said} == {logging.ERROR}
     logged = {r.fields["strategy"]: r.fields for r in said}  # type: ignore[attr-defined]

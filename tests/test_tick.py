@@ -199,5 +199,16 @@ def test_a_runs_duration_is_the_time_from_invoke_to_finish_in_milliseconds(
     result = engine.tick(session, data.minutes[30])
     assert result.duration_ms == 250.0
     assert session.fetchall("select duration_ms from engine_runs") == [(250.0,)]
-    ticks = [r.fields for r in caplog.records if r.getMessage() == "tick"]  # type: ignore[attr-defined]
-    assert [t["duration_ms"] for t in ticks] == [250.0]
+    ticks = [r for r in caplog.records if r.getMessage() == "tick"]
+    assert [r.levelno for r in ticks] == [logging.INFO]
+    row = session.fetchone("select strategies, decisions, orders, blocked, failed from engine_runs")
+    assert row is not None
+    assert ticks[0].fields == {  # type: ignore[attr-defined]
+        "run_id": str(result.run_id),
+        "minute": data.minutes[30].isoformat(),
+        "trigger": "manual",
+        "outcome": "ok",
+        "duration_ms": 250.0,
+        **dict(zip(("strategies", "decisions", "orders", "blocked", "failed"), row, strict=True)),
+        "reconciled": 0,
+    }
