@@ -187,18 +187,19 @@ def test_a_runs_duration_is_the_time_from_invoke_to_finish_in_milliseconds(
     session: Session, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """`engine_runs.duration_ms`, the result's and the `tick` line's `duration_ms`: the same
-    number, perf_counter at finish less perf_counter at invoke, in milliseconds (a counter that
-    reads 10.0 s, then 10.25 s: 250 ms)."""
+    duration, perf_counter at finish less perf_counter at invoke, in milliseconds (a counter that
+    reads 10.0 s, then 10.2501234 s: 250.1234 ms), the line's rounded to the microsecond."""
     caplog.set_level(logging.INFO, logger=logs.LOGGER.name)
     seed(session)
     data = load_market(session, synthetic.MarketSpec(("SPY",), DAY, DAY))
-    readings = iter([10.0, 10.25])
+    readings = iter([10.0, 10.2501234])
     clock = SimpleNamespace(perf_counter=lambda: next(readings))
     monkeypatch.setattr(engine, "time", clock)
     monkeypatch.setattr(planning, "time", clock)
     result = engine.tick(session, data.minutes[30])
-    assert result.duration_ms == 250.0
-    assert session.fetchall("select duration_ms from engine_runs") == [(250.0,)]
+    ms = (10.2501234 - 10.0) * 1000
+    assert result.duration_ms == pytest.approx(250.1234) and result.duration_ms == ms
+    assert session.fetchall("select duration_ms from engine_runs") == [(ms,)]
     ticks = [r for r in caplog.records if r.getMessage() == "tick"]
     assert [r.levelno for r in ticks] == [logging.INFO]
     row = session.fetchone("select strategies, decisions, orders, blocked, failed from engine_runs")
@@ -208,7 +209,7 @@ def test_a_runs_duration_is_the_time_from_invoke_to_finish_in_milliseconds(
         "minute": data.minutes[30].isoformat(),
         "trigger": "manual",
         "outcome": "ok",
-        "duration_ms": 250.0,
+        "duration_ms": 250.123,
         **dict(zip(("strategies", "decisions", "orders", "blocked", "failed"), row, strict=True)),
         "reconciled": 0,
     }
