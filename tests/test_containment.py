@@ -152,3 +152,16 @@ def test_kill_9_mid_tick_then_a_later_run_closes_the_row(db_url: str) -> None:
         assert later.status == "ok"
         rows = s.fetchall("select status from engine_runs order by started_at")
         assert rows == [("abandoned",), ("ok",)]
+
+
+def test_a_definition_without_an_account_fails_alone(session: Session) -> None:
+    seed(session, name="a-none")
+    seed(session, name="b-ok", account="acct-b")
+    session.execute("update strategy_definitions set account_id = null where name = 'a-none'")
+    data = load_market(session, synthetic.MarketSpec(SYMS, DAY, DAY))
+    result = engine.tick(session, data.minutes[30])
+    got = {r.strategy: (r.outcome, r.error) for r in result.strategies}
+    assert got == {
+        "a-none": (StrategyOutcome.FAILED, "InputError: no account_id"),
+        "b-ok": (StrategyOutcome.PROCESSED, None),
+    }

@@ -14,11 +14,12 @@ import pytest
 
 from strategy_engine import engine
 from strategy_engine.brokers.simulated import SimulatedBroker
-from strategy_engine.core.errors import Busy, DatabaseUnavailable
+from strategy_engine.core.errors import Busy, DatabaseUnavailable, LiveTradingRefused
 from strategy_engine.core.models import Account, OrderIntent, Position, StrategyOutcome
 from strategy_engine.invocation import MinuteRefused, TickPolicy
 from strategy_engine.store import Session, connect
 from strategy_engine.store import accounts as acct_store
+from strategy_engine.store.migrations import migrate
 from tests.conftest import seed
 from tests.fake_alpaca import FakeAlpaca
 from tests.test_alpaca_engine import ACCOUNT, POST
@@ -315,3 +316,35 @@ def test_a_frozen_worker_is_ended_by_the_idle_timeout_and_the_waiting_strategy_r
         assert waited.strategies[0].outcome is StrategyOutcome.PROCESSED
         frozen.execute("select 1")
     assert session.fetchone("select count(*) from paper_trades") == (3,)
+
+
+def test_a_live_account_left_from_before_the_paper_only_rule_refuses_the_whole_tick(
+    empty_db_url: str,
+) -> None:
+    """The paper-only CHECK is added NOT VALID (an existing database keeps its rows), so a live
+    account row can outlive the migration: a strategy on it refuses the whole tick with one line
+    naming the account, before anything is written; the strategies on paper accounts do not run
+    either (a tick that may touch a live account is no tick)."""
+    with connect(empty_db_url) as s:
+        s.execute(
+            "create table public.broker_accounts (id uuid primary key default gen_random_uuid(),"
+            " name text unique, broker text, is_paper boolean not null default true);"
+            "insert into public.broker_accounts (name, broker, is_paper) values ('live-1', 'simulated', false)"
+        )
+        migrate(s)
+        seed(s, name="paper", config={"symbols": list(SYMS)})
+        seed(s, name="on-live", config={"symbols": list(SYMS)}, account="tmp")
+        s.execute(
+            "update strategy_definitions set account_id = (select id from broker_accounts where name = 'live-1')"
+            " where name = 'on-live'"
+        )
+        entry_setup(s, SYMS, T)
+        with pytest.raises(LiveTradingRefused) as refused:
+            engine.tick(s, T, deps=engine.Deps(clock=Clock(T)))
+        assert str(refused.value) == "account 'live-1' is not a paper account"
+        assert s.fetchall(
+            "select count(*) from engine_runs union all select count(*) from strategy_logs"
+        ) == [
+            (0,),
+            (0,),
+        ]
