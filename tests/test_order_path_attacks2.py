@@ -8,6 +8,7 @@ Real Postgres, the real alpaca-py client and the loopback Alpaca (`tests/fake_al
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -144,6 +145,11 @@ def test_send_by_passing_while_a_batchs_posts_wait_leaves_no_order_without_a_row
     assert {k: v[3] for k, v in rows.items()} == {"IWM": "accepted", "SPY": "void", "QQQ": "void"}
     for o in fake.orders.values():
         assert rows[o["symbol"]][2] == o["id"]
+    # a void row says why: refused by the sender before any attempt, past its send-by time
+    voided = session.fetchall("select error from paper_trades where status = 'void'")
+    assert len(voided) == 2 and all(
+        re.fullmatch(r"not sent: past the invocation's deadline \(\S+\): not sent", e) for (e,) in voided
+    ), voided
 
 
 # ---------------------------------------------------------------------------------------------
