@@ -110,6 +110,8 @@ def test_outage_on_submission_fails_the_minute_whole_and_the_retry_places_each_o
     # Every intent is committed before the three orders go out at once; one of them landed.
     assert_minute_absent(session, ("IWM", "QQQ", "SPY"))
     (landed,) = [o["symbol"] for o in fake.orders.values()]
+    # Written ahead as the strategy's (a manual order's intent says `manual`).
+    assert session.fetchall("select distinct source from paper_trades") == [("strategy",)]
     # The two whose sends gave up say so, with the error's kind: no attempt of them starts again.
     gave_up = session.fetchall("select symbol, error from paper_trades where error is not null order by 1")
     assert [sym for sym, _ in gave_up] == sorted({"IWM", "QQQ", "SPY"} - {landed})

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from strategy_engine import engine
+from strategy_engine import engine, execution
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core.errors import Busy, DatabaseUnavailable, LiveTradingRefused
 from strategy_engine.core.models import Account, OrderIntent, Position, StrategyOutcome
@@ -348,3 +348,29 @@ def test_a_live_account_left_from_before_the_paper_only_rule_refuses_the_whole_t
             (0,),
             (0,),
         ]
+
+
+def test_a_deadline_passing_while_deciding_sends_and_writes_nothing(
+    session: Session, fake: FakeAlpaca, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline is checked once the account is read (`engine._stage`) and again as the
+    orders go out (`execution.launch`): passed in between (here while the strategy decides), no
+    intent is written and no POST made; the strategy's outcome is `deadline`, each symbol is
+    logged blocked with risk code `deadline`, and the minute is done (docs/operations.md,
+    `deadline`: the next minute decides again)."""
+    seed(session, account=ACCOUNT, broker="alpaca", config={"symbols": list(SYMS)})
+    entry_setup(session, SYMS, T)
+    clock = Clock(T + timedelta(seconds=1))
+    decide = execution.decide
+
+    def slow_decide(*args: Any, **kwargs: Any) -> Any:
+        clock.now = T + timedelta(seconds=30)  # past the 20 s deadline
+        return decide(*args, **kwargs)
+
+    monkeypatch.setattr(execution, "decide", slow_decide)
+    result = engine.tick(session, T, deps=on_alpaca(fake, clock, deadline_seconds=20))
+    assert [(r.outcome, r.orders) for r in result.strategies] == [(StrategyOutcome.DEADLINE, 0)]
+    assert fake.requests[POST] == 0
+    assert session.fetchall("select count(*) from paper_trades") == [(0,)]
+    assert logs_of(session, "nft") == [(sym, "blocked", "deadline") for sym in sorted(SYMS)]
+    assert last_run(session, "nft") == T
