@@ -441,3 +441,24 @@ def test_a_kill_around_the_post_then_the_next_minute_then_the_retry_places_one_o
         rows = s.fetchall("select status from paper_trades order by decision_minute")
     assert fake.orders_accepted == 1
     assert sum(1 for r in rows if r[0] == "filled") == 1
+
+
+def test_a_working_buy_on_a_symbol_whose_bars_stopped_still_counts_and_the_minute_runs(
+    session: Session, fake: FakeAlpaca
+) -> None:
+    """An order placed at T is still working at T+1, when its symbol has no usable bar left (the
+    feed stopped, its bars deleted): the minute still runs (the symbol is held: no bar), and
+    the order counts as working, priced at nothing for the buying power (no price is known:
+    `exposure.working`), never as a price of None."""
+    setup(session, ("SPY", "IWM"))
+    fake.set_policy("manual")  # accepted, never filled
+    first = engine.tick(session, T, deps=deps(fake))
+    assert (first.status, first.orders) == ("ok", 2)
+    session.execute("delete from market_data_1m where symbol = 'SPY'")
+    after = engine.tick(session, T1, deps=deps(fake))
+    assert [(r.outcome, r.error) for r in after.strategies] == [(StrategyOutcome.PROCESSED, None)]
+    held = session.fetchall(
+        "select symbol, outcome, reason from strategy_logs where decision_minute = %s order by 1", (T1,)
+    )
+    assert [(sym, outcome) for sym, outcome, _ in held] == [("IWM", "held"), ("SPY", "held")]
+    assert fake.requests[POST] == 2  # no second order on either symbol
