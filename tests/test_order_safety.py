@@ -462,3 +462,33 @@ def test_a_working_buy_on_a_symbol_whose_bars_stopped_still_counts_and_the_minut
     )
     assert [(sym, outcome) for sym, outcome, _ in held] == [("IWM", "held"), ("SPY", "held")]
     assert fake.requests[POST] == 2  # no second order on either symbol
+
+
+def test_a_working_order_outside_the_strategy_on_a_split_symbol_is_priced_split_adjusted(
+    session: Session, fake: FakeAlpaca
+) -> None:
+    """A manual buy of XLE left working on the account; XLE's last bar is yesterday's, before a
+    2:1 split's ex time (midnight New York today). The strategy on SPY prices that working order
+    as its own features would (`data_quality.last_close`, the split applied as of T): its minute
+    runs and sends its own order (priced with no T, the split's comparison failed the minute)."""
+    seed(session, account=ACCOUNT, broker="alpaca", config={"symbols": ["SPY"]})
+    entry_setup(session, ("SPY", "XLE"), T)
+    fake.set_policy("manual")  # accepted, never filled
+    d = deps(fake)
+    d.clock = lambda: T  # the last bar (T-1) is fresh
+    manual = mt.manual_trade(session, ACCOUNT, "XLE", "buy", 3, deps=d)
+    assert manual.status == "accepted"
+    # Then XLE's last bar is yesterday's, before the split's ex time (midnight New York today).
+    session.execute("delete from market_data_1m where symbol = 'XLE'")
+    session.execute(
+        "insert into market_data_1m (symbol, ts, close, volume) values ('XLE', %s, 100, 1)",
+        (T - timedelta(days=1),),
+    )
+    session.execute(
+        "insert into corporate_actions (symbol, ex_date, split_ratio) values ('XLE', %s, 2)", (T.date(),)
+    )
+    result = engine.tick(session, T, deps=deps(fake))
+    assert [(r.outcome, r.error, r.orders) for r in result.strategies] == [
+        (StrategyOutcome.PROCESSED, None, 1)
+    ]
+    assert sorted(o["symbol"] for o in fake.orders.values()) == ["SPY", "XLE"]
