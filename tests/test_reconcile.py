@@ -219,6 +219,34 @@ def test_an_intent_the_broker_canceled_unfilled_is_logged_failed_and_not_counted
         assert sorted(r[3] for r in trades(s)) == ["accepted", "canceled"]
 
 
+def test_the_retry_of_a_minute_whose_order_was_canceled_does_not_decide_that_symbol_again(
+    db_url: str, fake: FakeAlpaca
+) -> None:
+    """Killed after Alpaca accepted T's order; the broker canceled it, unfilled; then T's retry
+    arrives. It records the order (reconciled, failed) and counts the symbol as having its
+    order for this very minute, so the entry is blocked (`order_working`): sent, the same
+    client id would be looked up and the canceled order recorded a second time (its row locked
+    by the minute's own reconcile, which the intent connection would wait for)."""
+    with connect(db_url) as s:
+        setup(s)
+    fake.set_policy("manual")
+    _kill_after_accept(db_url, fake)
+    (order,) = fake.orders.values()
+    fake.cancel(order["id"])
+    fake.tick()  # pending_cancel -> canceled
+    with connect(db_url) as s:
+        retry = engine.tick(s, T, deps=deps(fake))
+        assert [(r.outcome, r.error, r.reconciled, r.orders) for r in retry.strategies] == [
+            (StrategyOutcome.PROCESSED, None, 0, 0)  # a failed reconciled order is no reconciliation count
+        ]
+        assert logs(s) == [
+            (T, "SPY", "reconciled", "failed", None),
+            (T, "SPY", "entry_long", "blocked", "order_working"),  # its order for T exists
+        ]
+        assert day(s) == (0, 0.0)  # canceled unfilled: counts in neither
+    assert (fake.requests[POST], fake.orders_accepted) == (1, 1)
+
+
 def test_an_intent_that_never_reached_the_broker_is_void_and_the_minute_sends_again(
     session: Session, fake: FakeAlpaca
 ) -> None:
