@@ -374,3 +374,18 @@ def test_a_deadline_passing_while_deciding_sends_and_writes_nothing(
     assert session.fetchall("select count(*) from paper_trades") == [(0,)]
     assert logs_of(session, "nft") == [(sym, "blocked", "deadline") for sym in sorted(SYMS)]
     assert last_run(session, "nft") == T
+
+
+def test_a_simulated_account_whose_balance_row_is_gone_trades_as_an_empty_one(session: Session) -> None:
+    """No broker_balances row (deleted by hand): the account is read as holding nothing (no cash,
+    no buying power, no equity); every entry is blocked by buying power and the mirror written
+    back says so."""
+    seed(session, config={"symbols": list(SYMS)})
+    entry_setup(session, SYMS, T)
+    session.execute("delete from broker_balances")
+    result = engine.tick(session, T, deps=engine.Deps(clock=Clock(T)))
+    assert [(r.outcome, r.orders) for r in result.strategies] == [(StrategyOutcome.PROCESSED, 0)]
+    assert logs_of(session, "nft") == [(sym, "blocked", "buying_power") for sym in sorted(SYMS)]
+    assert session.fetchall(
+        "select cash::float8, buying_power::float8, equity::float8 from broker_balances"
+    ) == [(0.0, 0.0, 0.0)]
