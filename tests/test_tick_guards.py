@@ -284,6 +284,11 @@ def test_a_worker_holding_a_new_accounts_lock_makes_the_others_busy_then_they_ru
 ) -> None:
     seed(session, config={"symbols": list(SYMS)})
     entry_setup(session, SYMS, T)
+    # at a tenth of a cent a share an order costs less than $1: refused for having nothing at all
+    session.execute(
+        "update market_data_1m set open = open / 100000, high = high / 100000,"
+        " low = low / 100000, close = close / 100000"
+    )
     session.execute("delete from broker_balances")  # a new account: no balance row yet
     account_id = session.fetchone("select id from broker_accounts")[0]  # type: ignore[index]
     quick = engine.Deps(policy=TickPolicy(lock_timeout_seconds=0.1))
@@ -382,6 +387,11 @@ def test_a_simulated_account_whose_balance_row_is_gone_trades_as_an_empty_one(se
     back says so."""
     seed(session, config={"symbols": list(SYMS)})
     entry_setup(session, SYMS, T)
+    # at a tenth of a cent a share an order costs less than $1: refused for having nothing at all
+    session.execute(
+        "update market_data_1m set open = open / 100000, high = high / 100000,"
+        " low = low / 100000, close = close / 100000"
+    )
     session.execute("delete from broker_balances")
     result = engine.tick(session, T, deps=engine.Deps(clock=Clock(T)))
     assert [(r.outcome, r.orders) for r in result.strategies] == [(StrategyOutcome.PROCESSED, 0)]
