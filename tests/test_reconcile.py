@@ -114,6 +114,18 @@ def _kill_after_accept(db_url: str, fake: FakeAlpaca) -> None:
     assert fake.orders_accepted == 1
 
 
+def _canceled_after_accept(db_url: str, fake: FakeAlpaca) -> dict[str, Any]:
+    """T's minute killed after Alpaca accepted its one order; then Alpaca canceled it, unfilled."""
+    with connect(db_url) as s:
+        setup(s)
+    fake.set_policy("manual")
+    _kill_after_accept(db_url, fake)
+    (order,) = fake.orders.values()
+    fake.cancel(order["id"])
+    fake.tick()  # pending_cancel -> canceled
+    return order
+
+
 @UNFILLED_OR_FILLED
 def test_crash_after_accept_then_the_next_minute_first_records_and_counts_the_order(
     db_url: str, fake: FakeAlpaca, fill: str
@@ -198,13 +210,7 @@ def test_store_error_after_accept_then_the_next_minute_records_the_order(
 def test_an_intent_the_broker_canceled_unfilled_is_logged_failed_and_not_counted(
     db_url: str, fake: FakeAlpaca
 ) -> None:
-    with connect(db_url) as s:
-        setup(s)
-    fake.set_policy("manual")
-    _kill_after_accept(db_url, fake)
-    (order,) = fake.orders.values()
-    fake.cancel(order["id"])
-    fake.tick()  # pending_cancel -> canceled
+    order = _canceled_after_accept(db_url, fake)
     with connect(db_url) as s:
         nxt = engine.tick(s, T1, deps=deps(fake))
         assert logs(s)[0] == (T, "SPY", "reconciled", "failed", None)
@@ -227,13 +233,7 @@ def test_the_retry_of_a_minute_whose_order_was_canceled_does_not_decide_that_sym
     order for this very minute, so the entry is blocked (`order_working`): sent, the same
     client id would be looked up and the canceled order recorded a second time (its row locked
     by the minute's own reconcile, which the intent connection would wait for)."""
-    with connect(db_url) as s:
-        setup(s)
-    fake.set_policy("manual")
-    _kill_after_accept(db_url, fake)
-    (order,) = fake.orders.values()
-    fake.cancel(order["id"])
-    fake.tick()  # pending_cancel -> canceled
+    _canceled_after_accept(db_url, fake)
     with connect(db_url) as s:
         retry = engine.tick(s, T, deps=deps(fake))
         assert [(r.outcome, r.error, r.reconciled, r.orders) for r in retry.strategies] == [
