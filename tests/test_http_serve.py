@@ -112,6 +112,8 @@ def test_serve_stops_the_embedded_postgres_it_started(tmp_path: Path, signum: in
         cwd=tmp_path,
         stderr=subprocess.PIPE,
         text=True,
+        # as a shell's background job starts it, SIGINT ignored: serve still stops on it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
     ) as proc:
         assert proc.stderr is not None
         try:

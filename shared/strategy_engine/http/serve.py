@@ -84,19 +84,21 @@ def _run(app: flask.Flask, host: str, port: int) -> None:
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the server like Ctrl-C (werkzeug stops on KeyboardInterrupt), so the cleanup
-    after it runs; the default SIGTERM would kill the process and leave Postgres running."""
+    """SIGTERM and SIGINT end the server like Ctrl-C (werkzeug stops on KeyboardInterrupt), so
+    the cleanup after it runs: the default SIGTERM would kill the process and leave Postgres
+    running, and a process started in a shell's background job inherits SIGINT ignored."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def register(app: typer.Typer) -> None:
