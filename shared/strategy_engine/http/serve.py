@@ -83,7 +83,7 @@ def _run(app: flask.Flask, host: str, port: int) -> None:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def _signals_as_interrupt() -> Iterator[None]:
     """SIGTERM and SIGINT end the server like Ctrl-C (werkzeug stops on KeyboardInterrupt), so
     the cleanup after it runs: the default SIGTERM would kill the process and leave Postgres
     running, and a process started in a shell's background job inherits SIGINT ignored."""
@@ -128,7 +128,7 @@ def register(app: typer.Typer) -> None:
             )
         typer.echo(f"serving /tick /backfill /webhook /health /ready on http://{host}:{port}", err=True)
         try:
-            with _sigterm_as_interrupt():
+            with _signals_as_interrupt():
                 _run(build_app(services), host, port)
         finally:
             if started:

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import cache
-from typing import Any, NamedTuple
+from typing import Any
 
 from strategy_engine.core import data_quality as dq
+from strategy_engine.core.data_quality import Window
 from strategy_engine.store.session import Later, Session
 
 
@@ -111,18 +112,6 @@ FLOW_IGNORED = "(cents is null or dir = 0)"
 def clamped_sum(condition: str) -> str:
     """The sum of `cents` where `condition`, in numeric, clamped at MAX_SUM_CENTS: never overflows."""
     return f"least(coalesce(sum(cents) filter (where {condition}), 0), {dq.MAX_SUM_CENTS})::bigint"
-
-
-class Window(NamedTuple):
-    """One symbol's last good bars before T: what the strategy may see, and what was left out."""
-
-    closes: list[float]  # good closes, oldest first (at most n)
-    last: datetime | None  # the last good bar's time (None: no good bar)
-    ignored: int  # bad bars between the oldest bar loaded (all history if fewer than n) and T
-    splits: list[tuple[datetime, float]]  # (ex time, ratio) with ex <= T, ascending
-    # Each close's bar time, only when `splits` is not empty (split factors need them); else [].
-    # Decoding 20 timestamps per symbol was a tenth of the tick at 500 symbols.
-    times: list[datetime]
 
 
 def recent_closes(s: Session, symbols: Sequence[str], minute: datetime, n: int) -> dict[str, Window]:
