@@ -87,7 +87,7 @@ def test_recent_closes_equal_the_model(
         )
     t = T0 + timedelta(minutes=t_minute)
     got = market.recent_closes(session, [*symbols, "NONE"], t, n)
-    assert got["NONE"] == market.Window([], None, 0, [], [])
+    assert got["NONE"] == dq.Window([], None, 0, [], [])
     for sym in symbols:
         closes, last, bad = _model(seen[sym], t, n)
         w = got[sym]
@@ -106,16 +106,16 @@ def test_a_numeric_close_reads_back_as_the_same_float(session: Session) -> None:
         "insert into market_data_1m (symbol, ts, close, volume) values ('X', %s, %s, 1)", (T0, price)
     )
     w = market.recent_closes(session, ["X"], T0 + timedelta(minutes=1), 5)["X"]
-    assert w == market.Window([float(price)], T0, 0, [], [])
+    assert w == dq.Window([float(price)], T0, 0, [], [])
 
 
 def test_last_close_is_the_split_adjusted_usable_close_or_none() -> None:
     """What a manual order and a working order outside the strategy are priced at."""
     ex = datetime(2025, 6, 13, 4, tzinfo=UTC)
     before, after = ex - timedelta(minutes=1), ex + timedelta(minutes=1)
-    reverse = market.Window([5.0, 6.0], before, 0, [(ex, 0.1)], [before - timedelta(minutes=1), before])
+    reverse = dq.Window([5.0, 6.0], before, 0, [(ex, 0.1)], [before - timedelta(minutes=1), before])
     assert dq.last_close(reverse, after) == 60.0  # 1:10: $6 then is $60 now
     assert dq.last_close(reverse, ex - timedelta(seconds=1)) == 6.0  # the split is not known yet
-    assert dq.last_close(market.Window([], None, 0, [], []), after) is None
-    huge = market.Window([2e8], before, 0, [(ex, 0.01)], [before])  # $2e10 adjusted: above MAX_PRICE
+    assert dq.last_close(dq.Window([], None, 0, [], []), after) is None
+    huge = dq.Window([2e8], before, 0, [(ex, 0.01)], [before])  # $2e10 adjusted: above MAX_PRICE
     assert dq.last_close(huge, after) is None

@@ -154,10 +154,8 @@ def insert_splits(s: Session, splits: dict[str, dict[int, float]]) -> None:
             )
 
 
-def model(
-    rows: list[Row], splits: dict[str, dict[int, float]], sym: str, t: datetime, n: int
-) -> market.Window:
-    """The contract of `market.Window`, from the rows as written."""
+def model(rows: list[Row], splits: dict[str, dict[int, float]], sym: str, t: datetime, n: int) -> dq.Window:
+    """The contract of `dq.Window`, from the rows as written."""
     mine = [(ts, cols) for s_, ts, cols in rows if s_ == sym]
     dated = [(None if ts == NEG_INF else datetime.fromisoformat(ts), cols) for ts, cols in mine]
     before = [(ts, cols) for ts, cols in dated if ts is None or ts < t]
@@ -170,7 +168,7 @@ def model(
     if len(good) == n:
         bad = [ts for ts in bad if ts is not None and ts >= good[0][0]]
     applied = sorted((EX[d], r) for d, r in splits.get(sym, {}).items() if EX[d] <= t)
-    return market.Window(
+    return dq.Window(
         [c for _, c in good],
         good[-1][0] if good else None,
         len(bad),
@@ -253,15 +251,15 @@ def test_the_hand_picked_edges(session: Session) -> None:
     t = T0 + timedelta(minutes=10)
     got = market.recent_closes(session, ["NONE", "ONLYBAD", "ATT", "OLD", "OLD"], t, 2)
     assert got == {
-        "NONE": market.Window([], None, 0, [], []),
-        "ONLYBAD": market.Window([], None, 3, [], []),
-        "ATT": market.Window([], None, 1, [], []),
-        "OLD": market.Window([101.75, 102.0], T0 + timedelta(minutes=8), 0, [], []),
+        "NONE": dq.Window([], None, 0, [], []),
+        "ONLYBAD": dq.Window([], None, 3, [], []),
+        "ATT": dq.Window([], None, 1, [], []),
+        "OLD": dq.Window([101.75, 102.0], T0 + timedelta(minutes=8), 0, [], []),
     }
     three = market.recent_closes(session, ["OLD"], t, 3)["OLD"]
-    assert three == market.Window([101.25, 101.75, 102.0], T0 + timedelta(minutes=8), 1, [], [])
+    assert three == dq.Window([101.25, 101.75, 102.0], T0 + timedelta(minutes=8), 1, [], [])
     four = market.recent_closes(session, ["OLD"], t, 4)["OLD"]  # fewer than n: all history
-    assert four == market.Window([101.25, 101.75, 102.0], T0 + timedelta(minutes=8), 3, [], [])
+    assert four == dq.Window([101.25, 101.75, 102.0], T0 + timedelta(minutes=8), 3, [], [])
 
 
 # ---- differently shaped tables the migrations accept -----------------------------------------
