@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import traceback
 from collections.abc import Iterator
 from decimal import Decimal
@@ -421,3 +422,23 @@ def test_the_environment_is_read_when_the_client_is_built_not_per_request(
     assert client.account().cash > 0  # no proxy when it was built: straight to the server
     later = broker(fake.url)._client._session  # a client built now takes both
     assert (later.proxies.get("http"), later.verify) == (os.environ["HTTP_PROXY"], "/nonexistent/bundle.pem")
+
+
+def test_the_deployed_retry_schedule_then_six_attempts_backing_off_to_four_seconds(
+    fake: FakeAlpaca, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker as `from_settings` builds it (attempts and backoff left at their defaults): a
+    read failing on every attempt is tried 6 times, the pauses 0.25 s doubling up to 4 s, each
+    with up to 0.25 s of jitter (tenacity's `wait_exponential_jitter`). The pauses are recorded,
+    not slept."""
+    paused: list[float] = []
+    monkeypatch.setattr(time, "sleep", paused.append)  # tenacity's sleep calls time.sleep
+    fake.fail("GET /v2/account", 500, times=10_000)
+    deployed = AlpacaPaperBroker(SecretStr(KEY), SecretStr(SECRET), fake.url)
+    with pytest.raises(BrokerUnavailable, match=r"^Alpaca GET /v2/account still failing after"):
+        deployed.account()
+    assert fake.requests["GET /v2/account"] == 6
+    assert len(paused) == 5
+    for k, pause in enumerate(paused[:4]):
+        assert 0.25 * 2**k <= pause <= 0.25 * 2**k + 0.25, paused
+    assert paused[4] == 4.0  # 4 s plus jitter, capped at 4 s
