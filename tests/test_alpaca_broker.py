@@ -442,3 +442,23 @@ def test_the_deployed_retry_schedule_then_six_attempts_backing_off_to_four_secon
     for k, pause in enumerate(paused[:4]):
         assert 0.25 * 2**k <= pause <= 0.25 * 2**k + 0.25, paused
     assert paused[4] == 4.0  # 4 s plus jitter, capped at 4 s
+
+
+@pytest.mark.parametrize("url", [PAPER_BASE_URL, "HTTPS://Paper-API.Alpaca.Markets/"])
+def test_the_paper_host_is_the_one_the_requests_go_to(url: str, sockets: list[object]) -> None:
+    """Not only the URL we record: the address alpaca-py's client connects to (its `paper` flag
+    and our override) is Alpaca's paper host, never the live one. The connection is refused
+    here, and the lookup it tried is what is checked."""
+    with pytest.raises(BrokerUnavailable):
+        broker(url, budget=0.05, attempts=1).account()
+    hosts = {args[0] for args in sockets if isinstance(args, tuple) and args and isinstance(args[0], str)}
+    assert hosts == {"paper-api.alpaca.markets"}, sockets
+
+
+@pytest.mark.parametrize(("key", "secret"), [("", SECRET), (KEY, ""), ("", "")])
+def test_either_key_missing_then_clear_error_before_any_request(
+    key: str, secret: str, sockets: list[object]
+) -> None:
+    with pytest.raises(BrokerAuthError, match=r"^ALPACA_API_KEY and ALPACA_SECRET_KEY must both be set$"):
+        broker(PAPER_BASE_URL, key=key, secret=secret)
+    assert sockets == []

@@ -98,7 +98,7 @@ class AlpacaPaperBroker:
             api_key.get_secret_value(),
             secret_key.get_secret_value(),
             paper=True,
-            url_override=override,
+            url_override=self.base_url,  # the paper host named, not only implied by `paper`: two guards
             raw_data=True,
         )
         client._retry = 0  # our loop below is the only one; alpaca-py's would sleep 3 s unseen
