@@ -13,7 +13,7 @@ LIVE_HOST = "api.alpaca.markets"
 
 
 def checked_base_url(url: str) -> str | None:
-    """The `url_override` for alpaca-py (None: its own paper host), or `LiveTradingRefused`.
+    """The loopback URL to use instead of the paper host (None: the paper host), or `LiveTradingRefused`.
 
     An allow-list, not a deny-list: only the paper host or a loopback address passes, so no
     spelling of the live host (case, trailing dot or slash, a path, a port, userinfo) slips
