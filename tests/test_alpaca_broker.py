@@ -17,7 +17,7 @@ from decimal import Decimal
 import pytest
 from pydantic import SecretStr
 
-from strategy_engine.brokers.alpaca import AlpacaPaperBroker, BrokerAuthError
+from strategy_engine.brokers.alpaca import LIST_LIMIT, AlpacaPaperBroker, BrokerAuthError
 from strategy_engine.core.errors import BrokerUnavailable, LiveTradingRefused, OrderRejected
 from strategy_engine.core.models import OrderIntent, Side
 from strategy_engine.settings import PAPER_BASE_URL, Settings
@@ -462,3 +462,25 @@ def test_either_key_missing_then_clear_error_before_any_request(
     with pytest.raises(BrokerAuthError, match=r"^ALPACA_API_KEY and ALPACA_SECRET_KEY must both be set$"):
         broker(PAPER_BASE_URL, key=key, secret=secret)
     assert sockets == []
+
+
+@pytest.mark.parametrize("held", [LIST_LIMIT - 1, LIST_LIMIT])
+def test_an_open_orders_answer_that_is_full_then_unavailable_not_a_partial_count(held: int) -> None:
+    """Alpaca answers at most 500 orders a list. 499 open orders are all read; 500 may be some
+    of more, and limits must count every working order, so the read fails (the account's minute
+    fails and alerts) instead of trading on a partial count."""
+    with FakeAlpaca(fill="manual") as fake:
+        for k in range(held):
+            assert (
+                fake.place({"symbol": f"S{k % 7}", "side": "buy", "qty": "1", "client_order_id": f"c{k}"})[0]
+                == 200
+            )
+        b = broker(fake.url)
+        if held < LIST_LIMIT:
+            assert [o.client_order_id for o in b.open_orders()] == [f"c{k}" for k in range(held)]
+        else:
+            with pytest.raises(
+                BrokerUnavailable, match=r"^Alpaca lists 500 open orders, a full answer: more may work$"
+            ):
+                b.open_orders()
+        assert fake.requests["GET /v2/orders"] == 1

@@ -57,6 +57,7 @@ from strategy_engine.settings import PAPER_BASE_URL, Settings, alpaca_keys, cred
 
 log = logging.getLogger(__name__)
 
+LIST_LIMIT = 500  # Alpaca's most orders in one GET /v2/orders answer
 _TRANSIENT_IO = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
 
 
@@ -150,18 +151,20 @@ class AlpacaPaperBroker:
         return parse.clock(self._read("GET /v2/clock", self._client.get_clock))
 
     def open_orders(self) -> list[Order]:
-        """Every order Alpaca still works on, in one call (`GET /v2/orders?status=open`)."""
-        query = {"status": "open", "limit": 500, "direction": "asc"}
-        return parse.orders(self._read("GET /v2/orders (open)", lambda: self._client.get("/orders", query)))
+        """Every order Alpaca still works on, in one call (`GET /v2/orders?status=open`).
+
+        A full answer (LIST_LIMIT orders) may leave working orders out, and limits must count every
+        one: BrokerUnavailable then (the account's minute fails, alerting) until some are canceled."""
+        query = {"status": "open", "limit": LIST_LIMIT, "direction": "asc"}
+        listed = self._read("GET /v2/orders (open)", lambda: self._client.get("/orders", query))
+        if isinstance(listed, list) and len(listed) >= LIST_LIMIT:
+            raise BrokerUnavailable(f"Alpaca lists {LIST_LIMIT} open orders, a full answer: more may work")
+        return parse.orders(listed)
 
     def recent_orders(self, after: datetime) -> list[Order]:
         """Orders of any status submitted after `after`, newest first, up to 500 (one call)."""
-        query = {
-            "status": "all",
-            "after": after.astimezone(UTC).isoformat(),
-            "limit": 500,
-            "direction": "desc",
-        }
+        since = after.astimezone(UTC).isoformat()
+        query = {"status": "all", "after": since, "limit": LIST_LIMIT, "direction": "desc"}
         return parse.orders(self._read("GET /v2/orders (recent)", lambda: self._client.get("/orders", query)))
 
     def get_by_client_id(self, client_order_id: str) -> Order | None:
