@@ -1,0 +1,131 @@
+"""Attacks on five recent changes (atk-d): the paper-only URL, a full open-orders list, split-
+adjusted prices for manual trades and working orders, the migrations' preflight, and `serve`'s
+signals. Each docstring starts HELD (the change stood) or BROKE (it fell, and was fixed).
+
+Real Postgres, the real alpaca-py client and the loopback Alpaca (`tests/fake_alpaca`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from strategy_engine import engine
+from strategy_engine.brokers.alpaca import LIST_LIMIT
+from strategy_engine.core.models import StrategyOutcome
+from strategy_engine.store import Session, connect
+from tests.conftest import REPO
+from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
+from tests.test_accounts_at_once_attacks import (  # noqa: F401 (alpaca: a fixture)
+    MIDDLE,
+    Accounts,
+    alpaca,
+    check_books,
+    done_at,
+    layout,
+    policy,
+    rows,
+)
+from tests.test_alpaca_accounts import at, outcomes
+from tests.test_exactly_once import T
+
+P = StrategyOutcome.PROCESSED
+
+
+def hold_open(fake: FakeAlpaca, n: int, symbol: str = "XLF") -> list[str]:
+    """`n` buy orders of 1 share left working at `fake` (placed straight into its book); their ids."""
+    fake.set_policy("manual")
+    placed = [fake.place({"symbol": symbol, "side": "buy", "qty": "1", "client_order_id": f"other-{k}"}) for k in range(n)]
+    assert {status for status, _ in placed} == {200}
+    fake.set_policy("realistic")
+    return [str(order["id"]) for _, order in placed]
+
+
+def test_an_account_with_a_full_open_orders_list_fails_its_own_minute_alone_and_retries(
+    session: Session, alpaca: Accounts
+) -> None:
+    """HELD: acct1 (middle of three) holds 500 open orders, Alpaca's most per list. Its two
+    strategies fail retryably naming the full list; nothing is sent on acct1 and nothing of its
+    minute is written (no decision, no order row, no intent, the strategies not marked done);
+    a and c on the healthy accounts trade. Once one order is canceled (499 working), the
+    scheduler's retry of the same minute runs b1 and b2, with the 499 counted as working."""
+    fakes = alpaca.make(3)
+    layout(session, MIDDLE)
+    ids = hold_open(fakes[1], LIST_LIMIT)
+    result = engine.tick(session, T, deps=replace(at(T), policy=policy()))
+    got = outcomes(result)
+    assert (got["a"], got["c"]) == ((P, None), (P, None)), got
+    for name in ("b1", "b2"):
+        outcome, error = got[name]
+        assert outcome is StrategyOutcome.FAILED
+        assert error == "BrokerUnavailable: Alpaca lists 500 open orders, a full answer: more may work"
+    assert {r.strategy: r.retryable for r in result.strategies if r.strategy.startswith("b")} == {
+        "b1": True,
+        "b2": True,
+    }
+    assert fakes[1].requests["POST /v2/orders"] == 0
+    assert len(fakes[1].orders) == LIST_LIMIT
+    assert sorted((r[0], r[1]) for r in rows(session)) == [("acct0", "a"), ("acct2", "c")]
+    assert done_at(session) == {"a": T, "b1": None, "b2": None, "c": T}
+    logged = session.fetchall(
+        "select d.name from strategy_logs l join strategy_definitions d on d.id = l.strategy_id"
+        " where d.name in ('b1', 'b2')"
+    )
+    assert logged == []
+    intents = session.fetchall(
+        "select t.client_order_id from paper_trades t join broker_accounts a on a.id = t.account_id"
+        " where a.name = 'acct1'"
+    )
+    assert intents == []
+
+    assert fakes[1].cancel(ids[0])[0] == 204
+    fakes[1].tick(5)  # pending_cancel -> canceled
+    assert len(fakes[1].open_orders()) == LIST_LIMIT - 1
+    again = engine.tick(session, T, deps=replace(at(T), policy=policy()))
+    assert {r.strategy: r.outcome for r in again.strategies if r.strategy.startswith("b")} == {"b1": P, "b2": P}
+    assert done_at(session) == {"a": T, "b1": T, "b2": T, "c": T}
+    check_books(session, fakes[:1])
+    placed = {o["client_order_id"]: o["id"] for o in fakes[1].orders.values() if o["client_order_id"].startswith("se-")}
+    assert len(placed) == 2  # b1 and b2, once each
+    assert {r[2]: r[3] for r in rows(session) if r[0] == "acct1"} == placed
+
+
+def test_a_manual_trade_on_an_account_with_a_full_open_orders_list_is_an_outage_writing_nothing(
+    db_url: str,
+) -> None:
+    """HELD: `strategy-engine trade` on an account holding 500 open orders: exit 3 with one
+    stderr line naming the full list, nothing sent, nothing written (not even the default
+    account its first use creates); once one order is canceled, the same command places it."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    with connect(db_url) as s:
+        s.execute(
+            "insert into market_data_1m (symbol, ts, open, high, low, close, volume)"
+            " values ('SPY', %s, 100, 100, 100, 100, 1000)",
+            (now - timedelta(minutes=1),),
+        )
+    with FakeAlpaca() as fake:
+        ids = hold_open(fake, LIST_LIMIT)
+        env = {**os.environ, "ALPACA_API_KEY": KEY, "ALPACA_SECRET_KEY": SECRET, "ALPACA_BASE_URL": fake.url}
+        env["ALPACA_RETRY_BUDGET_SECONDS"] = "1"
+        args = [sys.executable, "-m", "strategy_engine.cli", "trade", "--symbol", "SPY", "--side", "buy"]
+        args += ["--qty", "1", "--client-order-id", "se-m-desk-full", "--database-url", db_url]
+
+        def run() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, check=False, timeout=120)
+
+        first = run()
+        assert first.returncode == 3, first.stderr
+        assert first.stderr == "error: Alpaca lists 500 open orders, a full answer: more may work\n"
+        assert fake.requests["POST /v2/orders"] == 0
+        with connect(db_url) as s:
+            assert s.fetchall("select name from broker_accounts") == []
+            assert s.fetchall("select client_order_id from paper_trades") == []
+        assert fake.cancel(ids[0])[0] == 204
+        fake.tick(5)
+        second = run()
+        assert second.returncode == 0, second.stderr
+        assert fake.requests["POST /v2/orders"] == 1
+        assert fake.by_client_id("se-m-desk-full") is not None
