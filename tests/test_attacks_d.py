@@ -13,16 +13,21 @@ import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from pydantic import SecretStr
+
 from strategy_engine import engine
-from strategy_engine.brokers.alpaca import LIST_LIMIT
+from strategy_engine.brokers.alpaca import LIST_LIMIT, AlpacaPaperBroker
+from strategy_engine.core.errors import BrokerUnavailable, LiveTradingRefused
 from strategy_engine.core.models import StrategyOutcome
+from strategy_engine.settings import PAPER_BASE_URL, Settings
 from strategy_engine.store import Session, connect
+from tests import test_accounts_at_once_attacks, test_alpaca_broker
 from tests.conftest import REPO
 from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
-from tests.test_accounts_at_once_attacks import (  # noqa: F401 (alpaca: a fixture)
+from tests.test_accounts_at_once_attacks import (
     MIDDLE,
     Accounts,
-    alpaca,
     check_books,
     done_at,
     layout,
@@ -33,12 +38,17 @@ from tests.test_alpaca_accounts import at, outcomes
 from tests.test_exactly_once import T
 
 P = StrategyOutcome.PROCESSED
+alpaca = test_accounts_at_once_attacks.alpaca  # fixtures, under their names here
+sockets = test_alpaca_broker.sockets
 
 
 def hold_open(fake: FakeAlpaca, n: int, symbol: str = "XLF") -> list[str]:
     """`n` buy orders of 1 share left working at `fake` (placed straight into its book); their ids."""
     fake.set_policy("manual")
-    placed = [fake.place({"symbol": symbol, "side": "buy", "qty": "1", "client_order_id": f"other-{k}"}) for k in range(n)]
+    placed = [
+        fake.place({"symbol": symbol, "side": "buy", "qty": "1", "client_order_id": f"other-{k}"})
+        for k in range(n)
+    ]
     assert {status for status, _ in placed} == {200}
     fake.set_policy("realistic")
     return [str(order["id"]) for _, order in placed]
@@ -85,10 +95,17 @@ def test_an_account_with_a_full_open_orders_list_fails_its_own_minute_alone_and_
     fakes[1].tick(5)  # pending_cancel -> canceled
     assert len(fakes[1].open_orders()) == LIST_LIMIT - 1
     again = engine.tick(session, T, deps=replace(at(T), policy=policy()))
-    assert {r.strategy: r.outcome for r in again.strategies if r.strategy.startswith("b")} == {"b1": P, "b2": P}
+    assert {r.strategy: r.outcome for r in again.strategies if r.strategy.startswith("b")} == {
+        "b1": P,
+        "b2": P,
+    }
     assert done_at(session) == {"a": T, "b1": T, "b2": T, "c": T}
     check_books(session, fakes[:1])
-    placed = {o["client_order_id"]: o["id"] for o in fakes[1].orders.values() if o["client_order_id"].startswith("se-")}
+    placed = {
+        o["client_order_id"]: o["id"]
+        for o in fakes[1].orders.values()
+        if o["client_order_id"].startswith("se-")
+    }
     assert len(placed) == 2  # b1 and b2, once each
     assert {r[2]: r[3] for r in rows(session) if r[0] == "acct1"} == placed
 
@@ -114,7 +131,9 @@ def test_a_manual_trade_on_an_account_with_a_full_open_orders_list_is_an_outage_
         args += ["--qty", "1", "--client-order-id", "se-m-desk-full", "--database-url", db_url]
 
         def run() -> subprocess.CompletedProcess[str]:
-            return subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, check=False, timeout=120)
+            return subprocess.run(
+                args, capture_output=True, text=True, cwd=REPO, env=env, check=False, timeout=120
+            )
 
         first = run()
         assert first.returncode == 3, first.stderr
@@ -129,3 +148,53 @@ def test_a_manual_trade_on_an_account_with_a_full_open_orders_list_is_an_outage_
         assert second.returncode == 0, second.stderr
         assert fake.requests["POST /v2/orders"] == 1
         assert fake.by_client_id("se-m-desk-full") is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. The paper-only URL.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ref", [None, "K1"])
+def test_names_that_other_alpaca_tools_read_never_move_the_client_off_the_paper_host(
+    ref: str | None, monkeypatch: pytest.MonkeyPatch, sockets: list[object]
+) -> None:
+    """HELD: the live host under names alpaca-trade-api and the Alpaca CLI read
+    (APCA_API_BASE_URL, APCA_ENDPOINT), under a per-credential spelling of ours
+    (ALPACA_K1_BASE_URL, ALPACA_K1_ENDPOINT) and in TRADING_URL: none is a setting, and the
+    client built for the default pair or for credentials_ref K1 still connects to the paper host
+    only (the connection is refused here and the lookup it tried is what is checked)."""
+    live = "https://api.alpaca.markets"
+    for name in (
+        "APCA_API_BASE_URL",
+        "APCA_ENDPOINT",
+        "ALPACA_K1_BASE_URL",
+        "ALPACA_K1_ENDPOINT",
+        "TRADING_URL",
+    ):
+        monkeypatch.setenv(name, live)
+    monkeypatch.delenv("ALPACA_BASE_URL", raising=False)
+    monkeypatch.setenv("ALPACA_K1_API_KEY", "PKK1")
+    monkeypatch.setenv("ALPACA_K1_SECRET_KEY", "k1-secret")
+    settings = Settings(_env_file=None, alpaca_api_key=SecretStr(KEY), alpaca_secret_key=SecretStr(SECRET),
+                        alpaca_retry_budget_seconds=0.05)  # fmt: skip
+    b = AlpacaPaperBroker.from_settings(settings, ref)
+    assert b.base_url == PAPER_BASE_URL
+    with pytest.raises(BrokerUnavailable):
+        b.account()
+    hosts = {args[0] for args in sockets if isinstance(args, tuple) and args and isinstance(args[0], str)}
+    assert hosts == {"paper-api.alpaca.markets"}, sockets
+
+
+@pytest.mark.parametrize("name", ["alpaca_base_url", "Alpaca_Base_Url"])
+def test_the_base_url_setting_in_any_letter_case_is_checked(
+    name: str, monkeypatch: pytest.MonkeyPatch, sockets: list[object]
+) -> None:
+    """HELD: pydantic-settings reads ALPACA_BASE_URL in any letter case; each spelling is the one
+    setting, checked like it: the live host is refused before any socket opens."""
+    monkeypatch.delenv("ALPACA_BASE_URL", raising=False)
+    monkeypatch.setenv(name, "https://api.alpaca.markets")
+    settings = Settings(_env_file=None, alpaca_api_key=SecretStr(KEY), alpaca_secret_key=SecretStr(SECRET))
+    with pytest.raises(LiveTradingRefused, match="live host"):
+        AlpacaPaperBroker.from_settings(settings)
+    assert sockets == []
