@@ -17,13 +17,14 @@ import pytest
 from pydantic import SecretStr
 
 from strategy_engine import engine
+from strategy_engine import manual_trade as mt
 from strategy_engine.brokers.alpaca import LIST_LIMIT, AlpacaPaperBroker
-from strategy_engine.core.errors import BrokerUnavailable, LiveTradingRefused
+from strategy_engine.core.errors import BrokerUnavailable, InputError, LiveTradingRefused
 from strategy_engine.core.models import StrategyOutcome
 from strategy_engine.settings import PAPER_BASE_URL, Settings
 from strategy_engine.store import Session, connect
 from tests import test_accounts_at_once_attacks, test_alpaca_broker
-from tests.conftest import REPO
+from tests.conftest import REPO, seed
 from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
 from tests.test_accounts_at_once_attacks import (
     MIDDLE,
@@ -198,3 +199,43 @@ def test_the_base_url_setting_in_any_letter_case_is_checked(
     with pytest.raises(LiveTradingRefused, match="live host"):
         AlpacaPaperBroker.from_settings(settings)
     assert sockets == []
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Split-adjusted prices of manual orders and working orders.
+# ---------------------------------------------------------------------------------------------
+
+CLOSE = datetime(2025, 6, 12, 20, 0, tzinfo=UTC)  # Thursday 16:00 New York: the session has ended
+
+
+def spy_bars(s: Session, close: float, *ends: datetime) -> None:
+    for ts in ends:
+        s.execute(
+            "insert into market_data_1m (symbol, ts, open, high, low, close, volume)"
+            " values ('SPY', %s, %s, %s, %s, %s, 1000)",
+            (ts, close, close, close, close),
+        )
+
+
+def test_a_manual_order_queued_past_a_reverse_splits_ex_time_is_priced_after_the_split(
+    session: Session,
+) -> None:
+    """BROKE: a manual order sent just after Thursday's close (its last bar, 15:59, is fresh) is
+    a day order Alpaca queues for Friday's open; a 1:10 reverse split takes effect at midnight
+    between. Priced at Thursday's $5, 1,000 shares passed the buying-power check at $5,000
+    against $10,000, and fill at Friday's $50: $50,000. The check now prices the order as of
+    the session it can fill in (the split applied): refused, nothing written."""
+    seed(session, cash=10_000.0)
+    spy_bars(session, 5.0, CLOSE - timedelta(minutes=2), CLOSE - timedelta(minutes=1))
+    session.execute(
+        "insert into corporate_actions (symbol, ex_date, split_ratio) values ('SPY', '2025-06-13', 0.1)"
+    )
+    with pytest.raises(InputError) as err:
+        mt.manual_trade(session, "sim", "SPY", "buy", 1000, deps=engine.Deps(clock=lambda: CLOSE))
+    assert str(err.value) == "refused: buying_power (observed 50,000.00, limit 10,000.00)"
+    assert session.fetchall("select count(*) from paper_trades") == [(0,)]
+    # In the session, before the split's day: no split between the order and its fill.
+    ok = mt.manual_trade(
+        session, "sim", "SPY", "buy", 1000, deps=engine.Deps(clock=lambda: CLOSE - timedelta(seconds=30))
+    )
+    assert ok.qty == 1000

@@ -211,11 +211,15 @@ def _checked(
     allow_short: bool,
     settings: Settings,
 ) -> OrderIntent:
-    """The intent priced at the last close, once the account-level checks pass; else InputError."""
+    """The intent priced at the last close, once the account-level checks pass; else InputError.
+
+    The close is split-adjusted as of when the order can fill: a split whose ex time falls
+    before the next open changes what an order sent while closed costs."""
     sym = intent.symbol
     t = minute + timedelta(minutes=1)
-    window = market.recent_closes(s, [sym], t, 1)[sym]
-    ts, price = window.last, last_close(window, t)  # split-adjusted, as the tick prices it
+    fills = max(t, calendar.fill_minute(minute))
+    window = market.recent_closes(s, [sym], t, 1, splits_until=fills)[sym]
+    ts, price = window.last, last_close(window, fills)  # split-adjusted, as the tick prices it
     if ts is None or price is None:
         raise InputError(f"no price for {sym} in market_data_1m: a manual order needs a recent bar")
     priced = replace(intent, price=price)

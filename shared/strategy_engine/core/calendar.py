@@ -81,6 +81,13 @@ def session_windows(start: datetime, end: datetime) -> list[tuple[datetime, date
     return out
 
 
+def fill_minute(minute: datetime) -> datetime:
+    """When an order sent at `minute` can first fill: `minute` in a session, else the next open
+    (Alpaca queues a day order sent while closed). Raises InputError past the calendar's range."""
+    windows = session_windows(minute, minute + timedelta(days=10))  # the longest NYSE gap is 4 days
+    return windows[0][0] if windows else minute
+
+
 def session_minutes(start: datetime, end: datetime) -> list[datetime]:
     """Every regular-session minute T with start <= T < end, in order (UTC)."""
     out: list[datetime] = []

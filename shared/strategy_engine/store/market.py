@@ -114,13 +114,17 @@ def clamped_sum(condition: str) -> str:
     return f"least(coalesce(sum(cents) filter (where {condition}), 0), {dq.MAX_SUM_CENTS})::bigint"
 
 
-def recent_closes(s: Session, symbols: Sequence[str], minute: datetime, n: int) -> dict[str, Window]:
-    """The last `n` good bars (ts < T) per symbol, the bad bars among them, known splits: one statement."""
-    return recent_closes_later(s, symbols, minute, n)()
+def recent_closes(
+    s: Session, symbols: Sequence[str], minute: datetime, n: int, splits_until: datetime | None = None
+) -> dict[str, Window]:
+    """The last `n` good bars (ts < T) per symbol, the bad bars among them, known splits (ex time
+    <= `splits_until`, default T: an order that fills later meets the splits before then): one
+    statement."""
+    return recent_closes_later(s, symbols, minute, n, splits_until)()
 
 
 def recent_closes_later(
-    s: Session, symbols: Sequence[str], minute: datetime, n: int
+    s: Session, symbols: Sequence[str], minute: datetime, n: int, splits_until: datetime | None = None
 ) -> Later[dict[str, Window]]:
     """`recent_closes`, sent now (in the caller's pipeline, if any) and read when called.
 
@@ -144,9 +148,9 @@ def recent_closes_later(
             order by m.ts desc limit %(n)s
           ) b
         ) g
-        cross join lateral ({SPLITS} and {EX_TIME} <= %(t)s) c
+        cross join lateral ({SPLITS} and {EX_TIME} <= %(until)s) c
         """,
-        {"symbols": list(symbols), "t": minute, "n": n},
+        {"symbols": list(symbols), "t": minute, "n": n, "until": splits_until or minute},
         binary=True,  # arrays of timestamps and floats: binary decodes them without parsing text
     )
 
