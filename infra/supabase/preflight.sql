@@ -199,6 +199,38 @@ begin
     end if;
   end loop;
 
+  -- 4a. A deferrable unique key on exactly a key's columns: the engine upserts with
+  --     ON CONFLICT on those columns, and PostgreSQL then takes every unique index on them as an
+  --     arbiter and refuses a deferrable one ("ON CONFLICT does not support deferrable unique
+  --     constraints"), so every write of the engine's to the table would fail.
+  for r in
+    select v.tbl, v.cols, x.relname::text as idx, con.conname::text as con
+    from (values
+      ('broker_accounts', array['name']),
+      ('broker_positions', array['account_id', 'symbol']),
+      ('broker_balances', array['account_id']),
+      ('paper_trades', array['client_order_id']),
+      ('strategy_definitions', array['name']),
+      ('strategy_limits', array['strategy_id']),
+      ('strategy_state', array['strategy_id', 'trading_date'])
+    ) as v(tbl, cols)
+    join pg_index i on i.indrelid = to_regclass('public.' || v.tbl)
+    join pg_class x on x.oid = i.indexrelid
+    left join pg_constraint con on con.conindid = i.indexrelid and con.conrelid = i.indrelid
+    where i.indisunique and not i.indimmediate and i.indpred is null and i.indexprs is null
+      and i.indnkeyatts = cardinality(v.cols)
+      and (select array_agg(a.attname::text order by a.attname) from pg_attribute a
+           where a.attrelid = i.indrelid and a.attnum = any(i.indkey[0:i.indnkeyatts - 1]))
+          = (select array_agg(k order by k) from unnest(v.cols) k)
+  loop
+    problems := problems || format(
+      'public.%I has a deferrable unique key %I on (%s): the engine''s upserts (ON CONFLICT) cannot'
+      ' use a table with one; make it immediate (ALTER TABLE public.%I DROP CONSTRAINT %I, ADD CONSTRAINT'
+      ' %I UNIQUE (%s)), then run the migration again',
+      r.tbl, coalesce(r.con, r.idx), array_to_string(r.cols, ', '), r.tbl, coalesce(r.con, r.idx),
+      coalesce(r.con, r.idx), array_to_string(r.cols, ', '));
+  end loop;
+
   -- 4b. A table of the engine's with tables inheriting from it (INHERITS, old-style
   --     partitioning): the engine's statements read their rows too, and its keys do not cover
   --     them. (Declarative partitions are in pg_inherits too: a partitioned table's keys cover
