@@ -6,6 +6,7 @@ backoffs are tiny so that outages, retries and slow answers take well under a se
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
@@ -18,6 +19,7 @@ import pytest
 from pydantic import SecretStr
 
 from strategy_engine.brokers.alpaca import LIST_LIMIT, AlpacaPaperBroker, BrokerAuthError
+from strategy_engine.brokers.alpaca_http import TimeoutAdapter
 from strategy_engine.core.errors import BrokerUnavailable, LiveTradingRefused, OrderRejected
 from strategy_engine.core.models import OrderIntent, Side
 from strategy_engine.settings import PAPER_BASE_URL, Settings
@@ -444,13 +446,15 @@ def test_the_deployed_retry_schedule_then_six_attempts_backing_off_to_four_secon
     assert paused[4] == 4.0  # 4 s plus jitter, capped at 4 s
 
 
-@pytest.mark.parametrize("url", [PAPER_BASE_URL, "HTTPS://Paper-API.Alpaca.Markets/"])
-def test_the_paper_host_is_the_one_the_requests_go_to(url: str, sockets: list[object]) -> None:
+@pytest.mark.parametrize("url", [PAPER_BASE_URL, "HTTPS://Paper-API.Alpaca.Markets/", None])
+def test_the_paper_host_is_the_one_the_requests_go_to(url: str | None, sockets: list[object]) -> None:
     """Not only the URL we record: the address alpaca-py's client connects to (its `paper` flag
-    and our override) is Alpaca's paper host, never the live one. The connection is refused
-    here, and the lookup it tried is what is checked."""
+    and our override) is Alpaca's paper host, never the live one; None: the constructor's
+    default. The connection is refused here, and the lookup it tried is what is checked."""
+    keys = (SecretStr(KEY), SecretStr(SECRET))
+    b = AlpacaPaperBroker(*keys, max_attempts=1) if url is None else broker(url, budget=0.05, attempts=1)
     with pytest.raises(BrokerUnavailable):
-        broker(url, budget=0.05, attempts=1).account()
+        b.account()
     hosts = {args[0] for args in sockets if isinstance(args, tuple) and args and isinstance(args[0], str)}
     assert hosts == {"paper-api.alpaca.markets"}, sockets
 
@@ -484,3 +488,17 @@ def test_an_open_orders_answer_that_is_full_then_unavailable_not_a_partial_count
             ):
                 b.open_orders()
         assert fake.requests["GET /v2/orders"] == 1
+
+
+def test_every_request_has_the_timeout_https_included_and_the_defaults_are_the_settings() -> None:
+    """The loopback tests speak http; Alpaca speaks https: both schemes get the timeout. The
+    constructor's defaults are the settings' defaults (what `from_settings` passes)."""
+    b = broker(PAPER_BASE_URL, timeout=0.7)
+    for url in (PAPER_BASE_URL + "/v2/account", "http://127.0.0.1:9/v2/account"):
+        adapter = b._client._session.get_adapter(url)
+        assert isinstance(adapter, TimeoutAdapter) and adapter._timeout == 0.7, url
+    defaults = inspect.signature(AlpacaPaperBroker).parameters
+    settings = Settings(_env_file=None)
+    assert defaults["timeout_seconds"].default == settings.alpaca_timeout_seconds
+    assert defaults["retry_budget_seconds"].default == settings.alpaca_retry_budget_seconds
+    assert defaults["base_url"].default == settings.alpaca_base_url == PAPER_BASE_URL
