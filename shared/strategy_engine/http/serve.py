@@ -26,6 +26,7 @@ import typer
 
 from strategy_engine import logs
 from strategy_engine.http import api
+from strategy_engine.settings import Settings
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
@@ -47,13 +48,17 @@ def services_for(database_url: str | None) -> tuple[api.Services, bool]:
     """(services, started the embedded server): the explicit URL, else DATABASE_URL, else the
     embedded server (started and migrated once)."""
     from strategy_engine.runtime import resolve_database_url
-    from strategy_engine.store import connect
+    from strategy_engine.store import connect, embedded
     from strategy_engine.store.migrations import migrate
 
     url, is_embedded = resolve_database_url(database_url)
     if is_embedded:
-        with connect(url) as s:
-            migrate(s)
+        try:
+            with connect(url) as s:
+                migrate(s)
+        except BaseException:  # a refusal, or Ctrl-C mid-migration (each file rolls back whole)
+            embedded.stop()
+            raise
     return api.Services.from_settings(url), is_embedded
 
 
@@ -84,18 +89,19 @@ def _run(app: flask.Flask, host: str, port: int) -> None:
 
 @contextmanager
 def _signals_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGINT end the server like Ctrl-C (werkzeug stops on KeyboardInterrupt), so
-    the cleanup after it runs: the default SIGTERM would kill the process and leave Postgres
-    running, and a process started in a shell's background job inherits SIGINT ignored."""
+    """The first SIGTERM or SIGINT raises KeyboardInterrupt (werkzeug stops on it, startup
+    unwinds), so the cleanup after it runs; later ones are ignored, so they cannot cut that
+    cleanup short. The default SIGTERM would kill the process and leave Postgres running, and a
+    process started in a shell's background job inherits SIGINT ignored."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
-    except KeyboardInterrupt:
-        pass
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -117,22 +123,27 @@ def register(app: typer.Typer) -> None:
         from strategy_engine.store import embedded
 
         logs.configure()
-        services, started = services_for(database_url)
-        settings = services.settings
-        secret = settings.engine_http_secret.get_secret_value() if settings.engine_http_secret else ""
-        if not settings.engine_trust_platform_auth and len(secret) < api.MIN_SECRET_LENGTH:
-            typer.echo(
-                f"note: no ENGINE_HTTP_SECRET of {api.MIN_SECRET_LENGTH}+ characters is set,"
-                " so every request is refused (403)",
-                err=True,
-            )
-        typer.echo(f"serving /tick /backfill /webhook /health /ready on http://{host}:{port}", err=True)
-        try:
-            with _signals_as_interrupt():
+        with _signals_as_interrupt():  # from the start: a signal while starting exits 130
+            services, started = services_for(database_url)
+            _warn_without_secret(services.settings)
+            typer.echo(f"serving /tick /backfill /webhook /health /ready on http://{host}:{port}", err=True)
+            try:
                 _run(build_app(services), host, port)
-        finally:
-            if started:
-                if embedded.stop():
-                    typer.echo("stopped the embedded Postgres", err=True)
-                else:
-                    typer.echo("left the embedded Postgres running: another process uses it", err=True)
+            except KeyboardInterrupt:
+                pass  # the way to stop serving: exit 0
+            finally:
+                if started:
+                    if embedded.stop():
+                        typer.echo("stopped the embedded Postgres", err=True)
+                    else:
+                        typer.echo("left the embedded Postgres running: another process uses it", err=True)
+
+
+def _warn_without_secret(settings: Settings) -> None:
+    secret = settings.engine_http_secret.get_secret_value() if settings.engine_http_secret else ""
+    if not settings.engine_trust_platform_auth and len(secret) < api.MIN_SECRET_LENGTH:
+        typer.echo(
+            f"note: no ENGINE_HTTP_SECRET of {api.MIN_SECRET_LENGTH}+ characters is set,"
+            " so every request is refused (403)",
+            err=True,
+        )

@@ -6,9 +6,15 @@ stops when the last process using it exits. Nothing to install, nothing to confi
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import signal
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import platformdirs
@@ -32,6 +38,7 @@ def start(data_dir: Path | None = None) -> str:
     """Start (or attach to) the embedded server; return its connection URL."""
     folder = (data_dir or default_data_dir()).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    fresh = not (folder / "PG_VERSION").exists()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR under root
         import pgserver
@@ -40,9 +47,70 @@ def start(data_dir: Path | None = None) -> str:
             with pgserver.PostgresServer._lock:  # type: ignore[attr-defined]
                 drop_dead_handles(folder)
             server = pgserver.get_server(folder, cleanup_mode="stop")  # type: ignore[attr-defined]
-        except Exception as exc:  # pgserver raises plain exceptions on a failed initdb/start
-            raise DatabaseUnavailable(f"embedded Postgres failed to start in {folder}: {exc}") from None
+        except BaseException as exc:  # a failed initdb/start, or Ctrl-C / SIGTERM in the middle
+            with _signals_deferred():
+                _abandon(folder, fresh)
+            if isinstance(exc, Exception):  # pgserver raises plain exceptions
+                raise DatabaseUnavailable(f"embedded Postgres failed to start in {folder}: {exc}") from None
+            raise
     return str(server.get_uri())
+
+
+def _abandon(folder: Path, fresh: bool) -> None:
+    """Undo a start that did not finish, unless another process uses the server.
+
+    pgserver lists this process as a user only once the server is up, so a postgres that
+    `pg_ctl start` launched before the interrupt had no user to stop it, ever; and an `initdb`
+    cut short leaves PG_VERSION without a cluster, which every later start refuses. So: stop
+    the folder's postgres, and remove a folder this start was creating (no server ever ran in it).
+    """
+    import pgserver
+    import psutil  # type: ignore[import-untyped]  # pgserver depends on it
+
+    server = pgserver.PostgresServer._instances.pop(folder, None)  # type: ignore[attr-defined]
+    if server is not None:
+        atexit.unregister(server._cleanup)
+    with pgserver.PostgresServer._lock:  # type: ignore[attr-defined]
+        drop_dead_handles(folder)
+        path = folder / HANDLE_PIDS
+        users = [p for p in _read_pids(path) if p != os.getpid()]
+        if path.exists():
+            path.write_text(json.dumps(users))
+        if users:
+            return
+        running = [
+            p
+            for p in psutil.process_iter(["name", "cmdline"])
+            if p.info["name"] == "postgres" and str(folder) in (p.info["cmdline"] or [])
+        ]
+        for p in running:
+            p.send_signal(signal.SIGINT)  # postgres's fast shutdown
+        for p in psutil.wait_procs(running, timeout=30)[1]:
+            p.kill()
+        if fresh and not (folder / "postmaster.opts").exists():
+            # renamed first: a file written late into the old path (pg_ctl's log) cannot remain
+            aside = folder.with_name(f"{folder.name}.abandoned-{os.getpid()}")
+            folder.rename(aside)
+            shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends, then act as they would have: a second
+    Ctrl-C must not cut a stop short and leave the server running with no user listed."""
+    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
+        yield
+        return
+    caught: list[int] = []
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, _: caught.append(signum)) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for signum in caught[:1]:
+            signal.raise_signal(signum)
 
 
 def drop_dead_handles(folder: Path) -> list[int]:
@@ -53,16 +121,20 @@ def drop_dead_handles(folder: Path) -> list[int]:
     (SIGKILL, a crash) would otherwise keep it running forever. Call under pgserver's lock.
     """
     path = folder / HANDLE_PIDS
-    try:
-        pids = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
-    if not isinstance(pids, list):
-        return []
+    pids = _read_pids(path)
     dead = [p for p in pids if not (isinstance(p, int) and _alive(p))]
     if dead:
         path.write_text(json.dumps([p for p in pids if p not in dead]))
     return dead
+
+
+def _read_pids(path: Path) -> list[int]:
+    """pgserver's list of users; empty when missing or unreadable."""
+    try:
+        pids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return pids if isinstance(pids, list) else []
 
 
 def _alive(pid: int) -> bool:
@@ -84,7 +156,8 @@ def stop(data_dir: Path | None = None) -> bool:
 
     server = pgserver.PostgresServer._instances.get(folder)  # type: ignore[attr-defined]
     if server is not None:
-        server.cleanup()
+        with _signals_deferred():
+            server.cleanup()
     return not (folder / "postmaster.pid").exists()
 
 
