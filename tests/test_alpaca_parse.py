@@ -170,10 +170,15 @@ POSITION = {"symbol": "SPY", "qty": "10", "side": "long", "avg_entry_price": "99
         ({"qty": "4", "side": "short"}, -4.0),  # a short sent positive is made negative
         ({"qty": "-4", "side": "long"}, -4.0),  # the sign wins over a contradicting side
         ({"qty": "0.5", "side": "long"}, 0.5),
+        ({"qty": "0.5", "side": "short"}, -0.5),  # a fractional short sent positive too
     ],
 )
-def test_a_positions_quantity_is_signed(change: dict[str, Any], qty: float) -> None:
-    assert parse.positions([{**POSITION, **change}]) == [Position("SPY", qty, 99.5)]
+def test_a_positions_quantity_is_signed(
+    change: dict[str, Any], qty: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger=parse.__name__):
+        assert parse.positions([{**POSITION, **change}]) == [Position("SPY", qty, 99.5)]
+    assert caplog.messages == []  # long and short are the sides Alpaca documents: nothing to say
 
 
 def test_a_position_with_an_unknown_side_keeps_its_sign_and_is_logged(
