@@ -4,6 +4,7 @@ outages, each named with the field (and, when unreadable, the start of what came
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -116,6 +117,7 @@ def test_an_orders_fill_defaults_to_none(change: dict[str, Any], filled: float, 
     ("sent", "read"),
     [
         ("2025-06-13T15:00:01Z", datetime(2025, 6, 13, 15, 0, 1, tzinfo=UTC)),
+        ("2024-03-22T20:40:50.915476843Z", datetime(2024, 3, 22, 20, 40, 50, 915476, tzinfo=UTC)),  # Alpaca's
         ("2025-06-13T11:00:01-04:00", datetime(2025, 6, 13, 15, 0, 1, tzinfo=UTC)),
         ("2025-06-13T15:00:01", datetime(2025, 6, 13, 15, 0, 1, tzinfo=UTC)),  # no zone: UTC
         ("", None),
@@ -123,8 +125,17 @@ def test_an_orders_fill_defaults_to_none(change: dict[str, Any], filled: float, 
         (1749826801, None),
     ],
 )
-def test_an_orders_submitted_at_is_read_in_utc(sent: Any, read: datetime | None) -> None:
-    o = parse.order({**ORDER, "submitted_at": sent})
+def test_an_orders_submitted_at_is_read_in_utc(
+    sent: Any, read: datetime | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In UTC whatever the host's zone (New York here): a time without a zone is UTC."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        o = parse.order({**ORDER, "submitted_at": sent})
+    finally:
+        monkeypatch.undo()
+        time.tzset()
     assert o.submitted_at == read
     assert read is None or o.submitted_at.utcoffset() == timedelta(0)  # type: ignore[union-attr]
 

@@ -62,7 +62,7 @@ def _time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        ts = datetime.fromisoformat(value)  # Python 3.11+ reads "Z" and Alpaca's nanoseconds
     except ValueError:
         log.warning("Alpaca sent an unreadable time %r: ignored", value[:40])
         return None
