@@ -61,7 +61,9 @@ def main(db: str, minute: str, point: str, which: str, *alpaca: str) -> None:
         url, key, secret = alpaca
 
         def broker(_account: BrokerAccount) -> AlpacaPaperBroker:
-            return AlpacaPaperBroker(SecretStr(key), SecretStr(secret), url, timeout_seconds=5)
+            return AlpacaPaperBroker(
+                SecretStr(key), SecretStr(secret), url, timeout_seconds=5, retry_budget_seconds=20
+            )
 
         deps = engine.Deps(alpaca_broker=broker, policy=deps.policy)
     with connect(db) as s:

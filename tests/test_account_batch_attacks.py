@@ -182,7 +182,7 @@ KILLED_AFTER_IWM = textwrap.dedent(
             os._exit(137)  # killed once Alpaca accepted IWM, before the minute commits
 
     db, minute, url, key, secret = sys.argv[1:]
-    broker = lambda _account: DiesAfterIwm(SecretStr(key), SecretStr(secret), url, timeout_seconds=5)
+    broker = lambda _account: DiesAfterIwm(SecretStr(key), SecretStr(secret), url, timeout_seconds=5, retry_budget_seconds=20)
     with connect(db) as s:
         d = engine.Deps(alpaca_broker=broker, policy=TickPolicy(max_lag_seconds=0))
         engine.tick(s, datetime.fromisoformat(minute), only="a", deps=d)

@@ -6,7 +6,6 @@ backoffs are tiny so that outages, retries and slow answers take well under a se
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import socket
@@ -436,7 +435,9 @@ def test_the_deployed_retry_schedule_then_six_attempts_backing_off_to_four_secon
     paused: list[float] = []
     monkeypatch.setattr(time, "sleep", paused.append)  # tenacity's sleep calls time.sleep
     fake.fail("GET /v2/account", 500, times=10_000)
-    deployed = AlpacaPaperBroker(SecretStr(KEY), SecretStr(SECRET), fake.url)
+    settings = Settings(_env_file=None, alpaca_api_key=SecretStr(KEY), alpaca_secret_key=SecretStr(SECRET),
+                        alpaca_base_url=fake.url)  # fmt: skip
+    deployed = AlpacaPaperBroker.from_settings(settings)
     with pytest.raises(BrokerUnavailable, match=r"^Alpaca GET /v2/account still failing after"):
         deployed.account()
     assert fake.requests["GET /v2/account"] == 6
@@ -452,7 +453,11 @@ def test_the_paper_host_is_the_one_the_requests_go_to(url: str | None, sockets: 
     and our override) is Alpaca's paper host, never the live one; None: the constructor's
     default. The connection is refused here, and the lookup it tried is what is checked."""
     keys = (SecretStr(KEY), SecretStr(SECRET))
-    b = AlpacaPaperBroker(*keys, max_attempts=1) if url is None else broker(url, budget=0.05, attempts=1)
+    b = (
+        AlpacaPaperBroker(*keys, timeout_seconds=0.05, retry_budget_seconds=0.05, max_attempts=1)
+        if url is None
+        else broker(url, budget=0.05, attempts=1)
+    )
     with pytest.raises(BrokerUnavailable):
         b.account()
     hosts = {args[0] for args in sockets if isinstance(args, tuple) and args and isinstance(args[0], str)}
@@ -490,15 +495,19 @@ def test_an_open_orders_answer_that_is_full_then_unavailable_not_a_partial_count
         assert fake.requests["GET /v2/orders"] == 1
 
 
-def test_every_request_has_the_timeout_https_included_and_the_defaults_are_the_settings() -> None:
-    """The loopback tests speak http; Alpaca speaks https: both schemes get the timeout. The
-    constructor's defaults are the settings' defaults (what `from_settings` passes)."""
+def test_every_request_has_the_timeout_https_included() -> None:
+    """The loopback tests speak http; Alpaca speaks https: both schemes get the timeout."""
     b = broker(PAPER_BASE_URL, timeout=0.7)
     for url in (PAPER_BASE_URL + "/v2/account", "http://127.0.0.1:9/v2/account"):
         adapter = b._client._session.get_adapter(url)
         assert isinstance(adapter, TimeoutAdapter) and adapter._timeout == 0.7, url
-    defaults = inspect.signature(AlpacaPaperBroker).parameters
-    settings = Settings(_env_file=None)
-    assert defaults["timeout_seconds"].default == settings.alpaca_timeout_seconds
-    assert defaults["retry_budget_seconds"].default == settings.alpaca_retry_budget_seconds
-    assert defaults["base_url"].default == settings.alpaca_base_url == PAPER_BASE_URL
+
+
+def test_from_settings_passes_the_timeout_of_the_settings(fake: FakeAlpaca) -> None:
+    """Settings hold the one default (10 s) and any value set; `from_settings` hands it on."""
+    key, secret = SecretStr(KEY), SecretStr(SECRET)
+    unset = Settings(_env_file=None, alpaca_api_key=key, alpaca_secret_key=secret)
+    set_ = Settings(_env_file=None, alpaca_api_key=key, alpaca_secret_key=secret, alpaca_timeout_seconds=3.5)
+    for settings, expected in ((unset, 10.0), (set_, 3.5)):
+        adapter = AlpacaPaperBroker.from_settings(settings)._client._session.get_adapter(PAPER_BASE_URL)
+        assert isinstance(adapter, TimeoutAdapter) and adapter._timeout == expected

@@ -148,7 +148,7 @@ KILLER = textwrap.dedent(
             os._exit(137)  # killed between the broker's answer and the commit
 
     db, minute, url, key, secret = sys.argv[1:]
-    broker = lambda _account: DiesAfterAlpacaAccepts(SecretStr(key), SecretStr(secret), url, timeout_seconds=5)
+    broker = lambda _account: DiesAfterAlpacaAccepts(SecretStr(key), SecretStr(secret), url, timeout_seconds=5, retry_budget_seconds=20)
     with connect(db) as s:
         replay = TickPolicy(max_lag_seconds=0)
         engine.tick(s, datetime.fromisoformat(minute), deps=engine.Deps(alpaca_broker=broker, policy=replay))

@@ -83,7 +83,9 @@ class FreezesBeforePost(AlpacaPaperBroker):
 
 def _frozen(fake: FakeAlpaca, gate: threading.Event, seconds: float) -> Any:
     def build(_a: Any) -> AlpacaPaperBroker:
-        b = FreezesBeforePost(SecretStr(KEY), SecretStr(SECRET), fake.url, timeout_seconds=5)
+        b = FreezesBeforePost(
+            SecretStr(KEY), SecretStr(SECRET), fake.url, timeout_seconds=5, retry_budget_seconds=20
+        )
         b.gate, b.freeze_seconds = gate, seconds
         return b
 
@@ -197,7 +199,9 @@ def test_a_young_intent_that_landed_and_filled_after_the_reads_counts_in_full(
     th, _ = start_frozen_worker(db_url, fake, gate)
 
     def ours(_a: Any) -> AlpacaPaperBroker:
-        b = LandsBeforeLookup(SecretStr(KEY), SecretStr(SECRET), fake.url, timeout_seconds=5)
+        b = LandsBeforeLookup(
+            SecretStr(KEY), SecretStr(SECRET), fake.url, timeout_seconds=5, retry_budget_seconds=20
+        )
         b.gate, b.fake = gate, fake
         return b
 

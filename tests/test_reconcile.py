@@ -163,7 +163,7 @@ def test_store_error_after_accept_then_the_next_minute_records_the_order(
     fake.set_policy(fill)
     poisoned = engine.Deps(
         alpaca_broker=lambda _account: _StoreFailsAfterAccept(
-            SecretStr(KEY), SecretStr(SECRET), fake.url, timeout_seconds=5
+            SecretStr(KEY), SecretStr(SECRET), fake.url, timeout_seconds=5, retry_budget_seconds=20
         ),
         policy=REPLAY,
     )

@@ -144,7 +144,9 @@ class RacingBroker(AlpacaPaperBroker):
 
 def _racing(fake: FakeAlpaca, race: Race) -> engine.Deps:
     def build(_a: Any) -> AlpacaPaperBroker:
-        b = RacingBroker(SecretStr(KEY), SecretStr(SECRET), fake.url, timeout_seconds=5)
+        b = RacingBroker(
+            SecretStr(KEY), SecretStr(SECRET), fake.url, timeout_seconds=5, retry_budget_seconds=20
+        )
         b.race = race
         return b
 
@@ -461,7 +463,9 @@ def test_the_recent_list_failing_sends_nothing_and_settles_after(session: Sessio
     fake.set_policy("instant")
     _lands(fake)
     down = engine.Deps(
-        alpaca_broker=lambda _a: RecentDown(SecretStr(KEY), SecretStr(SECRET), fake.url, timeout_seconds=5),
+        alpaca_broker=lambda _a: RecentDown(
+            SecretStr(KEY), SecretStr(SECRET), fake.url, timeout_seconds=5, retry_budget_seconds=20
+        ),
         policy=REPLAY,
     )
     r = engine.tick(session, T1, deps=down)
@@ -553,7 +557,7 @@ def read_in_order(session: Session, fake: FakeAlpaca, intents: bool) -> None:
     calls: Counter[str] = Counter()  # one client per invocation: shared by the reads ahead and again
 
     def build(_a: Any) -> AlpacaPaperBroker:
-        b = Recorder(SecretStr(KEY), SecretStr(SECRET), fake.url, timeout_seconds=5)
+        b = Recorder(SecretStr(KEY), SecretStr(SECRET), fake.url, timeout_seconds=5, retry_budget_seconds=20)
         b.events, b.calls = events, calls
         return b
 

@@ -84,8 +84,8 @@ class AlpacaPaperBroker:
         base_url: str = PAPER_BASE_URL,
         *,
         key_names: tuple[str, str] = ("ALPACA_API_KEY", "ALPACA_SECRET_KEY"),
-        timeout_seconds: float = 10.0,
-        retry_budget_seconds: float = 20.0,
+        timeout_seconds: float,  # the defaults live in Settings (`from_settings`), once
+        retry_budget_seconds: float,
         max_attempts: int = 6,
         backoff_seconds: float = 0.25,
         backoff_max_seconds: float = 4.0,
