@@ -17,7 +17,7 @@ from strategy_engine import engine
 from strategy_engine.core.errors import BrokerUnavailable, OrderRejected
 from strategy_engine.core.models import OrderIntent, Side
 from strategy_engine.store import Session
-from tests.fake_alpaca import FakeAlpaca
+from tests.fake_alpaca import FakeAlpaca, faults
 from tests.fake_alpaca.faults import Odd
 from tests.test_alpaca_broker import broker
 from tests.test_alpaca_engine import deps, setup, trades
@@ -44,6 +44,24 @@ def test_an_empty_null_or_redirect_answer_is_retried_as_an_outage(fake: FakeAlpa
     fake.odd(ACCOUNT, kind)
     assert broker(fake.url).account().cash == 100_000.0
     assert fake.requests[ACCOUNT] == 2
+
+
+def test_a_redirect_is_not_followed_so_the_keys_never_reach_its_target(
+    fake: FakeAlpaca, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 3xx is a proxy's or a moved host's, never Alpaca's: an outage named as a redirect,
+    retried, never followed. Following it would send the key headers (APCA-API-KEY-ID and
+    APCA-API-SECRET-KEY; requests strips only Authorization on a redirect to another host)
+    wherever it points: here a second loopback server, which must see nothing."""
+    with FakeAlpaca() as elsewhere:
+        monkeypatch.setattr(faults, "REDIRECT_TO", elsewhere.url)
+        fake.odd(ACCOUNT, "redirect", times=2)
+        with pytest.raises(
+            BrokerUnavailable, match=r"still failing after .*: HTTP 302 redirect from Alpaca's"
+        ):
+            broker(fake.url, attempts=2).account()
+        assert fake.requests[ACCOUNT] == 2
+        assert sum(elsewhere.requests.values()) == 0
 
 
 @pytest.mark.parametrize("kind", ["empty", "null", "redirect"])
