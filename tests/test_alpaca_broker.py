@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 import traceback
@@ -511,3 +512,18 @@ def test_from_settings_passes_the_timeout_of_the_settings(fake: FakeAlpaca) -> N
     for settings, expected in ((unset, 10.0), (set_, 3.5)):
         adapter = AlpacaPaperBroker.from_settings(settings)._client._session.get_adapter(PAPER_BASE_URL)
         assert isinstance(adapter, TimeoutAdapter) and adapter._timeout == expected
+
+
+def test_each_retry_is_logged_with_the_call_the_failure_the_attempt_and_the_pause(
+    fake: FakeAlpaca, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.fail("GET /v2/account", 500, times=2)
+    with caplog.at_level(logging.WARNING, logger="strategy_engine.brokers.alpaca"):
+        assert broker(fake.url).account().cash == 100_000.0
+    assert len(caplog.messages) == 2, caplog.messages
+    for attempt, message in enumerate(caplog.messages, start=1):
+        assert re.fullmatch(
+            rf"Alpaca GET /v2/account failed \(HTTP 500 \(50010000\): internal server error\), "
+            rf"attempt {attempt}; retrying in 0\.0\ds",
+            message,
+        ), message
