@@ -527,3 +527,30 @@ def test_each_retry_is_logged_with_the_call_the_failure_the_attempt_and_the_paus
             rf"attempt {attempt}; retrying in 0\.0\ds",
             message,
         ), message
+
+
+def test_an_attempt_starts_only_if_it_can_end_within_the_budget(fake: FakeAlpaca) -> None:
+    """A budget no longer than one timeout leaves no time for a second attempt that could run
+    its whole timeout: one request, then the outage. A budget of two timeouts allows more."""
+    fake.fail("GET /v2/account", 500, times=10_000)
+    with pytest.raises(BrokerUnavailable):
+        broker(fake.url, timeout=0.3, budget=0.3, attempts=6).account()
+    assert fake.requests["GET /v2/account"] == 1
+    with pytest.raises(BrokerUnavailable):
+        broker(fake.url, timeout=0.3, budget=0.6, attempts=3).account()
+    assert fake.requests["GET /v2/account"] == 1 + 3
+
+
+def test_keys_of_a_credentials_ref_not_set_then_the_error_names_that_pair(
+    monkeypatch: pytest.MonkeyPatch, sockets: list[object]
+) -> None:
+    monkeypatch.setenv("ALPACA_K7_API_KEY", KEY)  # the secret of the pair is missing
+    monkeypatch.delenv("ALPACA_K7_SECRET_KEY", raising=False)
+    monkeypatch.chdir(os.path.dirname(__file__))  # no .env here
+    settings = Settings(_env_file=None, alpaca_api_key=SecretStr(KEY), alpaca_secret_key=SecretStr(SECRET))
+    with pytest.raises(
+        BrokerAuthError, match=r"^ALPACA_K7_API_KEY and ALPACA_K7_SECRET_KEY must both be set$"
+    ):
+        AlpacaPaperBroker.from_settings(settings, "K7")
+    assert AlpacaPaperBroker.from_settings(settings).base_url == PAPER_BASE_URL  # the default pair is set
+    assert sockets == []
