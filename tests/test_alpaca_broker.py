@@ -12,7 +12,8 @@ import re
 import socket
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -554,3 +555,28 @@ def test_keys_of_a_credentials_ref_not_set_then_the_error_names_that_pair(
         AlpacaPaperBroker.from_settings(settings, "K7")
     assert AlpacaPaperBroker.from_settings(settings).base_url == PAPER_BASE_URL  # the default pair is set
     assert sockets == []
+
+
+@pytest.mark.parametrize(
+    ("read", "route", "named"),
+    [
+        (lambda b: b.account(), "GET /v2/account", "GET /v2/account"),
+        (lambda b: b.positions(), "GET /v2/positions", "GET /v2/positions"),
+        (lambda b: b.clock(), "GET /v2/clock", "GET /v2/clock"),
+        (lambda b: b.open_orders(), "GET /v2/orders", "GET /v2/orders (open)"),
+        (
+            lambda b: b.recent_orders(datetime(2025, 6, 13, tzinfo=UTC)),
+            "GET /v2/orders",
+            "GET /v2/orders (recent)",
+        ),
+    ],
+)
+def test_a_read_that_keeps_failing_is_named_in_the_outage(
+    fake: FakeAlpaca, read: Callable[[AlpacaPaperBroker], object], route: str, named: str
+) -> None:
+    fake.fail(route, 500, times=10_000)
+    with pytest.raises(
+        BrokerUnavailable, match=rf"^Alpaca {re.escape(named)} still failing after .*HTTP 500"
+    ):
+        read(broker(fake.url, attempts=2))
+    assert fake.requests[route] == 2
