@@ -13,7 +13,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -580,3 +580,27 @@ def test_a_read_that_keeps_failing_is_named_in_the_outage(
     ):
         read(broker(fake.url, attempts=2))
     assert fake.requests[route] == 2
+
+
+def test_the_recent_list_holds_every_status_newest_first_from_the_time_given() -> None:
+    """`recent_orders(after)`: orders of any status submitted after `after` (a filled one too,
+    which the open list leaves out), newest first, from one request; none submitted after a
+    later time."""
+    with FakeAlpaca(fill="manual") as fake:
+        b = broker(fake.url)
+        before = datetime.now(UTC)
+        for k, symbol in enumerate(("SPY", "QQQ", "IWM")):
+            b.submit(intent(f"se-{k:024d}", symbol=symbol))
+        fake.fill("SPY")
+        recent = b.recent_orders(before)
+        assert [(o.client_order_id, o.status) for o in recent] == [
+            (f"se-{2:024d}", "accepted"), (f"se-{1:024d}", "accepted"), (f"se-{0:024d}", "filled")
+        ]  # fmt: skip
+        assert [o.client_order_id for o in b.open_orders()] == [f"se-{1:024d}", f"se-{2:024d}"]
+        assert b.recent_orders(datetime.now(UTC) + timedelta(hours=1)) == []
+        for k in range(3, 80):  # past Alpaca's default page of 50: the list asks for its most
+            fake.place({"symbol": "DIA", "side": "buy", "qty": "1", "client_order_id": f"se-{k:024d}"})
+        assert [o.client_order_id for o in b.recent_orders(before)] == [
+            f"se-{k:024d}" for k in range(79, -1, -1)
+        ]
+        assert fake.requests["GET /v2/orders"] == 4
