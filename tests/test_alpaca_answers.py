@@ -9,6 +9,8 @@ position or order with values alpaca-py's models do not know is still read.
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -135,3 +137,28 @@ def test_an_unknown_exchange_never_halts_the_account(session: Session, fake: Fak
     assert (result.status, result.orders) == ("ok", 3)
     assert session.fetchall("select symbol, qty::float8 from broker_positions") == [("TSLA", 2.0)]
     assert len(trades(session)) == 3
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [("empty", "empty answer from Alpaca"), ("html", "unreadable answer from Alpaca: JSONDecodeError")],
+)
+def test_an_answer_that_stays_unreadable_is_an_outage_saying_so_and_for_how_long(
+    fake: FakeAlpaca, fault: str, said: str
+) -> None:
+    """An empty 200, or a proxy's HTML page answered 200: retried, then an outage naming the
+    call, how long it kept failing (no longer than it took) and why."""
+    if fault == "empty":
+        fake.odd(ACCOUNT, "empty", times=2)
+    else:
+        fake.fail(ACCOUNT, 200, times=2, body="<html>a proxy's page</html>")
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as caught:
+        broker(fake.url, attempts=2).account()
+    took = time.monotonic() - started
+    found = re.fullmatch(
+        rf"Alpaca GET /v2/account still failing after (\d+\.\d)s: {re.escape(said)}", str(caught.value)
+    )
+    assert found is not None, str(caught.value)
+    assert 0.0 <= float(found[1]) <= took + 0.05
+    assert fake.requests[ACCOUNT] == 2
