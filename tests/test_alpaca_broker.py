@@ -604,3 +604,28 @@ def test_the_recent_list_holds_every_status_newest_first_from_the_time_given() -
             f"se-{k:024d}" for k in range(79, -1, -1)
         ]
         assert fake.requests["GET /v2/orders"] == 4
+
+
+@pytest.mark.parametrize(
+    ("requests_bundle", "curl_bundle", "verify"),
+    [(None, "/etc/curl.pem", "/etc/curl.pem"), ("/etc/requests.pem", "/etc/curl.pem", "/etc/requests.pem"),
+     (None, None, True)],
+)  # fmt: skip
+def test_the_ca_bundle_is_requests_then_curls_as_requests_reads_them(
+    no_proxies: pytest.MonkeyPatch, requests_bundle: str | None, curl_bundle: str | None, verify: object
+) -> None:
+    for name, value in (("REQUESTS_CA_BUNDLE", requests_bundle), ("CURL_CA_BUNDLE", curl_bundle)):
+        if value is None:
+            no_proxies.delenv(name, raising=False)
+        else:
+            no_proxies.setenv(name, value)
+    assert broker(PAPER_BASE_URL)._client._session.verify == verify
+
+
+def test_the_transport_never_retries_by_itself_the_retry_loop_is_ours(fake: FakeAlpaca) -> None:
+    """Two slow answers and two attempts allowed: both attempts time out and the read fails. A
+    transport that re-sent on its own would have made a third request and succeeded."""
+    fake.slow("GET /v2/account", 5.0, times=2)
+    with pytest.raises(BrokerUnavailable, match="ReadTimeout"):
+        broker(fake.url, timeout=0.3, attempts=2).account()
+    assert fake.requests["GET /v2/account"] == 2
