@@ -162,3 +162,20 @@ def test_an_answer_that_stays_unreadable_is_an_outage_saying_so_and_for_how_long
     assert found is not None, str(caught.value)
     assert 0.0 <= float(found[1]) <= took + 0.05
     assert fake.requests[ACCOUNT] == 2
+
+
+@pytest.mark.parametrize("status", [300, 301, 307, 399])
+def test_every_3xx_is_an_outage_named_as_a_redirect(fake: FakeAlpaca, status: int) -> None:
+    fake.fail(ACCOUNT, status, times=2, body={"cash": "1", "buying_power": "1", "equity": "1"})
+    with pytest.raises(
+        BrokerUnavailable, match=rf"still failing after .*: HTTP {status} redirect from Alpaca's"
+    ):
+        broker(fake.url, attempts=2).account()  # a body that reads as an account is not read
+    assert fake.requests[ACCOUNT] == 2
+
+
+def test_a_400_is_a_refusal_of_the_order_not_an_outage_to_retry(fake: FakeAlpaca) -> None:
+    fake.fail(POST, 400, body={"code": 40010000, "message": "request is not valid"})
+    with pytest.raises(OrderRejected, match="request is not valid"):
+        broker(fake.url).submit(OrderIntent("SPY", Side.BUY, 1.0, 100.0, "se-000000000000000000000400"))
+    assert (fake.requests[POST], fake.orders_accepted) == (1, 0)
