@@ -39,6 +39,7 @@ from tests.test_accounts_at_once_attacks import (
 from tests.test_alpaca_accounts import at, outcomes
 from tests.test_exactly_once import T
 from tests.test_existing_databases import db_migrate, refused_line
+from tests.test_manual_trade import spy_bar_a_minute_ago
 
 P = StrategyOutcome.PROCESSED
 alpaca = test_accounts_at_once_attacks.alpaca  # fixtures, under their names here
@@ -119,13 +120,7 @@ def test_a_manual_trade_on_an_account_with_a_full_open_orders_list_is_an_outage_
     """HELD: `strategy-engine trade` on an account holding 500 open orders: exit 3 with one
     stderr line naming the full list, nothing sent, nothing written (not even the default
     account its first use creates); once one order is canceled, the same command places it."""
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    with connect(db_url) as s:
-        s.execute(
-            "insert into market_data_1m (symbol, ts, open, high, low, close, volume)"
-            " values ('SPY', %s, 100, 100, 100, 100, 1000)",
-            (now - timedelta(minutes=1),),
-        )
+    spy_bar_a_minute_ago(db_url)
     with FakeAlpaca() as fake:
         ids = hold_open(fake, LIST_LIMIT)
         env = {**os.environ, "ALPACA_API_KEY": KEY, "ALPACA_SECRET_KEY": SECRET, "ALPACA_BASE_URL": fake.url}

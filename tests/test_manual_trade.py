@@ -199,9 +199,8 @@ def fake() -> Iterator[FakeAlpaca]:
         yield server
 
 
-def test_trade_on_a_fresh_database_with_alpaca_keys_creates_the_default_account(
-    db_url: str, fake: FakeAlpaca
-) -> None:
+def spy_bar_a_minute_ago(db_url: str) -> None:
+    """A SPY bar at $100 one minute before this minute: the price of a manual order sent now."""
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     with connect(db_url) as s:
         s.execute(
@@ -209,6 +208,12 @@ def test_trade_on_a_fresh_database_with_alpaca_keys_creates_the_default_account(
             " values ('SPY', %s, 100, 100, 100, 100, 1000)",
             (now - timedelta(minutes=1),),
         )
+
+
+def test_trade_on_a_fresh_database_with_alpaca_keys_creates_the_default_account(
+    db_url: str, fake: FakeAlpaca
+) -> None:
+    spy_bar_a_minute_ago(db_url)
     env = {**os.environ, "ALPACA_API_KEY": KEY, "ALPACA_SECRET_KEY": SECRET, "ALPACA_BASE_URL": fake.url}
     args = [
         sys.executable,
