@@ -480,12 +480,8 @@ def test_an_open_orders_answer_that_is_full_then_unavailable_not_a_partial_count
     """Alpaca answers at most 500 orders a list. 499 open orders are all read; 500 may be some
     of more, and limits must count every working order, so the read fails (the account's minute
     fails and alerts) instead of trading on a partial count."""
-    with FakeAlpaca(fill="manual") as fake:
-        for k in range(held):
-            assert (
-                fake.place({"symbol": f"S{k % 7}", "side": "buy", "qty": "1", "client_order_id": f"c{k}"})[0]
-                == 200
-            )
+    with FakeAlpaca() as fake:
+        fake.hold_open(held, prefix="c")
         b = broker(fake.url)
         if held < LIST_LIMIT:
             assert [o.client_order_id for o in b.open_orders()] == [f"c{k}" for k in range(held)]

@@ -46,18 +46,6 @@ alpaca = test_accounts_at_once_attacks.alpaca  # fixtures, under their names her
 sockets = test_alpaca_broker.sockets
 
 
-def hold_open(fake: FakeAlpaca, n: int, symbol: str = "XLF") -> list[str]:
-    """`n` buy orders of 1 share left working at `fake` (placed straight into its book); their ids."""
-    fake.set_policy("manual")
-    placed = [
-        fake.place({"symbol": symbol, "side": "buy", "qty": "1", "client_order_id": f"other-{k}"})
-        for k in range(n)
-    ]
-    assert {status for status, _ in placed} == {200}
-    fake.set_policy("realistic")
-    return [str(order["id"]) for _, order in placed]
-
-
 def test_an_account_with_a_full_open_orders_list_fails_its_own_minute_alone_and_retries(
     session: Session, alpaca: Accounts
 ) -> None:
@@ -68,7 +56,7 @@ def test_an_account_with_a_full_open_orders_list_fails_its_own_minute_alone_and_
     scheduler's retry of the same minute runs b1 and b2, with the 499 counted as working."""
     fakes = alpaca.make(3)
     layout(session, MIDDLE)
-    ids = hold_open(fakes[1], LIST_LIMIT)
+    ids = fakes[1].hold_open(LIST_LIMIT)
     result = engine.tick(session, T, deps=replace(at(T), policy=policy()))
     got = outcomes(result)
     assert (got["a"], got["c"]) == ((P, None), (P, None)), got
@@ -122,7 +110,7 @@ def test_a_manual_trade_on_an_account_with_a_full_open_orders_list_is_an_outage_
     account its first use creates); once one order is canceled, the same command places it."""
     spy_bar_a_minute_ago(db_url)
     with FakeAlpaca() as fake:
-        ids = hold_open(fake, LIST_LIMIT)
+        ids = fake.hold_open(LIST_LIMIT)
         env = {**os.environ, "ALPACA_API_KEY": KEY, "ALPACA_SECRET_KEY": SECRET, "ALPACA_BASE_URL": fake.url}
         env["ALPACA_RETRY_BUDGET_SECONDS"] = "1"
         args = [sys.executable, "-m", "strategy_engine.cli", "trade", "--symbol", "SPY", "--side", "buy"]

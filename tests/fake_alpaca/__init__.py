@@ -179,6 +179,23 @@ class FakeAlpaca(Book):
 
     fill.__doc__ = Book.fill.__doc__
 
+    def hold_open(self, n: int, symbol: str = "XLF", prefix: str = "other-") -> list[str]:
+        """`n` buy orders of 1 share placed straight into the book (client ids `prefix`0, 1, ...)
+        and left working whatever the fill policy; their order ids."""
+        with self._lock:
+            policy, self.policy = self.policy, MANUAL
+            try:
+                placed = [
+                    self.place(
+                        {"symbol": symbol, "side": "buy", "qty": "1", "client_order_id": f"{prefix}{k}"}
+                    )
+                    for k in range(n)
+                ]
+            finally:
+                self.policy = policy
+        assert {status for status, _ in placed} == {200}, placed[:1]
+        return [str(order["id"]) for _, order in placed]
+
     def fill_open_orders(self) -> None:
         """Every open order filled now (the name older tests use for `fill()`)."""
         self.fill()
