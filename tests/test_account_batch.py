@@ -8,6 +8,7 @@ elsewhere makes the account busy once, not once per strategy.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -171,6 +172,13 @@ def test_an_account_locked_elsewhere_is_busy_once_not_once_per_strategy(
     first, *rest = result.strategies
     assert first.error is not None and "lock" in first.error  # it waited its lock_timeout
     assert [r.error for r in rest] == ["account locked"] * 2  # the others did not wait again
+    # What the run's row keeps (and the HTTP body says): each strategy by name, every one of
+    # them retryable, since none of their minutes was claimed (docs/operations.md, `busy`).
+    row = session.fetchone("select detail from engine_runs where id = %s", (result.run_id,))
+    assert row is not None
+    assert [(x["strategy"], x["outcome"], x["retryable"]) for x in row[0]] == [
+        (name, "busy", True) for name in BOOKS
+    ]
     assert fake.requests["POST /v2/orders"] == 0
     assert session.fetchone("select count(*) from strategy_logs") == (0,)
 
@@ -237,6 +245,27 @@ def test_a_live_endpoint_refuses_the_whole_tick_from_inside_a_batch(
     assert fake.requests == {}
     assert session.fetchone("select count(*) from strategy_logs") == (0,)
     assert session.fetchone("select status from engine_runs") == ("failed",)
+
+
+def test_a_refusal_raised_after_an_earlier_strategy_sent_waits_for_its_orders_before_the_tick_ends(
+    session: Session, fake: FakeAlpaca, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a's orders are travelling (each POST held 0.3 s) when b's staging raises a refusal of the
+    whole tick: it escapes the batch before a's answers are recorded, and the account's group
+    awaits them on the way out (`fanout`): no POST of this tick is still under way after it."""
+    three_on_one_account(session)
+    exposure = execution.working_exposure
+
+    def refusing_exposure(s: Session, view: Any, features: Any, *rest: Any) -> Any:
+        if set(features) == set(BOOKS["b"]):
+            raise LiveTradingRefused("ALPACA_BASE_URL is not Alpaca's paper endpoint: refused")
+        return exposure(s, view, features, *rest)
+
+    monkeypatch.setattr(execution, "working_exposure", refusing_exposure)
+    slow = _wrapping(deps(fake), lambda _intent: time.sleep(0.3))
+    with pytest.raises(LiveTradingRefused):
+        engine.tick(session, T, deps=slow)
+    assert fake.requests["POST /v2/orders"] == len(BOOKS["a"])  # a's, each answered before the raise
 
 
 def test_a_failed_request_sent_ahead_is_asked_again_not_taken_as_the_answer(

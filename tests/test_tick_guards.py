@@ -70,13 +70,31 @@ def last_run(s: Session, name: str) -> Any:
 
 
 def test_a_minute_older_than_the_lag_limit_is_late_on_alpaca_and_nothing_is_asked_or_sent(
-    session: Session, fake: FakeAlpaca
+    session: Session, fake: FakeAlpaca, caplog: pytest.LogCaptureFixture
 ) -> None:
     seed(session, account=ACCOUNT, broker="alpaca", config={"symbols": list(SYMS)})
     entry_setup(session, SYMS, T)
+    caplog.set_level(logging.INFO)
     late = engine.tick(session, T, deps=on_alpaca(fake, Clock(T + timedelta(seconds=91))))
-    assert (late.status, late.strategies[0].outcome) == ("late", StrategyOutcome.LATE)
-    assert "91s old" in (late.strategies[0].error or "")
+    why = "minute is 91s old (MAX_TICK_LAG_SECONDS=90)"
+    assert (late.status, late.strategies[0].outcome, late.strategies[0].error) == (
+        "late",
+        StrategyOutcome.LATE,
+        why,
+    )
+    # A retry would be as late: not retryable, so the HTTP tick answers 200 and no retry comes.
+    assert (late.strategies[0].retryable, late.retryable) == (False, False)
+    # The line operators read for it (docs/operations.md, `late`): which run, strategy, minute, why.
+    said = [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == "strategy not run"]
+    assert said == [
+        {
+            "run_id": str(late.run_id),
+            "strategy": "nft",
+            "minute": T.isoformat(),
+            "outcome": "late",
+            "reason": why,
+        }
+    ]
     assert sum(fake.requests.values()) == 0
     assert session.fetchall("select status, orders from engine_runs") == [("late", 0)]
     assert session.fetchone("select count(*) from strategy_logs") == (0,)
