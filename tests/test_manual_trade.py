@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,13 +17,16 @@ import pytest
 from strategy_engine import manual_trade as mt
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core.errors import InputError, OrderRejected
-from strategy_engine.core.models import OrderIntent, Position, Side
+from strategy_engine.core.models import Order, OrderIntent, Position, Side
 from strategy_engine.engine import Deps
 from strategy_engine.seed import save_strategy
 from strategy_engine.store import Session, connect
+from strategy_engine.store import accounts as acct_store
+from strategy_engine.store.intents import IntentLog
 from tests.conftest import REPO, seed
 from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
 from tests.test_exactly_once import T, entry_setup
+from tests.test_money_guards import _waiting_for_a_lock
 
 PRICE = 99.5  # entry_setup's last close (bar T-1): 100 - 1 * 0.5
 AT_T = Deps(clock=lambda: T)
@@ -270,3 +274,60 @@ def test_a_manual_alpaca_order_is_written_ahead_and_a_rerun_in_the_minute_is_not
     assert fake.requests["POST /v2/orders"] == 1 and fake.by_client_id(first.client_order_id) is not None
     rows = session.fetchall("select source, decision_price::float8, status from paper_trades")
     assert rows == [("manual", PRICE, again.status)]  # the intent row, overwritten with the answer
+
+
+@pytest.mark.parametrize("at_the_broker", [True, False], ids=["order-found", "nothing-there"])
+def test_an_id_written_by_another_sender_while_this_trade_waited_is_looked_up_never_resent(
+    session: Session, db_url: str, fake: FakeAlpaca, at_the_broker: bool
+) -> None:
+    """Two runs of one manual order at once: the second finds nothing in the journal, then waits
+    for the account's lock while the first commits its intent under the same client id. Its own
+    intent write then leaves the id out (it names an order already): the order the broker holds
+    is the answer; with none there, the id is refused as taken. Either way nothing is POSTed."""
+    from tests.test_alpaca_engine import deps as alpaca_deps
+
+    seed(session, account="alpaca-paper", broker="alpaca")
+    entry_setup(session, ("SPY",), T)
+    found = acct_store.find_account(session, "alpaca-paper")
+    assert found is not None
+    account_id, cid = found[0].id, "desk-race-0"
+    d = alpaca_deps(fake)
+    d.clock = lambda: T + timedelta(seconds=20)
+    answer: list[object] = []
+
+    def second() -> None:
+        with connect(db_url, application_name="second-trade") as s:
+            try:
+                answer.append(
+                    mt.manual_trade(s, "alpaca-paper", "SPY", "buy", 1, client_order_id=cid, deps=d)
+                )
+            except Exception as exc:  # the test's answer, whatever it is
+                answer.append(exc)
+
+    worker = threading.Thread(target=second)
+    with connect(db_url) as watcher, session.transaction():  # the first run holds the account
+        acct_store.lock_account(session, account_id)
+        worker.start()
+        while worker.is_alive() and not _waiting_for_a_lock(watcher, "second-trade"):
+            worker.join(0.01)
+        first = IntentLog(session)
+        try:
+            first.write(None, account_id, "manual", T, [OrderIntent("SPY", Side.BUY, 1, PRICE, cid)])
+            if at_the_broker:  # the first run's POST landed and filled
+                (order_id,) = fake.hold_open(1, symbol="SPY", prefix="desk-race-")
+                fake.fill(cid)
+            else:  # its POST raised before reaching Alpaca
+                first.gave_up(cid, "BrokerUnavailable: 503")
+        finally:
+            first.close()
+    worker.join(30)
+    assert fake.requests["POST /v2/orders"] == 0
+    (got,) = answer
+    if at_the_broker:
+        assert isinstance(got, Order)
+        assert (got.client_order_id, got.broker_order_id, got.status) == (cid, order_id, "filled")
+        row = session.fetchall("select client_order_id, broker_order_id, status from paper_trades")
+        assert row == [(cid, order_id, "filled")]
+    else:
+        assert isinstance(got, InputError)
+        assert str(got) == f"refused by Alpaca: client id {cid} is taken: nothing sent"

@@ -128,6 +128,29 @@ def test_two_strategies_on_one_account_take_turns_and_neither_spend_is_lost(db_u
     assert cash == (100_000.0 - spent_by_a - 3 * ENTRY_PRICE,)
 
 
+def test_a_sell_on_a_simulated_account_pays_for_a_later_symbols_buy_in_the_same_minute(
+    session: Session,
+) -> None:
+    """The simulated broker fills at once, so an exit's proceeds are buying power for the next
+    symbol of the same minute (as in the backfill); $50 alone cannot buy one SPY at 99.5."""
+    seed(session, config={"symbols": ["DIA", "SPY"]}, cash=50.0)
+    entry_setup(session, ("SPY",), T)
+    session.execute(  # DIA falling: closes 112.5 up to T-25 down to 100.5 at T-1, under their SMA
+        "insert into market_data_1m (symbol, ts, open, high, low, close, volume)"
+        " select 'DIA', %(t)s - make_interval(mins => k), 100, 100, 100, 100 + k * 0.5, 1000"
+        " from generate_series(1, 25) k",
+        {"t": T},
+    )
+    found = acct_store.find_account(session, "sim")
+    assert found is not None
+    acct_store.save_mirror(session, found[0].id, Account(50.0, 50.0, 1_050.0), [Position("DIA", 10.0, 100.0)])
+    result = engine.tick(session, T)
+    assert result.orders == 2
+    rows = session.fetchall("select symbol, reason, outcome from strategy_logs order by symbol")
+    assert rows == [("DIA", "exit_long", "ordered"), ("SPY", "entry_long", "ordered")]
+    assert session.fetchone("select cash::float8 from broker_balances") == (50.0 + 10 * 100.5 - ENTRY_PRICE,)
+
+
 def test_cool_down_counts_only_orders_the_broker_took(session: Session) -> None:
     sid = seed(session, config={"symbols": ["AAA", "BBB", "CCC", "DDD", "EEE"]})
     account_id = _account_id(session, sid)

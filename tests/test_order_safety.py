@@ -21,14 +21,16 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from strategy_engine import engine
+from strategy_engine import engine, execution
 from strategy_engine import manual_trade as mt
 from strategy_engine.brokers.alpaca import AlpacaPaperBroker
+from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core import risk
-from strategy_engine.core.errors import BrokerUnavailable, InputError
+from strategy_engine.core.errors import BrokerUnavailable, InputError, NotSent
 from strategy_engine.core.models import DayState, Limits, Order, OrderIntent, Side, StrategyOutcome
 from strategy_engine.invocation import TickPolicy
 from strategy_engine.store import Session, connect
+from strategy_engine.store.intents import IntentLog
 from tests.conftest import REPO, seed
 from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
 from tests.test_alpaca_engine import ACCOUNT, POST, deps
@@ -65,6 +67,19 @@ def test_no_order_starts_after_the_deadline_and_the_unsent_are_logged_as_such(se
     assert session.fetchone("select status from engine_runs") == ("deadline",)
     retry = engine.tick(session, T, deps=slow_deps(clock, 0.0))  # what was done stays done
     assert retry.strategies[0].outcome is StrategyOutcome.ALREADY_PROCESSED
+
+
+def test_launch_on_the_simulated_broker_checks_the_deadline_before_each_order(session: Session) -> None:
+    """`execution.launch`'s simulated path (the manual trade's; the tick's `trade` checks on its
+    own): the deadline passing after the first order leaves the second unsent and unfilled."""
+    broker = SimulatedBroker(10_000.0, [], 0.0, now=T)
+    checks = iter([False, True])
+    run = execution.Invocation(IntentLog(session), past_deadline=lambda: next(checks))
+    first, second = OrderIntent("IWM", Side.BUY, 1, 100.0, "c1"), OrderIntent("SPY", Side.BUY, 2, 50.0, "c2")
+    filled, unsent = execution.launch(broker, run, None, 1, T, [first, second])()
+    assert isinstance(filled, Order) and (filled.client_order_id, filled.status) == ("c1", "filled")
+    assert isinstance(unsent, NotSent) and (unsent.code, str(unsent)) == ("deadline", execution.NOT_SENT_WHY)
+    assert ([p.symbol for p in broker.positions()], broker.cash) == (["IWM"], 10_000.0 - 100.0)
 
 
 # ---- 2. a worker frozen between its intent and its POST ----------------------------------------
