@@ -10,7 +10,7 @@ NODE   := node_modules/.installed
 # sudo only when not root, and only when it exists (a container running as root has none)
 SUDO   := $(if $(filter 0,$(shell id -u)),,$(shell command -v sudo 2>/dev/null))
 
-.PHONY: demo test test-tools pg15 lint bench clean mutation
+.PHONY: demo test test-tools pg15 lint bench clean mutation prescreen
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required" >&2; exit 1; }
@@ -69,6 +69,20 @@ mutation: $(STAMP)
 	ln -s ../../../../infra/supabase/migrations build/mutation/infra/supabase/migrations
 	cp pyproject.toml build/mutation/
 	cd build/mutation && ../../$(BIN)/mutmut run $(MUTANTS); ../../$(BIN)/mutmut results | { grep -v ': not checked$$' || true; }
+
+# A fast first pass over many mutants in one pytest process (tests/mutation_prescreen.py):
+# MUTANTS globs, each mutant against its fastest covering tests up to BUDGET seconds of them.
+# Needs a mutmut run's stats first (made here, with one mutant, when missing). Resumable: run
+# it again to continue; `rm build/mutation/prescreen*` to start over.
+BUDGET ?= 3.5
+PRESCREEN := PRESCREEN_PLAN=../prescreen-plan.json PRESCREEN_OUT=../prescreen.jsonl PYTHONPATH=src
+prescreen: $(STAMP)
+	test -n "$(MUTANTS)" || { echo "make: give MUTANTS='glob ...'" >&2; exit 2; }
+	test -f build/mutation/mutants/mutmut-stats.json || $(MAKE) mutation MUTANTS='strategy_engine.core.risk.x_signed_qty__mutmut_1'
+	cd build/mutation/mutants && ../../../$(BIN)/python tests/mutation_prescreen.py plan $(BUDGET) $(MUTANTS) > ../prescreen-plan.json
+	cd build/mutation/mutants && $(PRESCREEN) ../../../$(BIN)/python -m pytest --rootdir=. -q -p no:randomly \
+		-p tests.mutation_prescreen -k "not pg15" $$(../../../$(BIN)/python tests/mutation_prescreen.py files ../prescreen-plan.json)
+	@python3 -c 'import collections, json; c = collections.Counter(json.loads(l)["verdict"] for l in open("build/mutation/prescreen.jsonl")); print(dict(c))'
 
 clean:
 	rm -rf $(VENV) node_modules build *.egg-info shared/*.egg-info
