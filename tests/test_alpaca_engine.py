@@ -252,6 +252,23 @@ def test_manual_trade_on_alpaca_goes_through_the_same_path(session: Session, fak
     assert fake.requests[POST] == 1
 
 
+def test_a_manual_order_alpaca_refuses_names_alpaca_and_is_journalled_rejected(
+    session: Session, fake: FakeAlpaca
+) -> None:
+    """Alpaca's own refusal (a status) is worded as Alpaca's: an order refused on our side before
+    sending is not (test_manual_trade: "refused before sending")."""
+    seed(session, account=ACCOUNT, broker="alpaca")
+    entry_setup(session, ("SPY",), T)
+    d = deps(fake)
+    d.clock = lambda: T
+    fake.fail(POST, 403)
+    with pytest.raises(InputError) as refused:
+        manual_trade.manual_trade(session, ACCOUNT, "SPY", "buy", 2, deps=d)
+    assert str(refused.value) == "refused by Alpaca: insufficient buying power"
+    assert [r[3:] for r in trades(session)] == [("rejected", 0.0, None, "manual")]
+    assert fake.requests[POST] == 1
+
+
 @pytest.fixture
 def live_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("ALPACA_BASE_URL", "https://API.alpaca.markets:443/")

@@ -330,4 +330,4 @@ def test_an_id_written_by_another_sender_while_this_trade_waited_is_looked_up_ne
         assert row == [(cid, order_id, "filled")]
     else:
         assert isinstance(got, InputError)
-        assert str(got) == f"refused by Alpaca: client id {cid} is taken: nothing sent"
+        assert str(got) == f"refused before sending: client id {cid} is taken: nothing sent"

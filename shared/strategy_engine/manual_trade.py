@@ -158,7 +158,8 @@ def _place(
             intent.client_order_id, "", intent.symbol, intent.side, intent.qty, "rejected", 0.0, None
         )
         journal.record_orders(s, None, account.id, "manual", minute, [(rejected, str(exc))])
-        return rejected, True, f"refused by Alpaca: {exc.message}"
+        who = "refused by Alpaca" if exc.code is not None else "refused before sending"
+        return rejected, True, f"{who}: {exc.message}"
     journal.record_orders(s, None, account.id, "manual", minute, [(order, None)])
     if not view.broker.authoritative:
         acct_store.save_mirror(s, account.id, view.broker.account(), view.broker.positions())

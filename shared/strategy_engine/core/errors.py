@@ -72,10 +72,13 @@ class DuplicateOrder(EngineError):
 
 
 class OrderRejected(EngineError):
-    """The broker refused this order (4xx other than duplicate); the tick goes on."""
+    """The broker refused this order (4xx other than duplicate); the tick goes on. `code` None:
+    refused on our side before anything was sent (an order Alpaca could not take, a client id
+    already taken)."""
 
     def __init__(self, code: str | int | None, message: str) -> None:
-        super().__init__(f"broker rejected the order ({code}): {message}")
+        said = f"broker rejected the order ({code})" if code is not None else "order refused before sending"
+        super().__init__(f"{said}: {message}")
         self.code = code
         self.message = message
 
