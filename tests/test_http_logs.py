@@ -101,6 +101,7 @@ def test_a_request_line_per_request_and_engine_lines_carry_its_id(
     assert len(run) == 1 and run[0]["request_id"] == rid and run[0]["outcome"] == "ok"
     assert run[0]["minute"] == T.isoformat() and run[0]["run_id"] == ok["run_id"]
     assert len(orders) == 3 and all(o["request_id"] == rid and o["strategy"] == "nft" for o in orders)
+    assert {o["run_id"] for o in orders} == {ok["run_id"]}  # an order's line names its engine_runs row
     assert {o["outcome"] for o in orders} == {"ordered"} and {o["minute"] for o in orders} == {T.isoformat()}
     assert requests[1]["request_id"] != rid
 

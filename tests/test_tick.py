@@ -49,15 +49,20 @@ def test_a_session_trades_and_logs_every_decision(session: Session) -> None:
     assert _count(session, "strategy_logs") == 200 * 3
     assert _count(session, "engine_runs") == 200
     trades = session.fetchall(
-        "select client_order_id, symbol, decision_minute, status, filled_avg_price from paper_trades"
-        " where strategy_id = %s",
+        "select client_order_id, symbol, decision_minute, status, filled_avg_price, account_id, source"
+        " from paper_trades where strategy_id = %s",
         (sid,),
     )
     assert trades, "the generated session makes the strategy trade"
-    for cid, symbol, minute, status, price in trades:
+    sim = session.fetchone("select id from broker_accounts where name = 'sim'")
+    assert sim is not None
+    for cid, symbol, minute, status, price, account_id, source in trades:
         key = f"{sid}|{symbol}|{minute.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
         assert cid == "se-" + hashlib.sha256(key.encode()).hexdigest()[:24]
         assert status == "filled" and price > 0
+        # A simulated account has no intents: the strategy's own row says whose and by what
+        # (the orders views join on the account; `source` tells a strategy's from a manual one).
+        assert (account_id, source) == (sim[0], "strategy")
     # every ordered decision has exactly one paper trade, and the payload explains it
     ordered = session.fetchall(
         "select client_order_id, signal_payload from strategy_logs where outcome = 'ordered'"
@@ -119,7 +124,8 @@ def test_stale_data_blocks_orders_after_a_feed_outage(session: Session) -> None:
     assert rows and all(code == "stale_data" for _, _, code in rows)
 
 
-def _statements_per_tick(s: Session, name: str, n_symbols: int, min_premium: float) -> int:
+def _statements_per_tick(s: Session, name: str, n_symbols: int, min_premium: float) -> tuple[int, int]:
+    """(statements, round trips) of one tick of a lone strategy on a simulated account."""
     syms = tuple(f"{name.upper()}{i:03d}" for i in range(n_symbols))
     seed(
         s, name=name, account=f"acct-{name}", config={"symbols": list(syms), "min_flow_premium": min_premium}
@@ -127,15 +133,21 @@ def _statements_per_tick(s: Session, name: str, n_symbols: int, min_premium: flo
     data = load_market(s, synthetic.MarketSpec(syms, DAY, DAY, seed=11))
     for t in data.minutes[:60]:
         engine.tick(s, t, only=name)
-    before = s.statements
+    before = (s.statements, s.round_trips)
     engine.tick(s, data.minutes[60], only=name)
-    return s.statements - before
+    return s.statements - before[0], s.round_trips - before[1]
 
 
 def test_statement_count_is_constant_in_the_number_of_symbols(session: Session) -> None:
-    quiet = {n: _statements_per_tick(session, f"q{n}", n, 1e12) for n in (3, 50)}
+    quiet_trips = {n: _statements_per_tick(session, f"q{n}", n, 1e12) for n in (3, 50)}
+    quiet = {n: v[0] for n, v in quiet_trips.items()}
     assert quiet[3] == quiet[50]
-    busy = {n: _statements_per_tick(session, f"b{n}", n, 20_000) for n in (3, 50)}
+    # Round trips, by hand: plan, close abandoned runs, start the run, the day rows (4); BEGIN,
+    # the timeouts, the claim, the snapshot pipeline, the last trades, the decisions' COPY, the
+    # writes' pipeline, COMMIT (8: a lone strategy's minute is one transaction, no savepoint in
+    # it); the run's close (1).
+    assert quiet_trips[3][1] == quiet_trips[50][1] == 4 + 8 + 1
+    busy = {n: _statements_per_tick(session, f"b{n}", n, 20_000)[0] for n in (3, 50)}
     # an order adds one upsert into paper_trades, however many orders the minute placed
     assert quiet[3] <= busy[3] <= quiet[3] + 1
     assert quiet[50] <= busy[50] <= quiet[50] + 1
