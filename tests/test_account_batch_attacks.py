@@ -416,7 +416,9 @@ def test_a_failed_commit_of_the_batch_fails_every_strategy_and_the_retry_records
     ]
     assert all("commit refused" in (r.error or "") for r in result.strategies)
     said = [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == "strategy failed"]
-    assert [(f["strategy"], f["run_id"]) for f in said] == [(name, str(result.run_id)) for name in BOOKS]
+    assert [(f["strategy"], f["run_id"], f["minute"]) for f in said] == [
+        (name, str(result.run_id), T.isoformat()) for name in BOOKS
+    ]
     assert fake.orders_accepted == 3
     assert session.fetchone("select count(*) from strategy_logs") == (0,)
     session.execute("delete from attack_armed")

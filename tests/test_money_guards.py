@@ -46,6 +46,13 @@ def _logs(s: Session, minute: object = None) -> int:
     return int(row[0])
 
 
+def _detail(s: Session, run: RunResult) -> list[tuple[str, str]]:
+    """(strategy, outcome) of each strategy in the run's `engine_runs.detail`."""
+    row = s.fetchone("select detail from engine_runs where id = %s", (run.run_id,))
+    assert row is not None
+    return [(x["strategy"], x["outcome"]) for x in row[0]]
+
+
 def _account_id(s: Session, strategy_id: RowId) -> RowId:
     row = s.fetchone("select account_id from strategy_definitions where id = %s", (strategy_id,))
     assert row is not None
@@ -64,7 +71,8 @@ def test_a_minute_claimed_by_another_session_answers_busy_at_once_and_writes_not
         with a.transaction():
             assert strat_store.claim(a, sid, day) is not None  # A holds the minute...
             busy = engine.tick(b, T)  # ...while B ticks it
-            assert busy.strategies[0].outcome is StrategyOutcome.BUSY
+            assert [(r.strategy, r.outcome) for r in busy.strategies] == [("nft", StrategyOutcome.BUSY)]
+            assert _detail(b, busy) == [("nft", "busy")]  # what the operator reads names it
             assert _logs(b) == 0
             assert b.fetchone("select count(*) from paper_trades") == (0,)
         done = engine.tick(b, T)  # A let go without finishing: B's turn
@@ -78,7 +86,10 @@ def test_an_earlier_minute_after_a_later_one_is_already_processed(session: Sessi
     later = engine.tick(session, T + timedelta(minutes=1))
     assert later.strategies[0].outcome is StrategyOutcome.PROCESSED
     earlier = engine.tick(session, T)  # a late retry of T arrives after T+1 ran
-    assert earlier.strategies[0].outcome is StrategyOutcome.ALREADY_PROCESSED
+    assert [(r.strategy, r.outcome) for r in earlier.strategies] == [
+        ("nft", StrategyOutcome.ALREADY_PROCESSED)
+    ]
+    assert _detail(session, earlier) == [("nft", "already_processed")]
     assert _logs(session, T) == 0
     assert session.fetchone("select last_run_minute from strategy_state") == (T + timedelta(minutes=1),)
 
@@ -180,6 +191,34 @@ def test_a_rejected_entry_does_not_start_the_cool_down(session: Session) -> None
     assert retry.orders == 1  # within 10 minutes of the refused order, and not blocked by it
     rows = session.fetchall("select decision_minute, status from paper_trades order by decision_minute")
     assert rows == [(T, "rejected"), (T + timedelta(minutes=1), "filled")]
+
+
+def test_the_cool_down_blocks_only_a_symbol_this_strategy_traded_within_it(session: Session) -> None:
+    """Cool-down 10 minutes, every symbol wanting to enter at T: this strategy bought SPY at T-3
+    (blocked: 3 minutes observed) and IWM at T-10 (the limit itself: enters); another strategy
+    on the same account bought QQQ at T-3 (not this strategy's trade: enters)."""
+    sid = seed(session, config={"symbols": list(SYMS)}, limits=Limits(cool_down_minutes=10))
+    other = seed(session, name="other", config={"symbols": ["QQQ"]})
+    entry_setup(session, SYMS, T)
+    account_id = _account_id(session, sid)
+    for strategy, symbol, ago in [(sid, "SPY", 3), (sid, "IWM", 10), (other, "QQQ", 3)]:
+        session.execute(
+            "insert into paper_trades (strategy_id, account_id, symbol, side, qty, client_order_id,"
+            " decision_minute, status, source) values (%s, %s, %s, 'buy', 1, %s, %s, 'filled', 'strategy')",
+            (strategy, account_id, symbol, f"cid-{symbol}", T - timedelta(minutes=ago)),
+        )
+    result = engine.tick(session, T, only="nft")
+    assert result.orders == 2
+    rows = session.fetchall(
+        "select symbol, outcome, risk_code, signal_payload from strategy_logs order by symbol"
+    )
+    assert [r[:3] for r in rows] == [
+        ("IWM", "ordered", None),
+        ("QQQ", "ordered", None),
+        ("SPY", "blocked", "cool_down"),
+    ]
+    cool = [c for c in rows[2][3]["risk"]["checks"] if c["code"] == "cool_down"]
+    assert cool == [{"code": "cool_down", "observed": 3.0, "limit": 10.0, "passed": False}]
 
 
 class _Refusing(SimulatedBroker):

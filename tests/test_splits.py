@@ -49,6 +49,9 @@ def _held(s: Session) -> tuple[float, float, date]:
 
 def test_a_split_moves_qty_and_entry_price_once_and_keeps_the_value(session: Session) -> None:
     _setup(session)
+    # A split already on record whose ex date is after the minutes ticked (though before today's
+    # wall clock): the minute's positions are as of its own New York date, so it is not in them.
+    session.execute("insert into corporate_actions values ('AAA', %s, 2)", (EX + timedelta(days=7),))
     value_before = CASH + 100 * 50.0  # by hand: 100 shares at the last pre-split close
     for k in range(3):  # three minutes after the split: applied at the first, never again
         result = engine.tick(session, OPEN + timedelta(minutes=5 + k))
