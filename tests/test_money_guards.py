@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from strategy_engine import engine
 from strategy_engine.brokers.base import Broker
@@ -32,6 +33,9 @@ from strategy_engine.store import Session, connect, journal
 from strategy_engine.store import accounts as acct_store
 from strategy_engine.store import strategies as strat_store
 from tests.conftest import seed
+from tests.fake_alpaca import FakeAlpaca
+from tests.test_alpaca_engine import ACCOUNT
+from tests.test_alpaca_engine import deps as alpaca_deps
 from tests.test_exactly_once import SYMS, T, entry_setup
 
 ENTRY_PRICE = 99.5  # the close of the bar at T-1 in entry_setup
@@ -145,13 +149,7 @@ def test_a_sell_on_a_simulated_account_pays_for_a_later_symbols_buy_in_the_same_
     """The simulated broker fills at once, so an exit's proceeds are buying power for the next
     symbol of the same minute (as in the backfill); $50 alone cannot buy one SPY at 99.5."""
     seed(session, config={"symbols": ["DIA", "SPY"]}, cash=50.0)
-    entry_setup(session, ("SPY",), T)
-    session.execute(  # DIA falling: closes 112.5 up to T-25 down to 100.5 at T-1, under their SMA
-        "insert into market_data_1m (symbol, ts, open, high, low, close, volume)"
-        " select 'DIA', %(t)s - make_interval(mins => k), 100, 100, 100, 100 + k * 0.5, 1000"
-        " from generate_series(1, 25) k",
-        {"t": T},
-    )
+    _spy_rising_dia_falling(session)
     found = acct_store.find_account(session, "sim")
     assert found is not None
     acct_store.save_mirror(session, found[0].id, Account(50.0, 50.0, 1_050.0), [Position("DIA", 10.0, 100.0)])
@@ -160,6 +158,40 @@ def test_a_sell_on_a_simulated_account_pays_for_a_later_symbols_buy_in_the_same_
     rows = session.fetchall("select symbol, reason, outcome from strategy_logs order by symbol")
     assert rows == [("DIA", "exit_long", "ordered"), ("SPY", "entry_long", "ordered")]
     assert session.fetchone("select cash::float8 from broker_balances") == (50.0 + 10 * 100.5 - ENTRY_PRICE,)
+
+
+def _spy_rising_dia_falling(s: Session) -> None:
+    """SPY wants to enter long at T (`entry_setup`); DIA's closes fall from 112.5 at T-25 to
+    100.5 at T-1, under their SMA: a DIA long exits."""
+    entry_setup(s, ("SPY",), T)
+    s.execute(
+        "insert into market_data_1m (symbol, ts, open, high, low, close, volume)"
+        " select 'DIA', %(t)s - make_interval(mins => k), 100, 100, 100, 100 + k * 0.5, 1000"
+        " from generate_series(1, 25) k",
+        {"t": T},
+    )
+
+
+def test_a_sell_on_alpaca_does_not_pay_for_a_later_symbols_buy_in_the_same_minute(session: Session) -> None:
+    """The Alpaca twin of the test above: Alpaca gives a sell's proceeds back as buying power only
+    once it fills, so the $50 a cash account shows cannot buy one SPY at 99.5 in the minute the
+    DIA exit is sent: the buy is blocked (`buying_power`), only the sell reaches the broker."""
+    with FakeAlpaca(cash=50, multiplier=1) as fake:
+        fake.positions["DIA"] = (Decimal(10), Decimal(100))
+        fake.prices["DIA"] = Decimal("100.5")
+        assert fake.buying_power() == Decimal(50)  # a cash account: the cash, the long not counted
+        seed(session, account=ACCOUNT, broker="alpaca", config={"symbols": ["DIA", "SPY"]})
+        _spy_rising_dia_falling(session)
+        result = engine.tick(session, T, deps=alpaca_deps(fake))
+        assert result.orders == 1
+        rows = session.fetchall(
+            "select symbol, reason, outcome, risk_code from strategy_logs order by symbol"
+        )
+        assert rows == [
+            ("DIA", "exit_long", "ordered", None),
+            ("SPY", "entry_long", "blocked", "buying_power"),
+        ]
+        assert [(o["symbol"], o["side"], o["qty"]) for o in fake.orders.values()] == [("DIA", "sell", "10")]
 
 
 def test_cool_down_counts_only_orders_the_broker_took(session: Session) -> None:

@@ -62,8 +62,14 @@ def test_no_order_starts_after_the_deadline_and_the_unsent_are_logged_as_such(se
     assert session.fetchone("select count(*) from paper_trades") == (2,)
     assert [(x.outcome, x.orders, x.blocked) for x in r.strategies] == [(StrategyOutcome.DEADLINE, 2, 1)]
     assert r.status == "deadline"
-    got = session.fetchall("select symbol, outcome, risk_code from strategy_logs order by symbol")
-    assert got == [("IWM", "ordered", None), ("QQQ", "ordered", None), ("SPY", "blocked", "deadline")]
+    got = session.fetchall(
+        "select symbol, outcome, risk_code, signal_payload->>'error' from strategy_logs order by symbol"
+    )
+    assert got == [
+        ("IWM", "ordered", None, None),
+        ("QQQ", "ordered", None, None),
+        ("SPY", "blocked", "deadline", "past the invocation's deadline: not sent"),  # what a person reads
+    ]
     assert session.fetchone("select status from engine_runs") == ("deadline",)
     retry = engine.tick(session, T, deps=slow_deps(clock, 0.0))  # what was done stays done
     assert retry.strategies[0].outcome is StrategyOutcome.ALREADY_PROCESSED

@@ -205,7 +205,10 @@ def test_a_deadline_spent_inside_the_strategys_transaction_rolls_it_back_unsent(
     entry_setup(session, SYMS, T)
     clock = Clock(T + timedelta(seconds=1))
     result = engine.tick(session, T, deps=slow_deps(clock, 0.0, on_open=46.0))  # the refresh took 46 s
-    assert [(r.outcome, r.orders) for r in result.strategies] == [(StrategyOutcome.DEADLINE, 0)]
+    why = "past the invocation's 45s deadline"  # TickPolicy's default: what the run's error tells a person
+    assert [(r.outcome, r.orders, r.error) for r in result.strategies] == [(StrategyOutcome.DEADLINE, 0, why)]
+    detail = session.fetchone("select detail from engine_runs")
+    assert detail is not None and [(d["outcome"], d["error"]) for d in detail[0]] == [("deadline", why)]
     assert session.fetchone("select count(*) from paper_trades") == (0,)
     assert session.fetchone("select count(*) from strategy_logs") == (0,)
     assert last_run(session, "nft") is None
