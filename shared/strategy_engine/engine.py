@@ -246,7 +246,7 @@ def _stage(
     inv.check_broker_open(account, deps.alpaca_broker)  # asked with the reads, as the tick began
     view = deps.open_account(s, sending, account, minute, locked())
     day0 = claimed.day
-    reconciled, day = reconciliation.reconcile(s, view, account.id, d.id, day0, sending, minute, pending())
+    reconciled, day = reconciliation.reconcile(s, view, account.id, day0, sending, pending())
     working = execution.working_exposure(s, view, features, minute, reconciled)
     ctx = execution.risk_context(
         minute, claimed, cfg.max_bar_age_seconds, features, view, day, working, last_trades()

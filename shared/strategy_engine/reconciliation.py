@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import datetime
 
 from strategy_engine.account_view import AccountView
 from strategy_engine.core import calendar
@@ -31,10 +30,8 @@ def reconcile(
     s: Session,
     view: AccountView,
     account_id: RowId,
-    strategy_id: RowId,
     day: DayState,
     run: Invocation,
-    minute: datetime,
     pending: Sequence[Pending],
 ) -> tuple[list[Decision], DayState]:
     """Settle the intents minutes left behind (`pending`, read under the claim); returns the
