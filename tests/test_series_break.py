@@ -52,7 +52,7 @@ def test_a_position_through_a_break_is_flagged_then_managed(
     warned = [r for r in caplog.records if r.getMessage() == "series break"]
     # what an operator keys on (docs/operations.md): which strategy holds which symbols blind, when
     assert [(r.levelno, r.fields) for r in warned] == [  # type: ignore[attr-defined]
-        (logging.WARNING, {"strategy": "nft", "symbols": ["AAA"], "minute": f"2025-06-13 14:1{k}:00+00:00"})
+        (logging.WARNING, {"strategy": "nft", "symbols": ["AAA"], "minute": f"2025-06-13T14:1{k}:00+00:00"})
         for k in range(1, 5)
     ]
     held = session.fetchall("select qty::float8 from broker_positions where qty <> 0")

@@ -243,7 +243,7 @@ def _not_sent() -> NotSent:
 def summarise(run_id: uuid.UUID, name: str, minute: datetime, decisions: Sequence[Decision]) -> StrategyRun:
     """`order` events for the decisions with an order, a `series break` warning; the counts."""
     if blind := held_through_break(decisions):  # no exit signal until the window refills
-        event("series break", level=logging.WARNING, strategy=name, symbols=blind, minute=f"{minute}")
+        event("series break", level=logging.WARNING, strategy=name, symbols=blind, minute=minute.isoformat())
     for x in decisions:
         if x.intent is not None:
             event(
