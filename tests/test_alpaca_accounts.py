@@ -17,8 +17,9 @@ from pydantic import SecretStr
 from strategy_engine import engine
 from strategy_engine.brokers.alpaca import AlpacaPaperBroker, BrokerAuthError
 from strategy_engine.brokers.base import Broker
-from strategy_engine.core.errors import InputError
+from strategy_engine.core.errors import AccountConflict, InputError
 from strategy_engine.core.models import BrokerAccount, RunResult, StrategyOutcome
+from strategy_engine.manual_trade import manual_trade
 from strategy_engine.settings import Settings, alpaca_keys, get_settings, is_credential_setting
 from strategy_engine.store import Session
 from tests.conftest import seed
@@ -144,6 +145,30 @@ def test_unset_credentials_fail_their_row_only_and_name_the_settings(
     assert error == "BrokerAuthError: ALPACA_THIRD_API_KEY and ALPACA_THIRD_SECRET_KEY must both be set"
     assert outcomes(result)["a"][0] is StrategyOutcome.PROCESSED
     assert len(first.orders) == 1
+
+
+def test_a_manual_trade_goes_to_the_alpaca_account_of_the_rows_credentials(
+    session: Session, fakes: tuple[FakeAlpaca, FakeAlpaca]
+) -> None:
+    """`strategy-engine trade` on a row with `credentials_ref` trades with that key pair: the order
+    lands in the second Alpaca account, whose number the row records; the default one sees nothing."""
+    first, second = fakes
+    two_strategies(session, (None, "SECOND"))
+    order = manual_trade(session, "alpaca-b", "SPY", "buy", 1, deps=at(T))
+    assert [(o["symbol"], o["client_order_id"]) for o in second.orders.values()] == [
+        ("SPY", order.client_order_id)
+    ]
+    assert first.orders == {}
+    assert recorded(session) == [("alpaca-a", None), ("alpaca-b", "PA3FAKE0002")]
+    # alpaca-a pointed at the same pair: refused by name, before any order
+    session.execute("update broker_accounts set credentials_ref = 'SECOND' where name = 'alpaca-a'")
+    with pytest.raises(AccountConflict) as refused:
+        manual_trade(session, "alpaca-a", "IWM", "buy", 1, deps=at(T))
+    assert str(refused.value) == (
+        "broker account 'alpaca-a' reaches Alpaca account PA3FAKE0002, already used by 'alpaca-b':"
+        " give it its own credentials (credentials_ref); refused"
+    )
+    assert (len(first.orders), len(second.orders)) == (0, 1)
 
 
 def test_credentials_ref_is_a_name_never_a_key(session: Session) -> None:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from strategy_engine import engine
-from strategy_engine.core.errors import AccountConflict
+from strategy_engine.core.errors import AccountConflict, DatabaseUnavailable
 from strategy_engine.core.models import BrokerAccount, OrderIntent, Side
 from strategy_engine.store import Session, connect
 from strategy_engine.store import accounts as acct_store
@@ -149,11 +149,36 @@ def test_open_ahead_connects_before_the_first_write(session: Session) -> None:
         assert backends(session) == 1  # before any write
     finally:
         log.close()
+        log.close()  # closing twice (nested cleanups) is harmless
     for _ in range(200):
         if backends(session) == 0:
             break
         time.sleep(0.05)
     assert backends(session) == 0  # closed with the log
+
+
+def test_a_connection_that_failed_to_open_ahead_is_nobodys_concern_until_it_is_used(
+    session: Session, server_url: str
+) -> None:
+    """The database refuses new connections: the one opened ahead fails, and closing the log
+    (once or twice) says nothing, since no intent needed it. The next write connects again and
+    raises DatabaseUnavailable, the outage's own error."""
+    (name,) = session.fetchone("select current_database()") or ("",)
+    log = IntentLog(session)
+    admin = connect(server_url)
+    admin.execute(f'alter database "{name}" allow_connections false')
+    try:
+        log.open_ahead()
+        log.close()
+        log.close()
+        with pytest.raises(DatabaseUnavailable):
+            log.write(None, 0, "manual", T, [OrderIntent("SPY", Side.BUY, 1.0, 100.0, "se-never-sent")])
+    finally:
+        admin.execute(f'alter database "{name}" allow_connections true')
+        admin.close()
+        log.close()
+    assert backends(session) == 0
+    assert session.fetchone("select count(*) from paper_trades") == (0,)
 
 
 def backends(session: Session) -> int:

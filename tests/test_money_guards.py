@@ -12,11 +12,13 @@ import threading
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import pytest
+
 from strategy_engine import engine
 from strategy_engine.brokers.base import Broker
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core import calendar
-from strategy_engine.core.errors import OrderRejected
+from strategy_engine.core.errors import NotFound, OrderRejected
 from strategy_engine.core.models import (
     Account,
     DayState,
@@ -32,6 +34,7 @@ from strategy_engine.core.models import (
 from strategy_engine.store import Session, connect, journal
 from strategy_engine.store import accounts as acct_store
 from strategy_engine.store import strategies as strat_store
+from strategy_engine.store.intents import IntentLog
 from tests.conftest import seed
 from tests.fake_alpaca import FakeAlpaca
 from tests.test_alpaca_engine import ACCOUNT
@@ -141,6 +144,51 @@ def test_two_strategies_on_one_account_take_turns_and_neither_spend_is_lost(db_u
     with connect(db_url) as s:
         cash = s.fetchone("select cash::float8 from broker_balances where account_id = %s", (account_id,))
     assert cash == (100_000.0 - spent_by_a - 3 * ENTRY_PRICE,)
+
+
+def test_the_account_lock_answers_what_the_holder_committed_when_it_is_granted(db_url: str) -> None:
+    """`lock_account_later` hands a strategy-minute the account as the tables hold it: cash,
+    buying power and equity each in its place, the positions, the stamp `save_mirror` answered,
+    whether intents exist. A session that waited for the lock sees the holder's commit (the
+    balance, the emptied positions, the intent written meanwhile), not the rows from before."""
+    cash, power, equity = 1_000.0, 2_000.0, 3_000.0  # three different figures: none stands for another
+    with connect(db_url) as a:
+        account_id = acct_store.ensure_account(a, "shared", "simulated")
+        held = [Position("SPY", 4.0, 99.5)]
+        first = acct_store.save_mirror(a, account_id, Account(cash, power, equity), held)()
+        stored = a.fetchone("select updated_at from broker_balances where account_id = %s", (account_id,))
+        assert stored == (first,)
+        assert acct_store.lock_account_later(a, account_id)() == acct_store.Locked(
+            Account(cash, power, equity), held, first, False
+        )
+    seen: list[acct_store.Locked] = []
+
+    def wait_for_the_lock() -> None:
+        with connect(db_url, application_name="lock-waiter") as b, b.transaction():
+            seen.append(acct_store.lock_account_later(b, account_id)())
+
+    with connect(db_url) as a, connect(db_url) as watcher:
+        with a.transaction():  # the holder spends 400 of it, sells the SPY and logs an intent
+            assert acct_store.lock_account(a, account_id) == Account(cash, power, equity)
+            waiter = threading.Thread(target=wait_for_the_lock)
+            waiter.start()
+            while waiter.is_alive() and not _waiting_for_a_lock(watcher, "lock-waiter"):
+                waiter.join(0.01)
+            assert waiter.is_alive(), "the second session did not wait for the account"
+            second = acct_store.save_mirror(a, account_id, Account(600.0, 1_600.0, 2_999.0), [])()
+            log = IntentLog(a)
+            try:
+                intent = OrderIntent("DIA", Side.BUY, 1.0, 100.0, "waited-for-1")
+                assert log.write(None, account_id, "manual", T, [intent]) == {"waited-for-1"}
+            finally:
+                log.close()
+        waiter.join(60)
+        assert second != first
+        assert seen == [acct_store.Locked(Account(600.0, 1_600.0, 2_999.0), [], second, True)]
+        gone = acct_store.ensure_account(a, "closed", "simulated")
+        a.execute("delete from broker_accounts where id = %s", (gone,))
+        with pytest.raises(NotFound, match=f"^account {gone} no longer exists$"):
+            acct_store.lock_account_later(a, gone)()
 
 
 def test_a_sell_on_a_simulated_account_pays_for_a_later_symbols_buy_in_the_same_minute(
