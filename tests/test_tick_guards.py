@@ -237,8 +237,11 @@ def test_a_refused_minute_leaves_a_row_of_no_duration_and_a_warning_that_names_i
     seed(session, config={"symbols": list(SYMS)})
     with pytest.raises(MinuteRefused) as refused:
         engine.tick(session, T, deps=engine.Deps(clock=Clock(T - timedelta(seconds=6)), sleep=lambda _: None))
-    row = session.fetchone("select id, status, duration_ms, detail->>'reason', minute from engine_runs")
-    assert row is not None and row[1:] == ("refused", 0.0, str(refused.value), T)
+    row = session.fetchone(
+        "select id, status, duration_ms, detail->>'reason', minute, strategies, decisions, orders, blocked,"
+        " failed from engine_runs"
+    )  # nothing ran: every count is 0
+    assert row is not None and row[1:] == ("refused", 0.0, str(refused.value), T, 0, 0, 0, 0, 0)
     ticks = [r for r in caplog.records if r.getMessage() == "tick"]
     assert [r.levelno for r in ticks] == [logging.WARNING]
     assert ticks[0].fields == {  # type: ignore[attr-defined]
