@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -224,9 +224,12 @@ def test_the_mirror_is_refreshed_before_deciding_and_open_orders_later(
     fake.positions["TSLA"] = (Decimal(2), Decimal("250.5"))
     engine.tick(session, T, deps=deps(fake))
     assert session.fetchone("select cash::float8 from broker_balances") == (54321.5,)
-    assert session.fetchall("select symbol, qty::float8, avg_entry_price::float8 from broker_positions") == [
-        ("TSLA", 2.0, 250.5)
-    ]
+    # As of the minute's New York date (not the wall clock's): a split recorded after it is
+    # applied when the mirror is read for a later date (`acct_store.positions`).
+    mirrored = (
+        "select symbol, qty::float8, avg_entry_price::float8, split_applied_through from broker_positions"
+    )
+    assert session.fetchall(mirrored) == [("TSLA", 2.0, 250.5, date(2025, 6, 13))]
     assert {r[3:6] for r in trades(session)} == {("accepted", 0.0, None)}
 
     fake.fill()

@@ -103,6 +103,12 @@ def test_a_request_line_per_request_and_engine_lines_carry_its_id(
     assert len(orders) == 3 and all(o["request_id"] == rid and o["strategy"] == "nft" for o in orders)
     assert {o["run_id"] for o in orders} == {ok["run_id"]}  # an order's line names its engine_runs row
     assert {o["outcome"] for o in orders} == {"ordered"} and {o["minute"] for o in orders} == {T.isoformat()}
+    with connect(db_url) as s:  # each line says which order it was, as the journal has it
+        journal = s.fetchall(
+            "select symbol, side, qty::float8, client_order_id from paper_trades order by symbol"
+        )
+    assert sorted((o["symbol"], o["side"], o["qty"], o["client_order_id"]) for o in orders) == journal
+    assert [(o["risk_code"], o["error"]) for o in orders] == [(None, None)] * 3
     assert requests[1]["request_id"] != rid
 
 

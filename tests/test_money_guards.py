@@ -336,19 +336,30 @@ def test_the_journal_reads_an_order_back_whole_and_a_void_one_not_at_all(session
 
 
 def test_the_claim_reads_the_days_counters_switch_and_limits_as_committed(session: Session) -> None:
-    """What `claim` hands the risk gate: 2 trades and 199.0 spent as saved, and the limits; a
-    strategy deleted under the invocation has nothing left to claim, so it never trades."""
-    sid = seed(session, limits=Limits(max_daily_trades=3))
+    """What `claim` hands the risk gate: 2 trades and 199.0 spent as saved, and all six limits,
+    each in its own column (distinct values: none may be read from its neighbour's, or dropped);
+    `load_all` (the backfill's and the CLI's limits) reads the same six. A strategy deleted
+    under the invocation has nothing left to claim, so it never trades."""
+    limits = Limits(
+        max_daily_trades=3,
+        max_position_size=7,
+        max_notional_per_trade=450,
+        max_notional_per_day=1200,
+        max_open_positions=2,
+        cool_down_minutes=15,
+    )
+    sid = seed(session, limits=limits)
+    assert [r.limits for r in strat_store.load_all(session)] == [limits]
     day = T.date()
     with session.transaction():
         strat_store.ensure_day_rows(session, [sid], day)
     with session.transaction():
         fresh = strat_store.claim(session, sid, day)
-        assert fresh == strat_store.Claim(DayState(day, 0, 0.0), None, True, Limits(max_daily_trades=3))
+        assert fresh == strat_store.Claim(DayState(day, 0, 0.0), None, True, limits)
         strat_store.save_state(session, sid, DayState(day, 2, 199.0), T, T)
     with session.transaction():
         saved = strat_store.claim(session, sid, day)
-        assert saved == strat_store.Claim(DayState(day, 2, 199.0), T, True, Limits(max_daily_trades=3))
+        assert saved == strat_store.Claim(DayState(day, 2, 199.0), T, True, limits)
     with session.transaction():
         session.execute("delete from public.strategy_limits where strategy_id = %s", (sid,))
         session.execute("delete from public.strategy_definitions where id = %s", (sid,))

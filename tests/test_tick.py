@@ -48,6 +48,11 @@ def test_a_session_trades_and_logs_every_decision(session: Session) -> None:
     _run_session(session, data, 200)
     assert _count(session, "strategy_logs") == 200 * 3
     assert _count(session, "engine_runs") == 200
+    # a tick's rows are the live journal (what `why`, `decisions` and the demo read), each under
+    # its own minute's run, none under a backfill
+    assert session.fetchall(
+        "select run_mode, count(backfill_run_id), count(distinct engine_run_id) from strategy_logs group by 1"
+    ) == [("live", 0, 200)]
     trades = session.fetchall(
         "select client_order_id, symbol, decision_minute, status, filled_avg_price, account_id, source"
         " from paper_trades where strategy_id = %s",

@@ -5,6 +5,7 @@ its timeouts. Clocks are injected: nothing here sleeps for more than a fraction 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +20,7 @@ from strategy_engine.core.models import Account, OrderIntent, Position, Strategy
 from strategy_engine.invocation import MinuteRefused, TickPolicy
 from strategy_engine.store import Session, connect
 from strategy_engine.store import accounts as acct_store
+from strategy_engine.store import strategies as strat_store
 from strategy_engine.store.migrations import migrate
 from tests.conftest import seed
 from tests.fake_alpaca import FakeAlpaca
@@ -69,14 +71,30 @@ def last_run(s: Session, name: str) -> Any:
 # ---- 3. old minutes never reach a broker ---------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("age", "policy", "why"),
+    [
+        (91, {}, "minute is 91s old (MAX_TICK_LAG_SECONDS=90)"),
+        (
+            2,
+            {"max_lag_seconds": 1},
+            "minute is 2s old (MAX_TICK_LAG_SECONDS=1)",
+        ),  # a one-second limit holds too
+    ],
+    ids=["default-limit", "one-second-limit"],
+)
 def test_a_minute_older_than_the_lag_limit_is_late_on_alpaca_and_nothing_is_asked_or_sent(
-    session: Session, fake: FakeAlpaca, caplog: pytest.LogCaptureFixture
+    session: Session,
+    fake: FakeAlpaca,
+    caplog: pytest.LogCaptureFixture,
+    age: float,
+    policy: dict[str, float],
+    why: str,
 ) -> None:
     seed(session, account=ACCOUNT, broker="alpaca", config={"symbols": list(SYMS)})
     entry_setup(session, SYMS, T)
     caplog.set_level(logging.INFO)
-    late = engine.tick(session, T, deps=on_alpaca(fake, Clock(T + timedelta(seconds=91))))
-    why = "minute is 91s old (MAX_TICK_LAG_SECONDS=90)"
+    late = engine.tick(session, T, deps=on_alpaca(fake, Clock(T + timedelta(seconds=age)), **policy))
     assert (late.status, late.strategies[0].outcome, late.strategies[0].error) == (
         "late",
         StrategyOutcome.LATE,
@@ -132,10 +150,12 @@ def test_the_brokers_clock_closed_is_market_closed_asked_once_and_the_disagreeme
         seed(session, name=name, account=ACCOUNT, broker="alpaca", config={"symbols": list(SYMS)})
     entry_setup(session, SYMS, T)
     fake.is_open = False  # an unscheduled closure the installed calendar does not know
+    fake.clock_at = T + timedelta(seconds=1)  # the broker's own time, as /v2/clock tells it
     caplog.set_level(logging.INFO)
     result = engine.tick(session, T, deps=on_alpaca(fake, Clock(T + timedelta(seconds=2))))
     assert result.status == "market_closed"
-    assert [r.outcome for r in result.strategies] == [StrategyOutcome.MARKET_CLOSED] * 2
+    why = "the broker's clock says the market is closed"  # the error a person reads in the run's detail
+    assert [(r.outcome, r.error) for r in result.strategies] == [(StrategyOutcome.MARKET_CLOSED, why)] * 2
     # Asked once; the account's reads were sent ahead with it (read-only), nothing else was sent.
     assert fake.requests == {
         "GET /v2/clock": 1,
@@ -143,13 +163,63 @@ def test_the_brokers_clock_closed_is_market_closed_asked_once_and_the_disagreeme
         "GET /v2/positions": 1,
         "GET /v2/orders": 2,  # the open list and the recent list
     }
-    assert [r.message for r in caplog.records].count("broker clock disagrees with the calendar") == 1
+    # The warning operators read (docs/operations.md, broker-clock disagreement): once, with both sides.
+    said = [r for r in caplog.records if r.getMessage() == "broker clock disagrees with the calendar"]
+    assert [r.levelno for r in said] == [logging.WARNING]
+    fields = dict(said[0].fields)  # type: ignore[attr-defined]
+    assert datetime.fromisoformat(fields.pop("broker_time")) == T + timedelta(seconds=1)  # New York's offset
+    assert fields == {
+        "broker": "alpaca",
+        "minute": T.isoformat(),
+        "broker_open": False,
+        "calendar_open": True,
+    }
 
     fake.is_open = True
     opened = engine.tick(session, T, deps=on_alpaca(fake, Clock(T + timedelta(seconds=3))))
     assert (opened.status, opened.orders) == ("ok", 3)  # b then sees a's position: holds
     assert [r.outcome for r in opened.strategies] == [StrategyOutcome.PROCESSED] * 2
     assert fake.requests["GET /v2/clock"] == 2  # once more for the second invocation, not per strategy
+
+
+def test_the_brokers_clock_is_asked_as_the_tick_starts_not_after_a_strategys_claim(
+    session: Session, fake: FakeAlpaca, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock is sent with the account's reads as the tick begins (docs/architecture.md), so a
+    strategy does not wait for it after its claim: when the claim is made, the request is out."""
+    seed(session, account=ACCOUNT, broker="alpaca", config={"symbols": list(SYMS)})
+    entry_setup(session, SYMS, T)
+    claim, asked = strat_store.claim, []
+
+    def claim_once_asked(s: Session, *args: Any) -> Any:
+        give_up = time.monotonic() + 5.0  # loopback: the request sent ahead arrives in milliseconds
+        while fake.requests["GET /v2/clock"] == 0 and time.monotonic() < give_up:
+            time.sleep(0.01)
+        asked.append(fake.requests["GET /v2/clock"])
+        return claim(s, *args)
+
+    monkeypatch.setattr(strat_store, "claim", claim_once_asked)
+    result = engine.tick(session, T, deps=on_alpaca(fake, Clock(T + timedelta(seconds=2))))
+    assert (result.status, result.orders, asked, fake.requests["GET /v2/clock"]) == ("ok", 3, [1], 1)
+
+
+def test_the_policy_is_read_from_the_settings_each_in_its_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "MAX_TICK_LAG_SECONDS": "91",
+        "TICK_DEADLINE_SECONDS": "44",
+        "DB_LOCK_TIMEOUT_SECONDS": "6",
+        "DB_IDLE_TIMEOUT_SECONDS": "61",
+        "ALPACA_RETRY_BUDGET_SECONDS": "19",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert TickPolicy.from_settings() == TickPolicy(
+        max_lag_seconds=91,
+        deadline_seconds=44,
+        lock_timeout_seconds=6,
+        idle_timeout_seconds=61,
+        broker_budget_seconds=19,
+    )
 
 
 class SlowSimulated(SimulatedBroker):
@@ -200,11 +270,14 @@ def test_past_the_deadline_nothing_new_starts_what_was_done_is_committed_and_the
     assert session.fetchone("select count(*) from paper_trades") == (6,)
 
 
-def test_a_deadline_spent_inside_the_strategys_transaction_rolls_it_back_unsent(session: Session) -> None:
+@pytest.mark.parametrize("spent", [46.0, 45.0], ids=["past", "exactly-at"])  # reaching it is past it
+def test_a_deadline_spent_inside_the_strategys_transaction_rolls_it_back_unsent(
+    session: Session, spent: float
+) -> None:
     seed(session, config={"symbols": list(SYMS)})
     entry_setup(session, SYMS, T)
     clock = Clock(T + timedelta(seconds=1))
-    result = engine.tick(session, T, deps=slow_deps(clock, 0.0, on_open=46.0))  # the refresh took 46 s
+    result = engine.tick(session, T, deps=slow_deps(clock, 0.0, on_open=spent))  # the refresh took `spent` s
     why = "past the invocation's 45s deadline"  # TickPolicy's default: what the run's error tells a person
     assert [(r.outcome, r.orders, r.error) for r in result.strategies] == [(StrategyOutcome.DEADLINE, 0, why)]
     detail = session.fetchone("select detail from engine_runs")
@@ -215,20 +288,29 @@ def test_a_deadline_spent_inside_the_strategys_transaction_rolls_it_back_unsent(
 
 
 def test_a_minute_slightly_ahead_is_waited_for_and_one_too_far_ahead_is_refused_with_a_record(
-    session: Session,
+    session: Session, caplog: pytest.LogCaptureFixture
 ) -> None:
     seed(session, config={"symbols": list(SYMS)})
     entry_setup(session, SYMS, T)
+    caplog.set_level(logging.INFO)
     slept: list[float] = []
     ahead = engine.tick(
         session, T, deps=engine.Deps(clock=Clock(T - timedelta(seconds=3.5)), sleep=slept.append)
     )
     assert (ahead.status, ahead.orders, slept) == ("ok", 3, [3.5])
+    # Exactly CLOCK_SKEW (5 s) ahead is still waited for; on the minute itself nothing waits.
+    edge = engine.tick(
+        session, T, deps=engine.Deps(clock=Clock(T - timedelta(seconds=5)), sleep=slept.append)
+    )
+    on_time = engine.tick(session, T, deps=engine.Deps(clock=Clock(T), sleep=slept.append))
+    assert (edge.status, on_time.status, slept) == ("ok", "ok", [3.5, 5.0])
+    waits = [getattr(r, "fields", None) for r in caplog.records if r.getMessage() == "waiting for the minute"]
+    assert waits == [{"minute": T.isoformat(), "seconds": 3.5}, {"minute": T.isoformat(), "seconds": 5.0}]
     with pytest.raises(MinuteRefused, match=r"6\.0s ahead of the host clock"):
         engine.tick(session, T, deps=engine.Deps(clock=Clock(T - timedelta(seconds=6)), sleep=slept.append))
-    assert slept == [3.5]
+    assert slept == [3.5, 5.0]
     rows = session.fetchall("select status, detail->>'reason' from engine_runs order by started_at")
-    assert [r[0] for r in rows] == ["ok", "refused"] and "6.0s ahead" in rows[1][1]
+    assert [r[0] for r in rows] == ["ok", "ok", "ok", "refused"] and "6.0s ahead" in rows[3][1]
 
 
 def test_a_refused_minute_leaves_a_row_of_no_duration_and_a_warning_that_names_it(
@@ -237,8 +319,11 @@ def test_a_refused_minute_leaves_a_row_of_no_duration_and_a_warning_that_names_i
     seed(session, config={"symbols": list(SYMS)})
     with pytest.raises(MinuteRefused) as refused:
         engine.tick(session, T, deps=engine.Deps(clock=Clock(T - timedelta(seconds=6)), sleep=lambda _: None))
-    row = session.fetchone("select id, status, duration_ms, detail->>'reason', minute from engine_runs")
-    assert row is not None and row[1:] == ("refused", 0.0, str(refused.value), T)
+    row = session.fetchone(
+        "select id, status, duration_ms, detail->>'reason', minute, strategies, decisions, orders, blocked,"
+        " failed from engine_runs"
+    )  # nothing ran: every count is 0
+    assert row is not None and row[1:] == ("refused", 0.0, str(refused.value), T, 0, 0, 0, 0, 0)
     ticks = [r for r in caplog.records if r.getMessage() == "tick"]
     assert [r.levelno for r in ticks] == [logging.WARNING]
     assert ticks[0].fields == {  # type: ignore[attr-defined]

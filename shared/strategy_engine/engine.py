@@ -265,9 +265,7 @@ def _record(s: Session, run_id: uuid.UUID, st: _Staged, *, savepoint: bool = Fal
     with s.transaction() if savepoint else contextlib.nullcontext(s):
         d, account, minute, view = st.p.row.definition, st.p.account, after.minute, st.view
         logged = [*st.logged, *decisions]
-        journal.write_decisions(
-            s, [journal.decision_row(x, d.id, engine_run_id=run_id, backfill_run_id=None) for x in logged]
-        )
+        journal.write_decisions(s, [journal.decision_row(x, d.id, engine_run_id=run_id) for x in logged])
         traded = any(x.outcome is Outcome.ORDERED for x in decisions)
         with s.pipeline():  # the minute's writes, one round trip
             journal.record_orders(s, d.id, account.id, "strategy", minute, journal_orders(decisions))

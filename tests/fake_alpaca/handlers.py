@@ -135,7 +135,8 @@ def position(book: Book, symbol: str) -> Json:
 
 
 def clock(book: Book) -> Json:
-    now = datetime.now(NY)  # next_open/next_close are placeholders: the engine reads only the first two
+    # next_open/next_close are placeholders: the engine reads only the first two
+    now = datetime.now(NY) if book.clock_at is None else book.clock_at.astimezone(NY)
     return {
         "timestamp": now.isoformat(),
         "is_open": book.is_open,

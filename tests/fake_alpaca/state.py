@@ -83,6 +83,7 @@ class Book:
         self.order_times: list[float] = []  # time.perf_counter() when each order was accepted
         self.account_number = "PA3FAKE0001"
         self.is_open = True
+        self.clock_at: datetime | None = None  # the time /v2/clock answers; None: the wall clock
         self.ticks = 0
         self.cancel_after = 1  # ticks a DELETE spends in pending_cancel
         self._due: dict[str, int] = {}  # order id -> tick at which its next scheduled step runs

@@ -214,12 +214,13 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class StrategyDef:
+    """A strategy_definitions row; its account is `StrategyRow.account` (joined), not an id here."""
+
     id: RowId
     name: str
     strategy_type: str
     is_active: bool
     config: dict[str, Any]
-    account_id: RowId | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,13 +34,13 @@ LOG_COLUMNS = (
 )
 
 
-def decision_row(
-    d: Decision, strategy_id: RowId, *, engine_run_id: UUID | None, backfill_run_id: UUID | None
-) -> tuple[Any, ...]:
+def decision_row(d: Decision, strategy_id: RowId, *, engine_run_id: UUID) -> tuple[Any, ...]:
+    """A tick's decision as a `strategy_logs` row in `LOG_COLUMNS` order (run_mode 'live'; the
+    backfill writes its own rows as COPY text: `backtest.rows`)."""
     return (
         engine_run_id,
-        backfill_run_id,
-        "backfill" if backfill_run_id else "live",
+        None,
+        "live",
         strategy_id,
         d.minute,
         d.signal.symbol,
@@ -54,10 +54,10 @@ def decision_row(
     )
 
 
-def write_decisions(s: Session, rows: Sequence[tuple[Any, ...]]) -> int:
-    if not rows:
-        return 0
-    return s.copy_in("strategy_logs", LOG_COLUMNS, rows)
+def write_decisions(s: Session, rows: Sequence[tuple[Any, ...]]) -> None:
+    """`decision_row`s into `strategy_logs`, one COPY (no statement when there are none)."""
+    if rows:
+        s.copy_in("strategy_logs", LOG_COLUMNS, rows)
 
 
 def record_orders(

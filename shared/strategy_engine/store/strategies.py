@@ -15,7 +15,7 @@ from strategy_engine.core.strategies.base import check_text
 from strategy_engine.store.session import Session, exact, row_id
 
 _DEF_COLS = """
-  d.id, d.name, d.strategy_type, d.is_active, d.config, d.account_id,
+  d.id, d.name, d.strategy_type, d.is_active, d.config,
   a.id, a.name, a.broker, coalesce(a.is_paper, true),
   l.max_daily_trades, l.max_position_size, l.max_notional_per_trade, l.max_notional_per_day,
   l.max_open_positions, l.cool_down_minutes, a.credentials_ref
@@ -48,9 +48,9 @@ def _limits(r: Sequence[Any]) -> Limits:
 
 
 def _row(r: tuple[Any, ...]) -> StrategyRow:
-    d = StrategyDef(row_id(r[0]), r[1], r[2], r[3], r[4] or {}, None if r[5] is None else row_id(r[5]))
-    acct = None if r[6] is None else BrokerAccount(row_id(r[6]), r[7], r[8], r[16])
-    return StrategyRow(d, acct, bool(r[9]), _limits(r[10:16]))
+    d = StrategyDef(row_id(r[0]), r[1], r[2], r[3], r[4] or {})
+    acct = None if r[5] is None else BrokerAccount(row_id(r[5]), r[6], r[7], r[15])
+    return StrategyRow(d, acct, bool(r[8]), _limits(r[9:15]))
 
 
 def load_all(s: Session, name: str | None = None) -> list[StrategyRow]:
