@@ -158,7 +158,7 @@ def _place(
             intent.client_order_id, "", intent.symbol, intent.side, intent.qty, "rejected", 0.0, None
         )
         journal.record_orders(s, None, account.id, "manual", minute, [(rejected, str(exc))])
-        who = "refused by Alpaca" if exc.code is not None else "refused before sending"
+        who = "refused by Alpaca" if exc.reached_broker else "refused before sending"
         return rejected, True, f"{who}: {exc.message}"
     journal.record_orders(s, None, account.id, "manual", minute, [(order, None)])
     if not view.broker.authoritative:

@@ -77,10 +77,17 @@ class OrderRejected(EngineError):
     already taken)."""
 
     def __init__(self, code: str | int | None, message: str) -> None:
-        said = f"broker rejected the order ({code})" if code is not None else "order refused before sending"
-        super().__init__(f"{said}: {message}")
         self.code = code
         self.message = message
+        said = "order refused before sending"
+        if self.reached_broker:
+            said = f"broker rejected the order ({code})"
+        super().__init__(f"{said}: {message}")
+
+    @property
+    def reached_broker(self) -> bool:
+        """False when the refusal is ours, before anything was sent (no status)."""
+        return self.code is not None
 
 
 class NotSent(EngineError):
