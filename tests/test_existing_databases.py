@@ -15,10 +15,15 @@ import pytest
 
 from strategy_engine import engine
 from strategy_engine.backtest import backfill, synthetic
+from strategy_engine.cli import views
 from strategy_engine.core.errors import MigrationRefused
+from strategy_engine.core.models import Account, Limits, Position, StrategyOutcome
+from strategy_engine.seed import save_strategy
 from strategy_engine.store import Session, connect, market
+from strategy_engine.store import accounts as acct_store
 from strategy_engine.store.migrations import applied_versions, default_dir, discover, migrate
 from tests.conftest import DAY, REPO, load_market, seed
+from tests.test_exactly_once import T, entry_setup
 
 ALL = [m.version for m in discover(default_dir())]
 SYMS = ("IWM", "QQQ", "SPY")
@@ -204,6 +209,63 @@ def test_existing_database_keeps_everything_then_trades_and_backfills_like_a_new
     assert got[0], "the generated session makes the strategy trade"
     assert all(o[-1] is True for o in got[0])  # each order is booked on the strategy's account
     assert got == want
+
+
+# The `partial` shape with a position table of its own: one row without a symbol. After the
+# migrations, `old`'s balance row has cash 750 and NULL buying power and equity (columns added
+# now), and the unnamed row a NULL symbol.
+LEGACY_POSITIONS = """
+create table public.broker_positions (
+  account_id integer references public.broker_accounts (id), symbol text, qty numeric,
+  avg_entry_price numeric);
+insert into public.broker_positions values (1, 'SPY', 10, 500), (1, null, 3, 100);
+"""
+
+
+def test_a_legacy_balance_without_buying_power_trades_as_the_cash_account_it_is(empty_db_url: str) -> None:
+    """A balance row with cash and no buying power or equity reads as the cash account the
+    simulated broker keeps (buying power = cash, equity = cash + positions at entry price), and a
+    position without a symbol is left out by every reader and left in place (store/accounts.py,
+    `_balance`, `_HELD`; docs/operations.md). Before: Account(750, None, None), whose minute
+    failed with a TypeError, and `status` failed sorting a None symbol among the named ones."""
+    with connect(empty_db_url) as s:
+        s.execute(PARTIAL + LEGACY_POSITIONS)
+        assert migrate(s) == ALL
+        assert s.fetchall("select account_id, cash::float8, buying_power, equity from broker_balances") == [
+            (1, 750.0, None, None)
+        ]
+        doc = views.collect(s, T)  # status shows the row as it is, and the named position alone
+        assert [
+            (a["account"], a["cash"], a["buying_power"], a["broker_equity"]) for a in doc["accounts"]
+        ] == [("old", 750.0, None, None)]
+        assert [(p["account"], p["symbol"], p["qty"]) for p in doc["positions"]] == [("old", "SPY", 10.0)]
+        with s.transaction():
+            locked = acct_store.lock_account_later(s, 1)()
+        assert locked.balance == Account(750.0, 750.0, 750.0 + 10 * 500.0)
+        assert locked.positions == [Position("SPY", 10.0, 500.0)]
+        save_strategy(
+            s, "nft", "naive_flow_trend", {"symbols": ["IWM"], "order_qty": 5}, account="old",
+            is_active=True, limits=Limits(),
+        )  # fmt: skip
+        entry_setup(s, ("IWM",), T)  # IWM closes at 100 - 0.5 k at T - k minutes: 99.5 at T-1
+        result = engine.tick(s, T)
+        assert [(r.strategy, r.outcome, r.orders) for r in result.strategies] == [
+            ("nft", StrategyOutcome.PROCESSED, 1)
+        ]
+        assert s.fetchall("select symbol, side, qty::float8, filled_avg_price::float8 from paper_trades") == [
+            ("IWM", "buy", 5.0, 99.5)
+        ]
+        payload = s.fetchone("select signal_payload from strategy_logs where outcome = 'ordered'")
+        assert payload is not None
+        power = [c for c in payload[0]["risk"]["checks"] if c["code"] == "buying_power"]
+        assert power == [{"code": "buying_power", "observed": 5 * 99.5, "limit": 750.0, "passed": True}]
+        cash = 750.0 - 5 * 99.5
+        assert s.fetchall(
+            "select cash::float8, buying_power::float8, equity::float8 from broker_balances"
+        ) == [(cash, cash, cash + 10 * 500.0 + 5 * 99.5)]
+        assert s.fetchall(
+            "select symbol, qty::float8, avg_entry_price::float8 from broker_positions order by symbol"
+        ) == [("IWM", 5.0, 99.5), ("SPY", 10.0, 500.0), (None, 3.0, 100.0)]
 
 
 # ---- refusals: one line, exit 2, nothing changed ----------------------------------------------

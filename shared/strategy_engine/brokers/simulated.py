@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from strategy_engine.core import calendar
+from strategy_engine.core.cash_account import cash_account
 from strategy_engine.core.errors import OrderRejected
 from strategy_engine.core.models import Account, Order, OrderIntent, Position, Side
 from strategy_engine.core.strategies.base import qty_problem
@@ -43,8 +44,7 @@ class SimulatedBroker:
         self.now = now
 
     def account(self) -> Account:
-        equity = self.cash + sum(p.qty * p.avg_entry_price for p in self._positions.values())
-        return Account(cash=self.cash, buying_power=max(self.cash, 0.0), equity=equity)
+        return cash_account(self.cash, self._positions.values())
 
     def mark_to_market(self, prices: dict[str, float]) -> float:
         """Equity at the given prices (positions without a price at their entry price)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 
+from strategy_engine.core.cash_account import cash_account
 from strategy_engine.core.data_quality import split_position
 from strategy_engine.core.errors import AccountConflict, NotFound
 from strategy_engine.core.models import Account, BrokerAccount, Position, RowId
@@ -85,6 +86,14 @@ def _conflict(account: BrokerAccount, reached: str, other: str) -> AccountConfli
     )
 
 
+# A position row the engine can read: a symbol and a quantity. The engine's own rows always have
+# both; a table from an older shape may not (the migrations add `symbol` and `qty` as nullable
+# columns to keep its rows). A row without a symbol names nothing that can be priced, traded or
+# mirrored, so every reader leaves it out, as it leaves out a null quantity (`qty <> 0` is not
+# true then); it is left in place (no writer deletes it), for its owner to name or delete
+# (docs/operations.md, "What the migrations change").
+_HELD = "p.symbol is not null and p.qty <> 0"
+
 # The New York date of now: what "as of" means for a caller that does not name a minute.
 _TODAY_NY = "(now() at time zone 'America/New_York')::date"
 
@@ -97,7 +106,7 @@ _POSITIONS = f"""
      where a.symbol = p.symbol and a.ex_date > p.split_applied_through
        and a.ex_date <= coalesce(%(as_of)s::date, {_TODAY_NY})) as ratios
   from public.broker_positions p
-  where p.account_id = %(id)s and p.qty <> 0
+  where p.account_id = %(id)s and {_HELD}
 """
 
 
@@ -165,11 +174,34 @@ def lock_account_later(s: Session, account_id: RowId, as_of: date | None = None)
             raise NotFound(f"account {account_id} no longer exists")
         rows = read.fetchall()
         first = rows[0]  # the (select 1) row is always there
-        balance = None if first[0] is None else Account(first[0], first[1], first[2])
         held = [_split(*r[5:]) for r in rows if r[5] is not None]
+        balance = None if first[0] is None else _balance(first[0], first[1], first[2], held)
         return Locked(balance, held, first[3], bool(first[4]))
 
     return answer
+
+
+def _balance(cash: float, power: float | None, equity: float | None, held: Sequence[Position]) -> Account:
+    """The balance row read as an `Account`: its own figures, and for a figure it lacks, the cash
+    account's (`cash_account`: buying power max(cash, 0), equity cash + held at entry prices).
+
+    Only a table from an older shape lacks them (the migrations add `buying_power` and `equity`
+    as nullable columns to keep its rows; `save_mirror` always writes all three). Why this
+    reading: for a simulated account the tables are the truth and its broker derives both from
+    the cash and positions this very way, so the row reads as the figures the account's first
+    mirror will write; an Alpaca account's balance is never decided on from here (the broker is
+    read under the lock and the mirror replaced first). Read as no balance instead, the
+    simulated account would trade from $0 and its cash be overwritten with 0; refused, an account
+    whose every figure is known would stop. (Left None, a figure broke the type: a TypeError at
+    the first subtraction, in `execution.risk_context`.)"""
+    if power is not None and equity is not None:
+        return Account(cash, power, equity)
+    derived = cash_account(cash, held)
+    return Account(
+        cash,
+        derived.buying_power if power is None else power,
+        derived.equity if equity is None else equity,
+    )
 
 
 def stamps(s: Session, account_ids: Sequence[RowId]) -> dict[RowId, datetime]:
@@ -241,7 +273,8 @@ def save_mirror(
 
 
 def overview(s: Session) -> list[tuple[Any, ...]]:
-    """(account, broker, cash, buying_power, equity, updated_at) for status."""
+    """(account, broker, cash, buying_power, equity, updated_at) for status, as the rows hold them:
+    None where an account has no balance row, or a row from an older shape lacks a figure."""
     return s.fetchall(
         """
         select a.name, a.broker, b.cash::float8, b.buying_power::float8, b.equity::float8, b.updated_at
@@ -252,10 +285,12 @@ def overview(s: Session) -> list[tuple[Any, ...]]:
 
 
 def all_positions(s: Session) -> list[tuple[Any, ...]]:
+    """(account, symbol, qty, avg_entry_price) of every readable position (`_HELD`), for status;
+    avg_entry_price may be None (a table from an older shape)."""
     return s.fetchall(
-        """
+        f"""
         select a.name, p.symbol, p.qty::float8, p.avg_entry_price::float8
         from public.broker_positions p join public.broker_accounts a on a.id = p.account_id
-        where p.qty <> 0 order by a.name, p.symbol
+        where {_HELD} order by a.name, p.symbol
         """
     )
