@@ -7,6 +7,7 @@ elsewhere makes the account busy once, not once per strategy.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -233,7 +234,7 @@ def test_a_database_error_in_one_strategys_minute_rolls_back_its_savepoint_alone
 
 
 def test_a_live_endpoint_refuses_the_whole_tick_from_inside_a_batch(
-    session: Session, fake: FakeAlpaca
+    session: Session, fake: FakeAlpaca, caplog: pytest.LogCaptureFixture
 ) -> None:
     three_on_one_account(session)
 
@@ -241,10 +242,15 @@ def test_a_live_endpoint_refuses_the_whole_tick_from_inside_a_batch(
         raise LiveTradingRefused("ALPACA_BASE_URL is not Alpaca's paper endpoint: refused")
 
     with pytest.raises(LiveTradingRefused):
-        engine.tick(session, T, deps=replace(deps(fake), alpaca_broker=live))
+        engine.tick(session, T, trigger="scheduler", deps=replace(deps(fake), alpaca_broker=live))
     assert fake.requests == {}
     assert session.fetchone("select count(*) from strategy_logs") == (0,)
-    assert session.fetchone("select status from engine_runs") == ("failed",)
+    assert session.fetchone("select status, trigger from engine_runs") == ("failed", "scheduler")
+    # the run's `tick` line, the one the alerts read, says so at ERROR, naming its trigger
+    ticks = [r for r in caplog.records if r.getMessage() == "tick"]
+    assert [(r.levelno, r.fields["outcome"], r.fields["trigger"]) for r in ticks] == [  # type: ignore[attr-defined]
+        (logging.ERROR, "failed", "scheduler")
+    ]
 
 
 def test_a_refusal_raised_after_an_earlier_strategy_sent_waits_for_its_orders_before_the_tick_ends(

@@ -7,6 +7,7 @@ broker and one row per order in `paper_trades`.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from strategy_engine import engine, manual_trade
+from strategy_engine import engine, logs, manual_trade
 from strategy_engine.brokers.alpaca import AlpacaPaperBroker
 from strategy_engine.core.errors import InputError, LiveTradingRefused
 from strategy_engine.core.models import StrategyOutcome
@@ -194,8 +195,9 @@ def test_429_then_success_places_one_order_per_signal(session: Session, fake: Fa
 
 
 def test_a_rejected_order_is_logged_with_the_brokers_words_and_the_others_go_on(
-    session: Session, fake: FakeAlpaca
+    session: Session, fake: FakeAlpaca, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger=logs.LOGGER.name)
     setup(session)
     fake.prices["IWM"] = Decimal(10**9)  # Alpaca values it above the account's buying power
     result = engine.tick(session, T, deps=deps(fake))
@@ -207,6 +209,13 @@ def test_a_rejected_order_is_logged_with_the_brokers_words_and_the_others_go_on(
     assert logged is not None
     assert logged[0] == "failed"
     assert "(40310000): insufficient buying power" in logged[1]
+    # each `order` line says what became of its order, the refusal in the journal's words
+    lines = [r.fields for r in caplog.records if r.getMessage() == "order"]  # type: ignore[attr-defined]
+    assert sorted((x["symbol"], x["outcome"], x["risk_code"], x["error"]) for x in lines) == [
+        ("IWM", "failed", None, logged[1]),
+        ("QQQ", "ordered", None, None),
+        ("SPY", "ordered", None, None),
+    ]
     assert [(r[0], r[3]) for r in trades(session)] == [  # Alpaca answers a POST before it fills
         ("IWM", "rejected"),
         ("QQQ", "accepted"),

@@ -32,10 +32,17 @@ def _run_session(s: Session, data: synthetic.MarketData, n: int) -> None:
         engine.tick(s, t)
 
 
-def test_market_closed_is_recorded_once_without_decisions(session: Session) -> None:
+def test_market_closed_is_recorded_once_without_decisions(
+    session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=logs.LOGGER.name)
     seed(session)
-    result = engine.tick(session, SAT)
-    assert result.status == "market_closed"
+    result = engine.tick(session, SAT, trigger="scheduler")
+    assert (result.status, result.trigger) == ("market_closed", "scheduler")
+    ticks = [r.fields for r in caplog.records if r.getMessage() == "tick"]  # type: ignore[attr-defined]
+    assert [(x["outcome"], x["trigger"], x["run_id"]) for x in ticks] == [
+        ("market_closed", "scheduler", str(result.run_id))
+    ]
     assert result.strategies == ()
     assert session.fetchall("select status, strategies from engine_runs") == [("market_closed", 0)]
     assert _count(session, "strategy_logs") == 0
@@ -114,7 +121,10 @@ def test_inactive_strategy_decides_and_logs_but_every_order_is_blocked(session: 
     assert codes == [("strategy_inactive",)]
 
 
-def test_stale_data_blocks_orders_after_a_feed_outage(session: Session) -> None:
+def test_stale_data_blocks_orders_after_a_feed_outage(
+    session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=logs.LOGGER.name)
     seed(session, config={"symbols": list(SYMS), "min_flow_premium": 20_000})
     data = load_market(session, synthetic.MarketSpec(SYMS, DAY, DAY, seed=11))
     t = data.minutes[200]
@@ -127,6 +137,11 @@ def test_stale_data_blocks_orders_after_a_feed_outage(session: Session) -> None:
     engine.tick(session, t)
     rows = session.fetchall("select symbol, reason, risk_code from strategy_logs where outcome = 'blocked'")
     assert rows and all(code == "stale_data" for _, _, code in rows)
+    # each blocked order's `order` line carries the check that stopped it, as its row does
+    lines = [r.fields for r in caplog.records if r.getMessage() == "order"]  # type: ignore[attr-defined]
+    assert sorted((x["symbol"], x["outcome"], x["risk_code"], x["error"]) for x in lines) == sorted(
+        (symbol, "blocked", "stale_data", None) for symbol, _, _ in rows
+    )
 
 
 def _statements_per_tick(s: Session, name: str, n_symbols: int, min_premium: float) -> tuple[int, int]:
