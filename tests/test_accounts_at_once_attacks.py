@@ -27,8 +27,9 @@ from typing import Any
 import pytest
 
 from strategy_engine import engine
+from strategy_engine.brokers.base import Broker
 from strategy_engine.core.errors import DatabaseUnavailable
-from strategy_engine.core.models import Limits, RunResult, StrategyOutcome
+from strategy_engine.core.models import Account, BrokerAccount, Limits, RunResult, StrategyOutcome
 from strategy_engine.invocation import TickPolicy
 from strategy_engine.settings import get_settings
 from strategy_engine.store import Session, connect
@@ -730,3 +731,55 @@ def test_at_most_ten_alpaca_accounts_are_processed_at_once(session: Session, alp
     result = engine.tick(session, T, deps=_wrapping(at(T), post))
     assert [(r.outcome, r.orders) for r in result.strategies] == [(P, 1)] * 12
     assert (most[0], arrived[0]) == (10, 12)
+
+
+class _HeldReads:
+    """The real Alpaca broker, its account read and clock held until `parties` of them (over
+    every account) are being asked at once; later ones pass straight through."""
+
+    def __init__(self, inner: Broker, gate: threading.Barrier, seen: list[str], lock: threading.Lock) -> None:
+        self._inner, self._gate, self._seen, self._lock = inner, gate, seen, lock
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def _held(self, what: str) -> None:
+        with self._lock:
+            self._seen.append(what)
+            first = len(self._seen) <= self._gate.parties
+        if first:
+            self._gate.wait()
+
+    def account(self) -> Account:
+        self._held("account")
+        return self._inner.account()
+
+    def clock(self) -> tuple[datetime, bool]:
+        self._held("clock")
+        return self._inner.clock()
+
+
+def test_fifteen_alpaca_accounts_reads_and_the_clock_are_all_sent_ahead_at_once(
+    session: Session, alpaca: Accounts
+) -> None:
+    """`engine.MAX_AHEAD` (16 threads): one per Alpaca account and one for the broker clock.
+    Fifteen accounts: each account read and the clock, sent ahead as the tick starts, is held
+    until all sixteen are being asked at once. With fewer threads the reads of the last accounts
+    would wait for the first ones to end, later in the minute (here the barrier breaks and the
+    held reads fail)."""
+    books = [[(f"s{k:02d}", f"X{k:02d}")] for k in range(15)]
+    fakes = alpaca.make(15)
+    layout(session, books)
+    gate, lock = threading.Barrier(16, timeout=10), threading.Lock()
+    seen: list[str] = []
+    base = at(T)
+
+    def make(account: BrokerAccount) -> Broker:
+        return _HeldReads(base.alpaca_broker(account), gate, seen, lock)  # type: ignore[return-value]
+
+    result = engine.tick(session, T, deps=replace(base, alpaca_broker=make))
+    assert [(r.outcome, r.orders) for r in result.strategies] == [(P, 1)] * 15
+    assert not gate.broken
+    assert sorted(seen[:16]) == ["account"] * 15 + ["clock"]
+    # every account read once: the reads sent ahead were the ones used
+    assert [f.requests["GET /v2/account"] for f in fakes] == [1] * 15
