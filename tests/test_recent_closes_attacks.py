@@ -493,6 +493,28 @@ def test_the_ticks_features_equal_the_backfills_at_every_minute(
             assert have == want, (sym, t)
 
 
+def test_the_ticks_closes_are_the_backfills_bit_for_bit_whatever_extra_float_digits(session: Session) -> None:
+    """A database (or role) may set `extra_float_digits = 0`: float8 then prints 15 significant
+    digits, so a close read as text is rounded. Split-adjusted vendor closes have 17 (135.58 / 3
+    is 45.193333333333335). The tick reads its closes in binary, as the backfill does
+    (float8send): the same doubles, the ones the numerics convert to."""
+    texts = ["45.193333333333335", "45.19666666666667", "0.30000000000000004"]
+    rows: list[Row] = []
+    for k, c in enumerate(texts):
+        rows.append(("SPY", (T0 + timedelta(minutes=k)).isoformat(), dict.fromkeys(COLUMNS, c)))
+    insert_rows(session, rows, "numeric")
+    session.execute("set extra_float_digits = 0")
+    want = [float(c) for c in texts]  # correctly rounded, as PostgreSQL's numeric -> float8
+    # The setting bites: each close printed as text reads back as another double.
+    printed = session.fetchall("select c::numeric::float8::text from unnest(%s::text[]) c", (texts,))
+    assert [float(r[0]) for r in printed] == [45.1933333333333, 45.1966666666667, 0.3]
+    t = T0 + timedelta(minutes=len(texts))
+    got = market.recent_closes(session, ["SPY"], t, 5)["SPY"]
+    assert (got.closes, got.ignored, got.last) == (want, 0, T0 + timedelta(minutes=2))
+    arrays = market_arrays.load(session, ("SPY",), T0, t, 5, 15)
+    assert arrays.bar_close[0].tolist() == want
+
+
 # ---- the manual order's price ------------------------------------------------------------------
 
 MANUAL_AT = datetime(2025, 6, 13, 17, 0, tzinfo=UTC)

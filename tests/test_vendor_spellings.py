@@ -54,6 +54,8 @@ def test_sql_and_python_agree_on_every_blank_on_either_side(session: Session) ->
         ("as\u212a", "unknown", None),  # a Kelvin sign is not a 'k' (Python's lower() says it is)
         ("above  ask", "unknown", None),
         ("\u200bbuy", "unknown", None),  # a zero-width space is no blank to either side
+        ("Xbuy", "unknown", None),  # only blanks are trimmed: a letter at either end stays
+        ("CX", "unknown", None),
     ],
 )
 def test_spellings(session: Session, raw: str, side: str, kind: str | None) -> None:
@@ -85,6 +87,8 @@ def test_every_key_is_already_canonical_so_the_sql_fast_path_matches_the_fold(
         ("weekly", "buy", 0),
         ("put", "\u3000sell", 1),
         ("c", "dark", 1),
+        ("CX", "BUY", 0),  # no call: only blanks are trimmed, never a letter
+        ("Put", "SELLX", -1),  # an unknown side: a put's side is unknown, bearish
     ],
 )
 def test_the_flow_sums_follow_the_directions_table_for_any_spelling(
