@@ -1,18 +1,22 @@
-"""Reports to Supabase Storage through the real `supabase` client, against our loopback Storage server."""
+"""Reports to Supabase Storage through the real `supabase` client, against our loopback Storage
+server; and the store's plain COPY OUT of a range (`store.backfill.copy_out_range`, the benchmark's
+I/O floor)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from strategy_engine.backtest import backfill, synthetic, upload
-from strategy_engine.core.errors import Unavailable
+from strategy_engine.core.errors import DatabaseUnavailable, Unavailable
 from strategy_engine.settings import Settings
-from strategy_engine.store import Session
+from strategy_engine.store import Session, connect, market
+from strategy_engine.store.backfill import copy_out_range
 from tests.conftest import DAY, load_market, seed
 from tests.fake_supabase_storage import FakeSupabaseStorage
 
@@ -125,3 +129,87 @@ def test_report_cannot_be_written_then_noted_and_run_kept(session: Session, tmp_
         doc["report_error"].startswith("report not written:")
         and summary["report_error"] == doc["report_error"]
     )
+
+
+# ---- copy_out_range: what the plain COPY OUT (binary) of a range reads ----------------------------
+
+T0 = datetime(2025, 6, 13, 13, 30, tzinfo=UTC)
+MIN = timedelta(minutes=1)
+HEADER, TRAILER = 19, 2  # signature (11) + flags (4) + header extension length (4); a -1 field count
+
+
+def _row(*sizes: int | None) -> int:
+    """One tuple of PostgreSQL's binary COPY: a 2-byte field count, then per field a 4-byte
+    length and its bytes (none for NULL)."""
+    return 2 + sum(4 + (n or 0) for n in sizes)
+
+
+def _bar(symbol: str) -> int:  # symbol (text), ts (timestamptz: 8), close (float8: 8)
+    return _row(len(symbol.encode()), 8, 8)
+
+
+def _flow(underlying: str, *, priced: bool = True) -> int:  # underlying, ts, cents (int8), dir (int4)
+    return _row(len(underlying.encode()), 8, 8 if priced else None, 4)
+
+
+def _store_range(s: Session) -> None:
+    nan = float("nan")
+    market.insert_bars(s, [
+        ("SPY", T0 - MIN, None, None, None, 100, 1),  # before start
+        ("SPY", T0, None, None, None, 100, 1),
+        ("SPY", T0 + MIN, 101, 102, 100, 101, 1),
+        ("SPY", T0 + 2 * MIN, None, None, None, nan, 1),  # the bad bars: NaN, zero, too high,
+        ("SPY", T0 + 3 * MIN, None, None, None, 0, 1),
+        ("SPY", T0 + 4 * MIN, None, None, None, 2e9, 1),
+        ("SPY", T0 + 5 * MIN, None, None, None, 102, 1),  # at end (exclusive)
+        ("BRK.B", T0 + MIN, 450, 451, -1, 450, 1),  # a negative low,
+        ("BRK.B", T0 + 2 * MIN, None, None, None, 451, 1),
+        ("BRK.B", T0 + 4 * MIN, None, None, None, -3, 1),  # a negative close
+        ("IWM", T0 + MIN, None, None, None, 200, 1),  # not asked for
+    ])  # fmt: skip
+    market.insert_flow(s, [
+        (T0 - 20 * MIN, "SPY", "call", "buy", 1, 1, 30_000),  # before flow_start
+        (T0 - 15 * MIN, "SPY", "call", "buy", 1, 1, 30_000),  # at flow_start
+        (T0 + MIN, "SPY", "C", " Above-Ask ", 10, 2.5, None),  # vendor spellings, size x price
+        (T0 + 5 * MIN, "SPY", "call", "buy", 1, 1, 30_000),  # at end (exclusive)
+        (T0 + 2 * MIN, "BRK.B", "put", "sell", -5, 1, None),  # ignored: cents NULL
+        (T0 + 3 * MIN, "BRK.B", "weird", "buy", 1, 1, 1_000),  # unknown type: dir 0, cents kept
+        (T0, "IWM", "call", "buy", 1, 1, 30_000),  # not asked for
+    ])  # fmt: skip
+
+
+def test_copy_out_range_reads_the_good_bars_and_the_flow_of_the_range_in_two_statements(
+    session: Session,
+) -> None:
+    _store_range(session)
+
+    def copied(symbols: list[str], start: datetime, end: datetime, flow_start: datetime) -> int:
+        before = session.statements
+        got = copy_out_range(session, symbols, start, end, flow_start)
+        assert session.statements - before == 2
+        return got
+
+    two = ["SPY", "BRK.B"]
+    bars = 2 * _bar("SPY") + _bar("BRK.B")
+    flow = 2 * _flow("SPY") + _flow("BRK.B", priced=False) + _flow("BRK.B")
+    full = copied(two, T0, T0 + 5 * MIN, T0 - 15 * MIN)
+    assert full == 2 * (HEADER + TRAILER) + bars + flow == 303
+    # which rows: each bound moved by a minute adds or drops exactly the rows at that bound
+    assert copied(two, T0 + MIN, T0 + 5 * MIN, T0 - 15 * MIN) == full - _bar("SPY")
+    assert copied(two, T0, T0 + 5 * MIN, T0 - 14 * MIN) == full - _flow("SPY")
+    assert copied(two, T0, T0 + 6 * MIN, T0 - 15 * MIN) == full + _bar("SPY") + _flow("SPY")
+    assert copied(["BRK.B"], T0, T0 + 5 * MIN, T0 - 15 * MIN) == (
+        2 * (HEADER + TRAILER) + _bar("BRK.B") + _flow("BRK.B", priced=False) + _flow("BRK.B")
+    )
+    assert copied(["XLF"], T0, T0 + 5 * MIN, T0 - 15 * MIN) == 2 * (HEADER + TRAILER)
+
+
+def test_copy_out_range_when_the_connection_is_gone_then_unavailable_with_the_drivers_words(
+    session: Session, db_url: str
+) -> None:
+    with connect(db_url) as other:
+        other.execute("select pg_terminate_backend(%s)", (session.conn.info.backend_pid,))
+    with pytest.raises(DatabaseUnavailable) as exc:
+        copy_out_range(session, ["SPY"], T0, T0 + MIN, T0)
+    assert str(exc.value) == "database unavailable"
+    assert exc.value.detail is not None and "connection" in exc.value.detail

@@ -19,11 +19,16 @@ from tests.conftest import REPO, seed
 from tests.test_exactly_once import SYMS, T, entry_setup
 
 CLI = [sys.executable, "-m", "strategy_engine.cli"]
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("ALPACA_", "DATABASE_URL"))}
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment as it is now (a mutation run switches MUTANT_UNDER_TEST between
+    tests), without the broker keys and database URL the CLI would otherwise read."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("ALPACA_", "DATABASE_URL"))}
 
 
 def cli(*args: str, columns: int | None = None) -> subprocess.CompletedProcess[str]:
-    env = CLEAN_ENV | ({"COLUMNS": str(columns)} if columns else {})
+    env = clean_env() | ({"COLUMNS": str(columns)} if columns else {})
     return subprocess.run(
         [*CLI, *args], capture_output=True, text=True, cwd=REPO, timeout=120, check=False, env=env
     )
