@@ -50,7 +50,7 @@ def folder(tmp_path: Path) -> Iterator[Path]:
     """A data folder of this test's own; its server and this process's handle gone at the end."""
     data = (tmp_path / "pgdata").resolve()
     yield data
-    server = pgserver.PostgresServer._instances.pop(data, None)
+    server = pgserver.PostgresServer._instances.pop(data, None)  # type: ignore[attr-defined]
     if server is not None:
         atexit.unregister(server._cleanup)
     left = _postmasters(data)
@@ -216,7 +216,7 @@ def _as_nobody(code: str, *args: str) -> subprocess.CompletedProcess[str]:
             [sys.executable, "-c", code, *args],
             env=os.environ | {"XDG_RUNTIME_DIR": runtime, "HOME": runtime},
             cwd=runtime,
-            preexec_fn=drop,  # noqa: PLW1509
+            preexec_fn=drop,
             capture_output=True,
             text=True,
             check=False,
