@@ -199,3 +199,21 @@ def test_files_are_read_as_utf8_under_an_ascii_locale(empty_db_url: str, tmp_pat
         assert s.fetchone(
             "select column_default from information_schema.columns where table_name = 'made_by_a'"
         ) == ("'déjà vu'::text",)
+
+
+def test_a_library_copied_without_its_migrations_says_what_is_missing(tmp_path: Path) -> None:
+    """Installed on its own (no migrations beside it, no repository around it): the error a
+    person reads names what is missing."""
+    alone = tmp_path / "site"
+    shutil.copytree(Path(strategy_engine.__file__).parent, alone / "strategy_engine")
+    result = subprocess.run(
+        [sys.executable, "-c", "from strategy_engine.store.migrations import default_dir; default_dir()"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(alone)},
+        cwd=alone,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == "FileNotFoundError: migrations folder not found"
