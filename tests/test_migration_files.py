@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import strategy_engine
-from strategy_engine.core.errors import MigrationRefused
+from strategy_engine.core.errors import DatabaseUnavailable, MigrationRefused
 from strategy_engine.store import Session, connect
 from strategy_engine.store.migrations import applied_versions, migrate
 from tests.conftest import REPO
@@ -217,3 +217,24 @@ def test_a_library_copied_without_its_migrations_says_what_is_missing(tmp_path: 
     )
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == "FileNotFoundError: migrations folder not found"
+
+
+def test_a_connection_lost_while_a_file_runs_is_an_outage_and_nothing_of_it_stays(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    """The server ends the session in the middle of a file (here the file asks for it, as an
+    administrator's pg_terminate_backend or a failover would): exit 3, run it again, not exit 2."""
+    a = _file(PASSES, "create table public.made_by_a (x int);")
+    b = "create table public.made_by_b (x int);\nselect pg_terminate_backend(pg_backend_pid());\n"
+    folder = _folder(tmp_path, {"20990101000001_a.sql": a, "20990101000002_b.sql": _file(PASSES, b)})
+    with connect(empty_db_url) as s, pytest.raises(DatabaseUnavailable) as exc:
+        migrate(s, folder)
+    assert str(exc.value).startswith(
+        "migration 20990101000002_b.sql stopped: the database went away while it ran, nothing of it"
+        " applied; run it again when the database is back ("
+    )
+    with connect(empty_db_url) as s:
+        assert _history(s) == [("20990101000001", "a", [a])]
+        assert [t for t in ("made_by_a", "made_by_b") if _exists(s, t)] == ["made_by_a"]
+        (folder / "20990101000002_b.sql").write_text(_file(PASSES, "create table public.made_by_b (x int);"))
+        assert migrate(s, folder) == ["20990101000002"]
