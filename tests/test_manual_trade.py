@@ -104,7 +104,10 @@ def test_re_running_the_same_command_in_the_minute_never_doubles_the_order(sim: 
     a_minute_later = Deps(clock=lambda: T + timedelta(seconds=61))
     with pytest.raises(InputError) as err:  # a re-run after a timeout: the default id has moved on
         trade(sim, "buy", 3, deps=a_minute_later)
-    assert first.client_order_id in str(err.value) and "--again" in str(err.value)
+    assert str(err.value) == (
+        f"the same order (buy 3 SPY on sim) went out at {T:%H:%M} UTC as {first.client_order_id}"
+        " (filled): pass --again to place another one"
+    )
     assert state(sim)[1] == 3.0
     next_minute = trade(sim, "buy", 3, deps=a_minute_later, again=True)
     assert next_minute.client_order_id != first.client_order_id
