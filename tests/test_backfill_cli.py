@@ -191,6 +191,37 @@ def test_prune_dry_run_deletes_nothing_and_a_future_cutoff_is_refused(market: st
         app(), ["backfill", "prune", "--older-than", "2999-01-01", "--dry-run", "--database-url", market]
     )
     assert dry.exit_code == 2 and "is in the future" in dry.stderr
+
+    def at_cutoff(created: str, *flags: str) -> dict[str, object]:
+        with connect(market) as s:
+            s.execute("update backfill_runs set created_at = %s", (created,))
+        out = CliRunner().invoke(
+            app(),
+            [
+                "backfill",
+                "prune",
+                "--older-than",
+                "2025-01-02T03:04:00Z",
+                *flags,
+                "--json",
+                "--database-url",
+                market,
+            ],
+        )
+        assert out.exit_code == 0, out.stderr
+        return dict(json.loads(out.stdout))
+
+    # created exactly at the cutoff is not "before" it: kept, by the dry run and the real one
+    for flags in (("--dry-run",), ()):
+        assert at_cutoff("2025-01-02T03:04:00Z", *flags) == {
+            "before": "2025-01-02T03:04:00+00:00", "runs": 0, "decisions": 0, "dry_run": bool(flags),
+        }  # fmt: skip
+        assert _written(market) == before
+    # a microsecond earlier it is counted (and the dry run still deletes nothing)
+    assert at_cutoff("2025-01-02T03:03:59.999999Z", "--dry-run") == {
+        "before": "2025-01-02T03:04:00+00:00", "runs": 1, "decisions": before[0][1], "dry_run": True,
+    }  # fmt: skip
+    assert _written(market) == before
     with connect(market) as s:
         s.execute("update backfill_runs set created_at = now() - interval '40 days'")
     dry = CliRunner().invoke(

@@ -1,6 +1,6 @@
 """Reports to Supabase Storage through the real `supabase` client, against our loopback Storage
-server; and the store's plain COPY OUT of a range (`store.backfill.copy_out_range`, the benchmark's
-I/O floor)."""
+server; the store's plain COPY OUT of a range (`store.backfill.copy_out_range`, the benchmark's
+I/O floor); the backfill's bulk read of bars (`bars_arrays`) and its COPY IN (`copy_text`)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from strategy_engine.backtest import backfill, synthetic, upload
 from strategy_engine.core.errors import DatabaseUnavailable, Unavailable
 from strategy_engine.settings import Settings
 from strategy_engine.store import Session, connect, market
-from strategy_engine.store.backfill import copy_out_range
+from strategy_engine.store.backfill import bars_arrays, copy_out_range, copy_text
 from tests.conftest import DAY, load_market, seed
 from tests.fake_supabase_storage import FakeSupabaseStorage
 
@@ -213,3 +214,68 @@ def test_copy_out_range_when_the_connection_is_gone_then_unavailable_with_the_dr
         copy_out_range(session, ["SPY"], T0, T0 + MIN, T0)
     assert str(exc.value) == "database unavailable"
     assert exc.value.detail is not None and "connection" in exc.value.detail
+
+
+def test_copy_text_when_the_connection_is_gone_then_unavailable_with_the_drivers_words(
+    session: Session, db_url: str
+) -> None:
+    with connect(db_url) as other:
+        other.execute("select pg_terminate_backend(%s)", (session.conn.info.backend_pid,))
+    with pytest.raises(DatabaseUnavailable) as exc:
+        copy_text(session, "strategy_logs", ("reason",), iter(["x\n"]))
+    assert str(exc.value) == "database unavailable"
+    assert exc.value.detail is not None and "connection" in exc.value.detail
+
+
+# ---- bars_arrays and copy_text: the backfill's bulk read and bulk write -------------------------
+
+
+def _us(t: datetime) -> int:
+    return round(t.timestamp()) * 1_000_000
+
+
+def test_bars_arrays_reads_the_warm_up_the_good_and_bad_bars_and_the_splits_before_end(
+    session: Session,
+) -> None:
+    _store_range(session)
+    market.insert_bars(session, [("SPY", T0 - 2 * MIN, None, None, None, 99, 1)])  # before the warm-up
+    # ex times are midnight New York (04:00Z in June); a split at or after `end` is not read yet
+    session.execute(
+        "insert into corporate_actions values ('SPY', '2025-06-12', 2), ('SPY', '2025-06-13', 0.5),"
+        " ('SPY', '2025-06-16', 3), ('BRK.B', '2025-06-14', 4)"
+    )
+    got = bars_arrays(session, ["SPY", "BRK.B", "XLF"], T0, T0 + 5 * MIN, 1)
+    assert sorted(got) == ["BRK.B", "SPY", "XLF"]
+    spy, brk, xlf = got["SPY"], got["BRK.B"], got["XLF"]
+    assert spy.ts.tolist() == [_us(T0 - MIN), _us(T0), _us(T0 + MIN)]  # one bar of warm-up
+    assert spy.close.tolist() == [100.0, 100.0, 101.0]
+    assert spy.bad_ts.tolist() == [_us(T0 + k * MIN) for k in (2, 3, 4)]
+    assert spy.splits == (
+        (_us(datetime(2025, 6, 12, 4, tzinfo=UTC)), 2.0),
+        (_us(datetime(2025, 6, 13, 4, tzinfo=UTC)), 0.5),
+    )
+    # no good bar before start: all history; a negative low or close is a bad bar
+    assert (brk.ts.tolist(), brk.close.tolist()) == ([_us(T0 + 2 * MIN)], [451.0])
+    assert (brk.bad_ts.tolist(), brk.splits) == ([_us(T0 + MIN), _us(T0 + 4 * MIN)], ())
+    # no bars at all: empty arrays, not an error
+    assert (xlf.ts.size, xlf.close.size, xlf.bad_ts.size, xlf.splits) == (0, 0, 0, ())
+    for a in (spy, brk, xlf):  # integer microseconds (exact), float closes
+        assert (a.ts.dtype, a.bad_ts.dtype, a.close.dtype) == (np.int64, np.int64, np.float64)
+
+
+def test_copy_text_copies_the_lines_in_one_statement_and_returns_their_length(
+    session: Session,
+) -> None:
+    session.execute("create temp table copied (name text, n int)")
+    # COPY text: backslash-t is a tab, two backslashes one, backslash-n a newline, backslash-N a
+    # NULL; str and bytes chunks alike
+    chunks: list[str | bytes] = ["a\\tb\t1\nc\\\\d\t2\n", b"e\\nf\t\\N\n"]
+    before = session.statements
+    sent = copy_text(session, "copied", ("name", "n"), iter(chunks))
+    assert session.statements - before == 1
+    assert sent == 14 + 8  # len of each chunk
+    assert session.fetchall("select name, n from copied order by name") == [
+        ("a\tb", 1),
+        ("c\\d", 2),
+        ("e\nf", None),
+    ]
