@@ -30,12 +30,18 @@ _PREFLIGHT = re.compile(r"^-- preflight: begin[^\n]*\n(.*?)^-- preflight: end$",
 
 
 def default_dir() -> Path:
-    """The migrations shipped with the package, else the repository's Supabase folder."""
+    """The migrations shipped with the package (a deployed bundle), else the repository's
+    Supabase folder (a checkout). Raises MigrationRefused (exit 2) naming both places when
+    neither exists: a package installed alone (`pip install .`) carries no migrations."""
     here = Path(__file__).resolve()
-    for base in (here.parents[1] / "migrations", here.parents[3] / "infra" / "supabase" / "migrations"):
+    places = (here.parents[1] / "migrations", here.parents[3] / "infra" / "supabase" / "migrations")
+    for base in places:
         if base.is_dir():
             return base
-    raise FileNotFoundError("migrations folder not found")
+    raise MigrationRefused(
+        f"no migrations folder: looked in {places[0]} (a deployed bundle) and {places[1]} (a checkout);"
+        " run this from a checkout of the repository or a bundle made by deploy.sh"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +86,29 @@ def preflight(mig: Migration) -> str | None:
     return m.group(1) if m else None
 
 
+# SQLSTATE classes of an outage, not of the file: connection exception, insufficient resources,
+# operator intervention (shutdown, cancel), system error.
+_OUTAGE_CLASSES = frozenset({"08", "53", "57", "58"})
+
+
 def refusal(
     mig: Migration, exc: psycopg.Error, applied: str = "nothing of it applied"
 ) -> MigrationRefused | DatabaseUnavailable:
     """One line for a person: which file, and the server's reason (ours says what to do).
 
-    A lock wait that ran out is an outage (exit 3: run it again later), anything else a refusal.
+    A lock wait that ran out, or a connection lost or a server out of resources or shutting
+    down (the driver's own OperationalError, or SQLSTATE classes 08, 53, 57, 58: PostgreSQL
+    manual, appendix A) is an outage (exit 3: the file rolled back whole, run it again later);
+    anything else a refusal (exit 2: the file or the database needs a person).
     """
-    diag = " ".join((exc.diag.message_primary or str(exc).strip().splitlines()[0]).split())
+    diag = " ".join(
+        (exc.diag.message_primary or str(exc).strip().splitlines()[0] or type(exc).__name__).split()
+    )
+    if isinstance(exc, psycopg.OperationalError) and (exc.sqlstate or "08")[:2] in _OUTAGE_CLASSES:
+        return DatabaseUnavailable(
+            f"migration {mig.path.name} stopped: the database went away while it ran, {applied};"
+            f" run it again when the database is back ({diag})"
+        )
     if isinstance(exc, psycopg.errors.LockNotAvailable):
         return DatabaseUnavailable(
             f"migration {mig.path.name} waited {LOCK_TIMEOUT} for a lock that another session holds on a"
