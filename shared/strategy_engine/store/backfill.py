@@ -178,7 +178,8 @@ def copy_escape(text: str) -> str:
 
 
 def copy_text(s: Session, table: str, columns: Sequence[str], chunks: Iterable[str | bytes]) -> int:
-    """COPY pre-formatted text lines into a table in one statement; returns the bytes sent.
+    """COPY pre-formatted text lines into a table in one statement; returns the length sent
+    (characters of text chunks, bytes of bytes chunks).
 
     The bulk writer of the backfill: lines are built in batches and handed to a writer thread
     (`QueuedLibpqWriter`), so the server parses one batch while the next is formatted, with no
