@@ -24,7 +24,7 @@ from strategy_engine.http import serve
 from strategy_engine.http.api import Services
 from strategy_engine.settings import get_settings
 from strategy_engine.store import connect
-from strategy_engine.store.session import url_secrets
+from strategy_engine.store.session import location, redact_text, redact_url, scrub, url_secrets
 from tests.conftest import REPO
 from tests.http_support import AUTH, configure, ff_app
 
@@ -41,8 +41,23 @@ URLS = [
     ("postgresql://u:Zq9SecretPw@[::1/db", ["Zq9SecretPw"]),
     ("postgresql://u:Zq9SecretPw@127.0.0.1:1/db?bogus=1", ["Zq9SecretPw"]),
     ("postgres://u:Zq9%40Secret%20Pw@127.0.0.1:1/db", ["Zq9@Secret Pw", "Zq9%40Secret"]),
+    # A '@' in the query, then a password there: the place named is still the host's.
+    ("postgresql://u:Pw@127.0.0.1:1/db?application_name=me@laptop&password=Zq9SecretPw", ["Zq9SecretPw"]),
 ]
 IDS = [u.split("//")[1].split("@1")[0] for u, _ in URLS]
+# How each URL's failure begins in libpq's words (scrubbed): what `detail` gives the log.
+REFUSED = 'connection failed: connection to server at "127.0.0.1", port 1 failed'
+DETAILS = [
+    "failed to resolve host '***@127.0.0.1'",
+    'unexpected spaces found in "***"',
+    'forbidden value %00 in percent-encoded value: "***"',
+    REFUSED,
+    'invalid percent-encoded token: "***"',
+    'end of string reached when looking for matching "]" in IPv6 host address in URI: "postgresql://u:***@[::1/db"',
+    'invalid URI query parameter: "bogus"',
+    REFUSED,
+    'connection failed: connection to server at "',  # the host is masked too: it follows a '@'
+]
 
 
 def _clean(text: str, pieces: list[str]) -> bool:
@@ -65,8 +80,10 @@ def log_stream() -> Iterator[io.StringIO]:
         logs.redact([])
 
 
-@pytest.mark.parametrize(("url", "pieces"), URLS, ids=IDS)
-def test_connect_errors_name_the_place_never_the_driver(url: str, pieces: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("url", "pieces", "detail"), [(*u, d) for u, d in zip(URLS, DETAILS, strict=True)], ids=IDS
+)
+def test_connect_errors_name_the_place_never_the_driver(url: str, pieces: list[str], detail: str) -> None:
     with pytest.raises((InputError, DatabaseUnavailable)) as info:
         connect(url, connect_timeout=1)
     err = info.value
@@ -74,7 +91,7 @@ def test_connect_errors_name_the_place_never_the_driver(url: str, pieces: list[s
         assert str(err) == "the database URL is not a valid postgresql:// URL"
     else:
         assert str(err) == "database unavailable: 127.0.0.1:1/db"
-    assert err.detail  # the driver's reason, for the log
+    assert err.detail is not None and err.detail.startswith(detail)  # the driver's reason, for the log
     assert _clean(str(err) + err.detail, pieces), err.detail
 
 
@@ -84,6 +101,141 @@ def test_url_secrets_cover_both_splits_raw_and_decoded() -> None:
     assert {"Zq9@Secret%20Pw", "Zq9@Secret Pw", "Secret%20Pw", "Secret Pw"} <= got
     assert "u" not in got and "h:1/db" not in got  # the user and the place are no secret
     assert url_secrets("postgresql://h:1/db") == []
+
+
+# (URL, every fragment url_secrets must give), worked out by hand from its contract: the password
+# split at the last '@' and at the first, its pieces of MIN_FRAGMENT (4) characters or more, the
+# text after the password's first '@' (libpq's host), each raw and percent-decoded.
+SECRETS = [
+    # libpq reads "Zq9 Sec" as the password: both its pieces are too short to mask alone.
+    ("postgresql://u:Zq9 Sec@ret1@h/db", {"Zq9 Sec@ret1", "Zq9 Sec", "ret1"}),
+    # "://" inside the password: the scheme is cut at the first "://" only.
+    ("postgresql://u:Zq9://Se@cret@h/db", {"Zq9://Se@cret", "Zq9://Se", "cret"}),
+    # ':' inside the password (and an IPv6 host): the password starts at the first ':'.
+    ("postgresql://engine:pa:ss:word@[::1]:5432/app", {"pa:ss:word", "word"}),
+    ("postgresql://engine:abcd@host/app", {"abcd"}),  # exactly MIN_FRAGMENT long
+    ("postgresql://u:Zq9@Sec@retPw@h/db", {"Zq9@Sec@retPw", "Sec@retPw", "retPw"}),
+    ("postgres://u:Zq9%40Secret%20Pw@127.0.0.1:1/db", {"Zq9%40Secret%20Pw", "Zq9@Secret Pw"}),
+    ("postgresql://u:ab:wxyz@h/db", {"ab:wxyz", "wxyz"}),
+    ("postgresql://engine:p%3Ass%2Fword@%2Fvar%2Frun%2Fpostgresql/app", {"p%3Ass%2Fword", "p:ss/word"}),
+    ("u:abcd@h/db", {"abcd"}),  # no scheme at all
+    ("postgresql://engine@h:5432/db", set()),  # a user, no password
+    ("postgresql://h:5432/db", set()),  # neither: the port is no secret
+    ("postgresql://h:5432/db?sslmode=require", set()),
+    ("", set()),  # sibling connections pass no URL
+]
+
+
+@pytest.mark.parametrize(("url", "expected"), SECRETS, ids=[u or "empty" for u, _ in SECRETS])
+def test_url_secrets_are_every_fragment_and_nothing_else(url: str, expected: set[str]) -> None:
+    got = url_secrets(url)
+    assert set(got) == expected
+    assert [len(x) for x in got] == sorted((len(x) for x in expected), reverse=True)  # longest first
+
+
+# (text a driver or a trace may print, the URL, what the log gets).
+SCRUBBED = [
+    (
+        'unexpected spaces found in "Zq9 Sec"',
+        "postgresql://u:Zq9 Sec@ret1@h/db",
+        'unexpected spaces found in "***"',
+    ),
+    (
+        "failed to resolve host 'Sec@retPw@h'",
+        "postgresql://u:Zq9@Sec@retPw@h/db",
+        "failed to resolve host '***@h'",
+    ),
+    # The longer fragment first: masking "wxyz" first would leave "ab:" of the password behind.
+    (
+        'could not translate host name "ab:wxyz@h"',
+        "postgresql://u:ab:wxyz@h/db",
+        'could not translate host name "***@h"',
+    ),
+    # The user name stays readable, the password goes.
+    (
+        'connect to "postgresql://u:Zq9 SecretPw@127.0.0.1:1/db" failed',
+        "postgresql://u:Zq9 SecretPw@127.0.0.1:1/db",
+        'connect to "postgresql://u:***@127.0.0.1:1/db" failed',
+    ),
+    # No password: the port an operator reads is left alone.
+    (
+        'connection to server at "127.0.0.1", port 5432 failed',
+        "postgresql://127.0.0.1:5432/db",
+        'connection to server at "127.0.0.1", port 5432 failed',
+    ),
+    ("server closed the connection unexpectedly", "", "server closed the connection unexpectedly"),
+    # redact_text after the fragments: a password= the URL did not carry is masked too.
+    ("retry with password=other-pw1", "postgresql://u:abcd@h/db", "retry with password=***"),
+]
+
+
+@pytest.mark.parametrize(("text", "url", "expected"), SCRUBBED)
+def test_scrub_masks_each_fragment_as_stars(text: str, url: str, expected: str) -> None:
+    assert scrub(text, url) == expected
+
+
+# (URL, the place an error names): host[:port]/db, never userinfo or query.
+LOCATIONS = [
+    ("postgresql://u:pw@h:5432/db?password=qwerty99", "h:5432/db"),
+    ("postgresql://h:5432/db?password=qwerty99", "h:5432/db"),
+    ("postgresql://u:pw@h/db?sslpassword=topsecret?sslmode=require", "h/db"),
+    ("postgresql://h/db?sslpassword=topsecret?sslmode=require", "h/db"),
+    ("postgresql://u:Zq9://Se@cret@h/db", "h/db"),
+    ("postgresql://@h:5432/db", "h:5432/db"),
+    ("postgresql://engine:pa:ss:word@[::1]:5432/app", "[::1]:5432/app"),
+    ("postgresql://engine:pw@%2Fvar%2Frun%2Fpostgresql/app", "%2Fvar%2Frun%2Fpostgresql/app"),
+    ("postgresql://engine:pw@h1:5432,h2:5433/app", "h1:5432,h2:5433/app"),
+    ("postgres://engine:pw@/app?host=/var/run/postgresql", "/app"),
+    ("u:abcd@h/db", "h/db"),
+    # A '@' in the query is not the end of the userinfo: the query's password never named.
+    ("postgresql://u:pw@127.0.0.1:1/db?application_name=me@laptop&password=hunter22", "127.0.0.1:1/db"),
+    ("postgresql://u:pw@h/db?application_name=me@laptop&sslpassword=hunter22", "h/db"),
+    ("postgresql://u@h/db?password=hunter@22x", "h/db"),
+    ("postgresql://u:pa?ss=1@h/db", "h/db"),  # '?' and '=' in the password itself
+    # No userinfo to fall back to: the wrong place, but its password= masked.
+    ("postgresql://h:5432/db?application_name=me@laptop&password=hunter22", "laptop&password=***"),
+    ("postgresql://", "?"),
+    ("", "?"),
+]
+
+
+@pytest.mark.parametrize(("url", "expected"), LOCATIONS, ids=[u or "empty" for u, _ in LOCATIONS])
+def test_location_is_the_place_without_userinfo_or_query(url: str, expected: str) -> None:
+    assert location(url) == expected
+
+
+# (URL as a user pastes it, what a person may be shown).
+REDACTED_URLS = [
+    ("postgresql://u:Zq9@SecretPw@127.0.0.1:1/db", "postgresql://u:***@127.0.0.1:1/db"),
+    ("postgresql://u:Zq9 SecretPw@127.0.0.1:1/db", "postgresql://u:***@127.0.0.1:1/db"),
+    ("postgres://u:Zq9%40Secret%20Pw@127.0.0.1:1/db", "postgres://u:***@127.0.0.1:1/db"),
+    (
+        "postgresql://engine:hunter22@db.example.com:5432/app?sslmode=require&password=qwerty99",
+        "postgresql://engine:***@db.example.com:5432/app?sslmode=require&password=***",
+    ),
+    ("postgresql://engine:pa:ss:word@[::1]:5432/app", "postgresql://engine:***@[::1]:5432/app"),
+    (
+        "postgresql://engine:p%3Ass%2Fword@%2Fvar%2Frun%2Fpostgresql/app",
+        "postgresql://engine:***@%2Fvar%2Frun%2Fpostgresql/app",
+    ),
+    ("postgresql://engine:hunter22@h1:5432,h2:5433/app", "postgresql://engine:***@h1:5432,h2:5433/app"),
+    ("postgresql://h:5432/db", "postgresql://h:5432/db"),
+    ("host=h password='hunter 22' user=u", "host=h password=*** user=u"),
+]
+
+
+@pytest.mark.parametrize(("url", "expected"), REDACTED_URLS)
+def test_redact_url_keeps_the_place_and_masks_the_password(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+
+
+def test_redact_text_masks_passwords_inside_any_text() -> None:
+    assert redact_text("dsn postgresql://u:hunter22@h/db failed") == "dsn postgresql://u:***@h/db failed"
+    assert redact_text("host=h password=hunter22 user=u") == "host=h password=*** user=u"
+    assert (
+        redact_text('invalid URI query parameter: "postgresql://u:hunter22@h/db?sslpassword=topsecret&x=1"')
+        == 'invalid URI query parameter: "postgresql://u:***@h/db?sslpassword=***&x=1"'
+    )
 
 
 @pytest.mark.parametrize(("url", "pieces"), URLS, ids=IDS)

@@ -152,11 +152,15 @@ def test_an_initdb_cut_short_leaves_no_folder_behind(folder: Path) -> None:
 
 @pytest.mark.timeout(120)  # the stuck one is killed after 30 s; a hang must fail, not wait 300 s
 def test_abandon_sigints_only_the_folders_postgres_then_kills_one_that_ignores_it(
-    tmp_path: Path, folder: Path, spawn: Callable[..., subprocess.Popen[str]]
+    tmp_path: Path,
+    folder: Path,
+    spawn: Callable[..., subprocess.Popen[str]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The folder's postgres processes get SIGINT (a fast shutdown); one still running after
-    30 s is killed. Another folder's postgres, and a process that only names the folder, are
-    left alone. (No pgserver instance in this process: as after a user killed without cleanup.)"""
+    `STOP_GRACE_S` (30 s; 2 s here) is killed. Another folder's postgres, and a process that
+    only names the folder, are left alone. (No pgserver instance in this process: as after a
+    user killed without cleanup.)"""
     folder.mkdir()
     (folder / "PG_VERSION").write_text("16\n")
     (folder / "postmaster.opts").write_text("postgres\n")
@@ -178,6 +182,7 @@ def test_abandon_sigints_only_the_folders_postgres_then_kills_one_that_ignores_i
     elsewhere, elsewhere_marker = postgres("clean", other)
     bystander = _sleeper(spawn, str(folder))
 
+    monkeypatch.setattr(embedded, "STOP_GRACE_S", 2.0)
     embedded._abandon(folder, fresh=False)
 
     assert clean_marker.read_text() == "stopped"

@@ -216,7 +216,12 @@ def test_a_library_copied_without_its_migrations_says_what_is_missing(tmp_path: 
         check=False,
     )
     assert result.returncode == 1
-    assert result.stderr.splitlines()[-1] == "FileNotFoundError: migrations folder not found"
+    here = (alone / "strategy_engine").resolve()
+    assert result.stderr.splitlines()[-1] == (
+        f"strategy_engine.core.errors.MigrationRefused: no migrations folder: looked in {here / 'migrations'}"
+        f" (a deployed bundle) and {here.parents[1] / 'infra' / 'supabase' / 'migrations'} (a checkout);"
+        " run this from a checkout of the repository or a bundle made by deploy.sh"
+    )
 
 
 def test_a_connection_lost_while_a_file_runs_is_an_outage_and_nothing_of_it_stays(

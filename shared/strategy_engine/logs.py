@@ -69,15 +69,17 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def configure(level: int = logging.INFO, stream: IO[str] | None = None) -> None:
-    """Install the JSON formatter once (idempotent: warm invocations call it again)."""
+    """Install the JSON formatter once (idempotent: warm invocations call it again), and set the
+    level on every call: whoever changed it since (a library, a test) must not silence the
+    lines operators read."""
+    LOGGER.setLevel(level)
+    LOGGER.propagate = False
     if any(getattr(h, "_strategy_engine", False) for h in LOGGER.handlers):
         return
     handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(JsonFormatter())
     handler._strategy_engine = True  # type: ignore[attr-defined]
     LOGGER.addHandler(handler)
-    LOGGER.setLevel(level)
-    LOGGER.propagate = False
 
 
 def redact(secrets: Iterable[str]) -> None:

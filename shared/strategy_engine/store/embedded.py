@@ -22,6 +22,8 @@ import platformdirs
 from strategy_engine.core.errors import DatabaseUnavailable
 
 HANDLE_PIDS = ".handle_pids.json"  # pgserver's list of the pids using the server
+# Seconds a postgres of an abandoned start has to stop on SIGINT (a fast shutdown) before SIGKILL.
+STOP_GRACE_S = 30.0
 
 
 def default_data_dir() -> Path:
@@ -87,7 +89,7 @@ def _abandon(folder: Path, fresh: bool) -> None:
         ]
         for p in running:
             p.send_signal(signal.SIGINT)  # postgres's fast shutdown
-        for p in psutil.wait_procs(running, timeout=30)[1]:
+        for p in psutil.wait_procs(running, timeout=STOP_GRACE_S)[1]:
             p.kill()
         if fresh and not (folder / "postmaster.opts").exists():
             # renamed first: a file written late into the old path (pg_ctl's log) cannot remain

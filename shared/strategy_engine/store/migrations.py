@@ -30,12 +30,18 @@ _PREFLIGHT = re.compile(r"^-- preflight: begin[^\n]*\n(.*?)^-- preflight: end$",
 
 
 def default_dir() -> Path:
-    """The migrations shipped with the package, else the repository's Supabase folder."""
+    """The migrations shipped with the package (a deployed bundle), else the repository's
+    Supabase folder (a checkout). Raises MigrationRefused (exit 2) naming both places when
+    neither exists: a package installed alone (`pip install .`) carries no migrations."""
     here = Path(__file__).resolve()
-    for base in (here.parents[1] / "migrations", here.parents[3] / "infra" / "supabase" / "migrations"):
+    places = (here.parents[1] / "migrations", here.parents[3] / "infra" / "supabase" / "migrations")
+    for base in places:
         if base.is_dir():
             return base
-    raise FileNotFoundError("migrations folder not found")
+    raise MigrationRefused(
+        f"no migrations folder: looked in {places[0]} (a deployed bundle) and {places[1]} (a checkout);"
+        " run this from a checkout of the repository or a bundle made by deploy.sh"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,8 +113,16 @@ def scrub(text: str, url: str) -> str:
 
 
 def location(url: str) -> str:
-    """host:port/db of a URL, nothing of its userinfo or query: what an error may name."""
-    return _authority(url)[1] or "?"
+    """host:port/db of a URL, nothing of its userinfo or query: what an error may name.
+
+    A '@' after a '?' and a '=' is in the query (`?application_name=me@laptop&password=...`), not
+    the end of the userinfo: the place is then after the last '@' before the '?'. Any password=
+    left (no userinfo at all) is masked as in `redact_text`."""
+    userinfo, host = _authority(url)
+    query = userinfo.find("?")
+    if query >= 0 and "=" in userinfo[query:] and "@" in userinfo[:query]:
+        host = userinfo[:query].rsplit("@", 1)[1]
+    return redact_text(host) or "?"
 
 
 def unavailable(exc: Exception, where: str = "", url: str = "") -> DatabaseUnavailable | Busy:

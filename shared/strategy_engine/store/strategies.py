@@ -160,7 +160,7 @@ def upsert_definition(
         """,
         (name, strategy_type, is_active, Jsonb(config), account_id),
     )
-    if row is None:  # RETURNING always yields a row; this guards a broken driver
+    if row is None:  # only when a BEFORE trigger of the owner's skipped the write (returned NULL)
         raise RuntimeError("upsert returned no row")
     return row_id(row[0])
 

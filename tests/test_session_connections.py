@@ -1,0 +1,180 @@
+"""The connections store/session.py opens, as the server sees them, and the errors it raises.
+
+Operators tell the engine's connections apart by `application_name` in `pg_stat_activity`
+(docs/operations.md, DATABASE_URL); every connection waits at most `connect_timeout` seconds for
+an unreachable server; none leaves a prepared statement behind (Supabase's transaction pooler
+forbids them); a sibling connection (the intents', an account's) reaches the same database as
+the same role with the same password; a transaction's timeouts are SET LOCAL in milliseconds.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import psycopg
+import pytest
+
+from strategy_engine.core.errors import Busy, DatabaseUnavailable, InputError
+from strategy_engine.store import connect
+from strategy_engine.store.session import INVALID_URL, Session, row_id, sibling, sibling_opener, unavailable
+
+
+def _seen(admin: Session, s: Session) -> tuple[str, str, str]:
+    """(application_name, user, database) of `s`'s backend, as another connection sees it."""
+    row = admin.fetchone(
+        "select application_name, usename::text, datname::text from pg_stat_activity where pid = %s",
+        (s.conn.info.backend_pid,),
+    )
+    assert row is not None
+    return (str(row[0]), str(row[1]), str(row[2]))
+
+
+def test_connections_name_themselves_and_wait_ten_seconds_at_most(db_url: str) -> None:
+    name = urlsplit(db_url).path.lstrip("/")
+    with connect(db_url) as admin, connect(db_url) as s:
+        assert _seen(admin, s) == ("strategy-engine", "postgres", name)
+        assert s.conn.info.get_parameters()["connect_timeout"] == "10"
+        with sibling(s) as side, sibling_opener(s)() as ahead:
+            assert _seen(admin, side) == ("strategy-engine-side", "postgres", name)
+            assert _seen(admin, ahead) == ("strategy-engine-side", "postgres", name)
+            for c in (side, ahead):
+                assert c.conn.info.get_parameters()["connect_timeout"] == "10"
+        with sibling(s, application_name="strategy-engine-account") as account:
+            assert _seen(admin, account) == ("strategy-engine-account", "postgres", name)
+    with (
+        connect(db_url, connect_timeout=3, application_name="second-worker") as admin,
+        connect(db_url, connect_timeout=4, application_name="lock-waiter") as s,
+    ):
+        assert _seen(admin, s)[0] == "lock-waiter"
+        assert s.conn.info.get_parameters()["connect_timeout"] == "4"
+        with sibling(s) as side:  # the sibling's own name and timeout, not its parent's
+            assert _seen(admin, side)[0] == "strategy-engine-side"
+            assert side.conn.info.get_parameters()["connect_timeout"] == "10"
+
+
+def test_no_statement_is_ever_prepared(db_url: str) -> None:
+    """psycopg prepares a query run 5 times by default; the pooler would refuse it."""
+    with connect(db_url) as s, sibling(s) as side:
+        for c in (s, side):
+            for i in range(8):
+                assert c.fetchone("select %s::int + 1", (i,)) == (i + 1,)
+            assert c.fetchone("select count(*) from pg_prepared_statements") == (0,)
+
+
+@pytest.fixture
+def password_url(db_url: str) -> Iterator[str]:
+    """`db_url` as a role that must give its password (scram), the server's rule for it alone."""
+    role, password = f"pw_{uuid.uuid4().hex[:12]}", "Sib1ing-Secret-pw"
+    host = parse_qs(urlsplit(db_url).query)["host"][0]
+    with connect(db_url) as admin:
+        admin.execute(f"create role {role} login password '{password}'")
+        hba = Path(str((admin.fetchone("show hba_file") or ("",))[0]))
+        before = hba.read_text()
+        hba.write_text(f"local all {role} scram-sha-256\n{before}")
+        admin.execute("select pg_reload_conf()")
+        try:
+            yield f"postgresql://{role}:{password}@/{urlsplit(db_url).path.lstrip('/')}?host={host}"
+        finally:
+            hba.write_text(before)
+            admin.execute("select pg_reload_conf()")
+            admin.execute(f"drop role {role}")
+
+
+def test_a_sibling_of_a_password_connection_gives_the_password(password_url: str) -> None:
+    role = urlsplit(password_url).username
+    with pytest.raises(DatabaseUnavailable) as refused:  # the rule holds: no password, no entry
+        connect(password_url.replace(":Sib1ing-Secret-pw@", "@"))
+    assert "no password supplied" in (refused.value.detail or "")
+    with connect(password_url) as s, sibling(s) as side, sibling_opener(s)() as ahead:
+        for c in (side, ahead):
+            assert c.fetchone("select current_user, current_database()") == s.fetchone(
+                "select current_user, current_database()"
+            )
+            assert c.fetchone("select current_user") == (role,)
+
+
+def test_a_sibling_that_cannot_connect_is_an_outage(db_url: str, server_url: str) -> None:
+    name = urlsplit(db_url).path.lstrip("/")
+    with connect(db_url) as s, connect(server_url) as admin:
+        admin.execute(f'alter database "{name}" allow_connections false')
+        try:
+            with pytest.raises(DatabaseUnavailable) as info:
+                sibling(s)
+        finally:
+            admin.execute(f'alter database "{name}" allow_connections true')
+    # a sibling's connection string is no URL: its place is unknown ("?"), not made up
+    assert str(info.value) == "database unavailable: ?"
+    assert info.value.detail is not None
+    assert f'database "{name}" is not currently accepting connections' in info.value.detail
+
+
+def test_a_lost_connection_is_an_outage_with_the_drivers_words(db_url: str) -> None:
+    with connect(db_url) as s, connect(db_url) as admin:
+        admin.execute("select pg_terminate_backend(%s)", (s.conn.info.backend_pid,))
+        with pytest.raises(DatabaseUnavailable) as info:
+            s.execute("select 1")
+    assert str(info.value) == "database unavailable"
+    assert info.value.detail is not None
+    assert "terminating connection due to administrator command" in info.value.detail
+    # A driver error without words is named by its class.
+    bare = unavailable(psycopg.OperationalError())
+    assert (type(bare), str(bare), bare.detail) == (
+        DatabaseUnavailable,
+        "database unavailable",
+        "OperationalError",
+    )
+
+
+def test_a_lock_waited_for_in_vain_is_busy(db_url: str) -> None:
+    with connect(db_url) as holder, connect(db_url) as waiter, holder.transaction():
+        waiter.execute("set statement_timeout = '20s'")  # a backstop: no lock_timeout would hang here
+        holder.execute("select pg_advisory_xact_lock(8123)")
+        with pytest.raises(Busy) as info, waiter.transaction(lock_timeout=0.05):
+            waiter.execute("select pg_advisory_xact_lock(8123)")
+    assert str(info.value) == "busy: another worker holds the lock"
+
+
+def _timeouts(s: Session) -> tuple[str, str]:
+    row = s.fetchone(
+        "select current_setting('lock_timeout'), current_setting('idle_in_transaction_session_timeout')"
+    )
+    assert row is not None
+    return (str(row[0]), str(row[1]))
+
+
+def test_a_transactions_timeouts_are_whole_milliseconds_and_local(db_url: str) -> None:
+    with connect(db_url) as s:
+        s.execute("set lock_timeout = '7s'")
+        s.execute("set idle_in_transaction_session_timeout = '9s'")
+        with s.transaction(lock_timeout=2.5, idle_timeout=7.25):
+            assert _timeouts(s) == ("2500ms", "7250ms")
+        # a positive timeout under a millisecond is one millisecond, never 0 (which means none)
+        with s.transaction(lock_timeout=0.0004):
+            assert _timeouts(s) == ("1ms", "9s")
+        with s.transaction(lock_timeout=0, idle_timeout=3):
+            assert _timeouts(s) == ("1ms", "3s")
+        with s.transaction(idle_timeout=1.5):  # the other one stays as it was
+            assert _timeouts(s) == ("7s", "1500ms")
+        with s.transaction():
+            assert _timeouts(s) == ("7s", "9s")
+        assert _timeouts(s) == ("7s", "9s")  # SET LOCAL: gone with the transaction
+
+
+def test_a_url_that_is_no_postgresql_url_is_refused_by_name() -> None:
+    for url in ("mysql://u:pw@127.0.0.1:1/db", "127.0.0.1:5432", ""):
+        with pytest.raises(InputError) as info:
+            connect(url)
+        assert str(info.value) == INVALID_URL == "the database URL is not a valid postgresql:// URL"
+
+
+def test_row_ids_are_uuids_or_integers_only() -> None:
+    key = uuid.UUID("6f1c1f4e-8f2b-4c55-9a51-6a3f0d6b8e21")
+    assert row_id(key) is key
+    assert row_id(7) == 7
+    for value, name in ((True, "bool"), ("7", "str"), (7.0, "float"), (None, "NoneType")):
+        with pytest.raises(TypeError) as info:
+            row_id(value)
+        assert str(info.value) == f"unsupported key type {name}"
