@@ -50,6 +50,11 @@ def folder(tmp_path: Path) -> Iterator[Path]:
     """A data folder of this test's own; its server and this process's handle gone at the end."""
     data = (tmp_path / "pgdata").resolve()
     yield data
+    release(data)
+
+
+def release(data: Path) -> None:
+    """Drops this process's pgserver handle of `data` and stops whatever postgres still runs there."""
     server = pgserver.PostgresServer._instances.pop(data, None)  # type: ignore[attr-defined]
     if server is not None:
         atexit.unregister(server._cleanup)

@@ -40,7 +40,9 @@ def start(data_dir: Path | None = None) -> str:
     """Start (or attach to) the embedded server; return its connection URL."""
     folder = (data_dir or default_data_dir()).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    fresh = not (folder / "PG_VERSION").exists()
+    # only a folder this start makes (absent or empty) may be removed if it fails: never a
+    # cluster, never someone's files in a folder EMBEDDED_DATA_DIR named by mistake
+    fresh = next(folder.iterdir(), None) is None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR under root
         import pgserver

@@ -1,0 +1,209 @@
+"""The embedded server's start and the small decisions around it: where its data lives
+(`default_data_dir`), which URLs are its (`is_embedded_url`, `database_url`), and whose pids keep
+it running (`drop_dead_handles`, `_read_pids`). Servers run in each test's own folder and are
+stopped at its end, even when it fails (`release`, as in test_embedded_lifecycle.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from strategy_engine.core.errors import DatabaseUnavailable
+from strategy_engine.settings import get_settings
+from strategy_engine.store import embedded
+from tests.test_embedded_lifecycle import release
+from tests.test_serve_attacks import _no_postgres_left
+
+APP = "agenttrader-strategy-engine"  # the user data folder's name: where every earlier run's data is
+
+
+def _use(monkeypatch: pytest.MonkeyPatch, **env: str | None) -> None:
+    for name, value in env.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """EMBEDDED_DATA_DIR set to this test's own folder (not created)."""
+    data = (tmp_path / "pgdata").resolve()
+    _use(monkeypatch, EMBEDDED_DATA_DIR=str(data))
+    return data
+
+
+def test_default_data_dir_is_embedded_data_dir_when_set(data_dir: Path) -> None:
+    assert embedded.default_data_dir() == data_dir
+
+
+def test_default_data_dir_is_the_users_data_folder_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """XDG's data home (Linux), the app's folder in it: the same path for every release, or an
+    upgrade would start an empty server and the user's accounts would seem gone."""
+    _use(monkeypatch, EMBEDDED_DATA_DIR=None, XDG_DATA_HOME=str(tmp_path / "xdg"))
+    assert embedded.default_data_dir() == tmp_path / "xdg" / APP / "pgdata"
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("{data}", True),  # what pgserver's get_uri gives
+        ("{data}/", True),
+        ("{data}-other", False),
+        ("{data}/sub", False),
+        ("/var/run/postgresql", False),  # the system server's socket
+    ],
+)
+def test_is_embedded_url_compares_the_socket_folder(data_dir: Path, host: str, expected: bool) -> None:
+    url = f"postgresql://postgres:@/strategy_engine_demo?host={host.format(data=data_dir)}"
+    assert embedded.is_embedded_url(url) is expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres.abcdef:pw@aws-0-us-east-1.pooler.supabase.com:6543/postgres",
+        "postgresql://u:pw@db.example.test:5432/postgres?sslmode=require",
+        "postgresql://u:pw@[::1/postgres?host={data}",  # unparseable (ValueError): not ours
+    ],
+)
+def test_is_embedded_url_is_false_for_urls_without_our_socket(data_dir: Path, url: str) -> None:
+    assert embedded.is_embedded_url(url.format(data=data_dir)) is False
+
+
+def test_is_embedded_url_keeps_a_folder_names_last_letters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only slashes are trimmed from the host: a folder ending in X is not its prefix's."""
+    _use(monkeypatch, EMBEDDED_DATA_DIR=str(tmp_path / "dataX"))
+    assert embedded.is_embedded_url(f"postgresql://postgres:@/postgres?host={tmp_path}/dataX") is True
+    assert embedded.is_embedded_url(f"postgresql://postgres:@/postgres?host={tmp_path}/dataXX") is False
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("postgresql://postgres:@/postgres?host=/d/pgdata", "postgresql://postgres:@/demo?host=/d/pgdata"),
+        ("postgresql://u:pw@db.example.test:5432/postgres", "postgresql://u:pw@db.example.test:5432/demo"),
+        (
+            "postgresql://u:pw@db.example.test:5432/postgres?sslmode=require&application_name=a?b",
+            "postgresql://u:pw@db.example.test:5432/demo?sslmode=require&application_name=a?b",
+        ),
+    ],
+)
+def test_database_url_changes_only_the_database(base: str, expected: str) -> None:
+    assert embedded.database_url(base, "demo") == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, []),  # no file
+        ("[1, 2]", [1, 2]),
+        ("[]", []),
+        ("", []),
+        ("[1, 2", []),  # cut short
+        ("null", []),
+        ("5", []),
+        ('{"1": 2}', []),
+        ('"12"', []),
+    ],
+)
+def test_read_pids_is_the_list_or_empty(tmp_path: Path, text: str | None, expected: list[int]) -> None:
+    path = tmp_path / embedded.HANDLE_PIDS
+    if text is not None:
+        path.write_text(text)
+    assert embedded._read_pids(path) == expected
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()  # exited and reaped: no such process
+    return proc.pid
+
+
+def test_drop_dead_handles_keeps_the_live_users_only(tmp_path: Path) -> None:
+    """A dead pid and an entry that is no pid are dropped and returned; live ones stay, in order."""
+    dead = _dead_pid()
+    listed = [os.getpid(), dead, "junk", os.getppid()]
+    (tmp_path / embedded.HANDLE_PIDS).write_text(json.dumps(listed))
+
+    assert embedded.drop_dead_handles(tmp_path) == [dead, "junk"]
+    assert json.loads((tmp_path / embedded.HANDLE_PIDS).read_text()) == [os.getpid(), os.getppid()]
+
+
+def test_drop_dead_handles_without_a_list(tmp_path: Path) -> None:
+    assert embedded.drop_dead_handles(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def default_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Nothing configured: the data folder is the user's, under an XDG data home not yet made."""
+    _use(
+        monkeypatch, EMBEDDED_DATA_DIR=None, DATABASE_URL=None, XDG_DATA_HOME=str(tmp_path / "home" / "share")
+    )
+    data = tmp_path / "home" / "share" / APP / "pgdata"
+    yield data
+    release(data)
+
+
+@pytest.mark.slow
+def test_a_first_start_with_nothing_configured_makes_the_users_data_folder(default_folder: Path) -> None:
+    """The folder and its missing parents are made; the URL is the folder's socket, which
+    `is_embedded_url` recognises; the server answers and stops with its last user."""
+    url = embedded.start()
+
+    assert url == f"postgresql://postgres:@/postgres?host={default_folder}"
+    assert (default_folder / "PG_VERSION").exists() and (default_folder / "postmaster.pid").exists()
+    assert embedded.is_embedded_url(url) is True
+    with psycopg.connect(url) as conn:
+        assert conn.execute("select current_setting('data_directory')").fetchone() == (str(default_folder),)
+    assert embedded.stop() is True and _no_postgres_left(default_folder)
+
+
+@pytest.mark.slow
+def test_a_failed_start_on_an_existing_cluster_keeps_it_and_says_where(data_dir: Path) -> None:
+    """A folder holding a cluster (PG_VERSION) whose server will not start (here: no
+    postgresql.conf): an outage naming the folder and pg_ctl's failure; the folder is not this
+    start's to remove, even though no server ever ran in it (no postmaster.opts)."""
+    (data_dir / "base").mkdir(parents=True)
+    (data_dir / "PG_VERSION").write_text("16\n")
+    (data_dir / "base" / "1").write_text("rows")
+
+    with pytest.raises(DatabaseUnavailable) as caught:
+        embedded.start()
+
+    assert str(caught.value).startswith(f"embedded Postgres failed to start in {data_dir}: ")
+    assert "pg_ctl" in str(caught.value)
+    assert (data_dir / "PG_VERSION").read_text() == "16\n" and (data_dir / "base" / "1").read_text() == "rows"
+    assert _no_postgres_left(data_dir)
+
+
+@pytest.mark.slow
+def test_a_failed_start_in_a_folder_of_other_files_leaves_them(data_dir: Path) -> None:
+    """BROKE: EMBEDDED_DATA_DIR naming a folder of someone's files (no cluster): initdb refuses a
+    non-empty folder, and the failed start then removed the folder as one it had been creating.
+    Now only a folder that was absent or empty is removed; this one is an outage naming it."""
+    data_dir.mkdir()
+    (data_dir / "notes.txt").write_text("keep me")
+
+    with pytest.raises(DatabaseUnavailable) as caught:
+        embedded.start()
+
+    assert str(caught.value).startswith(f"embedded Postgres failed to start in {data_dir}: ")
+    assert "initdb" in str(caught.value)
+    assert [p.name for p in data_dir.iterdir()] == ["notes.txt"]
+    assert (data_dir / "notes.txt").read_text() == "keep me"
+    assert [p.name for p in data_dir.parent.iterdir()] == ["pgdata"]  # nothing renamed aside
