@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from strategy_engine.brokers.simulated import SimulatedBroker
+from strategy_engine.core.errors import OrderRejected
 from strategy_engine.core.models import Account, OrderIntent, Position, Side
 
 NOW = datetime(2025, 6, 13, 15, 0, tzinfo=UTC)
@@ -122,3 +123,87 @@ def test_lookups_and_mark_to_market_by_hand() -> None:
 @pytest.mark.parametrize(("cash", "buying_power"), [(-50.0, 0.0), (0.5, 0.5), (1_000.0, 1_000.0)])
 def test_buying_power_is_cash_never_below_zero(cash: float, buying_power: float) -> None:
     assert SimulatedBroker(cash).account() == Account(cash=cash, buying_power=buying_power, equity=cash)
+
+
+# ---- what `check` accepts and refuses, at its boundaries (prices 100, no slippage) ---------------
+
+FORBIDDEN, INVALID = 40310000, 40010001  # Alpaca's codes: not allowed (403), validation (422)
+
+
+def refusal(broker: SimulatedBroker, side: Side, qty: float) -> tuple[int | str | None, str] | None:
+    """(code, message) of the refusal, or None when it filled; a refusal leaves cash and SPY as
+    they were."""
+    before = (broker.cash, broker.position_qty("SPY"))
+    try:
+        broker.submit(intent(side, qty, 100.0, f"b-{side}-{qty}"))
+    except OrderRejected as e:
+        assert (broker.cash, broker.position_qty("SPY")) == before
+        return e.code, e.message
+    return None
+
+
+@pytest.mark.parametrize(
+    ("cash", "held", "side", "qty", "after"),
+    [
+        (100.0, 0.0, Side.BUY, 1, 1.0),  # costs 100 = the buying power exactly
+        (100.0, 1.0, Side.BUY, 1, 2.0),  # adding to 1 share: only the added share (100) is opened
+        (50.0, 0.25, Side.BUY, 0.5, 0.75),  # adding 0.5 (50 = the buying power) to 0.25 held
+        (50.0, 0.0, Side.BUY, 0.5, 0.5),  # a fractional buy is not a fractional short
+        (0.0, 5.0, Side.SELL, 4.5, 0.5),  # selling part of a long opens nothing
+        (0.0, 5.0, Side.SELL, 5, 0.0),  # selling exactly what is held closes it
+        (0.0, -3.0, Side.BUY, 3, 0.0),  # covering exactly: nothing opened, no buying power needed
+        (2_000.0, 0.0, Side.SELL, 1, -1.0),  # equity exactly $2,000: a margin account may short
+    ],
+    ids=[
+        "bp-exact",
+        "add-to-one",
+        "add-fraction",
+        "fractional-buy",
+        "sell-part",
+        "sell-all",
+        "cover",
+        "short-at-2000",
+    ],
+)
+def test_check_accepts_up_to_the_boundary(
+    cash: float, held: float, side: Side, qty: float, after: float
+) -> None:
+    b = SimulatedBroker(cash, [Position("SPY", held, 100.0)])
+    assert refusal(b, side, qty) is None
+    signed = qty if side is Side.BUY else -qty
+    assert (b.position_qty("SPY"), b.cash) == (after, cash - signed * 100.0)
+
+
+@pytest.mark.parametrize(
+    ("cash", "held", "side", "qty", "refused"),
+    [
+        (99.99, 0.0, Side.BUY, 1, (FORBIDDEN, "insufficient buying power")),  # one cent short of 100
+        (199.99, 1.0, Side.BUY, 2, (FORBIDDEN, "insufficient buying power")),  # opens 2 shares: 200
+        (10.0, -3.0, Side.BUY, 3.5, (FORBIDDEN, "insufficient buying power")),  # flips: 0.5 long opened
+        (1_000.0, 0.0, Side.BUY, 1.0000000001, (INVALID, "qty 1.0000000001 has more than 9 decimal places")),
+        (
+            100_000.0,
+            0.0,
+            Side.SELL,
+            0.5,
+            (FORBIDDEN, "qty 0.5 is fractional: fractional shares cannot be sold short"),
+        ),
+        (
+            1_949.99,  # equity 1,949.99 + 0.5 x 100 = 1,999.99: a cash account
+            0.5,
+            Side.SELL,
+            1.5,
+            (FORBIDDEN, "insufficient qty available for order (requested: 1.5, available: 0.5)"),
+        ),
+    ],
+    ids=["bp-one-cent-short", "opening-part", "flip", "decimals", "fractional-short", "no-margin"],
+)
+def test_check_refuses_with_alpacas_code_and_words(
+    cash: float, held: float, side: Side, qty: float, refused: tuple[int, str]
+) -> None:
+    assert refusal(SimulatedBroker(cash, [Position("SPY", held, 100.0)]), side, qty) == refused
+
+
+def test_positions_of_zero_are_dropped_and_one_share_is_kept() -> None:
+    b = SimulatedBroker(0.0, [Position("SPY", 1.0, 100.0), Position("QQQ", 0.0, 50.0)])
+    assert b.positions() == [Position("SPY", 1.0, 100.0)]
