@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from strategy_engine import engine
+from strategy_engine.brokers.alpaca import _details
 from strategy_engine.core.errors import BrokerUnavailable, OrderRejected
 from strategy_engine.core.models import OrderIntent, Side
 from strategy_engine.store import Session
@@ -179,3 +180,19 @@ def test_a_400_is_a_refusal_of_the_order_not_an_outage_to_retry(fake: FakeAlpaca
     with pytest.raises(OrderRejected, match="request is not valid"):
         broker(fake.url).submit(OrderIntent("SPY", Side.BUY, 1.0, 100.0, "se-000000000000000000000400"))
     assert (fake.requests[POST], fake.orders_accepted) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('{"code": 40010001, "message": "qty must be > 0"}', (40010001, "qty must be > 0")),
+        ('{"code": 40310000}', (40310000, '{"code": 40310000}')),  # no message: the body says it
+        ("<html>502 Bad Gateway</html>", (None, "<html>502 Bad Gateway</html>")),
+        ("x" * 300, (None, "x" * 200)),  # a long page is cut to its first 200 characters
+        ("", (None, "no message")),  # never an empty explanation
+    ],
+)
+def test_an_error_body_gives_alpacas_code_and_message_or_the_start_of_the_page(
+    body: str, expected: tuple[int | None, str]
+) -> None:
+    assert _details(body, ()) == expected

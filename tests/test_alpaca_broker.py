@@ -378,6 +378,7 @@ def test_secrets_then_absent_from_repr_errors_and_logs(
     texts = [repr(b), str(vars(b)), caplog.text]
     texts += ["".join(traceback.format_exception(e)) for e in errors]
     assert {type(e).__name__ for e in errors} == {"BrokerUnavailable", "OrderRejected", "BrokerAuthError"}
+    assert "proxy echo ********** **********" in str(errors[0])  # masked, the rest kept
     for text in texts:
         assert KEY not in text
         assert SECRET not in text

@@ -14,8 +14,9 @@ from email.utils import format_datetime
 import pytest
 import requests
 
-from strategy_engine.brokers.alpaca_http import held_to, retry_after
+from strategy_engine.brokers.alpaca_http import TimeoutAdapter, held_to, retry_after
 from strategy_engine.core.errors import BrokerUnavailable, NotSent
+from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
 
 
 def answer(retry_after_header: str | None) -> requests.Response:
@@ -79,3 +80,17 @@ def test_held_to_when_the_first_attempt_starts_past_the_deadline_then_not_sent()
         "past the invocation's deadline (2025-06-13T14:01:50+00:00): not sent",
     )
     assert posts == []
+
+
+def test_the_timeout_adapter_keeps_a_callers_own_timeout_and_gives_one_to_a_request_without() -> None:
+    """Answers come 1 s late. The adapter's 0.3 s ends a request that names no timeout (as
+    alpaca-py's do); a request naming its own 0.2 s keeps it, and one naming 30 s is answered."""
+    with FakeAlpaca() as fake, requests.Session() as session:
+        session.mount("http://", TimeoutAdapter(0.3))
+        session.headers.update({"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET})
+        fake.slow("GET /v2/account", 1.0, times=3)
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            session.get(fake.url + "/v2/account")
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            session.get(fake.url + "/v2/account", timeout=(5.0, 0.2))
+        assert session.get(fake.url + "/v2/account", timeout=30.0).status_code == 200

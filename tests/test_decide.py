@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
 
 import pytest
 from hypothesis import given, settings
@@ -23,8 +24,10 @@ from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core import calendar, decide
 from strategy_engine.core.decide import MinuteInputs, decide_minute, decision_json
 from strategy_engine.core.errors import NotSent, OrderRejected
+from strategy_engine.core.exposure import Working
 from strategy_engine.core.models import (
     Action,
+    Check,
     DayState,
     Features,
     Limits,
@@ -34,6 +37,7 @@ from strategy_engine.core.models import (
     Side,
     StrategyOutcome,
     StrategyRun,
+    Verdict,
 )
 from strategy_engine.core.risk import RiskContext
 from strategy_engine.core.strategies import REGISTRY, parse_config
@@ -305,9 +309,15 @@ def test_settle_when_an_order_was_not_sent_then_it_is_blocked_by_the_deadline_an
         ("QQQ", Outcome.ORDERED),
     ]
     unsent = decisions[0]
-    assert unsent.verdict is not None and unsent.verdict.code == "deadline"
-    assert not unsent.verdict.approved
-    assert unsent.verdict.checks[-1].code == "deadline"
+    approved = decided.decisions[0].verdict
+    assert approved is not None and approved.approved and not approved.reduce_only
+    # the approved verdict, blocked by its own last check: the reason, in words, never passed
+    assert unsent.verdict == Verdict(
+        False,
+        "deadline",
+        (*approved.checks, Check("deadline", "past the deadline: not sent", None, False)),
+        False,
+    )
     assert unsent.error == "past the deadline: not sent"
     assert after.day.trades_today == ctx.day.trades_today + 1  # QQQ only
     assert decide.processed_run("s", decisions).outcome.value == "deadline"
@@ -498,3 +508,40 @@ def test_decision_json_writes_nan_and_infinities_as_null_at_any_depth() -> None:
     assert json.loads(text) == {"close": None, "sma": 1.5, "deep": {"x": [None, 2.0, [None]]}}
     # a finite payload is encoded as it is
     assert json.loads(decision_json(held)) == {**held.signal.payload}
+
+
+def test_decide_when_a_working_buy_and_sell_net_to_zero_then_the_payload_says_zero_working() -> None:
+    # `Working.qty` holds only symbols with a remainder; `symbols` every one with a working order
+    f = {"IWM": feats("IWM")}
+    ctx = replace(context(f), working=Working(MappingProxyType({}), frozenset({"IWM"}), 0.0))
+    decided = decide.decide(inputs(["IWM"], f), ctx)
+    payload = decided.decisions[0].signal.payload
+    assert payload["working_qty"] == 0.0 and type(payload["working_qty"]) is float
+
+
+def test_settle_when_the_broker_holds_the_order_dead_then_failed_and_journaled_with_its_error() -> None:
+    # e.g. adopted after a retry: the broker's own order row goes to the journal, with the reason
+    f = {"IWM": feats("IWM")}
+    ctx = context(f)
+    decided = decide.decide(inputs(["IWM"], f), ctx)
+    (i,) = decided.intents
+    dead = Order(i.client_order_id, "b-1", "IWM", Side.BUY, 1.0, "rejected", 0.0, None)
+    decisions, after = decide.settle(decided, [dead])
+    assert [(d.outcome, d.order) for d in decisions] == [(Outcome.FAILED, dead)]
+    error = "the broker holds this order as rejected, nothing filled"
+    assert decide.journal_orders(decisions) == [(dead, error)]
+    assert after is ctx
+
+
+def test_settle_when_an_approved_decision_lacks_its_order_or_verdict_then_value_error_naming_it() -> None:
+    f = {"IWM": feats("IWM")}
+    decided = decide.decide(inputs(["IWM"], f), context(f))
+    (i,) = decided.intents
+    placed = Order(i.client_order_id, "b-1", "IWM", Side.BUY, 1.0, "accepted", 0.0, None)
+    x = decided.decisions[0]
+    no_intent = replace(decided, decisions=(replace(x, intent=None),))
+    with pytest.raises(ValueError, match=r"^an approved decision without an order$"):
+        decide.settle(no_intent, [placed])
+    no_verdict = replace(decided, decisions=(replace(x, verdict=None),))
+    with pytest.raises(ValueError, match=r"^an approved decision without a verdict$"):
+        decide.settle(no_verdict, [NotSent("deadline", "past the deadline: not sent")])

@@ -67,6 +67,27 @@ def test_flipping_through_zero_enters_the_rest_at_the_fill_price() -> None:
     assert b.positions() == []
 
 
+def test_a_one_share_or_fractional_long_averages_on_adding_and_keeps_its_entry_on_reducing() -> None:
+    b = SimulatedBroker(10_000.0, [Position("SPY", 1.0, 100.0), Position("QQQ", 0.5, 40.0)])
+    b.submit(OrderIntent("SPY", Side.BUY, 1, 110.0, "c1"))  # (1 * 100 + 1 * 110) / 2 = 105
+    b.submit(OrderIntent("QQQ", Side.BUY, 0.25, 46.0, "c2"))  # (0.5 * 40 + 0.25 * 46) / 0.75 = 42
+    assert b.positions() == [Position("QQQ", 0.75, 42.0), Position("SPY", 2.0, 105.0)]
+    b.submit(OrderIntent("SPY", Side.SELL, 1.5, 120.0, "c3"))  # 0.5 left, still entered at 105
+    assert b.positions() == [Position("QQQ", 0.75, 42.0), Position("SPY", 0.5, 105.0)]
+    assert b.cash == 10_000.0 - 110.0 - 11.5 + 180.0
+
+
+def test_filled_orders_are_never_open_and_recent_means_submitted_strictly_after() -> None:
+    b = SimulatedBroker(10_000.0, now=NOW)
+    first = b.submit(intent(Side.BUY, 1, 100.0, "c1"))
+    b.now = NOW + timedelta(minutes=1)
+    second = b.submit(intent(Side.BUY, 1, 100.0, "c2"))
+    assert b.open_orders() == []
+    assert b.recent_orders(NOW - timedelta(seconds=1)) == [first, second]
+    assert b.recent_orders(NOW) == [second]  # one submitted at `after` itself is not after it
+    assert b.recent_orders(NOW + timedelta(minutes=1)) == []
+
+
 def test_the_same_client_id_fills_once() -> None:
     b = SimulatedBroker(1_000.0)
     first = b.submit(intent(Side.BUY, 1, 100.0, "c1"))

@@ -8,6 +8,7 @@ through `naive_flow_trend` (the table wired to the classifiers and the payload).
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from strategy_engine.core import indicators
 from strategy_engine.core.errors import InputError
 from strategy_engine.core.models import Action, Features
 from strategy_engine.core.strategies import REGISTRY, config_dump, parse_config
+from strategy_engine.core.strategies.base import check_symbol, check_text
 from strategy_engine.core.strategies.naive_flow_trend import (
     BEARISH,
     BULLISH,
@@ -528,3 +530,33 @@ def test_payload_when_entry_then_every_key_computed_by_hand() -> None:
         "ignored_flow": 3,
         "series_break": False,
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("a\x00b", "0000"),
+        ("tab\there", "0009"),
+        ("esc\x1b[31m", "001B"),
+        ("del\x7f", "007F"),
+        ("c1\x85", "0085"),
+    ],
+)
+def test_check_text_when_a_control_character_then_value_error_naming_its_code_point(
+    value: str, code: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^control character U\\+{code} not allowed$"):
+        check_text(value)
+
+
+def test_check_text_when_no_control_character_then_the_value_itself() -> None:
+    value = "naïve flow – trend 2 (ünïcode, spaces) \u200b"  # a zero-width space is Cf, not Cc
+    assert check_text(value) is value
+
+
+@pytest.mark.parametrize("symbol", ["aapl", "", "BRK B", 7])
+def test_check_symbol_when_not_an_upper_case_ticker_then_value_error_quoting_it(symbol: object) -> None:
+    with pytest.raises(
+        ValueError, match=re.escape(f"invalid symbol {symbol!r} (upper-case ticker expected)")
+    ):
+        check_symbol(symbol)
