@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,14 +151,20 @@ def test_drop_dead_handles_without_a_list(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def default_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Nothing configured: the data folder is the user's, under an XDG data home not yet made."""
-    _use(
-        monkeypatch, EMBEDDED_DATA_DIR=None, DATABASE_URL=None, XDG_DATA_HOME=str(tmp_path / "home" / "share")
-    )
-    data = tmp_path / "home" / "share" / APP / "pgdata"
-    yield data
-    release(data)
+def default_folder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Nothing configured: the data folder is the user's, under an XDG data home not yet made.
+
+    Under a short folder of its own, not pytest's tmp_path: a Unix socket path has at most 107
+    bytes, and beyond that pgserver puts the socket elsewhere (a fresh clone's basetemp is long
+    enough to cross it)."""
+    home = Path(tempfile.mkdtemp(prefix="se-", dir="/tmp"))
+    _use(monkeypatch, EMBEDDED_DATA_DIR=None, DATABASE_URL=None, XDG_DATA_HOME=str(home / "share"))
+    data = home / "share" / APP / "pgdata"
+    try:
+        yield data
+    finally:
+        release(data)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.mark.slow
