@@ -93,7 +93,9 @@ def tick(
             abandoned = journal.close_abandoned(s, deps.run_timeout_seconds, run_id)
             journal.start_run(s, run_id, trigger, minute)
         for old in abandoned():  # outcome: the alerts' key
-            event("run abandoned", level=logging.WARNING, outcome="abandoned", run_id=str(old), by=str(run_id))
+            event(
+                "run abandoned", level=logging.WARNING, outcome="abandoned", run_id=str(old), by=str(run_id)
+            )
         if ahead is None:
             return finish(s, RunResult(run_id, minute, trigger, "market_closed", ()), started)
         try:
