@@ -28,6 +28,7 @@ from datetime import date, datetime, timedelta
 
 from strategy_engine.brokers.base import Broker
 from strategy_engine.concurrency import gather2, gather4
+from strategy_engine.core.errors import InputError
 from strategy_engine.core.models import Account, BrokerAccount, Order, OrderIntent, Position, RowId
 from strategy_engine.invocation import Invocation
 from strategy_engine.logs import event
@@ -162,6 +163,12 @@ def open_account(
     written (moving the stamp, which tells other invocations that this one may place orders).
     Returns (view, read now)."""
     if account.broker != "alpaca":
+        if locked.cash_missing:  # its figures are the tables': trading from $0 would write $0 over them
+            raise InputError(
+                f"account {account.name}: its broker_balances row has no cash (a table from an older"
+                f" shape); set it (update public.broker_balances set cash = <dollars> where account_id ="
+                f" '{account.id}') before it trades"
+            )
         balance = locked.balance or Account(0.0, 0.0, 0.0)
         broker = simulated(balance, locked.positions)
         return AccountView(broker, balance, locked.positions, broker.open_orders()), False

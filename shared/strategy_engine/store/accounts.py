@@ -139,6 +139,9 @@ class Locked:
     positions: list[Position]
     stamp: datetime | None
     sending: bool = False  # the account has intents: orders some minute may have placed unrecorded
+    # A balance row whose cash is NULL (an older shape): unknown, not $0; `balance` is None (another
+    # tool's buying power or equity, margin or at market prices, never stand in for cash).
+    cash_missing: bool = False
 
 
 def lock_account_later(s: Session, account_id: RowId, as_of: date | None = None) -> Later[Locked]:
@@ -160,7 +163,7 @@ def lock_account_later(s: Session, account_id: RowId, as_of: date | None = None)
         f"""
         select b.cash::float8, b.buying_power::float8, b.equity::float8, b.updated_at,
           exists (select 1 from public.paper_trades t where t.account_id = %(id)s and t.status = 'intent'),
-          p.symbol, p.qty, p.avg, p.ratios
+          b.account_id is not null and b.cash is null, p.symbol, p.qty, p.avg, p.ratios
         from (select 1) one
         left join public.broker_balances b on b.account_id = %(id)s
         left join lateral ({_POSITIONS}) p on true
@@ -174,9 +177,9 @@ def lock_account_later(s: Session, account_id: RowId, as_of: date | None = None)
             raise NotFound(f"account {account_id} no longer exists")
         rows = read.fetchall()
         first = rows[0]  # the (select 1) row is always there
-        held = [_split(*r[5:]) for r in rows if r[5] is not None]
+        held = [_split(*r[6:]) for r in rows if r[6] is not None]
         balance = None if first[0] is None else _balance(first[0], first[1], first[2], held)
-        return Locked(balance, held, first[3], bool(first[4]))
+        return Locked(balance, held, first[3], bool(first[4]), bool(first[5]))
 
     return answer
 

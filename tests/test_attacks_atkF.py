@@ -1,0 +1,50 @@
+"""Helper atkF's attacks on the last session's fixes: a legacy balance row without cash, the
+embedded start on folders that are not a new one, and a migration that loses a deadlock."""
+
+from __future__ import annotations
+
+import pytest
+
+from strategy_engine import engine
+from strategy_engine.core.errors import InputError
+from strategy_engine.core.models import StrategyOutcome
+from strategy_engine.store import Session
+from tests.conftest import seed
+from tests.test_exactly_once import T, entry_setup
+from tests.test_manual_trade import trade
+
+
+@pytest.mark.parametrize(("power", "equity"), [(500.0, 600.0), (None, None)])
+def test_a_balance_row_without_cash_trades_nothing_and_keeps_its_figures(
+    session: Session, power: float | None, equity: float | None
+) -> None:
+    """Cash NULL (a legacy table's nullable column) is unknown, not $0. Before: the account read
+    as Account(0, 0, 0), a manual buy was refused with "limit 0.00" while status showed buying
+    power 500, and the tick wrote cash, buying power and equity 0 over the row."""
+    s = session
+    seed(s, cash=1000.0, config={"symbols": ["SPY"], "order_qty": 5})
+    entry_setup(s, ("SPY",), T)
+    for column in ("cash", "buying_power", "equity"):  # nullable, as a legacy table has them
+        s.execute(f"alter table broker_balances alter column {column} drop not null")
+    s.execute("update broker_balances set cash = null, buying_power = %s, equity = %s", (power, equity))
+    account_id = s.fetchone("select account_id from broker_balances")
+    assert account_id is not None
+    with pytest.raises(InputError) as err:
+        trade(s, "buy", 3)
+    assert str(err.value) == (
+        "account sim: its broker_balances row has no cash (a table from an older shape); set it"
+        f" (update public.broker_balances set cash = <dollars> where account_id = '{account_id[0]}')"
+        " before it trades"
+    )
+    result = engine.tick(s, T)
+    assert [(r.strategy, r.outcome, r.orders) for r in result.strategies] == [
+        ("nft", StrategyOutcome.FAILED, 0)
+    ]
+    assert s.fetchall("select cash, buying_power::float8, equity::float8 from broker_balances") == [
+        (None, power, equity)
+    ]
+    assert s.fetchall("select * from paper_trades") == []
+    assert s.fetchall("select * from broker_positions") == []
+    # The operator's own fix is all it takes.
+    s.execute("update broker_balances set cash = 1000")
+    assert trade(s, "buy", 3).filled_qty == 3
