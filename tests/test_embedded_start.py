@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from strategy_engine.core.errors import DatabaseUnavailable
+from strategy_engine.core.errors import DatabaseUnavailable, InputError
 from strategy_engine.settings import get_settings
 from strategy_engine.store import embedded
 from tests.test_embedded_lifecycle import release
@@ -199,19 +199,49 @@ def test_a_failed_start_on_an_existing_cluster_keeps_it_and_says_where(data_dir:
     assert _no_postgres_left(data_dir)
 
 
-@pytest.mark.slow
-def test_a_failed_start_in_a_folder_of_other_files_leaves_them(data_dir: Path) -> None:
+def test_a_start_in_a_folder_of_other_files_is_refused_before_touching_them(data_dir: Path) -> None:
     """BROKE: EMBEDDED_DATA_DIR naming a folder of someone's files (no cluster): initdb refuses a
     non-empty folder, and the failed start then removed the folder as one it had been creating.
-    Now only a folder that was absent or empty is removed; this one is an outage naming it."""
+    Then (helper atkF): pgserver, run as root, had chowned the folder to its user first, and the
+    error was 20 lines of initdb's output and an exit 3 that no retry can cure. Now: refused
+    before pgserver runs, one line, exit 2 (InputError); the folder and its files as they were."""
     data_dir.mkdir()
     (data_dir / "notes.txt").write_text("keep me")
+    (data_dir / "postmaster.pid").write_text("999999\n")  # a stale one, someone's copy
+    before = [(p.name, p.stat().st_uid, p.read_text()) for p in sorted(data_dir.iterdir())]
+    owner = data_dir.stat().st_uid
 
-    with pytest.raises(DatabaseUnavailable) as caught:
+    with pytest.raises(InputError) as caught:
         embedded.start()
 
-    assert str(caught.value).startswith(f"embedded Postgres failed to start in {data_dir}: ")
-    assert "initdb" in str(caught.value)
-    assert [p.name for p in data_dir.iterdir()] == ["notes.txt"]
-    assert (data_dir / "notes.txt").read_text() == "keep me"
+    assert str(caught.value) == (
+        f"the embedded database folder {data_dir} holds other files and no database cluster"
+        " (no PG_VERSION): set EMBEDDED_DATA_DIR to a new or empty folder"
+    )
+    assert [(p.name, p.stat().st_uid, p.read_text()) for p in sorted(data_dir.iterdir())] == before
+    assert data_dir.stat().st_uid == owner
     assert [p.name for p in data_dir.parent.iterdir()] == ["pgdata"]  # nothing renamed aside
+
+
+@pytest.mark.parametrize(
+    ("make", "why"), [("file", "is a file, not a folder"), ("under", "cannot be used: Not a directory")]
+)
+def test_a_data_folder_that_is_a_file_is_one_line_and_exit_2(data_dir: Path, make: str, why: str) -> None:
+    """BROKE (helper atkF): EMBEDDED_DATA_DIR naming a file, or a folder under one, was a Python
+    traceback (FileExistsError / NotADirectoryError from mkdir), exit 1. Now one line, exit 2."""
+    data_dir.write_text("someone's file")
+    target = data_dir if make == "file" else data_dir / "sub"
+    with pytest.raises(InputError) as caught:
+        embedded.start(target)
+    assert str(caught.value) == f"the embedded database folder {target} {why}"
+    assert data_dir.read_text() == "someone's file"
+    run = subprocess.run(
+        [sys.executable, "-m", "strategy_engine.cli", "db", "migrate"],
+        check=False, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "EMBEDDED_DATA_DIR": str(target)},
+    )  # fmt: skip
+    assert (run.returncode, run.stdout, run.stderr) == (
+        2,
+        "",
+        f"error: the embedded database folder {target} {why}\n",
+    )

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import threading
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import platformdirs
 
-from strategy_engine.core.errors import DatabaseUnavailable
+from strategy_engine.core.errors import DatabaseUnavailable, InputError
 
 HANDLE_PIDS = ".handle_pids.json"  # pgserver's list of the pids using the server
 # Seconds a postgres of an abandoned start has to stop on SIGINT (a fast shutdown) before SIGKILL.
@@ -37,16 +39,34 @@ def default_data_dir() -> Path:
 
 
 def start(data_dir: Path | None = None) -> str:
-    """Start (or attach to) the embedded server; return its connection URL."""
+    """Start (or attach to) the embedded server; return its connection URL.
+
+    Raises InputError (exit 2) when the folder cannot be one (a file, unwritable, or a folder of
+    other files with no cluster: refused before anything in it is touched), DatabaseUnavailable
+    (exit 3) when the server fails to start; each one line, naming the folder."""
     folder = (data_dir or default_data_dir()).expanduser().resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    # only a folder this start makes (absent or empty) may be removed if it fails: never a
-    # cluster, never someone's files in a folder EMBEDDED_DATA_DIR named by mistake
-    fresh = next(folder.iterdir(), None) is None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # only a folder this start makes (absent or empty) may be removed if it fails: never a
+        # cluster, never someone's files in a folder EMBEDDED_DATA_DIR named by mistake
+        fresh = next(folder.iterdir(), None) is None
+    except OSError as exc:
+        why = "is a file, not a folder" if folder.is_file() else f"cannot be used: {exc.strerror or exc}"
+        raise InputError(f"the embedded database folder {folder} {why}") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR under root
         import pgserver
 
+        # Under pgserver's lock: a start in another process holds it while its initdb fills the folder.
+        with pgserver.PostgresServer._lock:  # type: ignore[attr-defined]
+            stray = not (folder / "PG_VERSION").exists() and next(folder.iterdir(), None) is not None
+        if stray:
+            raise InputError(
+                f"the embedded database folder {folder} holds other files and no database cluster"
+                " (no PG_VERSION): set EMBEDDED_DATA_DIR to a new or empty folder"
+            )
+        told = _Told()
+        _PGSERVER_LOG.addHandler(told)
         try:
             with pgserver.PostgresServer._lock:  # type: ignore[attr-defined]
                 drop_dead_handles(folder)
@@ -55,9 +75,32 @@ def start(data_dir: Path | None = None) -> str:
             with _signals_deferred():
                 _abandon(folder, fresh)
             if isinstance(exc, Exception):  # pgserver raises plain exceptions
-                raise DatabaseUnavailable(f"embedded Postgres failed to start in {folder}: {exc}") from None
+                why = told.reason or " ".join(str(exc).split())
+                raise DatabaseUnavailable(f"embedded Postgres failed to start in {folder}: {why}") from None
             raise
+        finally:
+            _PGSERVER_LOG.removeHandler(told)
     return str(server.get_uri())
+
+
+# pgserver logs a failed command's whole output (20 lines) as an error: printed to stderr by
+# logging's last resort when no handler is set. Its reason goes in our one line instead.
+_PGSERVER_LOG = logging.getLogger("pgserver")
+_PGSERVER_LOG.addHandler(logging.NullHandler())
+_REASON = re.compile(r"^(?:\S+: error: |FATAL: |pg_ctl: ).*$", re.M)
+
+
+class _Told(logging.Handler):
+    """Keeps the first reason line (`initdb: error: ...`, `FATAL: ...`) pgserver logs as an error."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.reason = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        m = _REASON.search(record.getMessage())
+        if m and not self.reason:
+            self.reason = m.group(0).strip()
 
 
 def _abandon(folder: Path, fresh: bool) -> None:
