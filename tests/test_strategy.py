@@ -7,7 +7,9 @@ through `naive_flow_trend` (the table wired to the classifiers and the payload).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import math
 import re
 from typing import Any
 
@@ -17,12 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from strategy_engine.core import indicators
 from strategy_engine.core.errors import InputError
 from strategy_engine.core.models import Action, Features
-from strategy_engine.core.strategies import REGISTRY, config_dump, parse_config
-from strategy_engine.core.strategies.base import check_symbol, check_text
+from strategy_engine.core.strategies import REGISTRY, config_dump, get_spec, parse_config, validation_message
+from strategy_engine.core.strategies.base import check_symbol, check_text, qty_problem
 from strategy_engine.core.strategies.naive_flow_trend import (
     BEARISH,
     BULLISH,
@@ -387,9 +390,97 @@ def test_parse_config_when_bad_key_then_input_error_naming_it(key: str, value: o
 
 
 def test_parse_config_when_unknown_strategy_type_then_input_error_naming_it() -> None:
-    with pytest.raises(InputError, match="unknown strategy_type 'mean_reversion'"):
+    with pytest.raises(InputError) as info:
         parse_config("mean_reversion", {})
+    assert str(info.value) == "unknown strategy_type 'mean_reversion' (known: naive_flow_trend)"
     assert "naive_flow_trend" in REGISTRY
+
+
+def test_get_spec_when_unknown_then_every_known_type_listed_sorted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A second registered type, inserted after naive_flow_trend but sorting before it.
+    monkeypatch.setitem(REGISTRY, "a_second", REGISTRY["naive_flow_trend"])
+    with pytest.raises(InputError) as info:
+        get_spec("mean_reversion")
+    assert str(info.value) == "unknown strategy_type 'mean_reversion' (known: a_second, naive_flow_trend)"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"sma_window": "20"}, "config.sma_window: Input should be a valid integer"),
+        (
+            {"sma_window": 0, "bogus": 1},
+            "config.sma_window: Input should be greater than or equal to 1; config.bogus: Extra inputs are not permitted",
+        ),
+        # The whole-config checks have no key of their own: named `config`, not `config.`.
+        (
+            {"order_qty": 1e-10},
+            "config: Value error, order_qty: qty 1e-10 has more than 9 decimal places",
+        ),
+        (["SPY"], "config: Input should be a valid dictionary or instance of NaiveFlowTrendConfig"),
+    ],
+    ids=["one-key", "two-keys", "whole-config", "not-an-object"],
+)
+def test_parse_config_when_invalid_then_the_one_line_the_user_reads(raw: Any, expected: str) -> None:
+    with pytest.raises(InputError) as info:
+        parse_config("naive_flow_trend", raw)
+    assert str(info.value) == f"invalid strategy config: {expected}"
+
+
+class _Listed(BaseModel):
+    model_config = ConfigDict(strict=True)
+    xs: list[int]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"xs": [1, "a"]}, "xs.1: Input should be a valid integer"),
+        ("nope", "value: Input should be a valid dictionary or instance of _Listed"),
+    ],
+    ids=["nested-path-dotted", "no-path-no-prefix"],
+)
+def test_validation_message_without_prefix_then_dotted_path_or_value(raw: object, expected: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        _Listed.model_validate(raw)
+    assert validation_message(info.value) == expected
+
+
+def test_fingerprint_when_design_defaults_then_sha256_of_sorted_compact_json() -> None:
+    # The canonical form written out by hand: keys sorted, no spaces, floats as JSON floats.
+    # Stored with every backfill and sweep run: a change here orphans every earlier run.
+    blob = (
+        '{"allow_short":false,"flow_lookback_minutes":15,"max_bar_age_seconds":120.0,'
+        '"min_flow_premium":50000.0,"min_flow_ratio":0.2,"order_qty":1.0,"sma_window":20,'
+        '"symbols":["SPY","IWM","QQQ"],"trend_band_bps":5.0}'
+    )
+    expected = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    assert expected == "ffe6e6be70a76e8b"
+    assert cfg().fingerprint() == expected
+
+
+@pytest.mark.parametrize(
+    ("qty", "short", "expected"),
+    [
+        (0.5, None, None),  # a fractional buy or sell of a long: Alpaca takes it
+        (1e-9, None, None),  # exactly 9 decimal places: Alpaca's limit, accepted
+        (1.000000001, None, None),
+        (1e-10, None, "qty 1e-10 has more than 9 decimal places"),
+        (0.0, None, "invalid qty 0.0 (must be a finite number > 0)"),
+        (-1.0, None, "invalid qty -1.0 (must be a finite number > 0)"),
+        (math.inf, None, "invalid qty inf (must be a finite number > 0)"),
+        (math.nan, None, "invalid qty nan (must be a finite number > 0)"),
+        (2.0, True, None),
+        (0.5, True, "qty 0.5 is fractional: fractional shares cannot be sold short"),
+        (0.5, False, None),
+    ],
+    ids=repr,
+)
+def test_qty_problem_when_quantity_then_alpacas_refusal_or_none(
+    qty: float, short: bool | None, expected: str | None
+) -> None:
+    got = qty_problem(qty) if short is None else qty_problem(qty, short=short)
+    assert got == expected
 
 
 # --- indicators ---------------------------------------------------------------------------------

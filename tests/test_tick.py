@@ -162,11 +162,11 @@ def test_statement_count_is_constant_in_the_number_of_symbols(session: Session) 
     quiet_trips = {n: _statements_per_tick(session, f"q{n}", n, 1e12) for n in (3, 50)}
     quiet = {n: v[0] for n, v in quiet_trips.items()}
     assert quiet[3] == quiet[50]
-    # Round trips, by hand: plan, close abandoned runs, start the run, the day rows (4); BEGIN,
-    # the timeouts, the claim, the snapshot pipeline, the last trades, the decisions' COPY, the
-    # writes' pipeline, COMMIT (8: a lone strategy's minute is one transaction, no savepoint in
-    # it); the run's close (1).
-    assert quiet_trips[3][1] == quiet_trips[50][1] == 4 + 8 + 1
+    # Round trips, by hand: plan, closing abandoned runs with starting this one (one pipeline),
+    # the day rows (3); BEGIN, the timeouts, the claim, the snapshot pipeline, the last trades,
+    # the decisions' COPY, the writes' pipeline, COMMIT (8: a lone strategy's minute is one
+    # transaction, no savepoint in it); the run's close (1).
+    assert quiet_trips[3][1] == quiet_trips[50][1] == 3 + 8 + 1
     busy = {n: _statements_per_tick(session, f"b{n}", n, 20_000)[0] for n in (3, 50)}
     # an order adds one upsert into paper_trades, however many orders the minute placed
     assert quiet[3] <= busy[3] <= quiet[3] + 1

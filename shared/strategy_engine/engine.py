@@ -89,11 +89,13 @@ def tick(
         real = [p.account for p in planned if isinstance(p, Planned) and p.account.broker in REAL_BROKERS]
         ahead = account_view.Prefetch.start(s, real, deps.alpaca_broker, inv, pool) if market_open else None
         run_id = uuid.uuid4()
-        for old in journal.close_abandoned(s, deps.run_timeout_seconds, run_id):  # outcome: the alerts' key
+        with s.pipeline():  # one round trip, one implicit transaction: both stand or neither
+            abandoned = journal.close_abandoned(s, deps.run_timeout_seconds, run_id)
+            journal.start_run(s, run_id, trigger, minute)
+        for old in abandoned():  # outcome: the alerts' key
             event(
                 "run abandoned", level=logging.WARNING, outcome="abandoned", run_id=str(old), by=str(run_id)
             )
-        journal.start_run(s, run_id, trigger, minute)
         if ahead is None:
             return finish(s, RunResult(run_id, minute, trigger, "market_closed", ()), started)
         try:

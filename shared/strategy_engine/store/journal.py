@@ -172,9 +172,10 @@ def start_run(s: Session, run_id: UUID, trigger: str, minute: datetime) -> None:
     )
 
 
-def close_abandoned(s: Session, older_than_seconds: float, by: UUID) -> list[UUID]:
-    """Close runs still `running` after the function's timeout: their process is dead. One statement."""
-    rows = s.fetchall(
+def close_abandoned(s: Session, older_than_seconds: float, by: UUID) -> Later[list[UUID]]:
+    """Close runs still `running` after the function's timeout: their process is dead. One
+    statement, sent now (in the caller's pipeline, if any); the answer gives the ids closed."""
+    cur = s.execute(
         """
         update public.engine_runs set status = 'abandoned', finished_at = now(),
           detail = jsonb_build_object('closed_by', %s::text, 'reason', 'running past the function timeout')
@@ -183,7 +184,7 @@ def close_abandoned(s: Session, older_than_seconds: float, by: UUID) -> list[UUI
         """,
         (str(by), older_than_seconds),
     )
-    return [r[0] for r in rows]
+    return lambda: [r[0] for r in cur.fetchall()]
 
 
 def finish_run(s: Session, run_id: UUID, status: str, counts: dict[str, int], detail: Any, ms: float) -> bool:
