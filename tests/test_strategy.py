@@ -196,6 +196,16 @@ def test_trend_code_when_arrays_then_same_codes_as_scalars() -> None:
     assert got.tolist() == [FLAT, FLAT, UP, FLAT, DOWN, UP, DOWN]
 
 
+def test_trend_code_when_a_float32_sma_then_the_band_is_computed_in_float64() -> None:
+    """A float32 SMA of 100 is exactly 100, so the band's edges are 100.05 and 99.95 as for a
+    float64 one (and as `trend_of` computes them). In float32 arithmetic the edges would round
+    to 100.0499954 and 99.9499969, turning 100.049998 up and 99.949998 flat."""
+    closes = np.array([100.049998, 100.05, 100.050001, 99.950002, 99.95, 99.949998])
+    got = trend_code(closes, np.full(closes.shape, 100.0, dtype=np.float32), 5.0)
+    assert got.tolist() == [FLAT, FLAT, UP, FLAT, FLAT, DOWN]
+    assert got.tolist() == [trend_of(float(c), 100.0, 5.0) for c in closes]
+
+
 @pytest.mark.parametrize(
     ("close", "trend"),
     [(100.0 * (1.0 + 5 / 10_000.0), "flat"), (np.nextafter(100.0 * (1.0 + 5 / 10_000.0), np.inf), "up")],

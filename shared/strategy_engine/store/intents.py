@@ -17,10 +17,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from strategy_engine.concurrency import submit
 from strategy_engine.core.models import FINAL_ORDER_STATUSES, Order, OrderIntent, RowId, Side
 from strategy_engine.store.session import Later, Session, exact, sibling, sibling_opener
 
@@ -53,14 +54,13 @@ class IntentLog:
         self._main = main
         self._side: Session | None = None
         self._opening: Future[Session] | None = None
-        self._opener: ThreadPoolExecutor | None = None
 
     def open_ahead(self) -> None:
-        """Start opening the connection on a thread of its own, so the first intent does not wait
-        for a connection to be set up; its error (DatabaseUnavailable) is raised by that write."""
+        """Start opening the connection on the I/O pool (`concurrency.submit`), so the first
+        intent does not wait for a connection to be set up; its error (DatabaseUnavailable) is
+        raised by that write."""
         if self._side is None and self._opening is None:
-            self._opener = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intent-connect")
-            self._opening = self._opener.submit(sibling_opener(self._main))
+            self._opening = submit(sibling_opener(self._main))
 
     def _session(self) -> Session:
         if self._side is None:
@@ -73,9 +73,6 @@ class IntentLog:
             with contextlib.suppress(Exception):  # never used: its failure is nobody's concern
                 self._side = self._opening.result()
             self._opening = None
-        if self._opener is not None:
-            self._opener.shutdown(wait=True)
-            self._opener = None
         if self._side is not None:
             self._side.close()
             self._side = None

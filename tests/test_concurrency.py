@@ -1,0 +1,135 @@
+"""The I/O pool (`concurrency.launch`, `gather2`/`gather4`, `submit`, `busy`): results in order,
+the first error in order once every call has ended, at most MAX_AT_ONCE calls of one launch at
+once, threads kept between calls, and a forked child that gets a pool of its own."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from strategy_engine import concurrency
+
+WAIT = 30.0  # seconds an event may take before the test gives up (never a measured duration)
+
+
+def io_threads() -> set[int]:
+    return {t.ident for t in threading.enumerate() if t.name.startswith("broker-io") and t.ident is not None}
+
+
+def test_results_come_in_the_order_of_the_items_whatever_order_the_calls_end_in() -> None:
+    first_may_end = threading.Event()
+    ended: list[int] = []
+
+    def call(n: int) -> int:
+        if n == 0:
+            assert first_may_end.wait(WAIT)
+        ended.append(n)
+        if n == 2:
+            first_may_end.set()  # the last item ends before the first
+        return n * 10
+
+    assert concurrency.launch(call, [0, 1, 2])() == [0, 10, 20]
+    assert ended[-1] == 0
+
+
+def test_the_first_error_in_item_order_is_raised_once_every_call_has_ended() -> None:
+    later_error_raised = threading.Event()
+    slow_done = threading.Event()
+
+    def call(n: int) -> int:
+        if n == 0:  # the first error, raised after the other error
+            assert later_error_raised.wait(WAIT)
+            raise ValueError("zero")
+        if n == 1:
+            later_error_raised.set()
+            raise KeyError("one")
+        assert later_error_raised.wait(WAIT)
+        slow_done.set()
+        return n
+
+    answer = concurrency.launch(call, [0, 1, 2])
+    with pytest.raises(ValueError, match="zero"):
+        answer()
+    assert slow_done.is_set()  # raised only after the third call had ended
+    assert concurrency.busy() == 0
+
+
+def test_one_launch_runs_at_most_max_at_once_calls_and_busy_counts_them() -> None:
+    n_items = concurrency.MAX_AT_ONCE * 2 + 5
+    release = threading.Event()
+    lock = threading.Lock()
+    running, most, started = [0], [0], threading.Semaphore(0)
+
+    def call(n: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        started.release()
+        assert release.wait(WAIT)
+        with lock:
+            running[0] -= 1
+        return n
+
+    answer = concurrency.launch(call, list(range(n_items)))
+    for _ in range(concurrency.MAX_AT_ONCE):
+        assert started.acquire(timeout=WAIT)
+    assert not started.acquire(timeout=0.2)  # an eleventh call has not started: all runners wait
+    assert concurrency.busy() == concurrency.MAX_AT_ONCE
+    release.set()
+    assert answer() == list(range(n_items))
+    assert most[0] == concurrency.MAX_AT_ONCE
+    assert concurrency.busy() == 0
+
+
+def test_no_items_is_an_empty_answer() -> None:
+    assert concurrency.launch(lambda n: n, [])() == []
+
+
+def test_the_pools_threads_serve_the_next_calls_instead_of_new_ones() -> None:
+    concurrency.gather4(lambda: 1, lambda: 2, lambda: 3, lambda: 4)  # the pool warmed
+    before = io_threads()
+    assert len(before) >= 4
+    for _ in range(20):
+        assert concurrency.gather4(lambda: 1, lambda: "b", lambda: 3.0, lambda: None) == (1, "b", 3.0, None)
+        assert concurrency.gather2(lambda: "x", lambda: "y") == ("x", "y")
+    assert io_threads() == before  # not one thread started (a pool per call started 120)
+
+
+def test_gather_raises_the_first_error_in_argument_order() -> None:
+    def boom(msg: str) -> Callable[[], int]:
+        def call() -> int:
+            raise RuntimeError(msg)
+
+        return call
+
+    with pytest.raises(RuntimeError, match="second"):
+        concurrency.gather4(lambda: 1, boom("second"), lambda: 3, boom("fourth"))
+    with pytest.raises(RuntimeError, match="first"):
+        concurrency.gather2(boom("first"), boom("other"))
+
+
+def test_submit_runs_one_call_on_the_pool() -> None:
+    here = threading.get_ident()
+    future = concurrency.submit(threading.get_ident)
+    assert future.result(WAIT) != here
+    assert future.result() in io_threads()
+
+
+def _child(out: multiprocessing.Queue[object]) -> None:
+    out.put(concurrency.launch(lambda n: n + 1, [1, 2, 3])())
+
+
+def test_a_forked_child_gets_a_pool_of_its_own() -> None:
+    """A child forked after the parent's pool started inherits the pool object but none of its
+    threads: its launch must not wait forever on workers that do not exist in it."""
+    concurrency.gather2(lambda: 1, lambda: 2)
+    ctx = multiprocessing.get_context("fork")
+    out: multiprocessing.Queue[object] = ctx.Queue()
+    child = ctx.Process(target=_child, args=(out,))
+    child.start()
+    child.join(WAIT)
+    assert child.exitcode == 0
+    assert out.get(timeout=WAIT) == [2, 3, 4]
