@@ -13,7 +13,7 @@ import pytest
 from strategy_engine import engine
 from strategy_engine.core.errors import DatabaseUnavailable, InputError
 from strategy_engine.core.models import StrategyOutcome
-from strategy_engine.store import Session, connect
+from strategy_engine.store import Session, connect, migrations
 from strategy_engine.store.migrations import applied_versions, migrate
 from tests.conftest import seed
 from tests.test_exactly_once import T, entry_setup
@@ -100,3 +100,20 @@ def test_a_migration_that_loses_a_deadlock_is_an_outage_and_nothing_of_it_stays(
     with connect(empty_db_url) as s:
         assert applied_versions(s) == set()
         assert migrate(s, folder) == ["20990101000001"]
+
+
+@pytest.mark.parametrize(
+    ("error", "clash"),
+    [
+        (psycopg.errors.DeadlockDetected("deadlock detected"), "deadlocked"),
+        (psycopg.errors.SerializationFailure("could not serialize access"), "conflicted"),
+    ],
+)
+def test_a_class_40_failure_is_an_outage_named_for_what_happened(error: psycopg.Error, clash: str) -> None:
+    mig = migrations.Migration("20990101000001", "locks", Path("20990101000001_locks.sql"))
+    out = migrations.refusal(mig, error)
+    assert isinstance(out, DatabaseUnavailable)
+    assert str(out) == (
+        f"migration 20990101000001_locks.sql stopped: another session's locks and its own {clash},"
+        f" nothing of it applied; run it again ({error})"
+    )

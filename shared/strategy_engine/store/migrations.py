@@ -96,10 +96,11 @@ def refusal(
 ) -> MigrationRefused | DatabaseUnavailable:
     """One line for a person: which file, and the server's reason (ours says what to do).
 
-    A lock wait that ran out or deadlocked (SQLSTATE class 40), or a connection lost or a server
-    out of resources or shutting down (the driver's own OperationalError, or SQLSTATE classes 08,
-    53, 57, 58: PostgreSQL manual, appendix A) is an outage (exit 3: the file rolled back whole,
-    run it again later); anything else a refusal (exit 2: the file or the database needs a person).
+    A lock wait that ran out, a deadlock or a serialization failure (SQLSTATE class 40), or a
+    connection lost or a server out of resources or shutting down (the driver's own
+    OperationalError, or SQLSTATE classes 08, 53, 57, 58: PostgreSQL manual, appendix A) is an
+    outage (exit 3: the file rolled back whole, run it again later); anything else a refusal
+    (exit 2: the file or the database needs a person).
     """
     diag = " ".join(
         (exc.diag.message_primary or str(exc).strip().splitlines()[0] or type(exc).__name__).split()
@@ -115,8 +116,9 @@ def refusal(
             f" table it changes, {applied}; run it again when that session is done ({diag})"
         )
     if (exc.sqlstate or "")[:2] == "40":  # deadlock, serialization failure: another session's doing
+        clash = "deadlocked" if exc.sqlstate == "40P01" else "conflicted"
         return DatabaseUnavailable(
-            f"migration {mig.path.name} stopped: another session's locks and its own deadlocked,"
+            f"migration {mig.path.name} stopped: another session's locks and its own {clash},"
             f" {applied}; run it again ({diag})"
         )
     what = "refused" if exc.sqlstate == REFUSED else "failed"
