@@ -66,6 +66,7 @@ mutation: $(STAMP)
 	rm -rf build/mutation && mkdir -p build/mutation/infra/supabase
 	ln -s ../../shared build/mutation/src
 	ln -s ../../tests build/mutation/tests
+	ln -s ../../functions build/mutation/functions
 	ln -s ../../../../infra/supabase/migrations build/mutation/infra/supabase/migrations
 	cp pyproject.toml build/mutation/
 	cd build/mutation && ../../$(BIN)/mutmut run $(MUTANTS); ../../$(BIN)/mutmut results | { grep -v ': not checked$$' || true; }
