@@ -149,6 +149,16 @@ def test_an_error_raised_by_the_driver_itself_is_reported_in_its_words(
         assert not _exists(s, "made_by_a")
 
 
+def _outside(site: Path) -> dict[str, str]:
+    """The environment of a Python run in `site`, outside the repository, importing from there.
+
+    mutmut's stats mode (MUTANT_UNDER_TEST=stats) records which tests reach which code in files
+    of the mutants folder, which a process outside it cannot find: that mode is not passed on
+    (a mutant under test is)."""
+    env = {k: v for k, v in os.environ.items() if (k, v) != ("MUTANT_UNDER_TEST", "stats")}
+    return env | {"PYTHONPATH": str(site)}
+
+
 def _python(script: str, *args: str, env: dict[str, str], cwd: Path) -> str:
     result = subprocess.run(
         [sys.executable, "-c", script, *args],
@@ -172,11 +182,7 @@ def test_a_deployed_bundle_finds_the_migrations_shipped_inside_it(tmp_path: Path
     found = _python(
         "from strategy_engine.store.migrations import default_dir, discover\n"
         "print(default_dir()); print(','.join(m.path.name for m in discover(default_dir())))",
-        # mutmut's stats mode (MUTANT_UNDER_TEST=stats) records which tests reach which code in
-        # files of the mutants folder, which a process run outside it cannot find: a mutant
-        # under test is still passed on.
-        env={k: v for k, v in os.environ.items() if (k, v) != ("MUTANT_UNDER_TEST", "stats")}
-        | {"PYTHONPATH": str(bundle)},
+        env=_outside(bundle),
         cwd=bundle,
     ).splitlines()
     assert found[0] == str(bundle / "strategy_engine" / "migrations")
@@ -214,7 +220,7 @@ def test_a_library_copied_without_its_migrations_says_what_is_missing(tmp_path: 
         [sys.executable, "-c", "from strategy_engine.store.migrations import default_dir; default_dir()"],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(alone)},
+        env=_outside(alone),
         cwd=alone,
         timeout=120,
         check=False,
