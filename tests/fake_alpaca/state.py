@@ -79,6 +79,9 @@ class Book:
         self.prices: defaultdict[str, Decimal] = defaultdict(lambda: Decimal(100))
         self.positions: dict[str, tuple[Decimal, Decimal]] = {}  # symbol -> (signed qty, avg price)
         self.orders: dict[str, Json] = {}  # by order id, in creation order
+        # client ids of the order POSTs whose whole body arrived, in order (a client killed mid
+        # request leaves a POST counted in `requests` whose body never came: not one of these)
+        self.posted: list[str] = []
         self.orders_accepted = 0
         self.order_times: list[float] = []  # time.perf_counter() when each order was accepted
         self.account_number = "PA3FAKE0001"
@@ -152,6 +155,7 @@ class Book:
 
     def place(self, body: Json) -> tuple[int, Json]:
         cid = str(body.get("client_order_id") or uuid4())
+        self.posted.append(cid)
         if self.by_client_id(cid) is not None:
             return 422, {"code": 40010001, "message": "client_order_id must be unique"}
         if len(cid) > 128:
