@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from collections.abc import Callable
+from concurrent.futures import CancelledError
 
 import pytest
 
@@ -84,6 +85,60 @@ def test_one_launch_runs_at_most_max_at_once_calls_and_busy_counts_them() -> Non
     assert concurrency.busy() == 0
 
 
+def test_the_pool_runs_io_threads_calls_at_once_across_launches_and_queues_the_next() -> None:
+    """Launches made together (the accounts of a tick) share IO_THREADS threads: that many calls
+    run at once, whatever the machine's core count; the next one waits for a thread."""
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def call(n: int) -> int:
+        started.release()
+        assert release.wait(WAIT)
+        return n
+
+    sizes = [concurrency.MAX_AT_ONCE] * (concurrency.IO_THREADS // concurrency.MAX_AT_ONCE)
+    sizes.append(concurrency.IO_THREADS % concurrency.MAX_AT_ONCE)
+    answers = [concurrency.launch(call, list(range(size))) for size in sizes]
+    try:
+        for _ in range(concurrency.IO_THREADS):
+            assert started.acquire(timeout=WAIT)
+        extra = concurrency.submit(lambda: call(-1))
+        assert not started.acquire(timeout=0.2)  # the pool is full: the extra call waits its turn
+        assert concurrency.busy() == concurrency.IO_THREADS
+    finally:
+        release.set()  # a failed check leaves no call waiting
+    assert [answer() for answer in answers] == [list(range(size)) for size in sizes]
+    assert extra.result(WAIT) == -1
+    assert concurrency.busy() == 0
+
+
+def test_a_cancelled_call_is_skipped_and_its_runner_goes_on_with_the_next_item() -> None:
+    """A future cancelled before its call started (`Launched.futures`, `submit`'s future) is not
+    called; the runner that meets it takes the next item, so the items after it still run."""
+    n = concurrency.MAX_AT_ONCE
+    release = threading.Event()
+    started = threading.Semaphore(0)
+    ran: list[int] = []
+
+    def call(i: int) -> int:
+        if i < n:
+            started.release()
+            assert release.wait(WAIT)
+        ran.append(i)
+        return i * 10
+
+    answer = concurrency.launch(call, list(range(2 * n + 1)))
+    for _ in range(n):
+        assert started.acquire(timeout=WAIT)  # every runner holds a call: the rest wait
+    assert all(f.cancel() for f in answer.futures[n : 2 * n])  # as many as there are runners
+    release.set()
+    assert answer.futures[2 * n].result(WAIT) == 2 * n * 10
+    with pytest.raises(CancelledError):  # the first cancelled one, in item order
+        answer()
+    assert sorted(ran) == [*range(n), 2 * n]
+    assert concurrency.busy() == 0
+
+
 def test_no_items_is_an_empty_answer() -> None:
     assert concurrency.launch(lambda n: n, [])() == []
 
@@ -119,17 +174,32 @@ def test_submit_runs_one_call_on_the_pool() -> None:
 
 
 def _child(out: multiprocessing.Queue[object]) -> None:
-    out.put(concurrency.launch(lambda n: n + 1, [1, 2, 3])())
+    busy_at_start = concurrency.busy()
+    out.put((busy_at_start, concurrency.launch(lambda n: n + 1, [1, 2, 3])(), concurrency.busy()))
 
 
 def test_a_forked_child_gets_a_pool_of_its_own() -> None:
-    """A child forked after the parent's pool started inherits the pool object but none of its
-    threads: its launch must not wait forever on workers that do not exist in it."""
-    concurrency.gather2(lambda: 1, lambda: 2)
+    """A child forked while a call of the parent's pool runs inherits the pool object but none of
+    its threads, nor that call: its launch must not wait forever on workers that do not exist in
+    it, and its `busy()` counts only its own calls."""
+    running, release = threading.Event(), threading.Event()
+
+    def parents_call() -> int:
+        running.set()
+        assert release.wait(WAIT)
+        return 1
+
+    parents = concurrency.submit(parents_call)
+    assert running.wait(WAIT)
+    assert concurrency.busy() == 1
     ctx = multiprocessing.get_context("fork")
     out: multiprocessing.Queue[object] = ctx.Queue()
     child = ctx.Process(target=_child, args=(out,))
-    child.start()
-    child.join(WAIT)
+    try:
+        child.start()
+        child.join(WAIT)
+    finally:
+        release.set()
     assert child.exitcode == 0
-    assert out.get(timeout=WAIT) == [2, 3, 4]
+    assert out.get(timeout=WAIT) == (0, [2, 3, 4], 0)
+    assert parents.result(WAIT) == 1
