@@ -203,3 +203,23 @@ def test_a_forked_child_gets_a_pool_of_its_own() -> None:
     assert child.exitcode == 0
     assert out.get(timeout=WAIT) == (0, [2, 3, 4], 0)
     assert parents.result(WAIT) == 1
+
+
+def test_once_calls_at_most_once_and_gives_every_caller_the_same_result_or_error() -> None:
+    calls: list[str] = []
+
+    def fine() -> list[int]:
+        calls.append("fine")
+        return [1, 2]
+
+    def broken() -> int:
+        calls.append("broken")
+        raise LookupError("the broker's answer")
+
+    ok, bad = concurrency.once(fine), concurrency.once(broken)
+    first = ok()
+    assert first == [1, 2] and ok() is first
+    for _ in range(2):
+        with pytest.raises(LookupError, match="the broker's answer"):
+            bad()
+    assert calls == ["fine", "broken"]

@@ -115,6 +115,8 @@ def test_lookups_and_mark_to_market_by_hand() -> None:
     assert (b.position_qty("SPY"), b.position_qty("QQQ"), b.position_qty("IWM")) == (2.0, -1.0, 0.0)
     # SPY at 110, QQQ unpriced (its entry, 50): 1000 + 2 * 110 - 1 * 50
     assert b.mark_to_market({"SPY": 110.0}) == 1_170.0
+    # its account (the balance row a simulated tick writes): equity at the entry prices
+    assert b.account() == Account(cash=1_000.0, buying_power=1_000.0, equity=1_000.0 + 2 * 100.0 - 1 * 50.0)
     assert b.get_by_client_id("c1") is None
     placed = b.submit(intent(Side.BUY, 1, 100.0, "c1"))
     assert b.get_by_client_id("c1") is placed
