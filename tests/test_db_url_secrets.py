@@ -192,6 +192,10 @@ LOCATIONS = [
     ("postgresql://u:pw@h/db?application_name=me@laptop&sslpassword=hunter22", "h/db"),
     ("postgresql://u@h/db?password=hunter@22x", "h/db"),
     ("postgresql://u:pa?ss=1@h/db", "h/db"),  # '?' and '=' in the password itself
+    # A '@' in the password and in the query: the place after the password's last '@'.
+    ("postgresql://u:Zq9@Secret@h/db?application_name=me@laptop&password=hunter22", "h/db"),
+    # A second '?' in the query before its '@': the query begins at the first '?'.
+    ("postgresql://u:pw@h/db?application_name=a?b@laptop&password=hunter22", "h/db"),
     # No userinfo to fall back to: the wrong place, but its password= masked.
     ("postgresql://h:5432/db?application_name=me@laptop&password=hunter22", "laptop&password=***"),
     ("postgresql://", "?"),

@@ -7,6 +7,7 @@ stopped at its end, even when it fails (`release`, as in test_embedded_lifecycle
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -190,13 +191,57 @@ def test_a_failed_start_on_an_existing_cluster_keeps_it_and_says_where(data_dir:
     (data_dir / "PG_VERSION").write_text("16\n")
     (data_dir / "base" / "1").write_text("rows")
 
+    handlers = list(logging.getLogger("pgserver").handlers)
+
     with pytest.raises(DatabaseUnavailable) as caught:
         embedded.start()
 
-    assert str(caught.value).startswith(f"embedded Postgres failed to start in {data_dir}: ")
-    assert "pg_ctl" in str(caught.value)
+    # pg_ctl's reason line, from the 20 lines pgserver logged, not pgserver's exception
+    # ("Command '[.../pg_ctl', ...]' returned non-zero exit status 1.")
+    reason = "pg_ctl: could not start server"
+    assert str(caught.value) == f"embedded Postgres failed to start in {data_dir}: {reason}"
+    assert logging.getLogger("pgserver").handlers == handlers  # the start's listener removed
     assert (data_dir / "PG_VERSION").read_text() == "16\n" and (data_dir / "base" / "1").read_text() == "rows"
     assert _no_postgres_left(data_dir)
+
+
+def test_a_failed_start_that_pgserver_did_not_log_gives_its_exceptions_words(data_dir: Path) -> None:
+    """A cluster whose postmaster.pid is not one (a single line, as after a crash mid-write):
+    pgserver raises without logging a reason, so the line carries its exception's words; the
+    folder is kept (not this start's) and the listener is removed."""
+    data_dir.mkdir()
+    (data_dir / "PG_VERSION").write_text("16\n")
+    (data_dir / "postmaster.pid").write_text("999999\n")
+    handlers = list(logging.getLogger("pgserver").handlers)
+
+    with pytest.raises(DatabaseUnavailable) as caught:
+        embedded.start()
+
+    head = f"embedded Postgres failed to start in {data_dir}: "
+    assert str(caught.value).startswith(head)
+    # pgserver's assertion on the file's 8 lines, ending with the one line it found
+    assert str(caught.value).endswith(" lines: lines=['999999']") and "\n" not in str(caught.value)
+    assert logging.getLogger("pgserver").handlers == handlers
+    assert sorted(p.name for p in data_dir.iterdir()) == ["PG_VERSION", "postmaster.pid"]
+
+
+def test_told_keeps_the_first_reason_line_of_the_errors_logged() -> None:
+    """`_Told` takes, from the records at ERROR and above, the first line that is a reason
+    (`<program>: error: ...`, `FATAL: ...`, `pg_ctl: ...`); other lines and lower levels are
+    passed over."""
+    log = logging.getLogger("tests.told")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    told = embedded._Told()
+    log.addHandler(told)
+    try:
+        log.info("pg_ctl: an info line, not a failure")
+        log.error("Failed postgres command\nstdout:\nwaiting for server to start")
+        log.error("Failed postgres command\nstderr:\ninitdb: error: directory exists  \nFATAL: later")
+        log.error("pg_ctl: could not start server")
+    finally:
+        log.removeHandler(told)
+    assert told.reason == "initdb: error: directory exists"
 
 
 def test_a_start_in_a_folder_of_other_files_is_refused_before_touching_them(data_dir: Path) -> None:

@@ -268,6 +268,28 @@ def test_a_legacy_balance_without_buying_power_trades_as_the_cash_account_it_is(
         ) == [("IWM", 5.0, 99.5), ("SPY", 10.0, 500.0), (None, 3.0, 100.0)]
 
 
+def test_a_legacy_balance_with_one_figure_keeps_it_and_reads_the_other_as_the_cash_account(
+    empty_db_url: str,
+) -> None:
+    """Each figure a legacy balance row lacks is the cash account's, and each it has is its own
+    (`_balance`, per figure): a table that had an `equity` column but no `buying_power` reads
+    its equity and buying power = cash; a row with buying power but no equity reads its buying
+    power and equity = cash + held positions at entry price (the unnamed position left out)."""
+    with connect(empty_db_url) as s:
+        s.execute(PARTIAL + LEGACY_POSITIONS)
+        s.execute("alter table public.broker_balances add column equity numeric")
+        s.execute("update public.broker_balances set equity = 9000")
+        assert migrate(s) == ALL
+        assert s.fetchall("select cash::float8, buying_power, equity::float8 from broker_balances") == [
+            (750.0, None, 9000.0)
+        ]
+        with s.transaction():
+            assert acct_store.lock_account_later(s, 1)().balance == Account(750.0, 750.0, 9000.0)
+        s.execute("update public.broker_balances set buying_power = 600, equity = null")
+        with s.transaction():
+            assert acct_store.lock_account_later(s, 1)().balance == Account(750.0, 600.0, 750.0 + 10 * 500.0)
+
+
 # A legacy account table whose name is nullable (as `name text unique` leaves it, and as the
 # migration's `add column if not exists name text` leaves a table that had none), with a strategy
 # wired to the unnamed account by id.

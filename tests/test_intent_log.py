@@ -4,9 +4,11 @@ of one broker account per Alpaca account (`store.accounts.check_alpaca_account`)
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -155,6 +157,30 @@ def test_open_ahead_connects_before_the_first_write(session: Session) -> None:
             break
         time.sleep(0.05)
     assert backends(session) == 0  # closed with the log
+
+
+def test_opening_ahead_again_keeps_the_one_connection_and_close_closes_it(session: Session) -> None:
+    """`open_ahead` asked again while a connection is opening or open (each invocation asks)
+    opens no second one: the intent is written on the one connection, and `close` closes it,
+    none left for the garbage collector to drop open (psycopg's ResourceWarning)."""
+    log = IntentLog(session)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            log.open_ahead()
+            log.open_ahead()
+            written(session, log, "se-ahead-1")
+            log.open_ahead()
+        finally:
+            log.close()
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    for _ in range(200):  # bounded: 10 s
+        if backends(session) == 0:
+            break
+        time.sleep(0.05)
+    assert backends(session) == 0
+    assert session.fetchall("select client_order_id, status from paper_trades") == [("se-ahead-1", "intent")]
 
 
 def test_a_connection_that_failed_to_open_ahead_is_nobodys_concern_until_it_is_used(

@@ -9,12 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 import strategy_engine
 from strategy_engine.core.errors import DatabaseUnavailable, MigrationRefused
 from strategy_engine.store import Session, connect
-from strategy_engine.store.migrations import applied_versions, migrate
+from strategy_engine.store.migrations import LOCK_TIMEOUT, Migration, applied_versions, migrate, refusal
 from tests.conftest import REPO
 
 PASSES = "select 1;"
@@ -147,6 +148,30 @@ def test_an_error_raised_by_the_driver_itself_is_reported_in_its_words(
     )
     with connect(empty_db_url) as s:
         assert not _exists(s, "made_by_a")
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (  # a driver error without words or SQLSTATE (a connection lost): named by its type
+            psycopg.OperationalError(),
+            "stopped: the database went away while it ran, nothing of it applied;"
+            " run it again when the database is back (OperationalError)",
+        ),
+        (
+            psycopg.errors.LockNotAvailable("canceling statement due to lock timeout"),
+            f"waited {LOCK_TIMEOUT} for a lock that another session holds on a table it changes,"
+            " nothing of it applied; run it again when that session is done"
+            " (canceling statement due to lock timeout)",
+        ),
+    ],
+)
+def test_an_outage_is_one_line_naming_the_file_and_what_to_do(error: psycopg.Error, line: str) -> None:
+    """`refusal` of an outage: exit 3's line. Before: an error whose text was empty raised
+    IndexError from the reason's first line, not this line."""
+    out = refusal(Migration("20990101000001", "a", Path("20990101000001_a.sql")), error)
+    assert isinstance(out, DatabaseUnavailable)
+    assert str(out) == f"migration 20990101000001_a.sql {line}"
 
 
 def _outside(site: Path) -> dict[str, str]:

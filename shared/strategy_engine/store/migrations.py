@@ -102,8 +102,9 @@ def refusal(
     outage (exit 3: the file rolled back whole, run it again later); anything else a refusal
     (exit 2: the file or the database needs a person).
     """
+    # An error without words (no server message, empty text) is named by its type.
     diag = " ".join(
-        (exc.diag.message_primary or str(exc).strip().splitlines()[0] or type(exc).__name__).split()
+        (exc.diag.message_primary or (str(exc).strip().splitlines() or [""])[0] or type(exc).__name__).split()
     )
     if isinstance(exc, psycopg.OperationalError) and (exc.sqlstate or "08")[:2] in _OUTAGE_CLASSES:
         return DatabaseUnavailable(
