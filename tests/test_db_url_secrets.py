@@ -225,6 +225,16 @@ REDACTED_URLS = [
     ("postgresql://engine:hunter22@h1:5432,h2:5433/app", "postgresql://engine:***@h1:5432,h2:5433/app"),
     ("postgresql://h:5432/db", "postgresql://h:5432/db"),
     ("host=h password='hunter 22' user=u", "host=h password=*** user=u"),
+    # libpq decodes a query's keys: each of these sets the password (atkF found them shown)
+    ("postgresql://u@h/db?pass%77ord=hunter22&x=1", "postgresql://u@h/db?pass%77ord=***&x=1"),
+    (
+        "postgresql://u@h/db?%70%61%73%73%77%6F%72%64=hunter22",
+        "postgresql://u@h/db?%70%61%73%73%77%6F%72%64=***",
+    ),
+    (
+        "postgresql://u@h/db?sslmode=require&passwor%64%3Dhunter22",
+        "postgresql://u@h/db?sslmode=require&passwor%64%3D***",
+    ),
 ]
 
 

@@ -33,9 +33,10 @@ T = TypeVar("T")
 Later = Callable[[], T]
 
 
-# user:password@ inside any URL, and password=... in a conninfo string or a query.
+# user:password@ in a URL; password=... in a conninfo or query, the key %-encoded or not (libpq decodes it)
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s\"']*:)[^@\s\"']*@", re.IGNORECASE)
-_KV_PASSWORD = re.compile(r"(?P<head>password\s*=\s*)(?:'[^']*'|[^\s&\"']+)", re.IGNORECASE)
+_PASSWORD_KEY = "".join(f"(?:{c}|%{ord(c):02x})" for c in "password")
+_KV_PASSWORD = re.compile(rf"(?P<head>{_PASSWORD_KEY}\s*(?:=|%3d)\s*)(?:'[^']*'|[^\s&\"']+)", re.IGNORECASE)
 
 
 def redact_text(text: str) -> str:
