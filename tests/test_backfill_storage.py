@@ -5,7 +5,7 @@ I/O floor); the backfill's bulk read of bars (`bars_arrays`) and its COPY IN (`c
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -204,26 +204,32 @@ def test_copy_out_range_reads_the_good_bars_and_the_flow_of_the_range_in_two_sta
     assert copied(["XLF"], T0, T0 + 5 * MIN, T0 - 15 * MIN) == 2 * (HEADER + TRAILER)
 
 
-def test_copy_out_range_when_the_connection_is_gone_then_unavailable_with_the_drivers_words(
-    session: Session, db_url: str
+def _unavailable_after_losing_the_connection(
+    session: Session, db_url: str, call: Callable[[], object]
 ) -> None:
+    """`call()` on `session` once its backend is ended: the outage, with the driver's words in detail."""
     with connect(db_url) as other:
         other.execute("select pg_terminate_backend(%s)", (session.conn.info.backend_pid,))
     with pytest.raises(DatabaseUnavailable) as exc:
-        copy_out_range(session, ["SPY"], T0, T0 + MIN, T0)
+        call()
     assert str(exc.value) == "database unavailable"
     assert exc.value.detail is not None and "connection" in exc.value.detail
+
+
+def test_copy_out_range_when_the_connection_is_gone_then_unavailable_with_the_drivers_words(
+    session: Session, db_url: str
+) -> None:
+    _unavailable_after_losing_the_connection(
+        session, db_url, lambda: copy_out_range(session, ["SPY"], T0, T0 + MIN, T0)
+    )
 
 
 def test_copy_text_when_the_connection_is_gone_then_unavailable_with_the_drivers_words(
     session: Session, db_url: str
 ) -> None:
-    with connect(db_url) as other:
-        other.execute("select pg_terminate_backend(%s)", (session.conn.info.backend_pid,))
-    with pytest.raises(DatabaseUnavailable) as exc:
-        copy_text(session, "strategy_logs", ("reason",), iter(["x\n"]))
-    assert str(exc.value) == "database unavailable"
-    assert exc.value.detail is not None and "connection" in exc.value.detail
+    _unavailable_after_losing_the_connection(
+        session, db_url, lambda: copy_text(session, "strategy_logs", ("reason",), iter(["x\n"]))
+    )
 
 
 # ---- bars_arrays and copy_text: the backfill's bulk read and bulk write -------------------------
