@@ -25,7 +25,7 @@ from hypothesis import settings as hypothesis_settings
 from strategy_engine.backtest import synthetic
 from strategy_engine.core.models import Limits, RowId
 from strategy_engine.seed import save_strategy
-from strategy_engine.settings import Settings, get_settings
+from strategy_engine.settings import ENV_FILE_SETTING, Settings, get_settings
 from strategy_engine.store import Session, connect, embedded, market
 from strategy_engine.store.journal import reset_database
 from strategy_engine.store.migrations import migrate
@@ -36,6 +36,9 @@ TEMPLATE = "se_template"
 # Fuzzing replays the same examples everywhere in CI (CI=... set); locally it explores.
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "default")
+# No dotenv file for the processes the tests start either (the CLI runs in the repository,
+# where a user's `.env` may be): in this process `no_dotenv` below does the same.
+os.environ[ENV_FILE_SETTING] = ""
 
 
 def pytest_configure(config: pytest.Config) -> None:

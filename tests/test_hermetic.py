@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from strategy_engine.settings import Settings, get_settings
+from strategy_engine.settings import ENV_FILE_SETTING, Settings, alpaca_keys, get_settings
 from tests.conftest import REPO
 
 
@@ -25,6 +25,30 @@ def test_a_garbage_dotenv_in_the_working_directory_is_not_read(
     settings = Settings()
     assert settings.alpaca_api_key is None
     assert get_settings().alpaca_base_url == Settings(_env_file=None).alpaca_base_url
+
+
+def test_a_dotenv_beside_the_cli_and_named_keys_are_not_read_in_tests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BROKE (helper atkG): the CLI the tests start ran in the repository and read a
+    user's `.env` there; keys by reference (`alpaca_keys`) read `.env` directly. Both now take the
+    one `env_file()`, which the test session sets to none."""
+    (tmp_path / ".env").write_text("ALPACA_NOPE_API_KEY=from-dotenv\nALPACA_NOPE_SECRET_KEY=s3cr3t-dotenv\n")
+    monkeypatch.chdir(tmp_path)
+    for name in ("ALPACA_NOPE_API_KEY", "ALPACA_NOPE_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert [k.get_secret_value() for k in alpaca_keys(get_settings(), "NOPE")] == ["", ""]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPACA_")}
+    script = (
+        "from strategy_engine.settings import alpaca_keys, get_settings\n"
+        "print([k.get_secret_value() for k in alpaca_keys(get_settings(), 'NOPE')])"
+    )
+    run = [sys.executable, "-c", script]
+    quiet = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert quiet.stdout == "['', '']\n"  # the session's STRATEGY_ENGINE_ENV_FILE="" is inherited
+    env.pop(ENV_FILE_SETTING)
+    read = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert read.stdout == "['from-dotenv', 's3cr3t-dotenv']\n"  # outside the tests: `.env` is read
 
 
 def test_the_environment_still_reaches_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -72,9 +72,19 @@ class Settings(BaseSettings):
     )
 
 
+ENV_FILE_SETTING = "STRATEGY_ENGINE_ENV_FILE"
+
+
+def env_file() -> str | None:
+    """The dotenv file settings fall back to: `.env` in the working directory, or the file
+    STRATEGY_ENGINE_ENV_FILE names (set but empty: none, e.g. the tests' CLI runs)."""
+    named = os.environ.get(ENV_FILE_SETTING)
+    return (named if named is not None else Settings.model_config.get("env_file")) or None  # type: ignore[return-value]
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return Settings(_env_file=env_file())
 
 
 CREDENTIALS_REF = re.compile(r"[A-Z][A-Z0-9_]{0,39}")  # also a CHECK on broker_accounts
@@ -104,5 +114,6 @@ def alpaca_keys(settings: Settings, ref: str | None) -> tuple[SecretStr, SecretS
         return settings.alpaca_api_key or SecretStr(""), settings.alpaca_secret_key or SecretStr("")
     names = credential_names(ref)
     missing = [n for n in names if not os.environ.get(n)]
-    dotenv = dotenv_values(".env") if missing else {}
+    where = env_file()
+    dotenv = dotenv_values(where) if missing and where else {}
     return tuple(SecretStr(os.environ.get(n) or dotenv.get(n) or "") for n in names)  # type: ignore[return-value]
