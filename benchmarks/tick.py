@@ -2,9 +2,13 @@
 
 Runs on its own embedded Postgres (pgserver) in a temporary folder with the simulated broker:
 one strategy, one synthetic session loaded, then consecutive decision minutes ticked after a
-warm-up. Prints one line per size: latency, statements and database round trips per tick and
-per strategy-minute (the strategy's own transaction, claim to commit; `Session.statements` and
-`Session.round_trips` count them). Usage: python benchmarks/tick.py [--minutes 120]
+warm-up. Each size runs with prepared statements (as on the embedded server or a direct
+connection) and without (as through a transaction pooler, e.g. Supabase's :6543). Prints one
+line per size and mode: latency, statements and database round trips per tick and per
+strategy-minute (the strategy's own transaction, claim to commit; `Session.statements` and
+`Session.round_trips` count them).
+
+Usage: python benchmarks/tick.py [--minutes 120] [--sizes 3,50,500] [--prepare both|on|off]
 """
 
 from __future__ import annotations
@@ -29,14 +33,14 @@ from strategy_engine.store.migrations import migrate
 DAY = date(2025, 6, 13)
 
 
-def bench(base_url: str, n_symbols: int, minutes: int) -> dict[str, Any]:
+def bench(base_url: str, n_symbols: int, minutes: int, prepare: bool) -> dict[str, Any]:
     db = f"bench_tick_{n_symbols}"
     with connect(base_url) as admin:
         reset_database(admin, db)
     url = embedded.database_url(base_url, db)
     syms = tuple(f"S{i:03d}" for i in range(n_symbols))
     data = synthetic.generate(synthetic.MarketSpec(syms, DAY, DAY, seed=7))
-    with connect(url) as s:
+    with connect(url, prepare=prepare) as s:
         migrate(s)
         save_strategy(
             s,
@@ -98,15 +102,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=int, default=120)
     parser.add_argument("--sizes", default="3,50,500")
+    parser.add_argument(
+        "--prepare",
+        choices=("both", "on", "off"),
+        default="both",
+        help="prepared statements: on (the embedded server, a direct connection), off (a pooler)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         base = embedded.start(Path(tmp) / "pg")
         print(f"tick benchmark: embedded PostgreSQL, simulated broker, {args.minutes} warm ticks per size")
-        for n in (int(x) for x in args.sizes.split(",")):
-            r = bench(base, n, args.minutes)
+        modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.prepare]
+        for n, prepare in ((int(x), p) for x in args.sizes.split(",") for p in modes):
+            r = bench(base, n, args.minutes, prepare)
             print(
-                f"symbols={r['symbols']:>4}  ticks={r['ticks']}  p50={r['p50_ms']:.2f} ms  "
+                f"{'prepared  ' if prepare else 'unprepared'}  symbols={r['symbols']:>4}  "
+                f"ticks={r['ticks']}  p50={r['p50_ms']:.2f} ms  "
                 f"p95={r['p95_ms']:.2f} ms  statements/tick={r['statements_min']}..{r['statements_max']}  "
                 f"statements/strategy-minute={r['inner_min']}..{r['inner_max']}  "
                 f"round trips/tick={r['trips']} (strategy-minute {r['inner_trips']}; 0 = not counted)  "

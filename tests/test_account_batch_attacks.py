@@ -32,14 +32,13 @@ from typing import Any
 
 import pytest
 
-from strategy_engine import engine
+from strategy_engine import engine, fanout
 from strategy_engine.brokers.base import Broker
 from strategy_engine.core.errors import BrokerUnavailable, DatabaseUnavailable, LiveTradingRefused
 from strategy_engine.core.models import BrokerAccount, Limits, Order, OrderIntent, StrategyOutcome
 from strategy_engine.invocation import TickPolicy
 from strategy_engine.settings import get_settings
 from strategy_engine.store import Session, connect
-from strategy_engine.store import strategies as strat_store
 from tests.conftest import REPO, seed
 from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
 from tests.test_alpaca_accounts import at, fakes, outcomes, two_strategies
@@ -437,20 +436,21 @@ def test_a_failed_begin_of_the_batch_fails_every_strategy_and_sends_nothing(
     session: Session, fake: FakeAlpaca, db_url: str, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    """The caller's connection is ended once the day rows are committed, so the batch's BEGIN
-    fails: each of a, b and c is logged failed (an outage), nothing is sent, and the tick raises
-    the outage (its run row cannot be closed on that connection)."""
+    """The caller's connection is ended once the run's start and the day rows are committed,
+    as the accounts begin, so the batch's BEGIN fails: each of a, b and c is logged failed (an
+    outage), nothing is sent, and the tick raises the outage (its run row cannot be closed on
+    that connection)."""
     for name, symbols in BOOKS.items():
         seed(session, name=name, account=ACCOUNT, broker="alpaca", config={"symbols": list(symbols)})
     entry_setup(session, ("IWM", "SPY", "QQQ"), T)
-    rows = strat_store.ensure_day_rows
+    run_all = fanout.run_all
 
-    def rows_then_cut(s: Session, *args: Any) -> None:
-        rows(s, *args)
+    def cut_then_run(s: Session, *args: Any) -> Any:
         with connect(db_url) as other:
             other.execute("select pg_terminate_backend(%s)", (s.conn.info.backend_pid,))
+        return run_all(s, *args)
 
-    monkeypatch.setattr(strat_store, "ensure_day_rows", rows_then_cut)
+    monkeypatch.setattr(fanout, "run_all", cut_then_run)
     with pytest.raises(DatabaseUnavailable):
         engine.tick(session, T, deps=deps(fake))
     said = [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == "strategy failed"]

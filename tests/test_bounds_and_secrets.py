@@ -18,7 +18,7 @@ from strategy_engine.backtest import synthetic
 from strategy_engine.http import serve
 from strategy_engine.settings import get_settings
 from strategy_engine.store import connect
-from strategy_engine.store.session import redact_text, redact_url
+from strategy_engine.store.redaction import redact_text, redact_url
 from tests.conftest import DAY, REPO, load_market, seed
 from tests.http_support import AUTH, SECRET, configure, counts, ff_app, serve_app
 

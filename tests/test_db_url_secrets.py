@@ -24,7 +24,7 @@ from strategy_engine.http import serve
 from strategy_engine.http.api import Services
 from strategy_engine.settings import get_settings
 from strategy_engine.store import connect
-from strategy_engine.store.session import location, redact_text, redact_url, scrub, url_secrets
+from strategy_engine.store.redaction import location, redact_text, redact_url, scrub, url_secrets
 from tests.conftest import REPO
 from tests.http_support import AUTH, configure, ff_app
 

@@ -38,11 +38,11 @@ def test_the_counters_count_statements_round_trips_and_outermost_transactions(se
         with s.transaction():  # SAVEPOINT and RELEASE: not another outermost transaction
             s.execute("insert into t values (3)")
     assert counts(s) == (9, 4 + 2 + 1 + 2 + 1, 1)
-    with s.transaction(lock_timeout=5.0):  # the timeouts: a statement of their own
+    with s.transaction(lock_timeout=5.0):  # the timeouts: a statement sent with the BEGIN
         assert s.copy_in("t", ("v",), [(4,), (5,), (6,)]) == 3  # one statement, one wait
-    assert counts(s) == (11, 10 + 2 + 1 + 1, 2)
+    assert counts(s) == (11, 10 + 2 + 1, 2)
     assert s.fetchall("select v from t order by v") == [(k,) for k in range(1, 7)]
-    assert counts(s) == (12, 15, 2)
+    assert counts(s) == (12, 14, 2)
 
 
 def test_copy_in_quotes_the_table_and_the_columns(session: Session) -> None:

@@ -3,12 +3,13 @@
 Operators tell the engine's connections apart by `application_name` in `pg_stat_activity`
 (docs/operations.md, DATABASE_URL); every connection waits at most `connect_timeout` seconds for
 an unreachable server; none leaves a prepared statement behind (Supabase's transaction pooler
-forbids them); a sibling connection (the intents', an account's) reaches the same database as
+forbids them) unless it is told the server is reached directly; a sibling connection (the intents', an account's) reaches the same database as
 the same role with the same password; a transaction's timeouts are SET LOCAL in milliseconds.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,15 @@ import pytest
 
 from strategy_engine.core.errors import Busy, DatabaseUnavailable, InputError
 from strategy_engine.store import connect
-from strategy_engine.store.session import INVALID_URL, Session, row_id, sibling, sibling_opener, unavailable
+from strategy_engine.store.session import (
+    INVALID_URL,
+    PREPARE_AFTER,
+    Session,
+    row_id,
+    sibling,
+    sibling_opener,
+    unavailable,
+)
 
 
 def _seen(admin: Session, s: Session) -> tuple[str, str, str]:
@@ -62,6 +71,19 @@ def test_no_statement_is_ever_prepared(db_url: str) -> None:
             for i in range(8):
                 assert c.fetchone("select %s::int + 1", (i,)) == (i + 1,)
             assert c.fetchone("select count(*) from pg_prepared_statements") == (0,)
+
+
+def test_a_session_told_it_may_prepare_prepares_from_the_fifth_run_and_so_does_its_sibling(
+    db_url: str,
+) -> None:
+    with connect(db_url, prepare=True) as s, sibling(s) as side:
+        assert side.prepare
+        for c in (s, side):
+            for i in range(PREPARE_AFTER):
+                assert c.fetchone("select %s::int + 1", (i,)) == (i + 1,)
+            assert c.fetchone("select count(*) from pg_prepared_statements") == (0,)
+            assert c.fetchone("select %s::int + 1", (9,)) == (10,)  # prepared, then run
+            assert c.fetchone("select count(*) from pg_prepared_statements") == (1,)
 
 
 @pytest.fixture
@@ -161,6 +183,42 @@ def test_a_transactions_timeouts_are_whole_milliseconds_and_local(db_url: str) -
         with s.transaction():
             assert _timeouts(s) == ("7s", "9s")
         assert _timeouts(s) == ("7s", "9s")  # SET LOCAL: gone with the transaction
+
+
+def test_the_timeouts_go_with_begin_and_the_first_plain_statement_arms_the_idle_timeout(db_url: str) -> None:
+    """BEGIN and the SET LOCAL travel in one pipeline; the block itself runs outside pipeline
+    mode (where PostgreSQL would arm no idle timeout), so a worker frozen after its first
+    statement is ended by the server."""
+    with connect(db_url) as s, pytest.raises(DatabaseUnavailable), s.transaction(idle_timeout=0.2):  # noqa: PT012
+        assert s.conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+        assert s.conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        s.execute("select 1")
+        time.sleep(0.6)
+        s.execute("select 1")
+
+
+def test_a_block_with_timeouts_that_raises_rolls_back_its_writes_alone(db_url: str) -> None:
+    with connect(db_url) as s:
+        s.execute("create table t (x int)")
+        with pytest.raises(ValueError, match="boom"), s.transaction(lock_timeout=1):  # noqa: PT012
+            s.execute("insert into t values (1)")
+            raise ValueError("boom")
+        assert s.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with s.transaction(lock_timeout=1):
+            s.execute("insert into t values (2)")
+            with pytest.raises(ValueError, match="inner"), s.transaction(idle_timeout=5):  # noqa: PT012
+                s.execute("insert into t values (3)")
+                assert _timeouts(s)[1] == "5s"
+                raise ValueError("inner")  # the savepoint rolls back; the outer block goes on
+            s.execute("insert into t values (4)")
+        assert s.fetchall("select x from t order by x") == [(2,), (4,)]
+
+
+def test_a_connection_lost_before_begin_is_an_outage_and_leaves_no_transaction_open(db_url: str) -> None:
+    with connect(db_url) as s, connect(db_url) as admin:
+        admin.execute("select pg_terminate_backend(%s)", (s.conn.info.backend_pid,))
+        with pytest.raises(DatabaseUnavailable), s.transaction(lock_timeout=1, idle_timeout=1):
+            pytest.fail("the block must not run")
 
 
 def test_a_url_that_is_no_postgresql_url_is_refused_by_name() -> None:

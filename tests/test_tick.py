@@ -13,7 +13,7 @@ from strategy_engine import engine, logs, planning
 from strategy_engine.backtest import synthetic
 from strategy_engine.core.errors import NotFound
 from strategy_engine.core.models import Limits, StrategyOutcome
-from strategy_engine.store import Session, connect
+from strategy_engine.store import Session, connect, journal
 from strategy_engine.store import strategies as strat_store
 from tests.conftest import DAY, load_market, seed
 
@@ -159,14 +159,17 @@ def _statements_per_tick(s: Session, name: str, n_symbols: int, min_premium: flo
 
 
 def test_statement_count_is_constant_in_the_number_of_symbols(session: Session) -> None:
-    quiet_trips = {n: _statements_per_tick(session, f"q{n}", n, 1e12) for n in (3, 50)}
+    many = journal.PIPELINED_DECISIONS + 6  # decisions enough to go by COPY
+    quiet_trips = {n: _statements_per_tick(session, f"q{n}", n, 1e12) for n in (3, 50, many)}
     quiet = {n: v[0] for n, v in quiet_trips.items()}
-    assert quiet[3] == quiet[50]
-    # Round trips, by hand: plan, closing abandoned runs with starting this one (one pipeline),
-    # the day rows (3); BEGIN, the timeouts, the claim, the snapshot pipeline, the last trades,
-    # the decisions' COPY, the writes' pipeline, COMMIT (8: a lone strategy's minute is one
-    # transaction, no savepoint in it); the run's close (1).
-    assert quiet_trips[3][1] == quiet_trips[50][1] == 3 + 8 + 1
+    assert quiet[3] == quiet[50] == quiet[many]
+    # Round trips, by hand: plan, then closing abandoned runs with starting this one and making
+    # the day rows (one pipeline) (2); BEGIN with the timeouts, the claim, the snapshot pipeline,
+    # the last trades, the writes' pipeline with the decisions, COMMIT (6: a lone strategy's
+    # minute is one transaction, no savepoint in it); the run's close (1). More decisions than
+    # PIPELINED_DECISIONS go by COPY ahead of the writes' pipeline: one round trip more.
+    assert quiet_trips[3][1] == quiet_trips[50][1] == 2 + 6 + 1
+    assert quiet_trips[many][1] == 2 + 7 + 1
     busy = {n: _statements_per_tick(session, f"b{n}", n, 20_000)[0] for n in (3, 50)}
     # an order adds one upsert into paper_trades, however many orders the minute placed
     assert quiet[3] <= busy[3] <= quiet[3] + 1

@@ -89,9 +89,12 @@ def tick(
         real = [p.account for p in planned if isinstance(p, Planned) and p.account.broker in REAL_BROKERS]
         ahead = account_view.Prefetch.start(s, real, deps.alpaca_broker, inv, pool) if market_open else None
         run_id = uuid.uuid4()
-        with s.pipeline():  # one round trip, one implicit transaction: both stand or neither
+        with s.pipeline():  # one round trip, one implicit transaction: all stand or none
             abandoned = journal.close_abandoned(s, deps.run_timeout_seconds, run_id)
             journal.start_run(s, run_id, trigger, minute)
+            if ahead is not None:  # the day rows, committed before any claim (`ensure_day_rows`)
+                ids = [p.row.definition.id for p in planned if isinstance(p, Planned)]
+                strat_store.ensure_day_rows(s, ids, calendar.trading_date(minute))
         for old in abandoned():  # outcome: the alerts' key
             event(
                 "run abandoned", level=logging.WARNING, outcome="abandoned", run_id=str(old), by=str(run_id)
@@ -114,9 +117,7 @@ def _run_open(
     run_id: uuid.UUID,
     ahead: account_view.Prefetch,
 ) -> list[StrategyRun]:
-    """Every planned strategy of an open minute, accounts at once (`fanout`)."""
-    ids = [p.row.definition.id for p in planned if isinstance(p, Planned)]
-    strat_store.ensure_day_rows(s, ids, calendar.trading_date(inv.minute))  # committed before any claim
+    """Every planned strategy of an open minute, accounts at once (`fanout`), their day rows made."""
 
     def one(conn: Session, sending: execution.Invocation, ps: list[Planned]) -> list[StrategyRun]:
         return _run_account(conn, deps, inv, sending, run_id, ps)
@@ -266,17 +267,20 @@ def _record(s: Session, run_id: uuid.UUID, st: _Staged, *, savepoint: bool = Fal
     decisions, after = st.settled()
     with s.transaction() if savepoint else contextlib.nullcontext(s):
         d, account, minute, view = st.p.row.definition, st.p.account, after.minute, st.view
-        logged = [*st.logged, *decisions]
-        journal.write_decisions(s, [journal.decision_row(x, d.id, engine_run_id=run_id) for x in logged])
+        rows = [journal.decision_row(x, d.id, engine_run_id=run_id) for x in [*st.logged, *decisions]]
         traded = any(x.outcome is Outcome.ORDERED for x in decisions)
+        if not journal.pipelined(rows):
+            journal.write_decisions(s, rows)  # COPY: a round trip of its own
         with s.pipeline():  # the minute's writes, one round trip
+            if journal.pipelined(rows):
+                journal.write_decisions(s, rows)
             journal.record_orders(s, d.id, account.id, "strategy", minute, journal_orders(decisions))
             strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)
             if not view.broker.authoritative:
                 acct_store.save_mirror(
                     s, account.id, view.broker.account(), view.broker.positions(), after.day.trading_date
                 )
-        return execution.summarise(run_id, d.name, minute, logged)
+        return execution.summarise(run_id, d.name, minute, [*st.logged, *decisions])
 
 
 def now_minute() -> datetime:

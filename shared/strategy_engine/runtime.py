@@ -23,9 +23,16 @@ def resolve_database_url(explicit: str | None = None) -> tuple[str, bool]:
     return embedded.start(), True
 
 
+def prepared(url: str) -> bool:
+    """Whether statements on `url` may be prepared (`store.connect`): on the embedded server,
+    which no pooler stands in front of, or when DB_PREPARED_STATEMENTS says the server is
+    reached directly (Supabase's transaction pooler, port 6543, cannot hold them)."""
+    return get_settings().db_prepared_statements or embedded.is_embedded_url(url)
+
+
 def open_session(explicit: str | None = None) -> Session:
     url, is_embedded = resolve_database_url(explicit)
-    session = connect(url)
+    session = connect(url, prepare=is_embedded or prepared(url))
     if is_embedded:
         migrate(session)
     return session

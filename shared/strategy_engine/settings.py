@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     db_idle_timeout_seconds: float = Field(
         default=60, gt=0, le=600, description="the server ends a transaction idle this long (a frozen worker)"
     )
+    db_prepared_statements: bool = Field(
+        default=False,
+        description="prepare statements run often: only for a direct connection, never a transaction pooler",
+    )
     manual_max_qty: float = Field(default=10_000, gt=0, description="the largest manual order, shares")
     manual_duplicate_window_minutes: float = Field(
         default=10, ge=0, description="a default-id manual order repeating one this recent is refused; 0: off"

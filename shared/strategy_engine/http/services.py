@@ -12,9 +12,10 @@ from pydantic import SecretStr
 from strategy_engine import engine, logs
 from strategy_engine.core.errors import InputError
 from strategy_engine.http.messages import Misconfigured
+from strategy_engine.runtime import prepared
 from strategy_engine.settings import Settings, get_settings
 from strategy_engine.store import Session, connect
-from strategy_engine.store.session import url_secrets
+from strategy_engine.store.redaction import url_secrets
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Services:
             if not url:
                 raise Misconfigured("DATABASE_URL is not set")
             try:
-                return connect(url)
+                return connect(url, prepare=prepared(url))
             except InputError as exc:  # the server's URL, not the caller's input: detail to the log only
                 err = Misconfigured("DATABASE_URL is not a valid postgresql:// URL")
                 err.detail = exc.detail

@@ -1,20 +1,19 @@
 """One database session: a psycopg connection, explicit transactions, a statement counter.
 
-The connection works through Supabase's transaction pooler as well as directly: no prepared
-statements (`prepare_threshold=None`) and no session state (no SET, LISTEN or session advisory
-locks) outlives a transaction. Every statement goes through `execute`/`copy`, which count them
-(the tick's statement count must not grow with the number of symbols) and translate driver
-errors into ours once, here.
+The connection works through Supabase's transaction pooler as well as directly: no session
+state (no SET, LISTEN or session advisory locks) outlives a transaction, and no statement is
+prepared unless the caller says the server is reached directly (`prepare=True`: the embedded
+server, or `DB_PREPARED_STATEMENTS`), as a transaction pooler cannot hold prepared statements.
+Every statement goes through `execute`/`copy`, which count them (the tick's statement count
+must not grow with the number of symbols) and translate driver errors into ours once, here.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
 from uuid import UUID
 
 import psycopg
@@ -24,37 +23,15 @@ from psycopg.types.numeric import FloatLoader
 
 from strategy_engine.core.errors import Busy, DatabaseUnavailable, InputError
 from strategy_engine.core.models import RowId
+from strategy_engine.store.redaction import location, scrub
 
 Params = Sequence[Any] | dict[str, Any] | None
 INVALID_URL = "the database URL is not a valid postgresql:// URL"
+PREPARE_AFTER = 5  # psycopg's default threshold: a statement run this often is prepared
 T = TypeVar("T")
 # A statement already sent (possibly queued in a pipeline) and how to read its answer: called
 # after the pipeline block, it parses the rows. `store` functions named `..._later` return one.
 Later = Callable[[], T]
-
-
-# user:password@ in a URL; password=... in a conninfo or query, the key %-encoded or not (libpq decodes it)
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s\"']*:)[^@\s\"']*@", re.IGNORECASE)
-_PASSWORD_KEY = "".join(f"(?:{c}|%{ord(c):02x})" for c in "password")
-_KV_PASSWORD = re.compile(rf"(?P<head>{_PASSWORD_KEY}\s*(?:=|%3d)\s*)(?:'[^']*'|[^\s&\"']+)", re.IGNORECASE)
-
-
-def redact_text(text: str) -> str:
-    """Any text (a driver's message, a URL however malformed) with passwords masked as ***."""
-    return _KV_PASSWORD.sub(r"\g<head>***", _URL_PASSWORD.sub(r"\g<head>***@", text))
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced, for messages a person reads."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return redact_text(url)
-    if not password:
-        return redact_text(url)
-    netloc = parts.netloc.replace(f":{password}@", ":***@")
-    return redact_text(urlunsplit(parts._replace(netloc=netloc)))
 
 
 def exact(x: float | None) -> Decimal | None:
@@ -77,55 +54,6 @@ def row_id(value: object) -> RowId:
     raise TypeError(f"unsupported key type {type(value).__name__}")
 
 
-_FRAGMENT_SPLIT = re.compile(r"[@:/\s'\"]+|%00")
-MIN_FRAGMENT = 4  # shorter pieces are no secret worth the name (logs.MIN_REDACTED alike)
-
-
-def _authority(url: str) -> tuple[str, str]:
-    """(userinfo, host part) of a URL however malformed: userinfo ends at the LAST '@' (a raw '@'
-    in a password is common), the host part is what follows, without its query."""
-    rest = url.split("://", 1)[1] if "://" in url else url
-    at = rest.rfind("@")
-    return (rest[:at], rest[at + 1 :].split("?", 1)[0]) if at >= 0 else ("", rest.split("?", 1)[0])
-
-
-def url_secrets(url: str) -> list[str]:
-    """Every fragment of a URL's password a driver may echo: the password split at the first and
-    at the last '@', its pieces between '@', ':', '/', quotes, blanks and %00, each raw and
-    percent-decoded (pieces shorter than MIN_FRAGMENT are left out)."""
-    userinfo, _ = _authority(url)
-    rest = url.split("://", 1)[1] if "://" in url else url
-    first = rest[: rest.find("@")] if "@" in rest else ""
-    out: set[str] = set()
-    for info in (userinfo, first):
-        password = info.partition(":")[2]
-        for text in (password, *_FRAGMENT_SPLIT.split(password), info.partition("@")[2]):
-            for spelling in (text, unquote(text)):
-                if len(spelling.strip()) >= MIN_FRAGMENT:
-                    out.add(spelling)
-    return sorted(out, key=len, reverse=True)
-
-
-def scrub(text: str, url: str) -> str:
-    """`text` with every fragment of `url`'s password masked, then `redact_text`: for logs."""
-    for secret in url_secrets(url):
-        text = text.replace(secret, "***")
-    return redact_text(text)
-
-
-def location(url: str) -> str:
-    """host:port/db of a URL, nothing of its userinfo or query: what an error may name.
-
-    A '@' after a '?' and a '=' is in the query (`?application_name=me@laptop&password=...`), not
-    the end of the userinfo: the place is then after the last '@' before the '?'. Any password=
-    left (no userinfo at all) is masked as in `redact_text`."""
-    userinfo, host = _authority(url)
-    query = userinfo.find("?")
-    if query >= 0 and "=" in userinfo[query:] and "@" in userinfo[:query]:
-        host = userinfo[:query].rsplit("@", 1)[1]
-    return redact_text(host) or "?"
-
-
 def unavailable(exc: Exception, where: str = "", url: str = "") -> DatabaseUnavailable | Busy:
     """Our error for a driver's outage (Busy for a lock timeout: another worker holds the lock).
     Its message names the place only; the driver's own text (libpq echoes pieces of a malformed
@@ -138,12 +66,19 @@ def unavailable(exc: Exception, where: str = "", url: str = "") -> DatabaseUnava
     return err
 
 
-def connect(url: str, *, connect_timeout: int = 10, application_name: str = "strategy-engine") -> Session:
+def connect(
+    url: str, *, prepare: bool = False, connect_timeout: int = 10, application_name: str = "strategy-engine"
+) -> Session:
     """A session on `url`. Raises InputError (not a postgresql:// URL, or one libpq cannot parse)
-    or DatabaseUnavailable; neither message quotes the driver, whose text may carry the password."""
+    or DatabaseUnavailable; neither message quotes the driver, whose text may carry the password.
+
+    `prepare`: a statement run PREPARE_AFTER times on this connection is prepared (parsed once,
+    its plan cached by the server: a warm tick at 3 symbols spent 1.9 of its 3.1 server ms in
+    parse and plan). Only for a server reached directly: a transaction pooler (Supabase :6543)
+    hands each transaction to any server connection, where the statement does not exist."""
     if not url.startswith(("postgres://", "postgresql://")):
         raise InputError(INVALID_URL)
-    return _open(url, url, connect_timeout, application_name)
+    return _open(url, url, connect_timeout, application_name, prepare)
 
 
 def sibling(s: Session, *, application_name: str = "strategy-engine-side") -> Session:
@@ -160,16 +95,16 @@ def sibling_opener(s: Session, *, application_name: str = "strategy-engine-side"
     if info.password:
         params["password"] = info.password
     conninfo = make_conninfo("", **params)
-    return lambda: _open(conninfo, "", 10, application_name)
+    return lambda: _open(conninfo, "", 10, application_name, s.prepare)
 
 
-def _open(conninfo: str, url: str, connect_timeout: int, application_name: str) -> Session:
+def _open(conninfo: str, url: str, connect_timeout: int, application_name: str, prepare: bool) -> Session:
     """`url`: what errors may name (its location) and must scrub (its password)."""
     try:
         conn = psycopg.connect(
             conninfo,
             autocommit=True,
-            prepare_threshold=None,
+            prepare_threshold=PREPARE_AFTER if prepare else None,
             connect_timeout=connect_timeout,
             application_name=application_name,
         )
@@ -180,7 +115,7 @@ def _open(conninfo: str, url: str, connect_timeout: int, application_name: str) 
         err.detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else "", url)
         raise err from None
     conn.adapters.register_loader("numeric", FloatLoader)
-    return Session(conn)
+    return Session(conn, prepare=prepare)
 
 
 _SET_TIMEOUTS = """
@@ -188,6 +123,21 @@ select set_config('lock_timeout', coalesce(%s, current_setting('lock_timeout')),
   set_config('idle_in_transaction_session_timeout',
              coalesce(%s, current_setting('idle_in_transaction_session_timeout')), true)
 """
+
+
+@contextmanager
+def _exiting(tx: psycopg.Transaction, *, begun: bool) -> Iterator[list[bool]]:
+    """Ends `tx` as a `with tx:` block would, if the block raises or (`begun`) whatever happens:
+    the transaction begins inside the BEGIN's pipeline and ends after the caller's block."""
+    entered = [True] if begun else []
+    try:
+        yield entered
+    except BaseException as exc:
+        if not (entered and tx.__exit__(type(exc), exc, exc.__traceback__)):
+            raise
+    else:
+        if begun:
+            tx.__exit__(None, None, None)
 
 
 def _ms(seconds: float | None) -> str | None:
@@ -198,8 +148,9 @@ class Session:
     """`statements` counts statements sent; `round_trips` counts waits for the server (a statement
     outside a pipeline, a pipeline block, a COPY, BEGIN and COMMIT): both for the benchmarks."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], *, prepare: bool = False) -> None:
         self.conn = conn
+        self.prepare = prepare  # statements run often are prepared (`connect`)
         self.statements = 0
         self.round_trips = 0
         self.transactions = 0  # outermost transactions begun: which one a caller is in
@@ -223,17 +174,27 @@ class Session:
         `lock_timeout` (seconds): a statement waiting longer for a lock raises `Busy`.
         `idle_timeout` (seconds): the server ends this transaction if it sits idle longer (a
         frozen worker), releasing its locks. Both are `SET LOCAL` (set_config(..., true)): they end
-        with the transaction, so they are safe through Supabase's transaction pooler.
+        with the transaction, so they are safe through Supabase's transaction pooler. They go
+        with the BEGIN, in one round trip; PostgreSQL arms the idle timeout at the block's first
+        plain statement (a pipeline does not arm it: `pipeline`), before which no lock is held.
         """
         try:
             self.round_trips += 2  # BEGIN, COMMIT (or ROLLBACK); SAVEPOINT, RELEASE when nested
             if self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                 self.transactions += 1
-            with self.conn.transaction():
-                if lock_timeout is not None or idle_timeout is not None:
-                    # A round trip of its own, never in a pipeline: PostgreSQL 16 does not arm the
-                    # idle timeout after a pipeline that set it (tested: test_tick_guards).
-                    self.execute(_SET_TIMEOUTS, (_ms(lock_timeout), _ms(idle_timeout)))
+            if lock_timeout is None and idle_timeout is None:
+                with self.conn.transaction():
+                    yield self
+                return
+            # The Transaction itself: `Connection.transaction()` inside a pipeline would keep the
+            # connection in pipeline mode for the whole block, and no idle timeout is armed there.
+            tx = psycopg.Transaction(self.conn)
+            with _exiting(tx, begun=False) as begun, self.conn.pipeline():
+                tx.__enter__()  # BEGIN, queued ahead of the SET
+                begun.append(True)
+                self.statements += 1
+                self.conn.execute(_SET_TIMEOUTS, (_ms(lock_timeout), _ms(idle_timeout)))
+            with _exiting(tx, begun=True):
                 yield self
         except (psycopg.OperationalError, psycopg.InternalError) as exc:
             raise unavailable(exc) from None

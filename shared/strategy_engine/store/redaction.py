@@ -1,0 +1,82 @@
+"""What a database URL may reveal, masked: its password in any spelling, for logs and errors.
+
+libpq accepts a URL, a conninfo string and their query keys percent-encoded, and echoes pieces
+of a malformed one in its messages; everything here masks all of those spellings.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+# user:password@ in a URL; password=... in a conninfo or query, the key %-encoded or not (libpq decodes it)
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s\"']*:)[^@\s\"']*@", re.IGNORECASE)
+_PASSWORD_KEY = "".join(f"(?:{c}|%{ord(c):02x})" for c in "password")
+_KV_PASSWORD = re.compile(rf"(?P<head>{_PASSWORD_KEY}\s*(?:=|%3d)\s*)(?:'[^']*'|[^\s&\"']+)", re.IGNORECASE)
+
+
+def redact_text(text: str) -> str:
+    """Any text (a driver's message, a URL however malformed) with passwords masked as ***."""
+    return _KV_PASSWORD.sub(r"\g<head>***", _URL_PASSWORD.sub(r"\g<head>***@", text))
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for messages a person reads."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return redact_text(url)
+    if not password:
+        return redact_text(url)
+    netloc = parts.netloc.replace(f":{password}@", ":***@")
+    return redact_text(urlunsplit(parts._replace(netloc=netloc)))
+
+
+_FRAGMENT_SPLIT = re.compile(r"[@:/\s'\"]+|%00")
+MIN_FRAGMENT = 4  # shorter pieces are no secret worth the name (logs.MIN_REDACTED alike)
+
+
+def _authority(url: str) -> tuple[str, str]:
+    """(userinfo, host part) of a URL however malformed: userinfo ends at the LAST '@' (a raw '@'
+    in a password is common), the host part is what follows, without its query."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    at = rest.rfind("@")
+    return (rest[:at], rest[at + 1 :].split("?", 1)[0]) if at >= 0 else ("", rest.split("?", 1)[0])
+
+
+def url_secrets(url: str) -> list[str]:
+    """Every fragment of a URL's password a driver may echo: the password split at the first and
+    at the last '@', its pieces between '@', ':', '/', quotes, blanks and %00, each raw and
+    percent-decoded (pieces shorter than MIN_FRAGMENT are left out)."""
+    userinfo, _ = _authority(url)
+    rest = url.split("://", 1)[1] if "://" in url else url
+    first = rest[: rest.find("@")] if "@" in rest else ""
+    out: set[str] = set()
+    for info in (userinfo, first):
+        password = info.partition(":")[2]
+        for text in (password, *_FRAGMENT_SPLIT.split(password), info.partition("@")[2]):
+            for spelling in (text, unquote(text)):
+                if len(spelling.strip()) >= MIN_FRAGMENT:
+                    out.add(spelling)
+    return sorted(out, key=len, reverse=True)
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` with every fragment of `url`'s password masked, then `redact_text`: for logs."""
+    for secret in url_secrets(url):
+        text = text.replace(secret, "***")
+    return redact_text(text)
+
+
+def location(url: str) -> str:
+    """host:port/db of a URL, nothing of its userinfo or query: what an error may name.
+
+    A '@' after a '?' and a '=' is in the query (`?application_name=me@laptop&password=...`), not
+    the end of the userinfo: the place is then after the last '@' before the '?'. Any password=
+    left (no userinfo at all) is masked as in `redact_text`."""
+    userinfo, host = _authority(url)
+    query = userinfo.find("?")
+    if query >= 0 and "=" in userinfo[query:] and "@" in userinfo[:query]:
+        host = userinfo[:query].rsplit("@", 1)[1]
+    return redact_text(host) or "?"
