@@ -6,6 +6,8 @@ Postgres. The embedded database is migrated on first use so that zero setup mean
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from strategy_engine.settings import get_settings
 from strategy_engine.store import Session, connect, embedded
 from strategy_engine.store.migrations import migrate
@@ -23,11 +25,25 @@ def resolve_database_url(explicit: str | None = None) -> tuple[str, bool]:
     return embedded.start(), True
 
 
+TRANSACTION_POOLER_PORT = 6543  # Supabase's (Supavisor's) transaction mode
+
+
 def prepared(url: str) -> bool:
     """Whether statements on `url` may be prepared (`store.connect`): on the embedded server,
     which no pooler stands in front of, or when DB_PREPARED_STATEMENTS says the server is
-    reached directly (Supabase's transaction pooler, port 6543, cannot hold them)."""
-    return get_settings().db_prepared_statements or embedded.is_embedded_url(url)
+    reached directly. Never on port 6543, whatever the setting: Supabase's transaction pooler
+    hands each transaction to any server connection, where our statement is missing (the
+    minute fails) or another client's stands under its name (and would run instead)."""
+    if embedded.is_embedded_url(url):
+        return True
+    return get_settings().db_prepared_statements and _port(url) != TRANSACTION_POOLER_PORT
+
+
+def _port(url: str) -> int | None:
+    try:
+        return urlsplit(url).port
+    except ValueError:  # not a URL connect() accepts: it says so
+        return None
 
 
 def open_session(explicit: str | None = None) -> Session:

@@ -66,6 +66,17 @@ def unavailable(exc: Exception, where: str = "", url: str = "") -> DatabaseUnava
     return err
 
 
+# A statement psycopg prepared is not on the server connection (or its name is taken there): a
+# transaction pooler handed the transaction to another server connection, as DB_PREPARED_STATEMENTS
+# behind one would. Another client's statement under our name may run instead: only the setting is safe.
+PREPARED_LOST = (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement)
+PREPARED_LOST_MESSAGE = (
+    "database unavailable: a prepared statement is missing on the server (a transaction pooler?):"
+    " set DB_PREPARED_STATEMENTS=false, or reach the server directly"
+)
+_OUTAGES = (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout, *PREPARED_LOST)
+
+
 def connect(
     url: str, *, prepare: bool = False, connect_timeout: int = 10, application_name: str = "strategy-engine"
 ) -> Session:
@@ -159,6 +170,17 @@ class Session:
     def close(self) -> None:
         self.conn.close()
 
+    def _outage(self, exc: Exception) -> DatabaseUnavailable | Busy:
+        """`unavailable(exc)`; a prepared statement lost also stops preparing on this connection,
+        whose names mean nothing on the server connection it now reaches: the next statement runs."""
+        if not isinstance(exc, PREPARED_LOST):
+            return unavailable(exc)
+        self.conn.prepare_threshold = None
+        self.prepare = False
+        err = DatabaseUnavailable(PREPARED_LOST_MESSAGE)
+        err.detail = unavailable(exc).detail
+        return err
+
     def __enter__(self) -> Session:
         return self
 
@@ -196,8 +218,8 @@ class Session:
                 self.conn.execute(_SET_TIMEOUTS, (_ms(lock_timeout), _ms(idle_timeout)))
             with _exiting(tx, begun=True):
                 yield self
-        except (psycopg.OperationalError, psycopg.InternalError) as exc:
-            raise unavailable(exc) from None
+        except (psycopg.InternalError, *_OUTAGES) as exc:
+            raise self._outage(exc) from None
 
     @contextmanager
     def pipeline(self) -> Iterator[Session]:
@@ -217,8 +239,8 @@ class Session:
         try:
             with self.conn.pipeline():
                 yield self
-        except (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout) as exc:
-            raise unavailable(exc) from None
+        except _OUTAGES as exc:
+            raise self._outage(exc) from None
         finally:
             self._piped -= 1
             if not self._piped:
@@ -232,8 +254,8 @@ class Session:
         self.round_trips += 0 if self._piped else 1
         try:
             return self.conn.cursor(binary=binary).execute(query, params)
-        except (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout) as exc:
-            raise unavailable(exc) from None
+        except _OUTAGES as exc:
+            raise self._outage(exc) from None
 
     def fetchall(
         self, query: str | sql.Composed, params: Params = None, *, binary: bool = False
@@ -255,6 +277,6 @@ class Session:
             with self.conn.cursor() as cur, cur.copy(stmt) as cp:
                 for row in rows:
                     cp.write_row(row)
-        except psycopg.OperationalError as exc:
-            raise unavailable(exc) from None
+        except _OUTAGES as exc:
+            raise self._outage(exc) from None
         return len(rows)
