@@ -12,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
-import psycopg
-
 from strategy_engine import engine, runtime
-from strategy_engine.core.errors import DatabaseUnavailable
 from strategy_engine.backtest import synthetic
+from strategy_engine.core.errors import DatabaseUnavailable
 from strategy_engine.http.services import Services
 from strategy_engine.settings import get_settings
 from strategy_engine.store import Session, connect, embedded
