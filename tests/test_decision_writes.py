@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from strategy_engine.core.models import Action, Decision, Outcome, Signal
 from strategy_engine.store import Session, journal
 from tests.conftest import seed
 
@@ -34,7 +35,7 @@ def _rows(sid: Any) -> list[tuple[Any, ...]]:
         (RUN, None, "live", sid, T.astimezone(east), "IWM", "sell", 1e-10, "it's", "cool_down", "blocked", None, "{}"),
         (RUN, None, "live", sid, T, "DIA", "buy", 12345678.125, "flow_up", "max_notional_per_trade", "blocked", None,
          json.dumps({"big": 1e300, "small": 5e-324})),
-        (RUN, None, "live", sid, T, "X\u00e9", "buy", 3, "a\nb", None, "failed", None, json.dumps("text")),
+        (RUN, None, "live", sid, T, "X\u00e9", "buy", 3, "a\nb", None, "failed", None, json.dumps(["text"])),
     ]  # fmt: skip
 
 
@@ -63,7 +64,7 @@ def test_the_insert_and_copy_store_the_same_text_in_our_table(session: Session) 
     assert inserted[2][7] == "1e-10" or float(inserted[2][7]) == 1e-10
     assert json.loads(inserted[0][12])["note"] == 'quote " backslash \\ tab \t é 株'
     assert inserted[1][12] is None and inserted[1][9] is None and inserted[1][1] is None
-    assert inserted[4][12] == '"text"'
+    assert inserted[4][12] == '["text"]'
 
 
 @pytest.mark.parametrize("payload_type", ["json", "text"])
@@ -81,7 +82,7 @@ def test_the_insert_and_copy_store_the_same_text_in_a_table_of_other_types(
         "alter table strategy_logs alter column action type public.log_action using action::public.log_action,"
         " alter column outcome type public.log_outcome using outcome::public.log_outcome,"
         " alter column symbol type varchar(12), alter column reason type varchar(200),"
-        " alter column signal_payload type json, alter column qty type float8"
+        f" alter column signal_payload type {payload_type}, alter column qty type float8"
     )
     inserted, copied = _both(session, _rows(sid))
     assert inserted == copied
@@ -126,3 +127,37 @@ def test_a_batch_at_the_limit_is_one_pipelined_insert(session: Session) -> None:
         count = session.execute("select count(*) from strategy_logs")
     assert count.fetchone() == (journal.PIPELINED_DECISIONS,)
     assert (session.statements - before[0], session.round_trips - before[1]) == (2, 1)
+
+
+@pytest.mark.parametrize("payload_type", ["jsonb", "json", "text"])
+def test_a_nul_in_a_decisions_payload_is_stored_by_both_ways(session: Session, payload_type: str) -> None:
+    """A broker's error text (or a signal input) with a NUL: PostgreSQL's json parser refuses the
+    escape \\u0000 as text and jsonb refuses it outright, so the minute's writes would fail (the
+    INSERT even where COPY stores it, in a json or text column). The payload spells it U+FFFD;
+    a backslash before "u0000" stays a backslash."""
+    sid = seed(session)
+    if payload_type != "jsonb":
+        session.execute(f"alter table strategy_logs alter column signal_payload type {payload_type}")
+    signal = Signal("SPY", Action.HOLD, 0.0, "no_signal", {"input\x00key": "a\x00b", "path": "c:\\u0000"})
+    d = Decision(T, signal, None, None, Outcome.FAILED, error="rejected: \x00\x00 broker text")
+    row = journal.decision_row(d, sid, engine_run_id=RUN)
+    inserted, copied = _both(session, [row])
+    assert inserted == copied
+    assert json.loads(inserted[0][12]) == {
+        "input\ufffdkey": "a\ufffdb",
+        "path": "c:\\u0000",
+        "error": "rejected: \ufffd\ufffd broker text",
+    }
+
+
+@pytest.mark.parametrize("payload", ['"text"', ' {"a": 1} ', "1.50"])
+def test_a_payload_that_is_no_object_goes_by_copy_and_is_stored_as_sent(
+    session: Session, payload: str
+) -> None:
+    """The INSERT would store a JSON string unquoted and a padded payload unpadded in a text
+    column: such a row (no `decision_json` makes one) goes by COPY, which stores the text sent."""
+    sid = seed(session)
+    session.execute("alter table strategy_logs alter column signal_payload type text")
+    row = (RUN, None, "live", sid, T, "SPY", "hold", 0.0, "no_signal", None, "held", None, payload)
+    assert not journal.pipelined([row])
+    assert _written(session, [row])[0][12] == payload

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -88,12 +89,20 @@ def decision_json(decision: Decision) -> str:
     NaN and infinities become null here, at the journal's boundary, whatever reached them (the
     data-quality rule upstream means none should): the encoder refuses them
     (`allow_nan=False`), and only then is the payload walked to replace them (`finite`). A
-    non-finite float KEY (`finite` rewrites values only) is spelled as JSON spells keys: "NaN"."""
+    non-finite float KEY (`finite` rewrites values only) is spelled as JSON spells keys: "NaN".
+    A NUL character, in a key or a value, is stored as U+FFFD (PostgreSQL cannot hold it)."""
     raw = _payload(decision.signal.payload, decision)
     try:
-        return json.dumps(raw, allow_nan=False)
+        text = json.dumps(raw, allow_nan=False)
     except ValueError:
-        return json.dumps(finite(raw))  # every value finite now: only a key can read "NaN"
+        text = json.dumps(finite(raw))  # every value finite now: only a key can read "NaN"
+    return _NUL_ESCAPE.sub(r"\1\\ufffd", text) if r"\u0000" in text else text
+
+
+# \u0000 after an even number of backslashes (an odd one makes it text: `\\u0000`): PostgreSQL
+# refuses it (jsonb; json read as text), so one NUL in a broker's error text would fail the minute's
+# writes. json.dumps escapes every NUL this way (ensure_ascii), in keys and values alike.
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,15 +75,19 @@ def write_decisions(s: Session, rows: Sequence[tuple[Any, ...]]) -> None:
     column's input function, as COPY does (json, not jsonb, so that a nested payload reaches a
     json or text column as the very text COPY would send): an existing table's varchar, enum,
     json or text columns store the same text either way."""
-    if len(rows) > PIPELINED_DECISIONS:
+    if not pipelined(rows):
         s.copy_in("strategy_logs", LOG_COLUMNS, rows)
     elif rows:
         s.execute(_INSERT_LOGS, (_rows_json(rows),))
 
 
 def pipelined(rows: Sequence[tuple[Any, ...]]) -> bool:
-    """Whether `write_decisions` of these rows may go in a pipeline."""
-    return len(rows) <= PIPELINED_DECISIONS
+    """Whether `write_decisions` of these rows may go in a pipeline (as the INSERT). Only payloads
+    that are a JSON object or array (`decision_json`'s are objects), unpadded: the INSERT would
+    store a JSON string's text unquoted, and no padding, in a text or json column."""
+    return len(rows) <= PIPELINED_DECISIONS and all(
+        r[-1] is None or (r[-1][:1], r[-1][-1:]) in (("{", "}"), ("[", "]")) for r in rows
+    )
 
 
 _INSERT_LOGS = f"""
