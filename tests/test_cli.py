@@ -138,3 +138,10 @@ def test_every_risk_code_has_words_passed_and_failed() -> None:
     for code in RiskCode:
         for ok in (True, False):
             assert _sentence(code.value, 3, 5, ok, "SPY", 10, 100.0), (code, ok)
+
+
+def test_a_database_url_option_libpq_refuses_is_exit_2_in_one_line(db_url: str) -> None:
+    proc = cli("status", "--database-url", db_url + ("&" if "?" in db_url else "?") + "sslmode=bogus")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["error: the database URL is not a valid postgresql:// URL: sslmode has an invalid value"]

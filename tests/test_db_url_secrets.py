@@ -185,7 +185,10 @@ LOCATIONS = [
     ("postgresql://engine:pa:ss:word@[::1]:5432/app", "[::1]:5432/app"),
     ("postgresql://engine:pw@%2Fvar%2Frun%2Fpostgresql/app", "%2Fvar%2Frun%2Fpostgresql/app"),
     ("postgresql://engine:pw@h1:5432,h2:5433/app", "h1:5432,h2:5433/app"),
-    ("postgres://engine:pw@/app?host=/var/run/postgresql", "/app"),
+    ("postgres://engine:pw@/app?host=/var/run/postgresql", "/var/run/postgresql/app"),
+    ("postgres://engine:pw@/app?sslmode=disable&host=%2Fsrv%2Fpg%2F&port=5433", "/srv/pg/app"),
+    ("postgres:///app?host=/run/pg&password=hunter22", "/run/pg/app"),
+    ("postgres://engine:pw@h/app?host=/var/run/postgresql", "h/app"),  # the authority's host wins
     ("u:abcd@h/db", "h/db"),
     # A '@' in the query is not the end of the userinfo: the query's password never named.
     ("postgresql://u:pw@127.0.0.1:1/db?application_name=me@laptop&password=hunter22", "127.0.0.1:1/db"),

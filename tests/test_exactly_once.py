@@ -14,6 +14,7 @@ import pytest
 
 from strategy_engine import engine
 from strategy_engine.store import Session, connect
+from strategy_engine.store import strategies as strat_store
 from tests.conftest import REPO, seed
 
 T = datetime(2025, 6, 13, 15, 0, tzinfo=UTC)
@@ -144,3 +145,32 @@ def test_two_workers_process_each_of_several_strategies_once_per_minute(db_url: 
         )
         assert len(per_minute) == 6 * 2 and all(c == 3 for _, _, c in per_minute)
         assert len(_trades(s)) == 6 * 3  # every strategy entered all three symbols at T, once
+
+
+def test_a_claimed_day_row_is_skipped_never_waited_for(db_url: str) -> None:
+    """The claim is FOR UPDATE SKIP LOCKED: while one worker holds a strategy's day row, a second
+    worker's claim answers None at once. Asked under a 30 s lock timeout, a claim that waited
+    would show in pg_stat_activity as waiting on a lock: the watcher then cancels it and the
+    test fails at once (no timing: the answer is whether the backend ever waited)."""
+    with connect(db_url) as a, connect(db_url) as b, connect(db_url) as watcher:
+        sid = seed(a)
+        day = T.date()
+        strat_store.ensure_day_rows(a, [sid], day)
+        with a.transaction():
+            assert strat_store.claim(a, sid, day) is not None
+            with b.transaction(lock_timeout=30), ThreadPoolExecutor(1) as pool:
+                second = pool.submit(strat_store.claim, b, sid, day)
+                waited = False
+                while not second.done():
+                    row = watcher.fetchone(
+                        "select wait_event_type = 'Lock' from pg_stat_activity where pid = %s",
+                        (b.conn.info.backend_pid,),
+                    )
+                    if row is not None and row[0]:
+                        waited = True
+                        watcher.execute("select pg_cancel_backend(%s)", (b.conn.info.backend_pid,))
+                        break
+                assert not waited, "the second claim waited for the first worker's lock"
+                assert second.result() is None
+        with a.transaction():  # released with the first worker's transaction: claimable again
+            assert strat_store.claim(a, sid, day) is not None

@@ -236,3 +236,24 @@ def test_row_ids_are_uuids_or_integers_only() -> None:
         with pytest.raises(TypeError) as info:
             row_id(value)
         assert str(info.value) == f"unsupported key type {name}"
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        ("sslmode=bogus", "sslmode has an invalid value"),
+        ("target_session_attrs=nope", "target_session_attrs has an invalid value"),
+        ("gssencmode=zz", "gssencmode has an invalid value"),
+        ("service=nosuch-service", "service is not defined"),
+    ],
+)
+def test_an_option_libpq_refuses_is_bad_input_not_an_outage(db_url: str, option: str, says: str) -> None:
+    """libpq refuses these before any network I/O: retrying cannot help, so they are the user's
+    input (exit 2), named by option; the value and the password stay out of the message."""
+    url = db_url.replace("postgresql://", "postgresql://postgres:Pw-Secret-123@", 1)
+    url += ("&" if "?" in url else "?") + option
+    with pytest.raises(InputError) as info:
+        connect(url)
+    assert str(info.value) == f"{INVALID_URL}: {says}"
+    assert "Pw-Secret-123" not in str(info.value) + str(getattr(info.value, "detail", ""))
+    assert option.split("=")[1] not in str(info.value)

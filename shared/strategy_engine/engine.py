@@ -51,7 +51,7 @@ from strategy_engine.invocation import (
 )
 from strategy_engine.logs import event
 from strategy_engine.planning import Planned, failed, finish, plan, refuse
-from strategy_engine.store import Session, journal, market
+from strategy_engine.store import Session, engine_runs, journal, market
 from strategy_engine.store import accounts as acct_store
 from strategy_engine.store import intents as intent_store
 from strategy_engine.store import strategies as strat_store
@@ -90,8 +90,8 @@ def tick(
         ahead = account_view.Prefetch.start(s, real, deps.alpaca_broker, inv, pool) if market_open else None
         run_id = uuid.uuid4()
         with s.pipeline():  # one round trip, one implicit transaction: all stand or none
-            abandoned = journal.close_abandoned(s, deps.run_timeout_seconds, run_id)
-            journal.start_run(s, run_id, trigger, minute)
+            abandoned = engine_runs.close_abandoned(s, deps.run_timeout_seconds, run_id)
+            engine_runs.start_run(s, run_id, trigger, minute)
             if ahead is not None:  # the day rows, committed before any claim (`ensure_day_rows`)
                 ids = [p.row.definition.id for p in planned if isinstance(p, Planned)]
                 strat_store.ensure_day_rows(s, ids, calendar.trading_date(minute))

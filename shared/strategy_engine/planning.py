@@ -20,7 +20,7 @@ from strategy_engine.core.strategies import StrategySpec, get_spec, parse_config
 from strategy_engine.core.strategies.base import StrategyConfig
 from strategy_engine.invocation import MinuteRefused
 from strategy_engine.logs import event
-from strategy_engine.store import Session, journal
+from strategy_engine.store import Session, engine_runs
 from strategy_engine.store import strategies as strat_store
 from strategy_engine.store.strategies import StrategyRow
 
@@ -70,7 +70,8 @@ def failed(run_id: uuid.UUID | None, name: str, minute: datetime | None, exc: Ex
 def finish(s: Session, result: RunResult, started: float) -> RunResult:
     result = replace(result, duration_ms=(time.perf_counter() - started) * 1000)
     counts, ms = result.counts(), result.duration_ms
-    on_time = journal.finish_run(s, result.run_id, result.status, counts, result.as_json()["strategies"], ms)
+    detail = result.as_json()["strategies"]
+    on_time = engine_runs.finish_run(s, result.run_id, result.status, counts, detail, ms)
     level = logging.ERROR if result.status == "failed" or not on_time else logging.INFO
     event(
         "tick",
@@ -88,8 +89,8 @@ def finish(s: Session, result: RunResult, started: float) -> RunResult:
 def refuse(s: Session, trigger: str, minute: datetime, reason: str) -> None:
     """A minute the engine will not run leaves an engine_runs row, then is refused (InputError)."""
     run_id = uuid.uuid4()
-    journal.start_run(s, run_id, trigger, minute)
-    journal.finish_run(s, run_id, "refused", {}, {"reason": reason}, 0.0)
+    engine_runs.start_run(s, run_id, trigger, minute)
+    engine_runs.finish_run(s, run_id, "refused", {}, {"reason": reason}, 0.0)
     event("tick", level=logging.WARNING, run_id=str(run_id), minute=minute.isoformat(),
           outcome="refused", error=reason)  # fmt: skip
     raise MinuteRefused(reason)

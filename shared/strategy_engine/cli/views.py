@@ -25,7 +25,7 @@ from rich.text import Text
 from strategy_engine.core import calendar
 from strategy_engine.core.models import RunResult
 from strategy_engine.seed import limits_doc
-from strategy_engine.store import Session, journal, queries
+from strategy_engine.store import Session, engine_runs, queries
 from strategy_engine.store import accounts as acct_store
 from strategy_engine.store import strategies as strat_store
 
@@ -172,7 +172,7 @@ def collect(s: Session, now: datetime, runs: int = 10) -> dict[str, Any]:
             }
             for r in strat_store.day_states(s, day)
         ],
-        "runs": [dict(zip(RUN_KEYS, r, strict=True)) for r in journal.recent_runs(s, runs)],
+        "runs": [dict(zip(RUN_KEYS, r, strict=True)) for r in engine_runs.recent_runs(s, runs)],
     }
 
 

@@ -9,7 +9,7 @@ from strategy_engine.core.errors import InputError, Unavailable
 from strategy_engine.core.models import BrokerAccount
 from strategy_engine.http.messages import HttpRequest, HttpResponse, Misconfigured, retry_later
 from strategy_engine.http.services import Services
-from strategy_engine.store import journal
+from strategy_engine.store import engine_runs
 
 
 def liveness(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
@@ -20,7 +20,7 @@ def liveness(req: HttpRequest, body: bytes, services: Services) -> HttpResponse:
 def _database(services: Services) -> dict[str, Any]:
     try:
         with services.open_session() as s:
-            runs = journal.recent_runs(s, 1)
+            runs = engine_runs.recent_runs(s, 1)
     except Unavailable as exc:
         return {"status": "unavailable", "error": str(exc)}
     except (Misconfigured, InputError):

@@ -70,7 +70,8 @@ def scrub(text: str, url: str) -> str:
 
 
 def location(url: str) -> str:
-    """host:port/db of a URL, nothing of its userinfo or query: what an error may name.
+    """host:port/db of a URL, nothing of its userinfo or query: what an error may name (with no
+    host before the database, the query's `host=`, e.g. a socket folder: /var/run/pg/db).
 
     A '@' after a '?' and a '=' is in the query (`?application_name=me@laptop&password=...`), not
     the end of the userinfo: the place is then after the last '@' before the '?'. Any password=
@@ -79,4 +80,10 @@ def location(url: str) -> str:
     query = userinfo.find("?")
     if query >= 0 and "=" in userinfo[query:] and "@" in userinfo[:query]:
         host = userinfo[:query].rsplit("@", 1)[1]
+    socket = _HOST_KEY.search(url.partition("?")[2]) if host.startswith("/") or not host else None
+    if socket is not None:  # no host before the database: libpq's host= names the place
+        host = unquote(socket[1]).rstrip("/") + host
     return redact_text(host) or "?"
+
+
+_HOST_KEY = re.compile(r"(?:^|&)host=([^&]+)")

@@ -10,6 +10,7 @@ must not grow with the number of symbols) and translate driver errors into ours 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -27,6 +28,11 @@ from strategy_engine.store.redaction import location, scrub
 
 Params = Sequence[Any] | dict[str, Any] | None
 INVALID_URL = "the database URL is not a valid postgresql:// URL"
+# libpq's words for a URL option it refuses before any network I/O (an outage it is not): a
+# value out of its set (sslmode=bogus), or a service the service file does not define.
+_BAD_OPTION = re.compile(
+    r'^(?:connection is bad: )?(?:invalid (\w+) value|definition of service (")[^"]*" not found)'
+)
 PREPARE_AFTER = 5  # psycopg's default threshold: a statement run this often is prepared
 T = TypeVar("T")
 # A statement already sent (possibly queued in a pipeline) and how to read its answer: called
@@ -120,7 +126,14 @@ def _open(conninfo: str, url: str, connect_timeout: int, application_name: str, 
             application_name=application_name,
         )
     except psycopg.OperationalError as exc:
-        raise unavailable(exc, location(url), url) from None
+        bad = _BAD_OPTION.search(str(exc))
+        if bad is None:
+            raise unavailable(exc, location(url), url) from None
+        err = InputError(
+            f"{INVALID_URL}: {bad[1] or 'service'} {'is not defined' if bad[2] else 'has an invalid value'}"
+        )
+        err.detail = scrub(str(exc).strip().splitlines()[0], url)
+        raise err from None
     except psycopg.ProgrammingError as exc:
         err = InputError(INVALID_URL)
         err.detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else "", url)
