@@ -161,3 +161,19 @@ def test_a_payload_that_is_no_object_goes_by_copy_and_is_stored_as_sent(
     row = (RUN, None, "live", sid, T, "SPY", "hold", 0.0, "no_signal", None, "held", None, payload)
     assert not journal.pipelined([row])
     assert _written(session, [row])[0][12] == payload
+
+
+def test_both_ways_write_our_table_whatever_the_search_path(session: Session) -> None:
+    """A role whose search_path finds another schema's strategy_logs first: the INSERT and the
+    COPY both name public.strategy_logs, so neither lands elsewhere."""
+    sid = seed(session)
+    session.execute(
+        "create schema other; create table other.strategy_logs (like public.strategy_logs including all);"
+        "set search_path = other, public"
+    )
+    rows = _rows(sid)
+    journal.write_decisions(session, rows)  # the INSERT
+    journal.write_decisions(session, rows * (journal.PIPELINED_DECISIONS // len(rows) + 1))  # COPY
+    assert session.fetchone("select count(*) from other.strategy_logs") == (0,)
+    count = session.fetchone("select count(*) from public.strategy_logs")
+    assert count == (len(rows) * (journal.PIPELINED_DECISIONS // len(rows) + 2),)

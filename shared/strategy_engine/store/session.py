@@ -279,12 +279,13 @@ class Session:
         return self.execute(query, params).fetchone()
 
     def copy_in(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
-        """COPY rows into a table in one statement: the bulk path of the journal and backfill.
+        """COPY rows into `public.<table>` in one statement (schema named, as in every statement of
+        the store: a search_path never redirects it): the bulk path of the journal and backfill.
         Not inside a pipeline (psycopg refuses COPY there)."""
         self.statements += 1
         self.round_trips += 1
         stmt = sql.SQL("copy {} ({}) from stdin").format(
-            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+            sql.Identifier("public", table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
         )
         try:
             with self.conn.cursor() as cur, cur.copy(stmt) as cp:
