@@ -276,7 +276,7 @@ def test_copy_text_copies_the_lines_in_one_statement_and_returns_their_length(
     # NULL; str and bytes chunks alike
     chunks: list[str | bytes] = ["a\\tb\t1\nc\\\\d\t2\n", b"e\\nf\t\\N\n"]
     before = session.statements
-    sent = copy_text(session, "copied", ("name", "n"), iter(chunks))
+    sent = copy_text(session, "copied", ("name", "n"), iter(chunks), schema="pg_temp")
     assert session.statements - before == 1
     assert sent == 14 + 8  # len of each chunk
     assert session.fetchall("select name, n from copied order by name") == [

@@ -39,7 +39,7 @@ def test_the_counters_count_statements_round_trips_and_outermost_transactions(se
             s.execute("insert into t values (3)")
     assert counts(s) == (9, 4 + 2 + 1 + 2 + 1, 1)
     with s.transaction(lock_timeout=5.0):  # the timeouts: a statement sent with the BEGIN
-        assert s.copy_in("t", ("v",), [(4,), (5,), (6,)]) == 3  # one statement, one wait
+        assert s.copy_in("t", ("v",), [(4,), (5,), (6,)], schema="pg_temp") == 3  # one statement, one wait
     assert counts(s) == (11, 10 + 2 + 1, 2)
     assert s.fetchall("select v from t order by v") == [(k,) for k in range(1, 7)]
     assert counts(s) == (12, 14, 2)
@@ -48,7 +48,7 @@ def test_the_counters_count_statements_round_trips_and_outermost_transactions(se
 def test_copy_in_quotes_the_table_and_the_columns(session: Session) -> None:
     session.execute('create temporary table "Odd Table" ("Mixed Col" int, "select" text)')
     rows = [(1, "a"), (2, None)]
-    assert session.copy_in("Odd Table", ("Mixed Col", "select"), rows) == 2
+    assert session.copy_in("Odd Table", ("Mixed Col", "select"), rows, schema="pg_temp") == 2
     assert session.fetchall('select "Mixed Col", "select" from "Odd Table" order by 1') == rows
 
 

@@ -177,8 +177,11 @@ def copy_escape(text: str) -> str:
     return text.translate(_COPY_ESCAPES)
 
 
-def copy_text(s: Session, table: str, columns: Sequence[str], chunks: Iterable[str | bytes]) -> int:
-    """COPY pre-formatted text lines into `public.<table>` in one statement; returns the length sent
+def copy_text(
+    s: Session, table: str, columns: Sequence[str], chunks: Iterable[str | bytes], *, schema: str = "public"
+) -> int:
+    """COPY pre-formatted text lines into `<schema>.<table>` in one statement (`Session.copy_in`'s
+    rule for the schema); returns the length sent
     (characters of text chunks, bytes of bytes chunks).
 
     The bulk writer of the backfill: lines are built in batches and handed to a writer thread
@@ -187,7 +190,7 @@ def copy_text(s: Session, table: str, columns: Sequence[str], chunks: Iterable[s
     """
     s.statements += 1
     stmt = sql.SQL("copy {} ({}) from stdin").format(
-        sql.Identifier("public", table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+        sql.Identifier(schema, table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
     sent = 0
     try:

@@ -278,14 +278,17 @@ class Session:
     def fetchone(self, query: str | sql.Composed, params: Params = None) -> tuple[Any, ...] | None:
         return self.execute(query, params).fetchone()
 
-    def copy_in(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
-        """COPY rows into `public.<table>` in one statement (schema named, as in every statement of
-        the store: a search_path never redirects it): the bulk path of the journal and backfill.
+    def copy_in(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, schema: str = "public"
+    ) -> int:
+        """COPY rows into `<schema>.<table>` in one statement (the schema named, as in every
+        statement of the store: a search_path never redirects it; `pg_temp` for a temporary
+        table): the bulk path of the journal and backfill.
         Not inside a pipeline (psycopg refuses COPY there)."""
         self.statements += 1
         self.round_trips += 1
         stmt = sql.SQL("copy {} ({}) from stdin").format(
-            sql.Identifier("public", table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+            sql.Identifier(schema, table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
         )
         try:
             with self.conn.cursor() as cur, cur.copy(stmt) as cp:
