@@ -94,25 +94,27 @@ select {", ".join(LOG_COLUMNS)} from json_populate_recordset(null::public.strate
 
 
 def _rows_json(rows: Sequence[tuple[Any, ...]]) -> str:
-    """`decision_row`s as a JSON array of objects, the payload (JSON text) spliced in as it is."""
+    """`decision_row`s as a JSON array of objects: the scalars through one `json.dumps` per row
+    (`_json_value`), the payload (JSON text) spliced in as it is."""
     out = []
     for row in rows:
         *scalars, payload = row
-        fields = [f"{json.dumps(k)}:{_json_value(v)}" for k, v in zip(LOG_COLUMNS, scalars, strict=False)]
-        fields.append(f'"signal_payload":{"null" if payload is None else payload}')
-        out.append("{" + ",".join(fields) + "}")
+        head = json.dumps(dict(zip(LOG_COLUMNS, map(_json_value, scalars), strict=False)))
+        out.append(f'{head[:-1]}, "signal_payload": {"null" if payload is None else payload}}}')
     return "[" + ",".join(out) + "]"
 
 
-def _json_value(v: Any) -> str:
-    """One value as JSON: a float, a datetime and a UUID as the text their column reads."""
+def _json_value(v: Any) -> Any:
+    """One value as `json.dumps` should write it: a float, a datetime and a UUID as the text their
+    column reads (a float's `repr` reads back as the same float; NaN and infinities as
+    PostgreSQL spells them); None, an int and a str as they are."""
     if isinstance(v, float):
         if math.isnan(v):
-            return '"NaN"'
-        return json.dumps(repr(v) if math.isfinite(v) else ("Infinity" if v > 0 else "-Infinity"))
+            return "NaN"
+        return repr(v) if math.isfinite(v) else ("Infinity" if v > 0 else "-Infinity")
     if isinstance(v, datetime):
-        return json.dumps(v.isoformat())
-    return json.dumps(v if v is None or isinstance(v, int | str) else str(v))
+        return v.isoformat()
+    return v if v is None or isinstance(v, int | str) else str(v)
 
 
 def record_orders(
