@@ -189,6 +189,10 @@ LOCATIONS = [
     ("postgres://engine:pw@/app?sslmode=disable&host=%2Fsrv%2Fpg%2F&port=5433", "/srv/pg/app"),
     ("postgres:///app?host=/run/pg&password=hunter22", "/run/pg/app"),
     ("postgres://engine:pw@h/app?host=/var/run/postgresql", "h/app"),  # the authority's host wins
+    # A '?' and 'host=' inside the password: the query is what follows the host part, never it.
+    ("postgresql://u:p?host=Leak3dPw@/db", "/db"),
+    ("postgresql://u:p?host=Leak3dPw@/db?host=/run/pg", "/run/pg/db"),
+    ("postgresql://u:Leak3dPw@/db?host=/run/Leak3dPw", "/run/***/db"),  # a password piece as the host=
     ("u:abcd@h/db", "h/db"),
     # A '@' in the query is not the end of the userinfo: the query's password never named.
     ("postgresql://u:pw@127.0.0.1:1/db?application_name=me@laptop&password=hunter22", "127.0.0.1:1/db"),

@@ -76,13 +76,15 @@ def location(url: str) -> str:
     A '@' after a '?' and a '=' is in the query (`?application_name=me@laptop&password=...`), not
     the end of the userinfo: the place is then after the last '@' before the '?'. Any password=
     left (no userinfo at all) is masked as in `redact_text`."""
+    rest = url.split("://", 1)[1] if "://" in url else url
     userinfo, host = _authority(url)
-    query = userinfo.find("?")
-    if query >= 0 and "=" in userinfo[query:] and "@" in userinfo[:query]:
-        host = userinfo[:query].rsplit("@", 1)[1]
-    socket = _HOST_KEY.search(url.partition("?")[2]) if host.startswith("/") or not host else None
+    query = rest[rest.rfind("@") + 1 :].partition("?")[2]  # the query after the host part
+    first = userinfo.find("?")
+    if first >= 0 and "=" in userinfo[first:] and "@" in userinfo[:first]:
+        host, query = userinfo[:first].rsplit("@", 1)[1], rest[first + 1 :]
+    socket = _HOST_KEY.search(query) if host.startswith("/") or not host else None
     if socket is not None:  # no host before the database: libpq's host= names the place
-        host = unquote(socket[1]).rstrip("/") + host
+        host = scrub(unquote(socket[1]), url).rstrip("/") + host  # never a piece of the password
     return redact_text(host) or "?"
 
 
