@@ -177,3 +177,72 @@ def test_both_ways_write_our_table_whatever_the_search_path(session: Session) ->
     assert session.fetchone("select count(*) from other.strategy_logs") == (0,)
     count = session.fetchone("select count(*) from public.strategy_logs")
     assert count == (len(rows) * (journal.PIPELINED_DECISIONS // len(rows) + 2),)
+
+
+class _Str(str):
+    def __str__(self) -> str:
+        return "not-the-value"
+
+
+class _Uuid(uuid.UUID):
+    def __str__(self) -> str:
+        return "not-the-uuid"
+
+
+def _odd_values() -> list[tuple[str, int, Any]]:
+    """(id, column index, value): values whose type each path could spell differently."""
+    import numpy as np  # the backtest's arrays hand numpy scalars to anything downstream
+
+    naive = T.replace(tzinfo=None, microsecond=123456)
+    return [
+        ("np.float64", 7, np.float64(0.1)),
+        ("np.float64-nan", 7, np.float64("nan")),
+        ("np.float32", 7, np.float32(0.1)),
+        ("np.int64", 7, np.int64(7)),
+        ("decimal", 7, __import__("decimal").Decimal("1E+1")),
+        ("-0.0", 7, -0.0),
+        ("1e-320", 7, 1e-320),
+        ("huge-int", 7, 10**40),
+        ("naive-datetime", 4, naive),
+        ("tz-datetime", 4, T.astimezone(timezone(timedelta(hours=5, minutes=30)))),
+        ("str-subclass", 8, _Str("flow_up")),
+        ("uuid-subclass", 0, _Uuid(int=RUN.int)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("column", "value"), [v[1:] for v in _odd_values()], ids=[v[0] for v in _odd_values()]
+)
+def test_an_odd_value_type_is_stored_the_same_text_by_both_ways(
+    session: Session, column: int, value: Any
+) -> None:
+    """The INSERT's JSON and COPY's text of a value of a subclass or numpy type: the same text
+    stored, or the same refusal."""
+    sid = seed(session)
+    row = list(_rows(sid)[0])
+    row[column] = value
+    session.execute("set timezone to 'America/New_York'")  # a naive time reads in the session's zone
+    inserted, copied = _both(session, [tuple(row)])
+    assert inserted == copied
+
+
+def test_an_integer_strategy_id_is_stored_the_same_by_both_ways(session: Session) -> None:
+    sid = seed(session)
+    session.execute("alter table strategy_logs drop constraint if exists strategy_logs_strategy_id_fkey")
+    session.execute("alter table strategy_logs alter column strategy_id type text using strategy_id::text")
+    row = (*_rows(sid)[0][:3], 42, *_rows(sid)[0][4:])
+    inserted, copied = _both(session, [row])
+    assert inserted == copied and inserted[0][3] == "42"
+
+
+def test_a_uuid_and_a_time_in_text_columns_are_the_same_text_by_both_ways(session: Session) -> None:
+    """An owner's table keeping the run id and the minute as text: COPY sends a UUID as 32 hex
+    digits and a time with a space (psycopg's dumpers); the INSERT must send the same text."""
+    sid = seed(session)
+    session.execute(
+        "alter table strategy_logs alter column engine_run_id type text using engine_run_id::text,"
+        " alter column decision_minute type text using decision_minute::text"
+    )
+    inserted, copied = _both(session, _rows(sid))
+    assert inserted == copied
+    assert inserted[0][0] == RUN.hex and inserted[0][4] == "2025-06-13 14:30:00+00:00"

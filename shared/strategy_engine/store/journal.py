@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from psycopg.adapt import PyFormat, Transformer
+
 from strategy_engine.core.decide import decision_json
 from strategy_engine.core.models import Decision, Order, RowId, Side
 from strategy_engine.store.session import Later, Session, exact
@@ -75,7 +77,7 @@ def write_decisions(s: Session, rows: Sequence[tuple[Any, ...]]) -> None:
     if not pipelined(rows):
         s.copy_in("strategy_logs", LOG_COLUMNS, rows)
     elif rows:
-        s.execute(_INSERT_LOGS, (_rows_json(rows),))
+        s.execute(_INSERT_LOGS, (_rows_json(rows, Transformer(s.conn)),))
 
 
 def pipelined(rows: Sequence[tuple[Any, ...]]) -> bool:
@@ -93,28 +95,34 @@ select {", ".join(LOG_COLUMNS)} from json_populate_recordset(null::public.strate
 """
 
 
-def _rows_json(rows: Sequence[tuple[Any, ...]]) -> str:
+def _rows_json(rows: Sequence[tuple[Any, ...]], tx: Transformer) -> str:
     """`decision_row`s as a JSON array of objects: the scalars through one `json.dumps` per row
     (`_json_value`), the payload (JSON text) spliced in as it is."""
     out = []
     for row in rows:
         *scalars, payload = row
-        head = json.dumps(dict(zip(LOG_COLUMNS, map(_json_value, scalars), strict=False)))
+        values = (_json_value(v, tx) for v in scalars)
+        head = json.dumps(dict(zip(LOG_COLUMNS, values, strict=False)))
         out.append(f'{head[:-1]}, "signal_payload": {"null" if payload is None else payload}}}')
     return "[" + ",".join(out) + "]"
 
 
-def _json_value(v: Any) -> Any:
-    """One value as `json.dumps` should write it: a float, a datetime and a UUID as the text their
-    column reads (a float's `repr` reads back as the same float; NaN and infinities as
-    PostgreSQL spells them); None, an int and a str as they are."""
-    if isinstance(v, float):
+def _json_value(v: Any, tx: Transformer) -> Any:
+    """One value as the very text COPY sends for it (psycopg's text dumper, `tx`'s): None, an
+    int and a str as they are (json.dumps writes the same), a float as its `repr` (NaN and
+    infinities as PostgreSQL spells them) and a datetime as `str`, as psycopg does; any other
+    type (a subclass, a numpy scalar, a UUID: 32 hex digits) through psycopg's dumper itself."""
+    kind = type(v)
+    if v is None or kind is str or kind is int:
+        return v
+    if kind is float:
         if math.isnan(v):
             return "NaN"
         return repr(v) if math.isfinite(v) else ("Infinity" if v > 0 else "-Infinity")
-    if isinstance(v, datetime):
-        return v.isoformat()
-    return v if v is None or isinstance(v, int | str) else str(v)
+    if kind is datetime:
+        return str(v)
+    text = tx.get_dumper(v, PyFormat.TEXT).dump(v)
+    return None if text is None else bytes(text).decode()
 
 
 def record_orders(
