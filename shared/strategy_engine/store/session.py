@@ -28,11 +28,37 @@ from strategy_engine.store.redaction import location, scrub
 
 Params = Sequence[Any] | dict[str, Any] | None
 INVALID_URL = "the database URL is not a valid postgresql:// URL"
-# libpq's words for a URL option it refuses before any network I/O (an outage it is not): a
-# value out of its set (sslmode=bogus), or a service the service file does not define.
-_BAD_OPTION = re.compile(
-    r'^(?:connection is bad: )?(?:invalid (\w+) value|definition of service (")[^"]*" not found)'
+# libpq's words for a URL option it refuses before any network I/O (an outage it is not), with
+# the option each names: libpq's own keyword (group "o"), never the value, which may be a secret.
+_REFUSALS = tuple(
+    (re.compile(pattern), option)
+    for pattern, option in (
+        (r'invalid "?(?P<o>\w+)"? value: ', ""),  # a value out of its set: sslmode=bogus
+        (r'invalid integer value ".*" for connection option "(?P<o>\w+)"$', ""),
+        (r"invalid port number: ", "port"),
+        (r"could not parse network address ", "hostaddr"),
+        (r"weak sslmode ", "sslmode"),  # sslrootcert=system wants sslmode=verify-full
+        (r"invalid SSL protocol version range$", "ssl_min_protocol_version"),
+        (r"negative require_auth method ", "require_auth"),
+        (r'definition of service ".*" not found$', "service"),
+    )
 )
+
+
+def _refused(message: str) -> str | None:
+    """What `InputError` says of libpq's refusal of an option (`message`: the first line of its
+    error); None when `message` is no such refusal."""
+    text = message.removeprefix("connection is bad: ")
+    for pattern, option in _REFUSALS:
+        found = pattern.match(text)
+        if found is not None:
+            named = found.groupdict().get("o") or option
+            return f"{INVALID_URL}: " + (
+                "service is not defined" if named == "service" else f"{named} has an invalid value"
+            )
+    return None
+
+
 PREPARE_AFTER = 5  # psycopg's default threshold: a statement run this often is prepared
 T = TypeVar("T")
 # A statement already sent (possibly queued in a pipeline) and how to read its answer: called
@@ -126,13 +152,12 @@ def _open(conninfo: str, url: str, connect_timeout: int, application_name: str, 
             application_name=application_name,
         )
     except psycopg.OperationalError as exc:
-        bad = _BAD_OPTION.search(str(exc))
-        if bad is None:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        said = _refused(first)
+        if said is None:
             raise unavailable(exc, location(url), url) from None
-        err = InputError(
-            f"{INVALID_URL}: {bad[1] or 'service'} {'is not defined' if bad[2] else 'has an invalid value'}"
-        )
-        err.detail = scrub(str(exc).strip().splitlines()[0], url)
+        err = InputError(said)
+        err.detail = scrub(first, url)
         raise err from None
     except psycopg.ProgrammingError as exc:
         err = InputError(INVALID_URL)
