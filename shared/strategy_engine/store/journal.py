@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from psycopg import abc
 from psycopg.adapt import PyFormat, Transformer
 
 from strategy_engine.core.decide import decision_json
@@ -95,7 +96,7 @@ select {", ".join(LOG_COLUMNS)} from json_populate_recordset(null::public.strate
 """
 
 
-def _rows_json(rows: Sequence[tuple[Any, ...]], tx: Transformer) -> str:
+def _rows_json(rows: Sequence[tuple[Any, ...]], tx: abc.Transformer) -> str:
     """`decision_row`s as a JSON array of objects: the scalars through one `json.dumps` per row
     (`_json_value`), the payload (JSON text) spliced in as it is."""
     out = []
@@ -107,7 +108,7 @@ def _rows_json(rows: Sequence[tuple[Any, ...]], tx: Transformer) -> str:
     return "[" + ",".join(out) + "]"
 
 
-def _json_value(v: Any, tx: Transformer) -> Any:
+def _json_value(v: Any, tx: abc.Transformer) -> Any:
     """One value as the very text COPY sends for it (psycopg's text dumper, `tx`'s): None, an
     int and a str as they are (json.dumps writes the same), a float as its `repr` (NaN and
     infinities as PostgreSQL spells them) and a datetime as `str`, as psycopg does; any other
