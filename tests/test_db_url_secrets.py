@@ -122,6 +122,11 @@ SECRETS = [
     ("postgresql://engine@h:5432/db", set()),  # a user, no password
     ("postgresql://h:5432/db", set()),  # neither: the port is no secret
     ("postgresql://h:5432/db?sslmode=require", set()),
+    # A password given in the query, the key in any spelling libpq decodes (found by helper atkI).
+    ("postgresql://u@/db?password=Leak3dPw&host=/run/pg", {"Leak3dPw"}),
+    ("postgresql://h/db?passw%6Frd=Leak3dPw", {"Leak3dPw"}),
+    ("postgresql://h/db?sslpassword=Top:Secret1&sslmode=require", {"Top:Secret1", "Secret1"}),
+    ("postgresql://h/db?password=Zq9%20Pass", {"Zq9%20Pass", "Zq9 Pass"}),
     ("", set()),  # sibling connections pass no URL
 ]
 
@@ -193,6 +198,8 @@ LOCATIONS = [
     ("postgresql://u:p?host=Leak3dPw@/db", "/db"),
     ("postgresql://u:p?host=Leak3dPw@/db?host=/run/pg", "/run/pg/db"),
     ("postgresql://u:Leak3dPw@/db?host=/run/Leak3dPw", "/run/***/db"),  # a password piece as the host=
+    ("postgresql://u@/db?password=Leak3dPw&host=/run/Leak3dPw", "/run/***/db"),  # a query password too
+    ("postgresql://u@/db?passw%6Frd=Leak3dPw&host=/run/Leak3dPw", "/run/***/db"),
     ("u:abcd@h/db", "h/db"),
     # A '@' in the query is not the end of the userinfo: the query's password never named.
     ("postgresql://u:pw@127.0.0.1:1/db?application_name=me@laptop&password=hunter22", "127.0.0.1:1/db"),

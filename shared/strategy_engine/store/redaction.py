@@ -47,19 +47,24 @@ def _authority(url: str) -> tuple[str, str]:
 
 def url_secrets(url: str) -> list[str]:
     """Every fragment of a URL's password a driver may echo: the password split at the first and
-    at the last '@', its pieces between '@', ':', '/', quotes, blanks and %00, each raw and
-    percent-decoded (pieces shorter than MIN_FRAGMENT are left out)."""
+    at the last '@', and any password given as a query key (`password=`, `sslpassword=`, the key
+    percent-encoded or not); their pieces between '@', ':', '/', quotes, blanks and %00, each raw
+    and percent-decoded (pieces shorter than MIN_FRAGMENT are left out)."""
     userinfo, _ = _authority(url)
     rest = url.split("://", 1)[1] if "://" in url else url
     first = rest[: rest.find("@")] if "@" in rest else ""
     out: set[str] = set()
-    for info in (userinfo, first):
-        password = info.partition(":")[2]
-        for text in (password, *_FRAGMENT_SPLIT.split(password), info.partition("@")[2]):
+    given = [v.strip("'") for v in _PASSWORD_VALUE.findall(url)]  # password=, sslpassword=, encoded
+    texts = [p for info in (userinfo, first) for p in (info.partition(":")[2], info.partition("@")[2])]
+    for password in [*texts, *given]:
+        for text in (password, *_FRAGMENT_SPLIT.split(password)):
             for spelling in (text, unquote(text)):
                 if len(spelling.strip()) >= MIN_FRAGMENT:
                     out.add(spelling)
     return sorted(out, key=len, reverse=True)
+
+
+_PASSWORD_VALUE = re.compile(rf"{_PASSWORD_KEY}\s*(?:=|%3d)\s*('[^']*'|[^\s&\"']+)", re.IGNORECASE)
 
 
 def scrub(text: str, url: str) -> str:
