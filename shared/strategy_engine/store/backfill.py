@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 
 from strategy_engine.core.data_quality import finite
 from strategy_engine.core.models import RowId
+from strategy_engine.store.driver_errors import unavailable
 from strategy_engine.store.journal import LOG_COLUMNS
 from strategy_engine.store.market import (
     BAD_BAR,
@@ -37,7 +38,7 @@ from strategy_engine.store.market import (
     clamped_sum,
     scored_flow,
 )
-from strategy_engine.store.session import Session, unavailable
+from strategy_engine.store.session import Session
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]

@@ -10,7 +10,6 @@ must not grow with the number of symbols) and translate driver errors into ours 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -24,41 +23,15 @@ from psycopg.types.numeric import FloatLoader
 
 from strategy_engine.core.errors import Busy, DatabaseUnavailable, InputError
 from strategy_engine.core.models import RowId
-from strategy_engine.store.redaction import location, scrub
-
-Params = Sequence[Any] | dict[str, Any] | None
-INVALID_URL = "the database URL is not a valid postgresql:// URL"
-# libpq's words for a URL option it refuses before any network I/O (an outage it is not), with
-# the option each names: libpq's own keyword (group "o"), never the value, which may be a secret.
-_REFUSALS = tuple(
-    (re.compile(pattern), option)
-    for pattern, option in (
-        (r'invalid "?(?P<o>\w+)"? value: ', ""),  # a value out of its set: sslmode=bogus
-        (r'invalid integer value ".*" for connection option "(?P<o>\w+)"$', ""),
-        (r"invalid port number: ", "port"),
-        (r"could not parse network address ", "hostaddr"),
-        (r"weak sslmode ", "sslmode"),  # sslrootcert=system wants sslmode=verify-full
-        (r"invalid SSL protocol version range$", "ssl_min_protocol_version"),
-        (r"negative require_auth method ", "require_auth"),
-        (r'definition of service ".*" not found$', "service"),
-    )
+from strategy_engine.store.driver_errors import (
+    INVALID_URL,
+    OUTAGES,
+    PREPARED_LOST,
+    connect_error,
+    unavailable,
 )
 
-
-def _refused(message: str) -> str | None:
-    """What `InputError` says of libpq's refusal of an option (`message`: the first line of its
-    error); None when `message` is no such refusal."""
-    text = message.removeprefix("connection is bad: ")
-    for pattern, option in _REFUSALS:
-        found = pattern.match(text)
-        if found is not None:
-            named = found.groupdict().get("o") or option
-            return f"{INVALID_URL}: " + (
-                "service is not defined" if named == "service" else f"{named} has an invalid value"
-            )
-    return None
-
-
+Params = Sequence[Any] | dict[str, Any] | None
 PREPARE_AFTER = 5  # psycopg's default threshold: a statement run this often is prepared
 T = TypeVar("T")
 # A statement already sent (possibly queued in a pipeline) and how to read its answer: called
@@ -84,29 +57,6 @@ def row_id(value: object) -> RowId:
     if isinstance(value, UUID) or (isinstance(value, int) and not isinstance(value, bool)):
         return value
     raise TypeError(f"unsupported key type {type(value).__name__}")
-
-
-def unavailable(exc: Exception, where: str = "", url: str = "") -> DatabaseUnavailable | Busy:
-    """Our error for a driver's outage (Busy for a lock timeout: another worker holds the lock).
-    Its message names the place only; the driver's own text (libpq echoes pieces of a malformed
-    URL) goes, scrubbed, in `detail`, for logs alone."""
-    if isinstance(exc, psycopg.errors.LockNotAvailable):
-        return Busy("busy: another worker holds the lock")
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    err = DatabaseUnavailable(f"database unavailable: {where}" if where else "database unavailable")
-    err.detail = scrub(first, url)
-    return err
-
-
-# A statement psycopg prepared is not on the server connection (or its name is taken there): a
-# transaction pooler handed the transaction to another server connection, as DB_PREPARED_STATEMENTS
-# behind one would. Another client's statement under our name may run instead: only the setting is safe.
-PREPARED_LOST = (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement)
-PREPARED_LOST_MESSAGE = (
-    "database unavailable: a prepared statement is missing on the server (a transaction pooler?):"
-    " set DB_PREPARED_STATEMENTS=false, or reach the server directly"
-)
-_OUTAGES = (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout, *PREPARED_LOST)
 
 
 def connect(
@@ -151,18 +101,8 @@ def _open(conninfo: str, url: str, connect_timeout: int, application_name: str, 
             connect_timeout=connect_timeout,
             application_name=application_name,
         )
-    except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        said = _refused(first)
-        if said is None:
-            raise unavailable(exc, location(url), url) from None
-        err = InputError(said)
-        err.detail = scrub(first, url)
-        raise err from None
-    except psycopg.ProgrammingError as exc:
-        err = InputError(INVALID_URL)
-        err.detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else "", url)
-        raise err from None
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
+        raise connect_error(exc, url) from None
     conn.adapters.register_loader("numeric", FloatLoader)
     return Session(conn, prepare=prepare)
 
@@ -211,13 +151,10 @@ class Session:
     def _outage(self, exc: Exception) -> DatabaseUnavailable | Busy:
         """`unavailable(exc)`; a prepared statement lost also stops preparing on this connection,
         whose names mean nothing on the server connection it now reaches: the next statement runs."""
-        if not isinstance(exc, PREPARED_LOST):
-            return unavailable(exc)
-        self.conn.prepare_threshold = None
-        self.prepare = False
-        err = DatabaseUnavailable(PREPARED_LOST_MESSAGE)
-        err.detail = unavailable(exc).detail
-        return err
+        if isinstance(exc, PREPARED_LOST):
+            self.conn.prepare_threshold = None
+            self.prepare = False
+        return unavailable(exc)
 
     def __enter__(self) -> Session:
         return self
@@ -256,7 +193,7 @@ class Session:
                 self.conn.execute(_SET_TIMEOUTS, (_ms(lock_timeout), _ms(idle_timeout)))
             with _exiting(tx, begun=True):
                 yield self
-        except (psycopg.InternalError, *_OUTAGES) as exc:
+        except (psycopg.InternalError, *OUTAGES) as exc:
             raise self._outage(exc) from None
 
     @contextmanager
@@ -277,7 +214,7 @@ class Session:
         try:
             with self.conn.pipeline():
                 yield self
-        except _OUTAGES as exc:
+        except OUTAGES as exc:
             raise self._outage(exc) from None
         finally:
             self._piped -= 1
@@ -292,7 +229,7 @@ class Session:
         self.round_trips += 0 if self._piped else 1
         try:
             return self.conn.cursor(binary=binary).execute(query, params)
-        except _OUTAGES as exc:
+        except OUTAGES as exc:
             raise self._outage(exc) from None
 
     def fetchall(
@@ -319,6 +256,6 @@ class Session:
             with self.conn.cursor() as cur, cur.copy(stmt) as cp:
                 for row in rows:
                     cp.write_row(row)
-        except _OUTAGES as exc:
+        except OUTAGES as exc:
             raise self._outage(exc) from None
         return len(rows)
