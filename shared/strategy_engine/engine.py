@@ -269,10 +269,11 @@ def _record(s: Session, run_id: uuid.UUID, st: _Staged, *, savepoint: bool = Fal
         d, account, minute, view = st.p.row.definition, st.p.account, after.minute, st.view
         rows = [journal.decision_row(x, d.id, engine_run_id=run_id) for x in [*st.logged, *decisions]]
         traded = any(x.outcome is Outcome.ORDERED for x in decisions)
-        if not journal.pipelined(rows):
+        piped = journal.pipelined(rows)
+        if not piped:
             journal.write_decisions(s, rows)  # COPY: a round trip of its own
         with s.pipeline():  # the minute's writes, one round trip
-            if journal.pipelined(rows):
+            if piped:
                 journal.write_decisions(s, rows)
             journal.record_orders(s, d.id, account.id, "strategy", minute, journal_orders(decisions))
             strat_store.save_state(s, d.id, after.day, minute, minute if traded else None)

@@ -9,7 +9,6 @@ types stores the same values either way.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -109,19 +108,11 @@ def _rows_json(rows: Sequence[tuple[Any, ...]], tx: abc.Transformer) -> str:
 
 
 def _json_value(v: Any, tx: abc.Transformer) -> Any:
-    """One value as the very text COPY sends for it (psycopg's text dumper, `tx`'s): None, an
-    int and a str as they are (json.dumps writes the same), a float as its `repr` (NaN and
-    infinities as PostgreSQL spells them) and a datetime as `str`, as psycopg does; any other
-    type (a subclass, a numpy scalar, a UUID: 32 hex digits) through psycopg's dumper itself."""
+    """One value as the very text COPY sends for it: psycopg's text dumper (`tx`'s), except
+    for None, an int and a str, which json.dumps writes as they are."""
     kind = type(v)
     if v is None or kind is str or kind is int:
         return v
-    if kind is float:
-        if math.isnan(v):
-            return "NaN"
-        return repr(v) if math.isfinite(v) else ("Infinity" if v > 0 else "-Infinity")
-    if kind is datetime:
-        return str(v)
     text = tx.get_dumper(v, PyFormat.TEXT).dump(v)
     return None if text is None else bytes(text).decode()
 

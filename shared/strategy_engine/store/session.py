@@ -11,7 +11,7 @@ must not grow with the number of symbols) and translate driver errors into ours 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID
@@ -114,21 +114,6 @@ select set_config('lock_timeout', coalesce(%s, current_setting('lock_timeout')),
 """
 
 
-@contextmanager
-def _exiting(tx: psycopg.Transaction, *, begun: bool) -> Iterator[list[bool]]:
-    """Ends `tx` as a `with tx:` block would, if the block raises or (`begun`) whatever happens:
-    the transaction begins inside the BEGIN's pipeline and ends after the caller's block."""
-    entered = [True] if begun else []
-    try:
-        yield entered
-    except BaseException as exc:
-        if not (entered and tx.__exit__(type(exc), exc, exc.__traceback__)):
-            raise
-    else:
-        if begun:
-            tx.__exit__(None, None, None)
-
-
 def _ms(seconds: float | None) -> str | None:
     return None if seconds is None else f"{max(1, round(seconds * 1000))}ms"
 
@@ -185,13 +170,12 @@ class Session:
                 return
             # The Transaction itself: `Connection.transaction()` inside a pipeline would keep the
             # connection in pipeline mode for the whole block, and no idle timeout is armed there.
-            tx = psycopg.Transaction(self.conn)
-            with _exiting(tx, begun=False) as begun, self.conn.pipeline():
-                tx.__enter__()  # BEGIN, queued ahead of the SET
-                begun.append(True)
-                self.statements += 1
-                self.conn.execute(_SET_TIMEOUTS, (_ms(lock_timeout), _ms(idle_timeout)))
-            with _exiting(tx, begun=True):
+            # It begins inside the BEGIN's pipeline and ends, as `with tx:` would, after the block.
+            with ExitStack() as ends:
+                with self.conn.pipeline():
+                    ends.enter_context(psycopg.Transaction(self.conn))  # BEGIN, queued ahead of the SET
+                    self.statements += 1
+                    self.conn.execute(_SET_TIMEOUTS, (_ms(lock_timeout), _ms(idle_timeout)))
                 yield self
         except (psycopg.InternalError, *OUTAGES) as exc:
             raise self._outage(exc) from None
