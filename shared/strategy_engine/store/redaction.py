@@ -37,12 +37,18 @@ _FRAGMENT_SPLIT = re.compile(r"[@:/\s'\"]+|%00")
 MIN_FRAGMENT = 4  # shorter pieces are no secret worth the name (logs.MIN_REDACTED alike)
 
 
-def _authority(url: str) -> tuple[str, str]:
-    """(userinfo, host part) of a URL however malformed: userinfo ends at the LAST '@' (a raw '@'
-    in a password is common), the host part is what follows, without its query."""
-    rest = url.split("://", 1)[1] if "://" in url else url
+def _after_scheme(url: str) -> str:
+    return url.split("://", 1)[1] if "://" in url else url
+
+
+def _authority(url: str) -> tuple[str, str, str]:
+    """(userinfo, host part, query) of a URL however malformed: userinfo ends at the LAST '@' (a
+    raw '@' in a password is common), the host part is what follows up to its '?', the query
+    the rest."""
+    rest = _after_scheme(url)
     at = rest.rfind("@")
-    return (rest[:at], rest[at + 1 :].split("?", 1)[0]) if at >= 0 else ("", rest.split("?", 1)[0])
+    host, _, query = rest[at + 1 :].partition("?")
+    return (rest[:at] if at >= 0 else ""), host, query
 
 
 def url_secrets(url: str) -> list[str]:
@@ -50,8 +56,8 @@ def url_secrets(url: str) -> list[str]:
     at the last '@', and any password given as a query key (`password=`, `sslpassword=`, the key
     percent-encoded or not); their pieces between '@', ':', '/', quotes, blanks and %00, each raw
     and percent-decoded (pieces shorter than MIN_FRAGMENT are left out)."""
-    userinfo, _ = _authority(url)
-    rest = url.split("://", 1)[1] if "://" in url else url
+    userinfo, _, _ = _authority(url)
+    rest = _after_scheme(url)
     first = rest[: rest.find("@")] if "@" in rest else ""
     out: set[str] = set()
     given = [v.strip("'") for v in _PASSWORD_VALUE.findall(url)]  # password=, sslpassword=, encoded
@@ -81,12 +87,10 @@ def location(url: str) -> str:
     A '@' after a '?' and a '=' is in the query (`?application_name=me@laptop&password=...`), not
     the end of the userinfo: the place is then after the last '@' before the '?'. Any password=
     left (no userinfo at all) is masked as in `redact_text`."""
-    rest = url.split("://", 1)[1] if "://" in url else url
-    userinfo, host = _authority(url)
-    query = rest[rest.rfind("@") + 1 :].partition("?")[2]  # the query after the host part
+    userinfo, host, query = _authority(url)
     first = userinfo.find("?")
     if first >= 0 and "=" in userinfo[first:] and "@" in userinfo[:first]:
-        host, query = userinfo[:first].rsplit("@", 1)[1], rest[first + 1 :]
+        host, query = userinfo[:first].rsplit("@", 1)[1], _after_scheme(url)[first + 1 :]
     socket = _HOST_KEY.search(query) if host.startswith("/") or not host else None
     if socket is not None:  # no host before the database: libpq's host= names the place
         host = scrub(unquote(socket[1]), url).rstrip("/") + host  # never a piece of the password
