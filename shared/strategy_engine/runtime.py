@@ -46,9 +46,15 @@ def _port(url: str) -> int | None:
         return None
 
 
+def connect_to(url: str, *, embedded_server: bool = False) -> Session:
+    """`store.connect(url)`, preparing statements where `prepared(url)` (or `embedded_server`:
+    the caller started it) allows: how every entry point opens its database session."""
+    return connect(url, prepare=embedded_server or prepared(url))
+
+
 def open_session(explicit: str | None = None) -> Session:
     url, is_embedded = resolve_database_url(explicit)
-    session = connect(url, prepare=is_embedded or prepared(url))
+    session = connect_to(url, embedded_server=is_embedded)
     if is_embedded:
         migrate(session)
     return session

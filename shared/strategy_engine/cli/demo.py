@@ -29,7 +29,7 @@ from strategy_engine.cli.options import DEMO_DB, invoked_as
 from strategy_engine.cli.views import fit_table
 from strategy_engine.core.errors import Unavailable
 from strategy_engine.core.models import Limits
-from strategy_engine.runtime import prepared, resolve_database_url
+from strategy_engine.runtime import connect_to, resolve_database_url
 from strategy_engine.seed import save_strategy
 from strategy_engine.store import accounts as acct_store
 from strategy_engine.store import connect, embedded, journal, market, queries, redact_url
@@ -75,7 +75,7 @@ def _run(base: str, is_embedded: bool, database_url: str | None, quiet: bool) ->
     data = synthetic.generate(
         synthetic.MarketSpec(DEMO_CONFIG["symbols"], DEMO_DAY, DEMO_DAY, seed=11, outages=(OUTAGE,))
     )
-    with connect(url, prepare=prepared(url)) as s:
+    with connect_to(url) as s:
         migrate(s)
         sid = save_strategy(
             s,

@@ -12,9 +12,9 @@ from pydantic import SecretStr
 from strategy_engine import engine, logs
 from strategy_engine.core.errors import InputError
 from strategy_engine.http.messages import Misconfigured
-from strategy_engine.runtime import prepared
+from strategy_engine.runtime import connect_to
 from strategy_engine.settings import Settings, get_settings
-from strategy_engine.store import Session, connect
+from strategy_engine.store import Session
 from strategy_engine.store.redaction import url_secrets
 
 
@@ -39,7 +39,7 @@ class Services:
             if not url:
                 raise Misconfigured("DATABASE_URL is not set")
             try:
-                return connect(url, prepare=prepared(url))
+                return connect_to(url)
             except InputError as exc:  # the server's URL, not the caller's input: detail to the log only
                 err = Misconfigured("DATABASE_URL is not a valid postgresql:// URL")
                 err.detail = exc.detail
