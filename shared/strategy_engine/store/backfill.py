@@ -38,7 +38,7 @@ from strategy_engine.store.market import (
     clamped_sum,
     scored_flow,
 )
-from strategy_engine.store.session import Session
+from strategy_engine.store.session import Session, copy_from_stdin
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -190,9 +190,7 @@ def copy_text(
     per-row driver call.
     """
     s.statements += 1
-    stmt = sql.SQL("copy {} ({}) from stdin").format(
-        sql.Identifier(schema, table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-    )
+    stmt = copy_from_stdin(table, columns, schema)
     sent = 0
     try:
         with s.conn.cursor() as cur, cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as cp:

@@ -114,6 +114,13 @@ select set_config('lock_timeout', coalesce(%s, current_setting('lock_timeout')),
 """
 
 
+def copy_from_stdin(table: str, columns: Sequence[str], schema: str = "public") -> sql.Composed:
+    """`copy <schema>.<table> (<columns>) from stdin`, every name quoted as an identifier."""
+    return sql.SQL("copy {} ({}) from stdin").format(
+        sql.Identifier(schema, table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+
+
 def _ms(seconds: float | None) -> str | None:
     return None if seconds is None else f"{max(1, round(seconds * 1000))}ms"
 
@@ -233,9 +240,7 @@ class Session:
         Not inside a pipeline (psycopg refuses COPY there)."""
         self.statements += 1
         self.round_trips += 1
-        stmt = sql.SQL("copy {} ({}) from stdin").format(
-            sql.Identifier(schema, table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-        )
+        stmt = copy_from_stdin(table, columns, schema)
         try:
             with self.conn.cursor() as cur, cur.copy(stmt) as cp:
                 for row in rows:
