@@ -6,7 +6,9 @@ Usage: python -m tests.kill_points DB MINUTE POINT WHICH [URL KEY SECRET]
 - `after-post SYMBOL`: once Alpaca accepted an order for SYMBOL (`*`: any symbol);
 - `after-intents SYMBOL`: once intents whose first symbol is SYMBOL are committed (not posted);
 - `before-commit STRATEGY`: once STRATEGY's minute is recorded in its savepoint (an account's
-  batch), before the batch's COMMIT.
+  batch), before the batch's COMMIT;
+- `after-commit STRATEGY`: once a lone STRATEGY's minute is recorded, its COMMIT sent with its
+  writes (one round trip), before anything else.
 
 The Alpaca broker is the one URL, KEY and SECRET name, else the default (the environment's).
 Exits 0 when the point was never reached.
@@ -47,9 +49,13 @@ def main(db: str, minute: str, point: str, which: str, *alpaca: str) -> None:
             os._exit(KILLED)
         return written
 
-    def record_then_die(s: Any, run_id: Any, st: Any, *, savepoint: bool = False) -> Any:
-        out = record(s, run_id, st, savepoint=savepoint)
+    def record_then_die(
+        s: Any, run_id: Any, st: Any, *, savepoint: bool = False, commit: bool = False
+    ) -> Any:
+        out = record(s, run_id, st, savepoint=savepoint, commit=commit)
         if point == "before-commit" and savepoint and st.p.row.definition.name == which:
+            os._exit(KILLED)
+        if point == "after-commit" and commit and st.p.row.definition.name == which:
             os._exit(KILLED)
         return out
 

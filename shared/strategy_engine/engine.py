@@ -193,7 +193,7 @@ def _own(
     """One strategy-minute in a transaction of its own: staged, then recorded."""
     with _transaction(s, deps):
         st = _stage(s, deps, inv, sending, p)
-        return st if isinstance(st, StrategyRun) else _record(s, run_id, st)
+        return st if isinstance(st, StrategyRun) else _record(s, run_id, st, commit=True)
 
 
 def _savepoint(
@@ -260,10 +260,13 @@ def _stage(
     return _Staged(p, view, reconciled, execution.trade(view, sending, d.id, account.id, inputs, ctx))
 
 
-def _record(s: Session, run_id: uuid.UUID, st: _Staged, *, savepoint: bool = False) -> StrategyRun:
+def _record(
+    s: Session, run_id: uuid.UUID, st: _Staged, *, savepoint: bool = False, commit: bool = False
+) -> StrategyRun:
     """The broker's answers awaited (first, whatever happens next: no request outlives the tick),
     then the strategy-minute written: decisions, orders, day state (in a savepoint of its own if
-    asked: a failure then rolls back this strategy's writes alone)."""
+    asked: a failure then rolls back this strategy's writes alone; or, `commit`, with the COMMIT
+    of the strategy's own transaction in the writes' round trip)."""
     decisions, after = st.settled()
     with s.transaction() if savepoint else contextlib.nullcontext(s):
         d, account, minute, view = st.p.row.definition, st.p.account, after.minute, st.view
@@ -281,6 +284,8 @@ def _record(s: Session, run_id: uuid.UUID, st: _Staged, *, savepoint: bool = Fal
                 acct_store.save_mirror(
                     s, account.id, view.broker.account(), view.broker.positions(), after.day.trading_date
                 )
+            if commit:
+                s.commit_in_pipeline()
         return execution.summarise(run_id, d.name, minute, [*st.logged, *decisions])
 
 

@@ -140,7 +140,7 @@ def recent_closes_later(
           c.ex, c.ratio, case when c.ex is not null then g.ts end
         from unnest(%(symbols)s::text[]) as sym(symbol)
         cross join lateral (
-          select array_agg(b.ts order by b.ts) as ts, array_agg(b.close order by b.ts) as closes,
+          select array_agg(b.ts order by b.ts desc) as ts, array_agg(b.close order by b.ts desc) as closes,
                  min(b.ts) as oldest, max(b.ts) as last, count(*) as n
           from (
             select m.ts, m.close::float8 as close from public.market_data_1m m
@@ -158,7 +158,7 @@ def recent_closes_later(
         out = {sym: Window([], None, 0, [], []) for sym in symbols}
         for symbol, closes, last, ignored, ex, ratios, times in cur.fetchall():
             splits = list(zip(ex or [], ratios or [], strict=True))
-            out[symbol] = Window(closes or [], last, int(ignored), splits, times or [])
+            out[symbol] = Window((closes or [])[::-1], last, int(ignored), splits, (times or [])[::-1])
         return out
 
     return answer

@@ -11,7 +11,7 @@ must not grow with the number of symbols) and translate driver errors into ours 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID
@@ -136,6 +136,7 @@ class Session:
         self.round_trips = 0
         self.transactions = 0  # outermost transactions begun: which one a caller is in
         self._piped = 0
+        self._ends: ExitStack | None = None  # the timed outermost transaction's COMMIT, until sent
 
     def close(self) -> None:
         self.conn.close()
@@ -169,11 +170,15 @@ class Session:
         """
         try:
             self.round_trips += 2  # BEGIN, COMMIT (or ROLLBACK); SAVEPOINT, RELEASE when nested
-            if self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-                self.transactions += 1
+            outermost = self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            self.transactions += outermost
             if lock_timeout is None and idle_timeout is None:
-                with self.conn.transaction():
-                    yield self
+                outer, self._ends = self._ends, None  # a savepoint open: no COMMIT may be queued
+                try:
+                    with self.conn.transaction():
+                        yield self
+                finally:
+                    self._ends = outer
                 return
             # The Transaction itself: `Connection.transaction()` inside a pipeline would keep the
             # connection in pipeline mode for the whole block, and no idle timeout is armed there.
@@ -183,9 +188,34 @@ class Session:
                     ends.enter_context(psycopg.Transaction(self.conn))  # BEGIN, queued ahead of the SET
                     self.statements += 1
                     self.conn.execute(_SET_TIMEOUTS, (_ms(lock_timeout), _ms(idle_timeout)))
-                yield self
+                outer, self._ends = self._ends, ends if outermost else None
+                try:
+                    yield self
+                except BaseException:
+                    if outermost and self._ends is None:  # its COMMIT went with a pipeline
+                        with suppress(Exception):  # no-op when that COMMIT ran; the block's error wins
+                            self.conn.rollback()
+                    raise
+                finally:
+                    self._ends = outer
         except (psycopg.InternalError, *OUTAGES) as exc:
             raise self._outage(exc) from None
+
+    def commit_in_pipeline(self) -> None:
+        """Queue the COMMIT of the transaction under way in the pipeline under way: it goes with
+        the block's last statements, in their round trip, instead of one of its own.
+
+        Only inside `pipeline`, at the outermost level of a `transaction` given a timeout (whose
+        BEGIN went by pipeline too). If a statement queued before it fails, the COMMIT does not
+        run: the error is raised when the pipeline ends and the transaction is rolled back when
+        its block ends. Nothing may be sent in the transaction after it. Raises RuntimeError
+        when called elsewhere (a savepoint open, or no such transaction).
+        """
+        if self._ends is None or not self._piped:
+            raise RuntimeError("commit_in_pipeline: not in a pipeline of a timed outermost transaction")
+        ends, self._ends = self._ends, None
+        ends.close()  # the Transaction's exit queues COMMIT in the pipeline (psycopg _exec_command)
+        self.round_trips -= 1  # counted with the BEGIN; it rides with the pipeline
 
     @contextmanager
     def pipeline(self) -> Iterator[Session]:
