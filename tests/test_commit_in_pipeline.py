@@ -8,6 +8,7 @@ transaction given a timeout, inside a pipeline.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -153,3 +154,37 @@ def test_kill_right_after_the_writes_round_trip_leaves_the_minute_done_once(
         assert [r.outcome for r in result.strategies] == [StrategyOutcome.ALREADY_PROCESSED]
         assert s.fetchone("select last_run_minute from strategy_state") == (T,)
     assert fake.orders == sent
+
+
+def test_an_error_the_block_caught_before_the_commit_rolls_the_transaction_back(table: str) -> None:
+    """atkJ: a block that catches its writes' error (the COMMIT queued behind them did not run)
+    and ends normally is rolled back, as a COMMIT of a failed transaction would be: the session
+    goes on."""
+    with connect(table) as s:
+        with s.transaction(lock_timeout=1, idle_timeout=5):
+            s.execute("insert into probe values (0)")
+            with contextlib.suppress(psycopg.errors.InvalidTextRepresentation), s.pipeline():
+                s.execute("insert into probe values (1)")
+                s.execute("insert into probe values ('one')")
+                s.commit_in_pipeline()
+        assert s.conn.info.transaction_status == IDLE
+        with s.transaction(lock_timeout=1), s.pipeline():
+            s.execute("insert into probe values (3)")
+            s.commit_in_pipeline()
+    assert _rows(table) == [(3,)]
+
+
+def test_a_transaction_with_timeouts_is_refused_inside_a_pipeline(table: str) -> None:
+    """atkJ: its block's errors would surface when the outer pipeline ends, after the transaction
+    (and a COMMIT queued in that pipeline would leave the session in a failed transaction)."""
+    with connect(table) as s:
+        with (
+            s.pipeline(),
+            pytest.raises(RuntimeError, match="inside a pipeline"),
+            s.transaction(lock_timeout=1),
+        ):
+            pytest.fail("the block must not run")
+        assert s.conn.info.transaction_status == IDLE
+        with s.pipeline(), s.transaction():  # psycopg's own: it syncs a pipeline of its own
+            s.execute("insert into probe values (1)")
+    assert _rows(table) == [(1,)]

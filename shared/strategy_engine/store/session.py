@@ -167,7 +167,11 @@ class Session:
         with the transaction, so they are safe through Supabase's transaction pooler. They go
         with the BEGIN, in one round trip; PostgreSQL arms the idle timeout at the block's first
         plain statement (a pipeline does not arm it: `pipeline`), before which no lock is held.
+        A transaction with timeouts may not begin inside a pipeline (RuntimeError): its block's
+        errors would surface only when that pipeline ends, after the transaction.
         """
+        if self._piped and (lock_timeout is not None or idle_timeout is not None):
+            raise RuntimeError("a transaction with timeouts cannot begin inside a pipeline")
         try:
             self.round_trips += 2  # BEGIN, COMMIT (or ROLLBACK); SAVEPOINT, RELEASE when nested
             outermost = self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -191,13 +195,16 @@ class Session:
                 outer, self._ends = self._ends, ends if outermost else None
                 try:
                     yield self
+                    queued = outermost and self._ends is None  # its COMMIT went with a pipeline
                 except BaseException:
-                    if outermost and self._ends is None:  # its COMMIT went with a pipeline
+                    if outermost and self._ends is None:
                         with suppress(Exception):  # no-op when that COMMIT ran; the block's error wins
                             self.conn.rollback()
                     raise
                 finally:
                     self._ends = outer
+                if queued:  # no-op when the COMMIT ran; if the block caught the error of a statement
+                    self.conn.rollback()  # before it, what a COMMIT then does: roll back
         except (psycopg.InternalError, *OUTAGES) as exc:
             raise self._outage(exc) from None
 
