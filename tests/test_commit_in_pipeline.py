@@ -188,3 +188,24 @@ def test_a_transaction_with_timeouts_is_refused_inside_a_pipeline(table: str) ->
         with s.pipeline(), s.transaction():  # psycopg's own: it syncs a pipeline of its own
             s.execute("insert into probe values (1)")
     assert _rows(table) == [(1,)]
+
+
+def test_nothing_may_be_sent_after_the_commit_until_the_block_ends(table: str) -> None:
+    """atkJ: a statement after the queued COMMIT would run outside the transaction (in its own,
+    after the COMMIT): a statement, a pipeline or a COPY is refused until the block ends."""
+    sealed = pytest.raises(RuntimeError, match="COMMIT is queued")
+    with connect(table) as s:
+        with s.transaction(lock_timeout=1):
+            with s.pipeline():
+                with s.pipeline():  # nested: the COMMIT runs at this pipeline's Sync
+                    s.execute("insert into probe values (1)")
+                    s.commit_in_pipeline()
+                with sealed:
+                    s.execute("insert into probe values (2)")
+            with sealed:
+                s.execute("select 1")
+            with sealed, s.pipeline():
+                pytest.fail("refused")
+            with sealed:
+                s.copy_in("probe", ("x",), [(3,)])
+        assert s.fetchall("select x from probe") == [(1,)]  # the block ended: the session goes on

@@ -137,6 +137,7 @@ class Session:
         self.transactions = 0  # outermost transactions begun: which one a caller is in
         self._piped = 0
         self._ends: ExitStack | None = None  # the timed outermost transaction's COMMIT, until sent
+        self._sealed = False  # its COMMIT is queued: nothing more may be sent until its block ends
 
     def close(self) -> None:
         self.conn.close()
@@ -203,6 +204,7 @@ class Session:
                     raise
                 finally:
                     self._ends = outer
+                    self._sealed = self._sealed and not outermost
                 if queued:  # no-op when the COMMIT ran; if the block caught the error of a statement
                     self.conn.rollback()  # before it, what a COMMIT then does: roll back
         except (psycopg.InternalError, *OUTAGES) as exc:
@@ -215,14 +217,20 @@ class Session:
         Only inside `pipeline`, at the outermost level of a `transaction` given a timeout (whose
         BEGIN went by pipeline too). If a statement queued before it fails, the COMMIT does not
         run: the error is raised when the pipeline ends and the transaction is rolled back when
-        its block ends. Nothing may be sent in the transaction after it. Raises RuntimeError
-        when called elsewhere (a savepoint open, or no such transaction).
+        its block ends. Nothing may be sent in the transaction after it: a statement, pipeline or
+        COPY raises RuntimeError until the block ends. Raises RuntimeError when called elsewhere
+        (a savepoint open, or no such transaction).
         """
         if self._ends is None or not self._piped:
             raise RuntimeError("commit_in_pipeline: not in a pipeline of a timed outermost transaction")
         ends, self._ends = self._ends, None
+        self._sealed = True
         ends.close()  # the Transaction's exit queues COMMIT in the pipeline (psycopg _exec_command)
         self.round_trips -= 1  # counted with the BEGIN; it rides with the pipeline
+
+    def _check_open(self) -> None:
+        if self._sealed:  # it would run after the COMMIT, outside the transaction
+            raise RuntimeError("the transaction's COMMIT is queued: nothing more may be sent in it")
 
     @contextmanager
     def pipeline(self) -> Iterator[Session]:
@@ -238,6 +246,7 @@ class Session:
         until the next plain statement a frozen worker would hold its locks with no idle timeout
         (measured on PostgreSQL 16 with psycopg 3.3).
         """
+        self._check_open()
         self._piped += 1
         try:
             with self.conn.pipeline():
@@ -253,6 +262,7 @@ class Session:
         self, query: str | sql.Composed, params: Params = None, *, binary: bool = False
     ) -> psycopg.Cursor[Any]:
         """Run one statement; `binary` asks for binary results (no text parsing of many rows)."""
+        self._check_open()
         self.statements += 1
         self.round_trips += 0 if self._piped else 1
         try:
@@ -275,6 +285,7 @@ class Session:
         statement of the store: a search_path never redirects it; `pg_temp` for a temporary
         table): the bulk path of the journal and backfill.
         Not inside a pipeline (psycopg refuses COPY there)."""
+        self._check_open()
         self.statements += 1
         self.round_trips += 1
         stmt = copy_from_stdin(table, columns, schema)
