@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import pytest
 
 from strategy_engine import engine
@@ -20,6 +21,7 @@ from strategy_engine.brokers.base import Broker
 from strategy_engine.brokers.simulated import SimulatedBroker
 from strategy_engine.core.models import Account, Position, StrategyOutcome
 from strategy_engine.store import Session, connect
+from strategy_engine.store.driver_errors import unavailable
 from tests.conftest import DAY, REPO, load_market, seed
 
 SYMS = ("IWM", "QQQ", "SPY")
@@ -30,6 +32,31 @@ def _buggy(acct: Account, pos: list[Position], minute: datetime, slip: float) ->
     if acct.cash == BUGGY_CASH:
         raise ZeroDivisionError("a bug in one strategy's minute")
     return SimulatedBroker(acct.cash, pos, slip, now=minute)
+
+
+def _outage(acct: Account, pos: list[Position], minute: datetime, slip: float) -> Broker:
+    if acct.cash == BUGGY_CASH:  # the driver's words, as store/driver_errors.py keeps them
+        raise unavailable(psycopg.OperationalError("server closed the connection unexpectedly"))
+    return SimulatedBroker(acct.cash, pos, slip, now=minute)
+
+
+def test_a_strategy_failed_by_an_outage_logs_the_drivers_words_for_operators(
+    session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`detail` (scrubbed, never in a reply) tells a lost connection from a refused one."""
+    seed(session, name="down", account="acct-down", cash=BUGGY_CASH)
+    seed(session, name="up", account="acct-up")
+    data = load_market(session, synthetic.MarketSpec(SYMS, DAY, DAY))
+    result = engine.tick(session, data.minutes[30], deps=engine.Deps(simulated_broker=_outage))
+    got = {r.strategy: (r.outcome, r.error, r.retryable) for r in result.strategies}
+    assert got == {
+        "down": (StrategyOutcome.FAILED, "DatabaseUnavailable: database unavailable", True),
+        "up": (StrategyOutcome.PROCESSED, None, False),
+    }
+    said = [r.fields for r in caplog.records if r.getMessage() == "strategy failed"]  # type: ignore[attr-defined]
+    assert [(f["strategy"], f["detail"]) for f in said] == [
+        ("down", "server closed the connection unexpectedly")
+    ]
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from strategy_engine.core.errors import InputError, LiveTradingRefused, NotFound, Unavailable
+from strategy_engine.core.errors import EngineError, InputError, LiveTradingRefused, NotFound, Unavailable
 from strategy_engine.core.models import BrokerAccount, RunResult, StrategyOutcome, StrategyRun
 from strategy_engine.core.strategies import StrategySpec, get_spec, parse_config
 from strategy_engine.core.strategies.base import StrategyConfig
@@ -61,6 +61,8 @@ def failed(run_id: uuid.UUID | None, name: str, minute: datetime | None, exc: Ex
     the cause is an outage."""
     at, kind = (minute.isoformat() if minute else None), type(exc).__name__
     fields = {"run_id": str(run_id), "strategy": name, "minute": at, "error_class": kind, "error": str(exc)}
+    if isinstance(exc, EngineError) and exc.detail:  # the driver's words, scrubbed: for operators
+        fields["detail"] = exc.detail
     event("strategy failed", level=logging.ERROR, outcome="failed", **fields)
     return StrategyRun(
         name, StrategyOutcome.FAILED, error=f"{kind}: {exc}", retryable=isinstance(exc, Unavailable)
