@@ -235,7 +235,17 @@ def _as_nobody(code: str, *args: str) -> subprocess.CompletedProcess[str]:
         shutil.rmtree(runtime)
 
 
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as another user")
+def _others_may_run(path: str) -> bool:
+    """Whether a user other than the owner may run `path`: every folder on the way searchable by
+    others (a Python under a home only its owner enters, /root at mode 700, is not)."""
+    real = Path(path).resolve()
+    return all(p.stat().st_mode & 0o001 for p in real.parents) and bool(real.stat().st_mode & 0o001)
+
+
+root_only = pytest.mark.skipif(
+    os.geteuid() != 0 or not _others_may_run(sys.executable),
+    reason="needs root, and a Python another user may run, to run a process as another user",
+)
 
 
 @root_only
