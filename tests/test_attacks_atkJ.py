@@ -6,13 +6,13 @@ Held: failures in the writes (immediate and deferred triggers on strategy_state,
 paper_trades), simulated and Alpaca, one and two Alpaca accounts at once; COPY path; prepared
 sessions (cache and server agree, same journal as unprepared); connection ended mid-pipeline;
 statement and lock timeouts; kill -9 around the writes (including COMMIT sent, answer unread);
-tick features vs backfill on PostgreSQL 16 and 15. The last two tests were faults, fixed in
-12216ed: a block that caught its writes' error, and a timed transaction begun inside a
-pipeline, each left the session in an aborted transaction."""
+tick features vs backfill on PostgreSQL 16 and 15. Its two faults (fixed in 12216ed and
+8ef549b: a block that caught its writes' error, and a timed transaction begun inside a
+pipeline, each left the session in an aborted transaction; a statement after the queued
+COMMIT ran outside the transaction) are tests in tests/test_commit_in_pipeline.py."""
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 import time
@@ -21,7 +21,6 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -437,10 +436,6 @@ def test_kill_around_the_writes_of_a_lone_alpaca_strategy(
     assert fake.requests["POST /v2/orders"] - posts_before == len(fake.orders) - orders_before  # none twice
 
 
-if __name__ == "__main__":
-    _in_writes_then_die(*sys.argv[1:])
-
-
 # ---- the bars read newest-first, reversed in Python: tick vs backfill on 16 and 15 -------------
 
 
@@ -512,64 +507,5 @@ def test_two_alpaca_accounts_at_once_one_lone_strategy_failing_at_commit(
     assert left == []
 
 
-# ---- FAULTS: Session.transaction's rollback after commit_in_pipeline runs only when the error
-#      reaches the transaction's block -----------------------------------------------------------
-
-
-@pytest.fixture
-def probe(db_url: str) -> str:
-    with connect(db_url) as s:
-        s.execute("create table probe (x int)")
-    return db_url
-
-
-def test_a_pipeline_error_caught_inside_the_block_leaves_the_session_usable(
-    probe: str,
-) -> None:
-    """FAULT (Session API; the engine's `_own` does not catch there today). A statement queued
-    before the COMMIT fails; the block catches the pipeline's error and ends normally. commit_in_pipeline's contract:
-    "the transaction is rolled back when its block ends". It is not: `Session.transaction` rolls
-    back only in its `except` branch, and the ExitStack that would have ended the transaction was
-    closed by commit_in_pipeline, so nothing ends it. The session is left INERROR: every later
-    statement, transaction and tick on it fails with InFailedSqlTransaction. Without
-    commit_in_pipeline (the code before 0e0259a) the same block leaves the session IDLE (psycopg's
-    COMMIT of an aborted transaction is a ROLLBACK)."""
-    with connect(probe) as s:
-        with s.transaction(lock_timeout=1, idle_timeout=5):
-            s.execute("insert into probe values (0)")
-            with contextlib.suppress(psycopg.errors.InvalidTextRepresentation), s.pipeline():
-                s.execute("insert into probe values (1)")
-                s.execute("insert into probe values ('one')")
-                s.commit_in_pipeline()
-        assert s.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        with s.transaction(lock_timeout=1), s.pipeline():  # the session goes on
-            s.execute("insert into probe values (3)")
-            s.commit_in_pipeline()
-    with connect(probe) as other:
-        assert other.fetchall("select x from probe") == [(3,)]
-
-
-def test_commit_in_a_pipeline_opened_outside_the_transaction_leaves_no_failed_transaction(
-    probe: str,
-) -> None:
-    """FAULT, root cause older than 0e0259a, admitted by its guard (`_piped` counts a pipeline
-    opened before the transaction). The block's statements and the COMMIT are queued in the outer
-    pipeline; a statement fails only when that pipeline ends, after the transaction's block has
-    ended normally, so no one rolls back: the session is left INERROR. A timed transaction
-    opened inside a pipeline has the same hole without commit_in_pipeline (its ExitStack queues
-    COMMIT/ROLLBACK in the outer pipeline); psycopg's own `conn.transaction()` syncs an inner
-    pipeline for that reason. Fix: `Session.transaction(lock_timeout=...)` refuses to open
-    inside a pipeline (or syncs one around its block), and commit_in_pipeline requires a
-    pipeline opened inside the transaction."""
-    with connect(probe) as s:
-        try:
-            with s.pipeline(), s.transaction(lock_timeout=1, idle_timeout=5):
-                s.execute("insert into probe values (1)")
-                s.execute("insert into probe values ('one')")
-                s.commit_in_pipeline()
-        except RuntimeError:
-            pass  # refused: fine
-        except psycopg.errors.InvalidTextRepresentation:
-            pass  # the error: fine, if the transaction is over
-        assert s.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        assert s.fetchall("select x from probe") == []
+if __name__ == "__main__":
+    _in_writes_then_die(*sys.argv[1:])
