@@ -3,29 +3,21 @@
 The COMMIT is queued in the writes' pipeline, so the minute's last round trip carries both; it
 runs only if every statement before it did, and whatever fails leaves nothing written and the
 session ready for the next transaction. It is refused anywhere but the outermost level of a
-transaction given a timeout, inside a pipeline.
+transaction given a timeout, inside a pipeline. (kill -9 around it, and failing writes in a
+whole tick: tests/test_attacks_atkJ.py.)
 """
 
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from strategy_engine import engine
 from strategy_engine.core.errors import DatabaseUnavailable
-from strategy_engine.core.models import StrategyOutcome
 from strategy_engine.store import connect
 from strategy_engine.store.session import Session
-from tests.conftest import REPO, seed
-from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
-from tests.test_alpaca_engine import ACCOUNT, deps
-from tests.test_exactly_once import T, entry_setup
 
 IDLE = psycopg.pq.TransactionStatus.IDLE
 
@@ -123,37 +115,6 @@ def test_it_is_refused_anywhere_but_a_pipeline_of_a_timed_outermost_transaction(
             s.execute("insert into probe values (3)")
         assert s.conn.info.transaction_status == IDLE
     assert _rows(table) == [(1,), (2,), (3,)]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
-        yield server
-
-
-def test_kill_right_after_the_writes_round_trip_leaves_the_minute_done_once(
-    db_url: str, fake: FakeAlpaca
-) -> None:
-    """kill -9 once a lone strategy's writes and COMMIT came back: the minute stands (its order
-    known, its day state saved); the minute run again is `already_processed` and sends nothing."""
-    with connect(db_url) as s:
-        seed(s, name="lone", account=ACCOUNT, broker="alpaca", config={"symbols": ["IWM"]})
-        entry_setup(s, ("IWM",), T)
-    killed = subprocess.run(
-        [sys.executable, "-m", "tests.kill_points", db_url, T.isoformat(), "after-commit", "lone",
-         fake.url, KEY, SECRET],
-        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
-    )  # fmt: skip
-    assert killed.returncode == 137, killed.stderr
-    sent = dict(fake.orders)
-    assert len(sent) == 1
-    with connect(db_url) as s:
-        rows = s.fetchall("select client_order_id, broker_order_id from paper_trades")
-        assert [(cid, bid) for cid, bid in rows] == [(o["client_order_id"], o["id"]) for o in sent.values()]
-        result = engine.tick(s, T, deps=deps(fake))
-        assert [r.outcome for r in result.strategies] == [StrategyOutcome.ALREADY_PROCESSED]
-        assert s.fetchone("select last_run_minute from strategy_state") == (T,)
-    assert fake.orders == sent
 
 
 def test_an_error_the_block_caught_before_the_commit_rolls_the_transaction_back(table: str) -> None:
