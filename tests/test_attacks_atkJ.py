@@ -38,6 +38,7 @@ from tests.test_alpaca_accounts import at, fakes, outcomes, two_strategies
 from tests.test_alpaca_engine import ACCOUNT, REPLAY, deps
 from tests.test_exactly_once import T, entry_setup
 from tests.test_prepared_statements import SYMS, _journal, second_db_url
+from tests.test_tick_guards import last_run
 
 __all__ = ["fakes", "second_db_url"]  # fixtures, imported
 
@@ -50,9 +51,17 @@ def fake() -> Iterator[FakeAlpaca]:
         yield server
 
 
-def _trigger(s: Session, table: str, *, deferred: bool, only: str | None = None) -> None:
-    """A trigger on `table` raising 'attack: refused' while `attack_armed` has a row (for the
-    strategy named `only`, if given: strategy_state / strategy_logs / paper_trades carry strategy_id)."""
+def _trigger(
+    s: Session,
+    table: str,
+    *,
+    deferred: bool,
+    only: str | None = None,
+    body: str = "raise exception 'attack: refused';",
+) -> None:
+    """A trigger on `table` running `body` (by default: raising 'attack: refused') while
+    `attack_armed` has a row (for the strategy named `only`, if given: strategy_state /
+    strategy_logs / paper_trades carry strategy_id)."""
     who = (
         f" and new.strategy_id = (select id from strategy_definitions where name = '{only}')" if only else ""
     )
@@ -65,21 +74,13 @@ def _trigger(s: Session, table: str, *, deferred: bool, only: str | None = None)
         create or replace function attack_refuse_{table}() returns trigger language plpgsql as $$
         begin
           if (tg_op = 'UPDATE' or tg_table_name = 'strategy_logs') and exists (select 1 from attack_armed){who} then
-            raise exception 'attack: refused';
+            {body}
           end if;
           return new;
         end $$;
         create {kind} attack_{table} after insert or update on {table} {when}
           for each row execute function attack_refuse_{table}();
         """
-    )
-
-
-def _state(s: Session, name: str) -> Any:
-    return s.fetchone(
-        "select st.last_run_minute from strategy_state st join strategy_definitions d on d.id = st.strategy_id"
-        " where d.name = %s",
-        (name,),
     )
 
 
@@ -109,7 +110,7 @@ def test_lone_simulated_strategy_failing_in_its_writes(
     assert got["b"].outcome is StrategyOutcome.PROCESSED, got
     assert session.conn.info.transaction_status.name == IDLE
     assert _logs(session, "a") == 0
-    assert _state(session, "a") in (None, (None,))
+    assert last_run(session, "a") is None
     assert _logs(session, "b") > 0
     session.execute("delete from attack_armed")
     again = engine.tick(session, T)
@@ -117,7 +118,7 @@ def test_lone_simulated_strategy_failing_in_its_writes(
         ("a", StrategyOutcome.PROCESSED),
         ("b", StrategyOutcome.ALREADY_PROCESSED),
     ]
-    assert _state(session, "a") == (T,)
+    assert last_run(session, "a") == T
 
 
 @pytest.mark.parametrize("pg_version", ["16"], indirect=True)  # 15: tests/test_existing_databases.py et al.
@@ -138,7 +139,7 @@ def test_lone_alpaca_strategy_failing_in_its_writes_is_recorded_once_by_the_retr
     assert got["sim"].outcome is StrategyOutcome.PROCESSED, got
     assert fake.orders_accepted == 1
     assert _logs(session, "lone") == 0
-    assert _state(session, "lone") in (None, (None,))
+    assert last_run(session, "lone") is None
     session.execute("delete from attack_armed")
     again = engine.tick(session, T, deps=deps(fake))
     got = {r.strategy: r for r in again.strategies}
@@ -234,12 +235,12 @@ def test_copy_path_failing_leaves_nothing_and_the_minute_reruns(
         assert got["many"].outcome is StrategyOutcome.FAILED, got
         assert "attack: refused" in (got["many"].error or "")
         assert got["b"].outcome is StrategyOutcome.PROCESSED
-        assert _logs(s, "many") == 0 and _state(s, "many") in (None, (None,))
+        assert _logs(s, "many") == 0 and last_run(s, "many") is None
         s.execute("delete from attack_armed")
         again = engine.tick(s, T)
         got = {r.strategy: r for r in again.strategies}
         assert got["many"].outcome is StrategyOutcome.PROCESSED, got
-        assert _logs(s, "many") >= len(MANY) and _state(s, "many") == (T,)
+        assert _logs(s, "many") >= len(MANY) and last_run(s, "many") == T
         assert s.conn.info.transaction_status.name == IDLE
 
 
@@ -280,7 +281,7 @@ def test_connection_lost_in_the_writes_pipeline_of_a_lone_alpaca_strategy(
     monkeypatch.undo()
     assert fake.orders_accepted == 1
     with connect(db_url) as s:
-        assert _logs(s, "lone") == 0 and _state(s, "lone") in (None, (None,))
+        assert _logs(s, "lone") == 0 and last_run(s, "lone") is None
         again = engine.tick(s, T, deps=deps(fake))
         assert [(r.outcome, r.orders, r.reconciled) for r in again.strategies] == [
             (StrategyOutcome.PROCESSED, 0, 1)
@@ -288,25 +289,6 @@ def test_connection_lost_in_the_writes_pipeline_of_a_lone_alpaca_strategy(
         rows = s.fetchall("select client_order_id, broker_order_id from paper_trades")
         assert sorted(rows) == sorted((o["client_order_id"], o["id"]) for o in fake.orders.values())
     assert fake.requests["POST /v2/orders"] == 1
-
-
-def _slow_or_locked(s: Session, table: str, body: str) -> None:
-    s.execute(
-        f"""
-        create table if not exists attack_armed (x int);
-        insert into attack_armed values (1);
-        create or replace function attack_wait_{table}() returns trigger language plpgsql as $$
-        begin
-          if exists (select 1 from attack_armed) and new.strategy_id =
-             (select id from strategy_definitions where name = 'lone') then
-            {body}
-          end if;
-          return new;
-        end $$;
-        create trigger attack_wait_{table} after insert or update on {table}
-          for each row execute function attack_wait_{table}();
-        """
-    )
 
 
 @pytest.mark.parametrize("broker", ["simulated", "alpaca"])
@@ -322,10 +304,12 @@ def test_a_timeout_in_the_writes_of_a_lone_strategy(
         seed(s, name="b", account="sim-b", config={"symbols": ["SPY"]})
         entry_setup(s, ("IWM", "SPY"), T)
         if what == "statement_timeout":
-            _slow_or_locked(s, "strategy_logs", "perform pg_sleep(3);")
+            _trigger(s, "strategy_logs", deferred=False, only="lone", body="perform pg_sleep(3);")
             s.execute("set statement_timeout = '1s'")
         else:
-            _slow_or_locked(s, "strategy_logs", "perform pg_advisory_xact_lock(4242);")
+            _trigger(
+                s, "strategy_logs", deferred=False, only="lone", body="perform pg_advisory_xact_lock(4242);"
+            )
             holder.execute("select pg_advisory_lock(4242)")
         result = engine.tick(s, T, deps=d)
         got = {r.strategy: r for r in result.strategies}
@@ -333,14 +317,14 @@ def test_a_timeout_in_the_writes_of_a_lone_strategy(
         assert got["lone"].retryable, got
         assert got["b"].outcome is StrategyOutcome.PROCESSED, got
         assert s.conn.info.transaction_status.name == IDLE
-        assert _logs(s, "lone") == 0 and _state(s, "lone") in (None, (None,))
+        assert _logs(s, "lone") == 0 and last_run(s, "lone") is None
         s.execute("delete from attack_armed")
         s.execute("reset statement_timeout")
         holder.execute("select pg_advisory_unlock_all()")
         again = engine.tick(s, T, deps=d)
         got = {r.strategy: r for r in again.strategies}
         assert got["lone"].outcome is StrategyOutcome.PROCESSED, got
-        assert _state(s, "lone") == (T,)
+        assert last_run(s, "lone") == T
     assert fake.requests["POST /v2/orders"] == (1 if broker == "alpaca" else 0)
 
 
@@ -410,11 +394,11 @@ def test_kill_around_the_writes_of_a_lone_alpaca_strategy(
     # re-runs' POSTs are counted below, each of which must make an order (none sent twice).
     posts_before, orders_before = fake.requests["POST /v2/orders"], len(fake.orders)
     with connect(db_url) as s:
-        committed = _state(s, "lone") == (T,)
+        committed = last_run(s, "lone") == T
         assert committed is (where in ("after-commit", "commit-sent")), where
         for _ in range(2):
             engine.tick(s, T, deps=deps(fake))
-        assert _state(s, "lone") == (T,)
+        assert last_run(s, "lone") == T
         rows = s.fetchall("select client_order_id, broker_order_id from paper_trades")
         cids = [cid for cid, _ in rows]
         assert len(cids) == len(set(cids))
