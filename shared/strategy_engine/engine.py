@@ -90,6 +90,7 @@ def tick(
         ahead = account_view.Prefetch.start(s, real, deps.alpaca_broker, inv, pool) if market_open else None
         run_id = uuid.uuid4()
         with s.pipeline():  # one round trip, one implicit transaction: all stand or none
+            engine_runs.relax_commit(s)  # bookkeeping: made durable by the first strategy's COMMIT
             abandoned = engine_runs.close_abandoned(s, deps.run_timeout_seconds, run_id)
             engine_runs.start_run(s, run_id, trigger, minute)
             if ahead is not None:  # the day rows, committed before any claim (`ensure_day_rows`)
