@@ -49,7 +49,9 @@ test: $(STAMP) test-tools
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	# One worker per core (pytest-xdist): each starts its own servers (tests/conftest.py), as
+	# two runs at once do (tests/test_hermetic.py); most of a test's time is waiting on them.
+	$(BIN)/pytest -q -n auto
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/tick.py

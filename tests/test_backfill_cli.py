@@ -249,7 +249,8 @@ def test_sweep_and_runs_fit_80_columns(market: str, tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert max(len(line) for line in lines) <= 80
+    # every line but the report's path, printed whole to be copied (a test worker's is longer)
+    assert max(len(line) for line in lines if not line.startswith("report: ")) <= 80
     assert lines[0].startswith("sweep nft ")  # the title on its own line, not wrapped over the table
     assert f"report: {(tmp_path / 's.html').resolve()}" in lines
     assert any(line.startswith("sharpe: not meaningful") for line in lines)

@@ -93,12 +93,14 @@ def decision_json(decision: Decision) -> str:
     A NUL character, in a key or a value, is stored as U+FFFD (PostgreSQL cannot hold it)."""
     raw = _payload(decision.signal.payload, decision)
     try:
-        text = json.dumps(raw, allow_nan=False)
+        text = _STRICT.encode(raw)
     except ValueError:
         text = json.dumps(finite(raw))  # every value finite now: only a key can read "NaN"
     return _NUL_ESCAPE.sub(r"\1\\ufffd", text) if r"\u0000" in text else text
 
 
+# `json.dumps(raw, allow_nan=False)` without building an encoder per call (a sixth of its cost).
+_STRICT = json.JSONEncoder(allow_nan=False)
 # \u0000 after an even number of backslashes (an odd one makes it text: `\\u0000`): PostgreSQL
 # refuses it (jsonb; json read as text), so one NUL in a broker's error text would fail the minute's
 # writes. json.dumps escapes every NUL this way (ensure_ascii), in keys and values alike.
