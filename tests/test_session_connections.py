@@ -21,7 +21,8 @@ import pytest
 from strategy_engine.core.errors import Busy, DatabaseUnavailable, InputError
 from strategy_engine.store import connect
 from strategy_engine.store.driver_errors import INVALID_URL, unavailable
-from strategy_engine.store.session import PREPARE_AFTER, Session, row_id, sibling, sibling_opener
+from strategy_engine.store.session import PREPARE_AFTER, Session, sibling, sibling_opener
+from strategy_engine.store.values import row_id
 
 
 def _seen(admin: Session, s: Session) -> tuple[str, str, str]:

@@ -8,7 +8,7 @@ payloads are the tick's own, in the tick's symbol order. Every other minute is a
 touches no account state; its row is built in bulk (`backfill_rows`).
 
 The simulated account is rebuilt at each candidate minute the way the tick rebuilds it from
-its tables; the store writes exact decimals (`store.session.exact`), so the numbers the tick
+its tables; the store writes exact decimals (`store.values.exact`), so the numbers the tick
 reads back are the numbers this loop keeps in memory.
 """
 

@@ -17,7 +17,8 @@ from strategy_engine.core.cash_account import cash_account
 from strategy_engine.core.data_quality import split_position
 from strategy_engine.core.errors import AccountConflict, NotFound
 from strategy_engine.core.models import Account, BrokerAccount, Position, RowId
-from strategy_engine.store.session import Later, Session, exact, row_id
+from strategy_engine.store.session import Later, Session
+from strategy_engine.store.values import exact, row_id
 
 
 def ensure_account(s: Session, name: str, broker: str) -> RowId:

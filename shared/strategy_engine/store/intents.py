@@ -23,7 +23,8 @@ from datetime import datetime, timedelta
 
 from strategy_engine.concurrency import submit
 from strategy_engine.core.models import FINAL_ORDER_STATUSES, Order, OrderIntent, RowId, Side
-from strategy_engine.store.session import Later, Session, exact, sibling, sibling_opener
+from strategy_engine.store.session import Later, Session, sibling, sibling_opener
+from strategy_engine.store.values import exact
 
 INTENT, VOID, UNKNOWN = "intent", "void", "unknown_at_broker"
 # A row in any other status is the broker's word for an order that may still change.

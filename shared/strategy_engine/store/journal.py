@@ -19,7 +19,8 @@ from psycopg.adapt import PyFormat, Transformer
 
 from strategy_engine.core.decide import decision_json
 from strategy_engine.core.models import Decision, Order, RowId, Side
-from strategy_engine.store.session import Later, Session, exact
+from strategy_engine.store.session import Later, Session
+from strategy_engine.store.values import exact
 
 LOG_COLUMNS = (
     "engine_run_id",

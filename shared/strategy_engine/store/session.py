@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from decimal import Decimal
 from typing import Any, TypeVar
-from uuid import UUID
 
 import psycopg
 from psycopg import sql
@@ -22,7 +20,6 @@ from psycopg.conninfo import make_conninfo
 from psycopg.types.numeric import FloatLoader
 
 from strategy_engine.core.errors import Busy, DatabaseUnavailable, InputError
-from strategy_engine.core.models import RowId
 from strategy_engine.store.driver_errors import (
     INVALID_URL,
     OUTAGES,
@@ -37,26 +34,6 @@ T = TypeVar("T")
 # A statement already sent (possibly queued in a pipeline) and how to read its answer: called
 # after the pipeline block, it parses the rows. `store` functions named `..._later` return one.
 Later = Callable[[], T]
-
-
-def exact(x: float | None) -> Decimal | None:
-    """A float as the decimal that reads back as the same float.
-
-    PostgreSQL casts float8 to numeric with 15 significant digits; money and quantities that the
-    next stateless minute reads back must survive the round trip bit for bit (the backfill, which
-    never leaves memory, must see the same numbers as the tick).
-    """
-    return None if x is None else Decimal(repr(float(x)))
-
-
-def row_id(value: object) -> RowId:
-    """A broker_accounts / strategy_definitions key as the driver read it (uuid.UUID or int).
-
-    Raises TypeError for any other type (the migrations refuse such keys).
-    """
-    if isinstance(value, UUID) or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    raise TypeError(f"unsupported key type {type(value).__name__}")
 
 
 def connect(
@@ -158,7 +135,11 @@ class Session:
 
     @contextmanager
     def transaction(
-        self, *, lock_timeout: float | None = None, idle_timeout: float | None = None
+        self,
+        *,
+        lock_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        begin_with: Callable[[], object] | None = None,
     ) -> Iterator[Session]:
         """BEGIN ... COMMIT; any exception rolls the whole block back.
 
@@ -166,8 +147,10 @@ class Session:
         `idle_timeout` (seconds): the server ends this transaction if it sits idle longer (a
         frozen worker), releasing its locks. Both are `SET LOCAL` (set_config(..., true)): they end
         with the transaction, so they are safe through Supabase's transaction pooler. They go
-        with the BEGIN, in one round trip; PostgreSQL arms the idle timeout at the block's first
-        plain statement (a pipeline does not arm it: `pipeline`), before which no lock is held.
+        with the BEGIN, in one round trip, and so do the statements `begin_with()` sends (given
+        only with a timeout; their answers are read in the block, `Later`). PostgreSQL arms the
+        idle timeout at the block's first plain statement (a pipeline does not arm it: `pipeline`),
+        so the block must send its next one at once, as after any pipeline.
         A transaction with timeouts may not begin inside a pipeline (RuntimeError): its block's
         errors would surface only when that pipeline ends, after the transaction.
         """
@@ -193,6 +176,11 @@ class Session:
                     ends.enter_context(psycopg.Transaction(self.conn))  # BEGIN, queued ahead of the SET
                     self.statements += 1
                     self.conn.execute(_SET_TIMEOUTS, (_ms(lock_timeout), _ms(idle_timeout)))
+                    self._piped += 1  # its statements are counted as pipelined, not waited for
+                    try:
+                        _ = begin_with and begin_with()
+                    finally:
+                        self._piped -= 1
                 outer, self._ends = self._ends, ends if outermost else None
                 try:
                     yield self
