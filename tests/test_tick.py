@@ -164,12 +164,12 @@ def test_statement_count_is_constant_in_the_number_of_symbols(session: Session) 
     quiet = {n: v[0] for n, v in quiet_trips.items()}
     assert quiet[3] == quiet[50] == quiet[many]
     # Round trips, by hand: plan, then closing abandoned runs with starting this one and making
-    # the day rows (one pipeline) (2); BEGIN with the timeouts and the claim, the snapshot
-    # pipeline, the last trades, the writes' pipeline with the decisions and the COMMIT (4: a lone
+    # the day rows (one pipeline) (2); BEGIN with the timeouts, the claim, the snapshot pipeline,
+    # the last trades, the writes' pipeline with the decisions and the COMMIT (5: a lone
     # strategy's minute is one transaction, no savepoint in it); the run's close (1). More decisions than
     # PIPELINED_DECISIONS go by COPY ahead of the writes' pipeline: one round trip more.
-    assert quiet_trips[3][1] == quiet_trips[50][1] == 2 + 4 + 1
-    assert quiet_trips[many][1] == 2 + 5 + 1
+    assert quiet_trips[3][1] == quiet_trips[50][1] == 2 + 5 + 1
+    assert quiet_trips[many][1] == 2 + 6 + 1
     busy = {n: _statements_per_tick(session, f"b{n}", n, 20_000)[0] for n in (3, 50)}
     # an order adds one upsert into paper_trades, however many orders the minute placed
     assert quiet[3] <= busy[3] <= quiet[3] + 1

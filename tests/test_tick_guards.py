@@ -189,16 +189,16 @@ def test_the_brokers_clock_is_asked_as_the_tick_starts_not_after_a_strategys_cla
     strategy does not wait for it after its claim: when the claim is made, the request is out."""
     seed(session, account=ACCOUNT, broker="alpaca", config={"symbols": list(SYMS)})
     entry_setup(session, SYMS, T)
-    claim, asked = strat_store.claim_later, []
+    claim, asked = strat_store.claim, []
 
-    def claim_once_asked(s: Session, *args: Any) -> Any:  # a lone strategy's claim goes with its BEGIN
+    def claim_once_asked(s: Session, *args: Any) -> Any:
         give_up = time.monotonic() + 5.0  # loopback: the request sent ahead arrives in milliseconds
         while fake.requests["GET /v2/clock"] == 0 and time.monotonic() < give_up:
             time.sleep(0.01)
         asked.append(fake.requests["GET /v2/clock"])
         return claim(s, *args)
 
-    monkeypatch.setattr(strat_store, "claim_later", claim_once_asked)
+    monkeypatch.setattr(strat_store, "claim", claim_once_asked)
     result = engine.tick(session, T, deps=on_alpaca(fake, Clock(T + timedelta(seconds=2))))
     assert (result.status, result.orders, asked, fake.requests["GET /v2/clock"]) == ("ok", 3, [1], 1)
 

@@ -33,10 +33,22 @@ from strategy_engine.core import calendar
 from strategy_engine.core.data_quality import window_features
 from strategy_engine.core.decide import MinuteInputs, journal_orders
 from strategy_engine.core.errors import Busy, LiveTradingRefused
-from strategy_engine.core.models import Decision, Outcome, RunResult, StrategyOutcome, StrategyRun
+from strategy_engine.core.models import (
+    Decision,
+    Outcome,
+    RunResult,
+    StrategyOutcome,
+    StrategyRun,
+)
 from strategy_engine.core.risk import RiskContext
 from strategy_engine.deps import Deps
-from strategy_engine.invocation import REAL_BROKERS, DeadlinePassed, Invocation, NotRun, run_status
+from strategy_engine.invocation import (
+    REAL_BROKERS,
+    DeadlinePassed,
+    Invocation,
+    NotRun,
+    run_status,
+)
 from strategy_engine.logs import event
 from strategy_engine.planning import Planned, failed, finish, plan, refuse
 from strategy_engine.store import Session, engine_runs, journal, market
@@ -61,8 +73,12 @@ def tick(
     """Run every strategy (or `only`) for decision minute T; one engine_runs row per call.
 
     Runs left `running` by a dead process (older than `engine_run_timeout_seconds`) are closed as
-    `abandoned` first. Each strategy's failure is its own (`_run_account`).
+    `abandoned` first. Each strategy's failure is its own (`_run_account`). Raises RuntimeError,
+    before anything is read or sent, when `s` is inside a transaction: a strategy-minute commits
+    its own, and inside a caller's it could send orders it could not then record.
     """
+    if not s.idle:
+        raise RuntimeError("engine.tick runs its own transactions: call it outside any transaction")
     base = deps or Deps()
     deps = replace(base, alpaca_broker=concurrency.one_per_account(base.alpaca_broker))  # per invocation
     started = time.perf_counter()
@@ -171,24 +187,17 @@ class _Staged:
     settled: Later[tuple[list[Decision], RiskContext]]
 
 
-def _transaction(
-    s: Session, deps: Deps, begin_with: Callable[[], object] | None = None
-) -> AbstractContextManager[Session]:
+def _transaction(s: Session, deps: Deps) -> AbstractContextManager[Session]:
     pol = deps.policy
-    return s.transaction(
-        lock_timeout=pol.lock_timeout_seconds, idle_timeout=pol.idle_timeout_seconds, begin_with=begin_with
-    )
+    return s.transaction(lock_timeout=pol.lock_timeout_seconds, idle_timeout=pol.idle_timeout_seconds)
 
 
 def _own(
     s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, run_id: uuid.UUID, p: Planned
 ) -> StrategyRun:
-    """One strategy-minute in a transaction of its own: claimed with its BEGIN, staged, then
-    recorded with its COMMIT."""
-    claim: list[Later[strat_store.Claim | None]] = []
-    day, sid = calendar.trading_date(inv.minute), p.row.definition.id
-    with _transaction(s, deps, begin_with=lambda: claim.append(strat_store.claim_later(s, sid, day))):
-        st = _stage(s, deps, inv, sending, p, claim[0])
+    """One strategy-minute in a transaction of its own: staged, then recorded."""
+    with _transaction(s, deps):
+        st = _stage(s, deps, inv, sending, p)
         return st if isinstance(st, StrategyRun) else _record(s, run_id, st, commit=True)
 
 
@@ -222,20 +231,13 @@ def _ran(run_id: uuid.UUID, inv: Invocation, p: Planned, body: Callable[[], T]) 
 
 
 def _stage(
-    s: Session,
-    deps: Deps,
-    inv: Invocation,
-    sending: execution.Invocation,
-    p: Planned,
-    claim: Later[strat_store.Claim | None] | None = None,
+    s: Session, deps: Deps, inv: Invocation, sending: execution.Invocation, p: Planned
 ) -> StrategyRun | _Staged:
-    """Claim (unless `claim` was sent with the BEGIN), read, reconcile, decide and send: the
-    strategy-minute up to the broker's answers."""
+    """Claim, read, reconcile, decide and send: the strategy-minute up to the broker's answers."""
     d, cfg, account, minute = p.row.definition, p.config, p.account, inv.minute
     # The claim also reads the kill switch and limits as they are now: a change made while an
     # earlier strategy of this invocation ran takes effect.
-    claimed = claim() if claim else strat_store.claim(s, d.id, calendar.trading_date(minute))
-    if claimed is None:
+    if (claimed := strat_store.claim(s, d.id, calendar.trading_date(minute))) is None:
         return StrategyRun(d.name, StrategyOutcome.BUSY)
     if claimed.last_run is not None and claimed.last_run >= minute:
         return StrategyRun(d.name, StrategyOutcome.ALREADY_PROCESSED)

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import psycopg
 from psycopg.types.json import Jsonb
 
 from strategy_engine.core.data_quality import finite
@@ -25,7 +24,7 @@ def relax_commit(s: Session) -> None:
     them: a run then shows `running` and the next run closes it `abandoned`; lost day rows are made
     again. A no-op inside a caller's transaction, whose COMMIT it must not relax. One statement,
     pipelined with the caller's if it has one."""
-    if s.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+    if s.idle:
         s.execute("select set_config('synchronous_commit', 'off', true)")
 
 

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from strategy_engine.concurrency import submit
 from strategy_engine.core.models import FINAL_ORDER_STATUSES, Order, OrderIntent, RowId, Side
-from strategy_engine.store.session import Later, Session, sibling, sibling_opener
+from strategy_engine.store.session import DURABLE, Later, Session, sibling, sibling_opener
 from strategy_engine.store.values import exact
 
 INTENT, VOID, UNKNOWN = "intent", "void", "unknown_at_broker"
@@ -32,6 +32,9 @@ SETTLED = (*sorted(FINAL_ORDER_STATUSES), INTENT, VOID, UNKNOWN)
 # The side connection waits this long for a row lock before giving up: a lock held by the
 # minute's own transaction would otherwise wait forever (one process, two connections).
 _LOCK_TIMEOUT = "2s"
+# Each intent transaction's first statement: that lock timeout, and a COMMIT on disk before the
+# order may go (`session.DURABLE`): the write-ahead intent must outlive a crash of the database.
+_DURABLE_LOCKED = f"select set_config('lock_timeout', '{_LOCK_TIMEOUT}', true), {DURABLE}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +99,7 @@ class IntentLog:
             return set()
         s = self._session()
         with s.pipeline(), s.transaction():  # BEGIN, SET, INSERT, COMMIT: one round trip
-            s.execute(f"set local lock_timeout = '{_LOCK_TIMEOUT}'")
+            s.execute(_DURABLE_LOCKED)
             cur = s.execute(
                 """
                 insert into public.paper_trades (strategy_id, account_id, source, decision_minute,
@@ -133,7 +136,7 @@ class IntentLog:
             return
         s = self._session()
         with s.transaction():
-            s.execute(f"set local lock_timeout = '{_LOCK_TIMEOUT}'")
+            s.execute(_DURABLE_LOCKED)
             s.execute(
                 "update public.paper_trades set status = 'void', error = %s, updated_at = now()"
                 " where client_order_id = any(%s) and status = 'intent'",
@@ -147,7 +150,7 @@ class IntentLog:
         try:
             s = self._session()
             with s.transaction():
-                s.execute(f"set local lock_timeout = '{_LOCK_TIMEOUT}'")
+                s.execute(_DURABLE_LOCKED)
                 s.execute(
                     "update public.paper_trades set error = %s, updated_at = now()"
                     " where client_order_id = %s and status = 'intent'",

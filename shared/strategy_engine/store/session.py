@@ -84,10 +84,16 @@ def _open(conninfo: str, url: str, connect_timeout: int, application_name: str, 
     return Session(conn, prepare=prepare)
 
 
-_SET_TIMEOUTS = """
+# This transaction's COMMIT waits for its WAL to reach the disk even where a database or role
+# sets synchronous_commit off (a stronger setting, such as remote_apply, is kept): the
+# strategy-minute's and the intents' transactions, which the run's relaxed bookkeeping relies on.
+DURABLE = """set_config('synchronous_commit', case current_setting('synchronous_commit')
+  when 'off' then 'on' else current_setting('synchronous_commit') end, true)"""
+_SET_TIMEOUTS = f"""
 select set_config('lock_timeout', coalesce(%s, current_setting('lock_timeout')), true),
   set_config('idle_in_transaction_session_timeout',
-             coalesce(%s, current_setting('idle_in_transaction_session_timeout')), true)
+             coalesce(%s, current_setting('idle_in_transaction_session_timeout')), true),
+  {DURABLE}
 """
 
 
@@ -119,6 +125,11 @@ class Session:
     def close(self) -> None:
         self.conn.close()
 
+    @property
+    def idle(self) -> bool:
+        """No transaction is open on this connection."""
+        return self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
     def _outage(self, exc: Exception) -> DatabaseUnavailable | Busy:
         """`unavailable(exc)`; a prepared statement lost also stops preparing on this connection,
         whose names mean nothing on the server connection it now reaches: the next statement runs."""
@@ -135,11 +146,7 @@ class Session:
 
     @contextmanager
     def transaction(
-        self,
-        *,
-        lock_timeout: float | None = None,
-        idle_timeout: float | None = None,
-        begin_with: Callable[[], object] | None = None,
+        self, *, lock_timeout: float | None = None, idle_timeout: float | None = None
     ) -> Iterator[Session]:
         """BEGIN ... COMMIT; any exception rolls the whole block back.
 
@@ -147,10 +154,8 @@ class Session:
         `idle_timeout` (seconds): the server ends this transaction if it sits idle longer (a
         frozen worker), releasing its locks. Both are `SET LOCAL` (set_config(..., true)): they end
         with the transaction, so they are safe through Supabase's transaction pooler. They go
-        with the BEGIN, in one round trip, and so do the statements `begin_with()` sends (given
-        only with a timeout; their answers are read in the block, `Later`). PostgreSQL arms the
-        idle timeout at the block's first plain statement (a pipeline does not arm it: `pipeline`),
-        so the block must send its next one at once, as after any pipeline.
+        with the BEGIN, in one round trip; PostgreSQL arms the idle timeout at the block's first
+        plain statement (a pipeline does not arm it: `pipeline`), before which no lock is held.
         A transaction with timeouts may not begin inside a pipeline (RuntimeError): its block's
         errors would surface only when that pipeline ends, after the transaction.
         """
@@ -158,7 +163,7 @@ class Session:
             raise RuntimeError("a transaction with timeouts cannot begin inside a pipeline")
         try:
             self.round_trips += 2  # BEGIN, COMMIT (or ROLLBACK); SAVEPOINT, RELEASE when nested
-            outermost = self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            outermost = self.idle
             self.transactions += outermost
             if lock_timeout is None and idle_timeout is None:
                 outer, self._ends = self._ends, None  # a savepoint open: no COMMIT may be queued
@@ -176,11 +181,6 @@ class Session:
                     ends.enter_context(psycopg.Transaction(self.conn))  # BEGIN, queued ahead of the SET
                     self.statements += 1
                     self.conn.execute(_SET_TIMEOUTS, (_ms(lock_timeout), _ms(idle_timeout)))
-                    self._piped += 1  # its statements are counted as pipelined, not waited for
-                    try:
-                        _ = begin_with and begin_with()
-                    finally:
-                        self._piped -= 1
                 outer, self._ends = self._ends, ends if outermost else None
                 try:
                     yield self

@@ -12,7 +12,7 @@ from psycopg.types.json import Jsonb
 from strategy_engine.core.errors import InputError
 from strategy_engine.core.models import BrokerAccount, DayState, Limits, RowId, StrategyDef
 from strategy_engine.core.strategies.base import check_text
-from strategy_engine.store.session import Later, Session
+from strategy_engine.store.session import Session
 from strategy_engine.store.values import exact, row_id
 
 _DEF_COLS = """
@@ -107,12 +107,6 @@ def claim(s: Session, strategy_id: RowId, trading_date: date) -> Claim | None:
     """Lock this strategy's day row FOR UPDATE SKIP LOCKED; None when another worker holds it (or
     the row does not exist: `ensure_day_rows` makes it first). One statement; never waits for a
     lock."""
-    return claim_later(s, strategy_id, trading_date)()
-
-
-def claim_later(s: Session, strategy_id: RowId, trading_date: date) -> Later[Claim | None]:
-    """`claim`, sent now (in the caller's pipeline, if any: a lone strategy's goes with its
-    BEGIN, `Session.transaction(begin_with=...)`) and read when called."""
     cur = s.execute(
         """
             select st.trades_today, st.notional_today::float8, st.last_run_minute,
@@ -127,15 +121,10 @@ def claim_later(s: Session, strategy_id: RowId, trading_date: date) -> Later[Cla
             """,
         (strategy_id, trading_date),
     )
-
-    def answer() -> Claim | None:
-        row = cur.fetchone()
-        if row is None:
-            return None
-        day = DayState(trading_date, int(row[0]), float(row[1]))
-        return Claim(day, row[2], bool(row[3]), _limits(row[4:]))
-
-    return answer
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return Claim(DayState(trading_date, int(row[0]), float(row[1])), row[2], bool(row[3]), _limits(row[4:]))
 
 
 def save_state(
