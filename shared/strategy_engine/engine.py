@@ -73,12 +73,12 @@ def tick(
     """Run every strategy (or `only`) for decision minute T; one engine_runs row per call.
 
     Runs left `running` by a dead process (older than `engine_run_timeout_seconds`) are closed as
-    `abandoned` first. Each strategy's failure is its own (`_run_account`). Raises RuntimeError,
-    before anything is read or sent, when `s` is inside a transaction: a strategy-minute commits
-    its own, and inside a caller's it could send orders it could not then record.
+    `abandoned` first. Each strategy's failure is its own (`_run_account`). Before anything is
+    read or sent, raises RuntimeError when `s` is inside a transaction or pipeline or not in
+    autocommit (a strategy-minute commits its own: inside a caller's it could send orders it
+    could not record), DatabaseUnavailable when its connection is lost.
     """
-    if not s.idle:
-        raise RuntimeError("engine.tick runs its own transactions: call it outside any transaction")
+    s.check_outside_transactions("engine.tick runs its own transactions")
     base = deps or Deps()
     deps = replace(base, alpaca_broker=concurrency.one_per_account(base.alpaca_broker))  # per invocation
     started = time.perf_counter()

@@ -96,6 +96,7 @@ def create_account(s: Session, name: str, broker: str, cash: float | None) -> Ro
     if broker == "alpaca" and cash is not None:
         raise InputError("--cash is for simulated accounts: an alpaca account's cash is the broker's")
     with s.transaction():
+        s.durable()
         if acct_store.find_account(s, name) is not None:
             raise InputError(f"account {name!r} already exists")
         account_id = acct_store.ensure_account(s, name, broker)
@@ -135,6 +136,7 @@ def save_strategy(
     cfg = parse_config(strategy_type, config)
     given = limits if isinstance(limits, Limits) else parse_limits(limits or {})
     with s.transaction():
+        s.durable()  # a definition, its switch and limits outlive a crash once reported saved
         existing = strat_store.load_all(s, name)
         base = existing[0].limits if existing else DEFAULT_LIMITS
         merged = given if isinstance(given, Limits) else dataclasses.replace(base, **given)  # type: ignore[arg-type]

@@ -216,13 +216,20 @@ class FakeAlpaca(Book):
     def _handle(self, h: BaseHTTPRequestHandler, keys: tuple[str, str]) -> None:
         path, _, query = h.path.partition("?")
         route = route_of(h.command, path)
-        length = int(h.headers.get("Content-Length") or 0)
-        raw = h.rfile.read(length) if length else b""  # read whatever the answer: the connection may go on
+        header = str(h.headers.get("Content-Length") or "0")
+        length = int(header) if header.isdigit() else -1
+        raw = (
+            h.rfile.read(length) if length > 0 else b""
+        )  # read whatever the answer: the connection may go on
         with self._lock:
             self.requests[route] += 1
-            fault = self._faults.take(route)
+        if length < 0:  # not a length: a real server answers 400 and reads nothing
+            send(h, 400, {"code": 40010000, "message": "request body format is invalid"})
+            return
         if len(raw) < length:  # the client went away mid-body: a real server handles nothing
             return
+        with self._lock:
+            fault = self._faults.take(route)
         if keys != (self.key, self.secret):
             send(h, 401, ERRORS[401])
             return

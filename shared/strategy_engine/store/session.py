@@ -127,8 +127,21 @@ class Session:
 
     @property
     def idle(self) -> bool:
-        """No transaction is open on this connection."""
-        return self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        """No transaction is open, and the next statement commits on its own (autocommit)."""
+        return self.conn.autocommit and self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+    def check_outside_transactions(self, what: str) -> None:
+        """DatabaseUnavailable if the connection is lost; RuntimeError naming `what` if a transaction
+        or pipeline is open, or no autocommit (its first statement would open one)."""
+        if self.conn.closed or self.conn.info.transaction_status == psycopg.pq.TransactionStatus.UNKNOWN:
+            raise DatabaseUnavailable("database unavailable")
+        if not self.idle or self._piped:
+            raise RuntimeError(f"{what}: call it outside any transaction, on an autocommit connection")
+
+    def durable(self) -> None:
+        """The transaction under way (or the implicit one this statement begins) commits to disk
+        whatever the server's default (`DURABLE`): for writes an operator relies on."""
+        self.execute(f"select {DURABLE}")
 
     def _outage(self, exc: Exception) -> DatabaseUnavailable | Busy:
         """`unavailable(exc)`; a prepared statement lost also stops preparing on this connection,
@@ -163,7 +176,7 @@ class Session:
             raise RuntimeError("a transaction with timeouts cannot begin inside a pipeline")
         try:
             self.round_trips += 2  # BEGIN, COMMIT (or ROLLBACK); SAVEPOINT, RELEASE when nested
-            outermost = self.idle
+            outermost = self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
             self.transactions += outermost
             if lock_timeout is None and idle_timeout is None:
                 outer, self._ends = self._ends, None  # a savepoint open: no COMMIT may be queued

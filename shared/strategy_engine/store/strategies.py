@@ -167,10 +167,14 @@ def upsert_definition(
 
 
 def set_active(s: Session, name: str, is_active: bool) -> bool:
-    cur = s.execute(
-        "update public.strategy_definitions set is_active = %s, updated_at = now() where name = %s",
-        (is_active, name),
-    )
+    """The kill switch: committed to disk whatever the server's default (`Session.durable`), so a
+    strategy reported stopped stays stopped through a crash of the database. One round trip."""
+    with s.pipeline():
+        s.durable()
+        cur = s.execute(
+            "update public.strategy_definitions set is_active = %s, updated_at = now() where name = %s",
+            (is_active, name),
+        )
     return cur.rowcount > 0
 
 
