@@ -41,6 +41,7 @@ from strategy_engine.store.session import DURABLE
 from tests.conftest import seed
 from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
 from tests.test_alpaca_engine import ACCOUNT, deps
+from tests.test_bookkeeping_commit import _watch_commit_modes
 from tests.test_exactly_once import T, entry_setup
 
 STRONG = {"symbols": ["SPY"], "min_flow_premium": 20_000}
@@ -62,23 +63,12 @@ def fake() -> Iterator[FakeAlpaca]:
 
 
 def _watch(s: Session) -> None:
-    """Each row written notes its table and the synchronous_commit its transaction runs with."""
-    s.execute("create table atkl_modes (tbl text, op text, mode text)")
-    s.execute(
-        "create function atkl_note() returns trigger language plpgsql as $$ begin"
-        " insert into atkl_modes values (tg_table_name, tg_op, current_setting('synchronous_commit'));"
-        " return null; end $$"
-    )
-    for t in TABLES:
-        s.execute(
-            f"create trigger atkl_note after insert or update on public.{t}"
-            " for each row execute function atkl_note()"
-        )
+    _watch_commit_modes(s, TABLES)
 
 
 def _modes(s: Session, *tables: str) -> set[str]:
     """The modes of these tables' writes, but the day rows' INSERT (the relaxed bookkeeping)."""
-    rows = s.fetchall("select tbl, op, mode from atkl_modes where tbl = any(%s)", (list(tables),))
+    rows = s.fetchall("select tbl, op, mode from commit_modes where tbl = any(%s)", (list(tables),))
     return {m for t, o, m in rows if (t, o) != ("strategy_state", "INSERT")}
 
 
@@ -172,7 +162,7 @@ def test_intent_write_void_and_gave_up_commit_synchronously_and_leave_the_side_s
         assert side.fetchone("show synchronous_commit") == ("off",)
     finally:
         log.close()
-    rows = session.fetchall("select op, mode from atkl_modes where tbl = 'paper_trades'")
+    rows = session.fetchall("select op, mode from commit_modes where tbl = 'paper_trades'")
     assert sorted(rows) == [("INSERT", "on")] * 2 + [("UPDATE", "on")] * 3, rows
 
 

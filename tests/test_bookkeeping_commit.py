@@ -13,8 +13,9 @@ from tests.test_exactly_once import T, entry_setup
 WATCHED = ("engine_runs", "strategy_state", "strategy_logs", "paper_trades")
 
 
-def _watch_commit_modes(s: Session) -> None:
-    """Every row written to a watched table notes the `synchronous_commit` its transaction runs with."""
+def _watch_commit_modes(s: Session, tables: tuple[str, ...] = WATCHED) -> None:
+    """Every row written to one of `tables` notes, in `commit_modes`, the `synchronous_commit` its
+    transaction runs with."""
     s.execute("create table commit_modes (tbl text, op text, mode text)")
     s.execute(
         """
@@ -25,7 +26,7 @@ def _watch_commit_modes(s: Session) -> None:
         end $$
         """
     )
-    for table in WATCHED:
+    for table in tables:
         s.execute(
             f"create trigger note_mode after insert or update on public.{table}"
             " for each row execute function note_commit_mode()"
