@@ -30,6 +30,7 @@ from strategy_engine.store import Session, connect, embedded, market
 from strategy_engine.store.journal import reset_database
 from strategy_engine.store.migrations import migrate
 from tests import mutation_guard, pg15
+from tests.fake_alpaca import FakeAlpaca
 
 TEMPLATE = "se_template"
 
@@ -158,6 +159,13 @@ def empty_db_url(server_url: str) -> Iterator[str]:
     url = fresh_database(server_url, template=None)
     yield url
     _drop(server_url, url)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAlpaca]:
+    """A loopback Alpaca (`tests/fake_alpaca`) for the test, stopped after it."""
+    with FakeAlpaca() as server:
+        yield server
 
 
 @pytest.fixture

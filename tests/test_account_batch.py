@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -29,12 +28,6 @@ from tests.test_alpaca_engine import ACCOUNT, deps, trades
 from tests.test_exactly_once import T, entry_setup
 
 BOOKS = {"a": ("IWM", "QQQ"), "b": ("SPY", "DIA"), "c": ("XLF", "XLE")}
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
-        yield server
 
 
 def three_on_one_account(s: Session) -> None:

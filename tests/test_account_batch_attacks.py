@@ -49,12 +49,6 @@ __all__ = ["fakes"]  # a fixture, imported
 READS = ("account", "positions", "open_orders", "recent_orders")
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
-        yield server
-
-
 class Hooked:
     """The real Alpaca broker with hooks: `after_read(name)` once a read answered, `on_submit(intent,
     inner)` instead of the POST (call `inner.submit(intent)` to send it)."""

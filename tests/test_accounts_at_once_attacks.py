@@ -472,8 +472,16 @@ def test_the_wall_clock_send_by_passing_mid_batch_voids_the_later_accounts_inten
 # ---------------------------------------------------------------------------------------------
 
 
-def _arm(s: Session, table: str, when: str) -> None:
-    """A trigger on `table` that raises for rows matching `when` while attack_armed has a row."""
+def _arm(
+    s: Session, table: str, when: str, *, after: bool = False, deferred: bool = False, body: str | None = None
+) -> None:
+    """A trigger on `table` running `body` (by default: raising 'attack: <table> refused') for the
+    rows matching `when` while attack_armed has a row: before each row's insert or update, after
+    it (`after`), or at COMMIT (`deferred`: a constraint trigger)."""
+    body = body or f"raise exception 'attack: {table} refused';"
+    kind = "constraint trigger" if deferred else "trigger"
+    timing = "after" if after or deferred else "before"
+    later = "deferrable initially deferred" if deferred else ""
     s.execute(
         f"""
         create table if not exists attack_armed (x int);
@@ -481,11 +489,11 @@ def _arm(s: Session, table: str, when: str) -> None:
         create or replace function attack_raise_{table}() returns trigger language plpgsql as $$
         begin
           if ({when}) and exists (select 1 from attack_armed) then
-            raise exception 'attack: {table} refused';
+            {body}
           end if;
           return new;
         end $$;
-        create trigger attack_{table} before insert or update on {table}
+        create {kind} attack_{table} {timing} insert or update on {table} {later}
           for each row execute function attack_raise_{table}();
         """
     )
@@ -536,22 +544,8 @@ def test_a_failed_commit_of_the_alpaca_batch_leaves_the_simulated_strategies_pro
     layout(session, [[("a", "SPY")], [("b", "IWM")]])
     seed(session, name="s", account="sim", config={"symbols": ["QQQ"]})
     entry_setup(session, ("QQQ",), T)
-    session.execute(
-        f"""
-        create table attack_armed (x int);
-        insert into attack_armed values (1);
-        create function attack_commit() returns trigger language plpgsql as $$
-        begin
-          if new.last_run_minute is not null and new.strategy_id <> {_strategy("s")}
-             and exists (select 1 from attack_armed) then
-            raise exception 'attack: commit refused';
-          end if;
-          return new;
-        end $$;
-        create constraint trigger attack_at_commit after update on strategy_state
-          deferrable initially deferred for each row execute function attack_commit();
-        """
-    )
+    when = f"tg_op = 'UPDATE' and new.last_run_minute is not null and new.strategy_id <> {_strategy('s')}"
+    _arm(session, "strategy_state", when, deferred=True, body="raise exception 'attack: commit refused';")
     result = engine.tick(session, T, deps=replace(at(T), policy=policy()))
     got = outcomes(result)
     assert got["s"] == (P, None)

@@ -12,7 +12,7 @@ import re
 import socket
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -28,12 +28,6 @@ from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
 
 POST = "POST /v2/orders"
 BY_CID = "GET /v2/orders:by_client_order_id"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
-        yield server
 
 
 def broker(

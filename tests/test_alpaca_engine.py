@@ -35,12 +35,6 @@ REPLAY = TickPolicy(max_lag_seconds=0)  # T is a past session: replayed on purpo
 ACCOUNT = "alpaca-paper"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
-        yield server
-
-
 def deps(fake: FakeAlpaca) -> engine.Deps:
     return engine.Deps(
         alpaca_broker=lambda _account: AlpacaPaperBroker(

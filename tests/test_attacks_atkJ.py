@@ -16,7 +16,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -34,6 +33,7 @@ from strategy_engine.store import strategies as strat_store
 from tests import test_recent_closes_attacks as rca
 from tests.conftest import DAY, REPO, load_market, seed
 from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
+from tests.test_accounts_at_once_attacks import _arm
 from tests.test_alpaca_accounts import at, fakes, outcomes, two_strategies
 from tests.test_alpaca_engine import ACCOUNT, REPLAY, deps
 from tests.test_exactly_once import T, entry_setup
@@ -45,12 +45,6 @@ __all__ = ["fakes", "second_db_url"]  # fixtures, imported
 IDLE = "IDLE"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
-        yield server
-
-
 def _trigger(
     s: Session,
     table: str,
@@ -59,29 +53,14 @@ def _trigger(
     only: str | None = None,
     body: str = "raise exception 'attack: refused';",
 ) -> None:
-    """A trigger on `table` running `body` (by default: raising 'attack: refused') while
-    `attack_armed` has a row (for the strategy named `only`, if given: strategy_state /
-    strategy_logs / paper_trades carry strategy_id)."""
+    """`_arm`'s trigger after each row, or at COMMIT (`deferred`), running `body` (by default:
+    raising 'attack: refused') on an update, or any strategy_logs row (for the strategy named
+    `only`, if given: strategy_state / strategy_logs / paper_trades carry strategy_id)."""
     who = (
         f" and new.strategy_id = (select id from strategy_definitions where name = '{only}')" if only else ""
     )
-    kind = "constraint trigger" if deferred else "trigger"
-    when = "deferrable initially deferred" if deferred else ""
-    s.execute(
-        f"""
-        create table if not exists attack_armed (x int);
-        insert into attack_armed values (1);
-        create or replace function attack_refuse_{table}() returns trigger language plpgsql as $$
-        begin
-          if (tg_op = 'UPDATE' or tg_table_name = 'strategy_logs') and exists (select 1 from attack_armed){who} then
-            {body}
-          end if;
-          return new;
-        end $$;
-        create {kind} attack_{table} after insert or update on {table} {when}
-          for each row execute function attack_refuse_{table}();
-        """
-    )
+    when = f"(tg_op = 'UPDATE' or tg_table_name = 'strategy_logs'){who}"
+    _arm(s, table, when, after=True, deferred=deferred, body=body)
 
 
 def _logs(s: Session, name: str) -> int:

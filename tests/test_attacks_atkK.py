@@ -59,12 +59,6 @@ SIM = engine.Deps(policy=TickPolicy(max_lag_seconds=0, lock_timeout_seconds=0.15
 STRONG = {"symbols": ["SPY"], "min_flow_premium": 20_000}
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
-        yield server
-
-
 def _modes(s: Session) -> set[tuple[str, str, str]]:
     return {(t, o, m) for t, o, m in s.fetchall("select distinct tbl, op, mode from commit_modes")}
 

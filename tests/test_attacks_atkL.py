@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import psycopg
@@ -54,12 +53,6 @@ TABLES = (
     "strategy_definitions",
     "engine_runs",
 )
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
-        yield server
 
 
 def _watch(s: Session) -> None:

@@ -4,13 +4,11 @@ of one strategy posted at once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
-
-import pytest
 
 from strategy_engine import engine
 from strategy_engine.core.models import StrategyOutcome
@@ -22,12 +20,6 @@ from tests.test_exactly_once import T, entry_setup
 
 FIRST, SECOND = ("IWM", "QQQ"), ("SPY", "DIA")
 READS = ("GET /v2/account", "GET /v2/positions")
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
-        yield server
 
 
 def two_on_one_account(s: Session) -> None:

@@ -6,7 +6,6 @@ from the fake.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -20,12 +19,6 @@ from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest
 from pydantic import ValidationError
 
 from tests.fake_alpaca import KEY, SECRET, FakeAlpaca, Policy
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
-        yield server
 
 
 def client(fake: FakeAlpaca) -> Any:

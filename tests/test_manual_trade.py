@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -198,12 +197,6 @@ def test_a_config_the_broker_cannot_honour_is_refused_when_saved(
 
 
 # ---- Alpaca: the default account, write-ahead, idempotency ---------------------------------------
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
-        yield server
 
 
 def spy_bar_a_minute_ago(db_url: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,12 +33,6 @@ from tests.test_exactly_once import T, entry_setup
 
 __all__ = ["fakes"]  # a fixture, imported
 BOOKS = {"a": ("IWM",), "b": ("SPY",), "c": ("QQQ",)}
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
-        yield server
 
 
 def books(s: Session, *, sim: bool = False, limits: dict[str, Limits] | None = None) -> None:

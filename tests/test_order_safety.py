@@ -12,7 +12,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from types import MappingProxyType
@@ -37,12 +36,6 @@ from tests.test_alpaca_engine import ACCOUNT, POST, deps
 from tests.test_exactly_once import SYMS, T, entry_setup
 from tests.test_reconcile import LOOKUP, T1, T2, logs, setup
 from tests.test_tick_guards import Clock, slow_deps
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
-        yield server
 
 
 def _age_rows(s: Session, by: timedelta) -> None:

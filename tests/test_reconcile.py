@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -30,12 +29,6 @@ from tests.test_exactly_once import T, entry_setup
 LOOKUP = "GET /v2/orders:by_client_order_id"
 T1, T2 = T + timedelta(minutes=1), T + timedelta(minutes=2)
 UNFILLED_OR_FILLED = pytest.mark.parametrize("fill", ["manual", "instant"])
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
-        yield server
 
 
 def setup(

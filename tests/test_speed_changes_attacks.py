@@ -620,12 +620,6 @@ def dead_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
-        yield server
-
-
 def broker(url: str) -> AlpacaPaperBroker:
     return AlpacaPaperBroker(
         SecretStr(KEY),

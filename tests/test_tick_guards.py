@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,12 +36,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
-        yield server
 
 
 def on_alpaca(fake: FakeAlpaca, clock: Clock, **policy: float) -> engine.Deps:

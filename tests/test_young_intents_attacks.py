@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -37,12 +37,6 @@ from tests.test_reconcile import T1, T2, logs, setup
 
 CID = "se-young00000000000000000"
 WINDOW = TickPolicy().in_flight_seconds  # REPLAY's too: same deadline and broker budget
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
-        yield server
 
 
 def _ids(s: Session, strategy: str | None = None, account: str = ACCOUNT) -> tuple[Any, Any]:

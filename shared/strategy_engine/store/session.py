@@ -85,8 +85,8 @@ def _open(conninfo: str, url: str, connect_timeout: int, application_name: str, 
 
 
 # This transaction's COMMIT waits for its WAL to reach the disk even where a database or role
-# sets synchronous_commit off (a stronger setting, such as remote_apply, is kept): the
-# strategy-minute's and the intents' transactions, which the run's relaxed bookkeeping relies on.
+# sets synchronous_commit off (a stronger setting, such as remote_apply, is kept): every timed
+# transaction (strategy-minutes), the intents' and the operator's writes (`Session.durable`).
 DURABLE = """set_config('synchronous_commit', case current_setting('synchronous_commit')
   when 'off' then 'on' else current_setting('synchronous_commit') end, true)"""
 _SET_TIMEOUTS = f"""
