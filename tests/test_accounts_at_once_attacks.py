@@ -34,6 +34,7 @@ from strategy_engine.invocation import TickPolicy
 from strategy_engine.settings import get_settings
 from strategy_engine.store import Session, connect
 from strategy_engine.store import accounts as acct_store
+from strategy_engine.store import session as session_mod
 from strategy_engine.store.intents import IntentLog
 from tests.conftest import REPO, seed
 from tests.fake_alpaca import KEY, SECRET, FakeAlpaca
@@ -639,18 +640,34 @@ def test_an_order_refused_on_one_account_does_not_stop_the_next(session: Session
 
 
 # ---------------------------------------------------------------------------------------------
-# Which groups open their intent connection ahead (fanout.run_all): killed mutant fanout 27.
+# One intent connection for the whole invocation (fanout.run_all, IntentLog): opened ahead once
+# when an account is on a real broker, never for simulated accounts alone. Killed mutant
+# fanout 27 in its earlier form (a connection per group).
 # ---------------------------------------------------------------------------------------------
 
 
-def test_only_the_alpaca_accounts_open_their_intent_connection_ahead(
+def _opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The application names of the connections the engine opens from now on."""
+    names: list[str] = []
+    real_open = session_mod._open
+
+    def spy(conninfo: str, url: str, timeout: int, application_name: str, prepare: bool) -> Session:
+        names.append(application_name)
+        return real_open(conninfo, url, timeout, application_name, prepare)
+
+    monkeypatch.setattr(session_mod, "_open", spy)
+    return names
+
+
+def test_one_intent_connection_serves_every_alpaca_account(
     session: Session, alpaca: Accounts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two Alpaca accounts on threads of their own and a simulated strategy on the caller's
-    connection: each Alpaca group opens its intent connection as it starts (its first intent
-    then never waits for one), the simulated group opens none (it never writes an intent)."""
-    alpaca.make(2)
-    layout(session, [[("p", "IWM")], [("q", "QQQ")]])
+    """Three Alpaca accounts on threads of their own and a simulated strategy on the caller's
+    connection: one connection per Alpaca account and one, opened ahead from the caller's
+    thread, for every account's intents; each account's order placed with its intent written
+    first, and every connection closed when the tick returns."""
+    fakes = alpaca.make(3)
+    layout(session, [[("p", "IWM")], [("q", "QQQ")], [("r", "SPY")]])
     seed(session, name="sim", account="sim-acct", config={"symbols": ["SPY"]})
     ahead: list[str] = []
     real_open_ahead = IntentLog.open_ahead
@@ -660,9 +677,33 @@ def test_only_the_alpaca_accounts_open_their_intent_connection_ahead(
         real_open_ahead(log)
 
     monkeypatch.setattr(IntentLog, "open_ahead", spy)
+    opened = _opened(monkeypatch)
     result = engine.tick(session, T, deps=at(T))
-    assert outcomes(result) == {"p": (P, None), "q": (P, None), "sim": (P, None)}
-    assert len(ahead) == 2 and threading.main_thread().name not in ahead
+    assert outcomes(result) == {"p": (P, None), "q": (P, None), "r": (P, None), "sim": (P, None)}
+    assert sorted(opened) == ["strategy-engine-account"] * 3 + ["strategy-engine-side"], opened
+    assert ahead == [threading.main_thread().name]
+    assert [len(f.orders) for f in fakes] == [1, 1, 1]
+    assert sorted((r[0], r[4]) for r in rows(session) if r[0] != "sim-acct") == [
+        ("acct0", "accepted"),
+        ("acct1", "accepted"),
+        ("acct2", "accepted"),
+    ]  # the broker's answer over each intent
+    assert session.fetchone(
+        "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
+    ) == (0,)
+
+
+def test_simulated_accounts_alone_open_no_intent_connection(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two simulated accounts: both run on the caller's connection, and no intent connection is
+    opened, ahead or otherwise (they never write an intent)."""
+    seed(session, name="a", account="sim-a", config={"symbols": ["SPY"]})
+    seed(session, name="b", account="sim-b", config={"symbols": ["QQQ"]})
+    opened = _opened(monkeypatch)
+    result = engine.tick(session, T, deps=at(T))
+    assert {r.strategy for r in result.strategies} == {"a", "b"}
+    assert opened == []
 
 
 def test_the_engines_connections_are_named_for_what_they_do(
@@ -703,7 +744,7 @@ def test_two_alpaca_accounts_are_processed_at_once(session: Session, alpaca: Acc
 
 
 def test_at_most_ten_alpaca_accounts_are_processed_at_once(session: Session, alpaca: Accounts) -> None:
-    """The connection budget (docs/operations.md, DATABASE_URL: up to 21 a tick): twelve Alpaca
+    """The connection budget (docs/operations.md, DATABASE_URL: up to 12 a tick): twelve Alpaca
     accounts, each POST held until ten are being sent at once. Ten at once, never more (the
     eleventh and twelfth start as the first ones end); fewer at once would break the barrier."""
     books = [[(f"s{k:02d}", f"X{k:02d}")] for k in range(12)]

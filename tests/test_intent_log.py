@@ -207,6 +207,79 @@ def test_a_connection_that_failed_to_open_ahead_is_nobodys_concern_until_it_is_u
     assert session.fetchone("select count(*) from paper_trades") == (0,)
 
 
+def test_one_log_serves_threads_at_once_each_transaction_whole(session: Session) -> None:
+    """Eight threads write, void and mark intents through one log at once (the accounts of an
+    invocation share it): every operation runs whole on the one side connection, none meets
+    another's statements (psycopg would refuse a second command in flight, or a BEGIN inside
+    another's transaction), and every row ends as its own thread left it."""
+    strategy = seed(session, account="alpaca-x", broker="alpaca")
+    row = session.fetchone("select id from broker_accounts where name = 'alpaca-x'")
+    assert row is not None
+    log = IntentLog(session)
+    start, errors = threading.Barrier(8, timeout=10), []
+
+    def work(k: int) -> None:
+        try:
+            start.wait()
+            for n in range(6):
+                cid = f"se-t{k}-{n}"
+                assert log.write(
+                    strategy, row[0], "strategy", T, [OrderIntent("SPY", Side.BUY, 1.0, 100.0, cid)]
+                ) == {cid}
+                if n % 3 == 1:
+                    log.void([cid], f"void by {k}")
+                elif n % 3 == 2:
+                    log.gave_up(cid, f"gave up by {k}")
+        except BaseException as exc:  # the assertion below names it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    try:
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(30)
+    finally:
+        log.close()
+    assert errors == []
+    got = {
+        r[0]: (r[1], r[2])
+        for r in session.fetchall("select client_order_id, status, error from paper_trades")
+    }
+    want = {
+        f"se-t{k}-{n}": [("intent", None), ("void", f"void by {k}"), ("intent", f"gave up by {k}")][n % 3]
+        for k in range(8)
+        for n in range(6)
+    }
+    assert got == want
+    assert backends(session) == 0
+
+
+def test_a_lost_side_connection_fails_the_write_that_met_it_and_the_next_reconnects(
+    session: Session, log: IntentLog
+) -> None:
+    """The side connection's backend is terminated between two accounts' intents: the write that
+    meets the dead connection raises DatabaseUnavailable (its order is not sent) and leaves no
+    row; the next write, another account's, opens a new connection and commits."""
+    written(session, log, "se-before-the-kill")
+    (killed,) = session.fetchone(
+        "select pg_terminate_backend(pid) from pg_stat_activity"
+        " where datname = current_database() and pid <> pg_backend_pid()"
+    ) or (False,)
+    assert killed
+    account = session.fetchone("select id from broker_accounts where name = 'alpaca-x'")
+    assert account is not None
+    with pytest.raises(DatabaseUnavailable):
+        log.write(None, account[0], "manual", T, [OrderIntent("SPY", Side.BUY, 1.0, 100.0, "se-met-it")])
+    assert log.write(
+        None, account[0], "manual", T, [OrderIntent("QQQ", Side.BUY, 1.0, 100.0, "se-next")]
+    ) == {"se-next"}
+    assert sorted(r[0] for r in session.fetchall("select client_order_id from paper_trades")) == [
+        "se-before-the-kill",
+        "se-next",
+    ]
+
+
 def backends(session: Session) -> int:
     row = session.fetchone(
         "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"

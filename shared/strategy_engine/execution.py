@@ -81,10 +81,14 @@ class Invocation:
 
     @classmethod
     def on(
-        cls, s: Session, past_deadline: Callable[[], bool], send_by: datetime | None, ahead: Prefetch | None
+        cls,
+        intents: IntentLog,
+        past_deadline: Callable[[], bool],
+        send_by: datetime | None,
+        ahead: Prefetch | None,
     ) -> Invocation:
-        """An account group's shared state, its intent connection a sibling of `s`'s."""
-        return cls(IntentLog(s), past_deadline=past_deadline, send_by=send_by, ahead=ahead)
+        """An account group's shared state around the invocation's intent log."""
+        return cls(intents, past_deadline=past_deadline, send_by=send_by, ahead=ahead)
 
 
 def working_exposure(
