@@ -280,6 +280,30 @@ def test_a_lost_side_connection_fails_the_write_that_met_it_and_the_next_reconne
     ]
 
 
+def test_a_side_connection_left_inside_a_transaction_is_not_written_on(
+    session: Session, log: IntentLog, db_url: str
+) -> None:
+    """An operation cut short (an interrupt between its BEGIN and COMMIT) leaves the side
+    connection inside a transaction: the next account's intent must not become a savepoint of
+    it, uncommitted while its order is sent. The log closes that connection (rolling it back)
+    and commits the intent on a new one, visible to any other connection at once."""
+    written(session, log, "se-first")
+    side = log._session()
+    side.conn.execute("begin")
+    side.conn.execute("update paper_trades set error = 'half done' where client_order_id = 'se-first'")
+    account = session.fetchone("select id from broker_accounts where name = 'alpaca-x'")
+    assert account is not None
+    assert log.write(
+        None, account[0], "manual", T, [OrderIntent("QQQ", Side.BUY, 1.0, 100.0, "se-next")]
+    ) == {"se-next"}
+    assert side.conn.closed
+    with connect(db_url) as other:
+        assert other.fetchall("select client_order_id, error from paper_trades order by 1") == [
+            ("se-first", None),
+            ("se-next", None),
+        ]
+
+
 def backends(session: Session) -> int:
     row = session.fetchone(
         "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"

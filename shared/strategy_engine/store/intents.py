@@ -75,8 +75,13 @@ class IntentLog:
                 self._opening = submit(sibling_opener(self._main))
 
     def _session(self) -> Session:
-        if self._side is not None and self._side.conn.closed:  # lost (an outage, a killed backend):
-            self._side = None  # its error went to the account that met it; the next one reconnects
+        if self._side is not None and not self._side.idle:
+            # Lost (an outage, a killed backend: its error went to the account that met it), or
+            # left inside a transaction by an operation cut short: a write there would be a
+            # savepoint that never commits. Closed (rolling back what it held); a new one serves.
+            with contextlib.suppress(Exception):
+                self._side.close()
+            self._side = None
         if self._side is None:
             opening, self._opening = self._opening, None
             self._side = opening.result() if opening is not None else sibling(self._main)
