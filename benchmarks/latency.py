@@ -16,7 +16,9 @@ Three setups, each strategy on its own 3 symbols, every symbol wanting to enter 
 
 Each setup runs --reps times on a fresh database and a fresh server; the medians are printed
 with the requests per endpoint of one tick (summed over the Alpaca accounts) and the floor
-(2 round trips: the reads, then the posts).
+(2 round trips: the reads, then the posts). Before them, one tick of the first setup is run
+and printed apart: the first to reach Alpaca in this process, it imports alpaca-py (which
+imports pandas and numpy at module level), as the first tick of a new instance does.
 
 Usage: python benchmarks/latency.py [--reps 5] [--delay 0.05]
 """
@@ -163,6 +165,13 @@ def main() -> None:
         base = embedded.start(Path(tmp) / "pg")
         rt = args.delay * 1000
         print(f"latency: loopback Alpaca +{rt:.0f} ms per request, keep-alive, median of {args.reps}")
+        label, n_strategies, n_accounts = SETUPS[0]
+        cold = run_once(base, n_strategies, n_accounts, args.delay)
+        first, last = float(str(cold["first_ms"])), float(str(cold["last_ms"]))
+        print(
+            f"{label + ', cold':<22} first order {first:7.1f} ms ({first / rt:4.1f} RT)  last order "
+            f"{last:7.1f} ms ({last / rt:4.1f} RT): this process's first tick on Alpaca (imports alpaca-py)"
+        )
         for label, n_strategies, n_accounts in SETUPS:
             runs = [run_once(base, n_strategies, n_accounts, args.delay) for _ in range(args.reps)]
             first = statistics.median(float(str(r["first_ms"])) for r in runs)
