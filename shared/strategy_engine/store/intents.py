@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -74,6 +75,12 @@ class IntentLog:
             if self._side is None and self._opening is None:
                 self._opening = submit(sibling_opener(self._main))
 
+    @contextmanager
+    def _held(self) -> Iterator[Session]:
+        """The side session, the log's lock held: one operation at a time on it."""
+        with self._lock:
+            yield self._session()
+
     def _session(self) -> Session:
         if self._side is not None and not self._side.idle:
             # Lost (an outage, a killed backend: its error went to the account that met it), or
@@ -116,20 +123,8 @@ class IntentLog:
         """
         if not intents:
             return set()
-        with self._lock:
-            return self._write(strategy_id, account_id, source, minute, intents)
-
-    def _write(
-        self,
-        strategy_id: RowId | None,
-        account_id: RowId,
-        source: str,
-        minute: datetime,
-        intents: Sequence[OrderIntent],
-    ) -> set[str]:
-        s = self._session()
-        with s.pipeline(), s.transaction():  # BEGIN, SET, INSERT, COMMIT: one round trip
-            s.execute(_DURABLE_LOCKED)
+        with self._held() as s, s.pipeline(), s.transaction():  # BEGIN, SET, INSERT, COMMIT:
+            s.execute(_DURABLE_LOCKED)  # one round trip
             cur = s.execute(
                 """
                 insert into public.paper_trades (strategy_id, account_id, source, decision_minute,
@@ -164,30 +159,26 @@ class IntentLog:
         """Mark intents the broker does not know: committed at once, so a re-send may take them over."""
         if not client_order_ids:
             return
-        with self._lock:
-            s = self._session()
-            with s.transaction():
-                s.execute(_DURABLE_LOCKED)
-                s.execute(
-                    "update public.paper_trades set status = 'void', error = %s, updated_at = now()"
-                    " where client_order_id = any(%s) and status = 'intent'",
-                    (why, list(client_order_ids)),
-                )
+        with self._held() as s, s.transaction():
+            s.execute(_DURABLE_LOCKED)
+            s.execute(
+                "update public.paper_trades set status = 'void', error = %s, updated_at = now()"
+                " where client_order_id = any(%s) and status = 'intent'",
+                (why, list(client_order_ids)),
+            )
 
     def gave_up(self, client_order_id: str, why: str) -> None:
         """Mark an intent whose send raised: its worker will not attempt it again, so a
         reconciliation that finds nothing at the broker may void it at once. Never raises: the
         send's own error matters more (an unmarked intent is voided once it is old enough)."""
         try:
-            with self._lock:
-                s = self._session()
-                with s.transaction():
-                    s.execute(_DURABLE_LOCKED)
-                    s.execute(
-                        "update public.paper_trades set error = %s, updated_at = now()"
-                        " where client_order_id = %s and status = 'intent'",
-                        (why[:500], client_order_id),
-                    )
+            with self._held() as s, s.transaction():
+                s.execute(_DURABLE_LOCKED)
+                s.execute(
+                    "update public.paper_trades set error = %s, updated_at = now()"
+                    " where client_order_id = %s and status = 'intent'",
+                    (why[:500], client_order_id),
+                )
         except Exception:  # best effort, see the docstring
             logging.getLogger(__name__).warning("could not mark intent %s given up", client_order_id)
 
