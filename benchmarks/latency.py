@@ -20,6 +20,12 @@ with the requests per endpoint of one tick (summed over the Alpaca accounts) and
 and printed apart: the first to reach Alpaca in this process, it imports alpaca-py (which
 imports pandas and numpy at module level), as the first tick of a new instance does.
 
+The CPU each party spent on a tick is printed too (medians; Linux): the engine's process (all
+its threads), the PostgreSQL server (all its processes, background workers included, from the
+tick's start to 50 ms after its end, read from /proc at 10 ms resolution) and the
+loopback Alpaca. All three share this machine's cores, as in production they would not: the
+time beyond the floor is where they wait for one another.
+
 Usage: python benchmarks/latency.py [--reps 5] [--delay 0.05]
 """
 
@@ -99,6 +105,24 @@ def _prepare(s: Session, n_strategies: int, n_accounts: int) -> None:
     )
 
 
+def _pg_cpu(data_dir: Path) -> float:
+    """Seconds of CPU the server whose cluster is `data_dir` has used: the postmaster, the
+    children it reaped and those alive (Linux /proc; NaN elsewhere)."""
+    try:
+        postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()
+            except OSError:  # ended while read
+                continue
+            if int(stat.parent.name) == postmaster or int(fields[1]) == postmaster:
+                total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime (proc(5))
+        return total / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def _serve(conn: Connection, n_accounts: int, delay: float) -> None:
     """The loopback Alpaca in a process of its own, as the real one is on another host: its work
     does not share the tick's interpreter (GIL). Answers its URL, then on "clear" forgets the
@@ -106,18 +130,23 @@ def _serve(conn: Connection, n_accounts: int, delay: float) -> None:
     with FakeAlpaca(*_keys(0), keep_alive=True, delay=delay) as fake:
         fakes = [fake] + [fake.add_account(*_keys(a), f"PA3BENCH{a:04d}") for a in range(1, n_accounts)]
         conn.send(fake.url)
+        cpu = 0.0
         while conn.recv() == "clear":
             for f in fakes:
                 f.requests.clear()
+            cpu = time.process_time()
             conn.send("cleared")
+        cpu = time.process_time() - cpu
         times = sorted(t for f in fakes for t in f.order_times)  # perf_counter: CLOCK_MONOTONIC
         requests: Counter[str] = Counter()
         for f in fakes:
             requests.update(f.requests)
-        conn.send((times, requests, sum(1 for f in fakes if f.orders)))
+        conn.send((times, requests, sum(1 for f in fakes if f.orders), cpu))
 
 
-def run_once(base: str, n_strategies: int, n_accounts: int, delay: float) -> dict[str, object]:
+def run_once(
+    base: str, n_strategies: int, n_accounts: int, delay: float, data_dir: Path
+) -> dict[str, object]:
     with connect(base) as admin:
         reset_database(admin, "bench_latency")
     url = embedded.database_url(base, "bench_latency")
@@ -134,13 +163,17 @@ def run_once(base: str, n_strategies: int, n_accounts: int, delay: float) -> dic
         _prepare(s, n_strategies, n_accounts)
         ours.send("clear")
         ours.recv()
+        pg0, cpu0 = _pg_cpu(data_dir), time.process_time()
         t0 = time.perf_counter()
         # the host clock runs from just after T, so the minute is on time for a real broker
         deps = engine.Deps(clock=lambda: T + timedelta(seconds=1 + time.perf_counter() - t0))
         result = engine.tick(s, T, deps=deps)
         elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+    time.sleep(0.05)  # the tick's backends have ended and been reaped: their CPU is the postmaster's
+    pg = _pg_cpu(data_dir) - pg0
     ours.send("stop")
-    times, requests, accounts_reached = ours.recv()
+    times, requests, accounts_reached, server_cpu = ours.recv()
     server.join(10)
     return {
         "status": result.status,
@@ -150,6 +183,7 @@ def run_once(base: str, n_strategies: int, n_accounts: int, delay: float) -> dic
         "orders": len(times),
         "requests": requests,
         "accounts": accounts_reached,
+        "cpu_ms": (cpu * 1000, pg * 1000, server_cpu * 1000),
     }
 
 
@@ -162,18 +196,19 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        base = embedded.start(Path(tmp) / "pg")
+        data_dir = Path(tmp) / "pg"
+        base = embedded.start(data_dir)
         rt = args.delay * 1000
         print(f"latency: loopback Alpaca +{rt:.0f} ms per request, keep-alive, median of {args.reps}")
         label, n_strategies, n_accounts = SETUPS[0]
-        cold = run_once(base, n_strategies, n_accounts, args.delay)
+        cold = run_once(base, n_strategies, n_accounts, args.delay, data_dir)
         first, last = float(str(cold["first_ms"])), float(str(cold["last_ms"]))
         print(
             f"{label + ', cold':<22} first order {first:7.1f} ms ({first / rt:4.1f} RT)  last order "
             f"{last:7.1f} ms ({last / rt:4.1f} RT): this process's first tick on Alpaca (imports alpaca-py)"
         )
         for label, n_strategies, n_accounts in SETUPS:
-            runs = [run_once(base, n_strategies, n_accounts, args.delay) for _ in range(args.reps)]
+            runs = [run_once(base, n_strategies, n_accounts, args.delay, data_dir) for _ in range(args.reps)]
             first = statistics.median(float(str(r["first_ms"])) for r in runs)
             last = statistics.median(float(str(r["last_ms"])) for r in runs)
             tick = statistics.median(float(str(r["tick_ms"])) for r in runs)
@@ -186,6 +221,14 @@ def main() -> None:
                 f"Alpaca accounts reached {runs[-1]['accounts']}  status {runs[-1]['status']}"
             )
             print(f"{'':<22} requests {sum(reqs.values())}: {per}")
+            engine_cpu, pg_cpu, alpaca_cpu = (
+                statistics.median(r["cpu_ms"][k] for r in runs)  # type: ignore[index]
+                for k in range(3)
+            )
+            print(
+                f"{'':<22} CPU per tick: engine {engine_cpu:.0f} ms, PostgreSQL {pg_cpu:.0f} ms, "
+                f"loopback Alpaca {alpaca_cpu:.0f} ms"
+            )
 
 
 if __name__ == "__main__":
